@@ -1,0 +1,35 @@
+# Two commands: `make demo` and `make test`. Both create/refresh the venv first.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUN_DIR ?= runs/demo
+
+.PHONY: demo test test-fast bench kfp lint clean venv
+
+venv: $(STAMP)
+
+# The stamp depends on every file that decides the environment, so an edit reinstalls.
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (and Java 17 for Spark)"; exit 1; }
+	@test -x $(VENV)/bin/uv || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install -q uv==0.13.8; }
+	$(VENV)/bin/uv pip install --python $(PY) -c requirements/constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/pinsage run --config configs/demo.yaml --run-dir $(RUN_DIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all
+
+kfp: $(STAMP)
+	$(PY) -m components.kfp_pipeline --output build/pinsage_pipeline.yaml
+
+clean:
+	rm -rf $(VENV) runs build .pytest_cache

@@ -1,0 +1,79 @@
+"""``pinsage``: the command line. Each subcommand lives in the module that owns it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+
+# subcommand -> (module, one-line help). Modules expose ``add_arguments(parser)`` and ``main(args)``.
+COMMANDS = {
+    "run": ("components.cli", "run the pipeline stages in order over a run directory"),
+    "generate": ("components.generate", "write the synthetic demo/bench data set"),
+    "recommend": ("components.recommend", "related items for an item, or homefeed for a user"),
+    "ablation": ("components.ablation", "train and evaluate the paper's Table 1/4 variants"),
+    "promote": ("components.lifecycle", "move the MLflow 'champion' alias to a model version"),
+    "rollback": ("components.lifecycle", "restore the previous 'champion' model version"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str = "run") -> None:
+    from components.registry import STAGE_NAMES
+
+    parser.add_argument("--config", required=True, help="pipeline YAML config, e.g. configs/demo.yaml")
+    parser.add_argument("--run-dir", default=None, help="run directory (default: runs/<config name>)")
+    parser.add_argument("--from", dest="start", choices=STAGE_NAMES, help="first stage to run")
+    parser.add_argument("--to", dest="stop", choices=STAGE_NAMES, help="last stage to run")
+    parser.add_argument("--force", action="store_true", help="rerun stages even when unchanged")
+
+
+def main_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from components.base import StageError
+    from components.runner import run_pipeline
+    from pinsage_model.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run_dir = Path(args.run_dir or f"runs/{Path(args.config).stem}")
+    try:
+        reports = run_pipeline(cfg, run_dir, args.start, args.stop, force=args.force)
+    except (StageError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"\n{'stage':<16}{'status':<10}{'seconds':>9}")
+    for name, rep in reports.items():
+        print(f"{name:<16}{'skipped' if rep.get('skipped') else 'ran':<10}{rep.get('seconds', 0):>9.1f}")
+    print(f"\nrun directory: {run_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pinsage",
+        description="PinSage item embeddings and recommendations as a pipeline (see README.md).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        if importlib.util.find_spec(module) is None:
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod = sys.modules[__name__] if module == __name__ else importlib.import_module(module)
+        adder = getattr(mod, "add_arguments")
+        adder(p, name) if name in ("run", "promote", "rollback") else adder(p)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.command == "run":
+        return main_run(args)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return module.main(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

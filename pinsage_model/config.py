@@ -1,0 +1,367 @@
+"""Typed, frozen pipeline configuration loaded from YAML.
+
+One schema validates every config file before any stage runs: an unknown key or a value of the
+wrong type raises :class:`ConfigError` naming the key path and the file. Each section is a frozen
+dataclass with defaults beside the code; ``load_config`` returns the resolved tree, and
+``config_to_dict`` turns it back into plain YAML-able data (saved with every run, logged as MLflow
+params).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file does not match the schema."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the raw inputs come from.
+
+    ``source`` picks the loader: ``synthetic`` generates the preset, ``movielens`` reads a
+    MovieLens folder, ``adjacency`` reads "user item item ..." train/test files, ``table`` reads
+    generic CSV/Parquet interactions plus an optional item table.
+    """
+
+    source: Literal["synthetic", "movielens", "adjacency", "table"] = "synthetic"
+    preset: Literal["demo", "bench", "tiny"] = "demo"
+    path: str = ""
+    interactions_path: str = ""
+    items_path: str = ""
+    test_path: str = ""
+    item_vectors_path: str = ""
+    item_vector_ids_path: str = ""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[2]"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    app_name: str = "pinsage"
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    """Engagement pairs (paper 4.1): consecutive distinct items of a user within ``max_gap_s``."""
+
+    max_gap_s: int = 86400
+    min_rating: float | None = None
+    min_item_support: int = 1
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    """Bipartite item-collection graph; the training subgraph keeps a fraction of collections."""
+
+    train_collection_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """TF Transform feature stage (Beam DirectRunner locally)."""
+
+    beam_runner: str = "DirectRunner"
+    text_hash_buckets: int = 64
+    categorical_vocab_top_k: int = 200
+    categorical_oov_buckets: int = 1
+    id_embedding_dim: int = 16
+    missing_features: Literal["id_embedding", "zeros"] = "id_embedding"
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Random-walk importance neighbourhoods (paper 3.2) and PPR hard negatives (3.3)."""
+
+    num_walks: int = 200
+    walk_length: int = 10
+    restart_prob: float = 0.5
+    top_t: int = 50
+    num_threads: int = 0
+    hard_negative_band: tuple[float, float] = (0.02, 0.05)
+    hard_negative_walks: int = 400
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """PinSage network (paper 3.2): K conv layers of width m (pooling space) and d (output)."""
+
+    num_layers: int = 2
+    hidden_dim: int = 128
+    output_dim: int = 64
+    pooling: Literal["importance", "mean", "max"] = "importance"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training (paper 3.3): max-margin loss, shared negatives, hard-negative curriculum."""
+
+    epochs: int = 6
+    batch_size: int = 256
+    base_lr: float = 1e-3
+    lr_decay: float = 0.9
+    margin: float = 0.1
+    num_negatives: int = 500
+    max_hard_negatives: int = 6
+    use_hard_negatives: bool = True
+    loss: Literal["max_margin", "xent"] = "max_margin"
+    num_devices: int = 1
+    producer_threads: int = 2
+    queue_size: int = 8
+    early_stopping_patience: int = 2
+    validation_pairs: int = 2000
+    steps_per_epoch: int = 0
+    deterministic: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    backend: Literal["numpy", "spark"] = "numpy"
+    batch_size: int = 65536
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Offline evaluation (paper 4.2)."""
+
+    ks: tuple[int, ...] = (10, 50, 100)
+    candidate_pool: int = 0
+    mrr_scale: float = 1.0
+    similarity_pairs: int = 100000
+    baselines: tuple[str, ...] = ("content", "pixie", "popularity", "itemknn", "svd")
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """faiss index publishing (paper 3.5)."""
+
+    exact_threshold: int = 200000
+    kind: Literal["hnsw", "ivf"] = "hnsw"
+    hnsw_m: int = 32
+    ef_search: int = 128
+    ivf_nlist: int = 1024
+    ivf_nprobe: int = 32
+    recall_floor: float = 0.95
+    recall_queries: int = 1000
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking; an empty URI means a SQLite store inside the run area."""
+
+    enabled: bool = True
+    tracking_uri: str = ""
+    experiment: str = "pinsage"
+    registered_model: str = "pinsage"
+    promotion_tolerance: float = 0.0
+
+
+@dataclass(frozen=True)
+class OrchestrationConfig:
+    schedule: str = "@weekly"
+    retries: int = 2
+    image: str = "ghcr.io/pinsage/pinsage:0.1.0"
+    submit_to_kfp: bool = False
+    kfp_host: str = ""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The whole pipeline's configuration."""
+
+    name: str = "pinsage"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it in the dataclass's form."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(
+            f"{source}: key '{where}' expects {expected}, got {type(value).__name__} {value!r}"
+        )
+
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise fail("a mapping")
+        return _build(tp, value, where, source)
+    if origin is Literal:
+        if value not in args:
+            raise fail("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where, source)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise fail(" or ".join(_type_name(a) for a in args))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise fail(f"a list ({_type_name(tp)})")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]", source) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise fail(f"a list of {len(args)} items")
+        return tuple(_coerce(v, a, f"{where}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise fail("a boolean")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    raise ConfigError(f"{source}: key '{where}' has an unsupported type {tp!r}")
+
+
+def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(
+            f"{source}: unknown key '{key}'; allowed here: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        where = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], where, source)
+    obj = cls(**kwargs)
+    _check_values(obj, prefix, source)
+    return obj
+
+
+def _check_values(obj: Any, prefix: str, source: str) -> None:
+    """Range checks that types alone cannot express."""
+
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{source}: key '{prefix + '.' if prefix else ''}{key}' {why}")
+
+    if isinstance(obj, PairsConfig):
+        if abs(sum(obj.split) - 1.0) > 1e-6 or min(obj.split) < 0:
+            raise bad("split", f"must be three non-negative fractions summing to 1, got {obj.split}")
+    if isinstance(obj, GraphConfig) and not 0.0 < obj.train_collection_fraction <= 1.0:
+        raise bad("train_collection_fraction", "must be in (0, 1]")
+    if isinstance(obj, SamplerConfig):
+        if obj.top_t < 1 or obj.num_walks < 1:
+            raise bad("top_t", "and num_walks must be >= 1")
+        if not 0.0 <= obj.restart_prob < 1.0:
+            raise bad("restart_prob", "must be in [0, 1)")
+    if isinstance(obj, TrainConfig) and obj.batch_size < 1:
+        raise bad("batch_size", "must be >= 1")
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> PipelineConfig:
+    """Load and validate a YAML config; ``overrides`` is a nested dict applied on top."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    if overrides:
+        raw = _merge(raw, overrides)
+    return _build(PipelineConfig, raw, "", str(path))
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> PipelineConfig:
+    """Validate an already-parsed mapping (same rules as :func:`load_config`)."""
+    return _build(PipelineConfig, raw, "", source)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain nested dict (tuples as lists) for YAML/JSON dumps and fingerprints."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)
+
+
+def flatten(cfg: Any) -> dict[str, Any]:
+    """``{"train.batch_size": 256, ...}``: the form logged as MLflow params."""
+    return _flatten_dict(config_to_dict(cfg), "")
+
+
+def _flatten_dict(d: dict, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten_dict(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def save_resolved(cfg: PipelineConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from pinsage_model.io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,324 @@
+"""Data contracts: the files that cross stage boundaries, their schemas, and validators.
+
+Every stage reads and writes only these. Ids in user-facing tables are strings; inside the
+graph every item and collection has a dense ``int32`` index assigned by the graph stage.
+
+Run directory layout (one folder per stage, each replaced atomically)::
+
+    raw/            interactions.parquet, items.parquet, [test_interactions.parquet], report.json
+    pairs/          pairs.parquet, quarantine.parquet, report.json
+    graph/          graph.npz, train_graph.npz, item_ids.parquet, collection_ids.parquet,
+                    pairs_indexed.parquet, report.json
+    features/       features.npy, feature_names.json, transform/ (TF Transform output), report.json
+    neighbourhoods/ train.npz, full.npz, report.json
+    model/          model.keras, weights.npz, model_config.json, history.json
+    embeddings/     items.npy, collections.npy, report.json
+    evaluation/     metrics.json, report.md, *.png
+    index/          versions/<version>/..., CURRENT
+
+Tables (Parquet):
+
+* **interactions**: ``user_id`` str, ``item_id`` str, ``timestamp`` int64 (Unix seconds),
+  optional ``collection_id`` str (board/playlist; the user is the collection when absent),
+  optional ``weight`` float64 (rating or engagement weight).
+* **items**: ``item_id`` str; optional ``features`` fixed-size list<float32> (precomputed
+  embeddings), optional raw columns ``title`` str, ``genres`` str ("|"-separated), ``tags`` str.
+* **pairs**: ``q_item`` str, ``pos_item`` str, ``count`` int64, ``split`` in
+  {train, validation, test}.
+* **pairs_indexed**: ``q_idx`` int32, ``pos_idx`` int32, ``count`` int64, ``split`` str,
+  ``in_train_graph`` bool (both items in the training subgraph).
+* **item_ids** / **collection_ids**: ``item_idx``/``collection_idx`` int32, ``item_id``/
+  ``collection_id`` str, ``in_train_graph`` bool.
+* **quarantine**: the offending row's columns as strings plus ``reason`` str, ``source`` str
+  (file) and ``row`` int64 (0-based row number in that file).
+
+Arrays (``.npz`` uncompressed, so members can be memory-mapped; ``.npy``):
+
+* **graph** (``graph.npz``, ``train_graph.npz``): ``item_indptr`` int64 (N+1,), ``item_indices``
+  int32 (collections of each item, sorted), ``coll_indptr`` int64 (C+1,), ``coll_indices`` int32
+  (items of each collection, sorted). The training subgraph uses the same dense id space;
+  items outside it simply have degree 0.
+* **neighbourhoods**: ``indices`` int32 (N, T), padded with -1; ``weights`` float32 (N, T),
+  L1-normalised over the unpadded entries, 0 where padded.
+* **features**: ``features.npy`` float32 (N, F) aligned with ``item_idx``.
+* **model weights** (``weights.npz``; row-vector convention ``x @ Q``): ``conv{k}/Q`` (F_k, m),
+  ``conv{k}/q`` (m,), ``conv{k}/W`` (F_k + m, d), ``conv{k}/w`` (d,), ``head/G1`` (d, d),
+  ``head/g`` (d,), ``head/G2`` (d, d), for k = 1..K with F_1 = F and F_k = d after.
+  ``model_config.json`` holds ``num_layers``, ``hidden_dim`` (m), ``output_dim`` (d),
+  ``pooling``, ``input_dim`` (F).
+* **embeddings**: ``items.npy`` float32 (N, d) L2-normalised; ``collections.npy`` (C, d).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+
+class ContractError(ValueError):
+    """A file does not match its data contract."""
+
+
+@dataclass(frozen=True)
+class TableContract:
+    """Required and optional columns of a Parquet table, with their Arrow types."""
+
+    name: str
+    required: dict[str, pa.DataType]
+    optional: dict[str, pa.DataType]
+
+    def validate(self, table: pa.Table, source: str) -> pa.Table:
+        """Check columns and cast to the contract's types; errors name the column and file."""
+        names = set(table.column_names)
+        for col in self.required:
+            if col not in names:
+                raise ContractError(
+                    f"{source}: missing required column '{col}' for {self.name} "
+                    f"(has: {', '.join(table.column_names)})"
+                )
+        cols, fields = [], []
+        for col, typ in {**self.required, **self.optional}.items():
+            if col not in names:
+                continue
+            arr = table.column(col)
+            if not arr.type.equals(typ):
+                try:
+                    arr = arr.cast(typ)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise ContractError(
+                        f"{source}: column '{col}' of {self.name} cannot be read as {typ}: {exc}"
+                    ) from exc
+            cols.append(arr)
+            fields.append(pa.field(col, typ))
+        return pa.Table.from_arrays(cols, schema=pa.schema(fields))
+
+
+INTERACTIONS = TableContract(
+    "interactions",
+    required={"user_id": pa.string(), "item_id": pa.string(), "timestamp": pa.int64()},
+    optional={"collection_id": pa.string(), "weight": pa.float64()},
+)
+ITEMS = TableContract(
+    "items",
+    required={"item_id": pa.string()},
+    optional={
+        "features": pa.list_(pa.float32()),
+        "title": pa.string(),
+        "genres": pa.string(),
+        "tags": pa.string(),
+    },
+)
+PAIRS = TableContract(
+    "pairs",
+    required={
+        "q_item": pa.string(),
+        "pos_item": pa.string(),
+        "count": pa.int64(),
+        "split": pa.string(),
+    },
+    optional={},
+)
+PAIRS_INDEXED = TableContract(
+    "pairs_indexed",
+    required={
+        "q_idx": pa.int32(),
+        "pos_idx": pa.int32(),
+        "count": pa.int64(),
+        "split": pa.string(),
+        "in_train_graph": pa.bool_(),
+    },
+    optional={},
+)
+ITEM_IDS = TableContract(
+    "item_ids",
+    required={"item_idx": pa.int32(), "item_id": pa.string(), "in_train_graph": pa.bool_()},
+    optional={"degree": pa.int32()},
+)
+COLLECTION_IDS = TableContract(
+    "collection_ids",
+    required={
+        "collection_idx": pa.int32(),
+        "collection_id": pa.string(),
+        "in_train_graph": pa.bool_(),
+    },
+    optional={},
+)
+
+SPLITS = ("train", "validation", "test")
+
+
+def read_table(path: str | Path, contract: TableContract) -> pa.Table:
+    """Read a Parquet file and validate it against ``contract``."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise ContractError(f"{path}: file not found (expected the {contract.name} table)")
+    return contract.validate(pq.read_table(path), str(path))
+
+
+@dataclass(frozen=True)
+class CSRGraph:
+    """Bipartite item-collection graph in CSR form, both directions.
+
+    ``item_indptr``/``item_indices``: collections of each item; ``coll_indptr``/``coll_indices``:
+    items of each collection. Arrays may be memory-mapped.
+    """
+
+    item_indptr: np.ndarray  # (N+1,) int64
+    item_indices: np.ndarray  # (E,) int32
+    coll_indptr: np.ndarray  # (C+1,) int64
+    coll_indices: np.ndarray  # (E,) int32
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_indptr) - 1
+
+    @property
+    def num_collections(self) -> int:
+        return len(self.coll_indptr) - 1
+
+    @property
+    def num_edges(self) -> int:
+        return len(self.item_indices)
+
+    def item_degree(self) -> np.ndarray:
+        return np.diff(self.item_indptr)
+
+    def collection_degree(self) -> np.ndarray:
+        return np.diff(self.coll_indptr)
+
+    def validate(self, source: str = "<graph>") -> "CSRGraph":
+        for name in ("item_indptr", "coll_indptr"):
+            a = getattr(self, name)
+            if a.dtype != np.int64 or a.ndim != 1 or a[0] != 0 or np.any(np.diff(a) < 0):
+                raise ContractError(f"{source}: '{name}' must be a non-decreasing int64 vector from 0")
+        for name in ("item_indices", "coll_indices"):
+            if getattr(self, name).dtype != np.int32:
+                raise ContractError(f"{source}: '{name}' must be int32")
+        if self.item_indptr[-1] != len(self.item_indices) or self.coll_indptr[-1] != len(self.coll_indices):
+            raise ContractError(f"{source}: indptr does not end at the number of edges")
+        if len(self.item_indices) != len(self.coll_indices):
+            raise ContractError(f"{source}: the two directions have different edge counts")
+        if len(self.item_indices) and (
+            self.item_indices.max() >= self.num_collections or self.coll_indices.max() >= self.num_items
+        ):
+            raise ContractError(f"{source}: an index is out of range")
+        return self
+
+    @staticmethod
+    def from_edges(item_idx: np.ndarray, coll_idx: np.ndarray, num_items: int, num_collections: int) -> "CSRGraph":
+        """Build both CSR directions from an edge list; duplicate edges are merged."""
+        item_idx = np.asarray(item_idx, dtype=np.int64)
+        coll_idx = np.asarray(coll_idx, dtype=np.int64)
+        key = np.unique(item_idx * num_collections + coll_idx)
+        items, colls = key // num_collections, key % num_collections
+        item_indptr = np.zeros(num_items + 1, dtype=np.int64)
+        np.cumsum(np.bincount(items, minlength=num_items), out=item_indptr[1:])
+        order = np.lexsort((items, colls))
+        coll_indptr = np.zeros(num_collections + 1, dtype=np.int64)
+        np.cumsum(np.bincount(colls, minlength=num_collections), out=coll_indptr[1:])
+        return CSRGraph(
+            item_indptr=item_indptr,
+            item_indices=colls.astype(np.int32),
+            coll_indptr=coll_indptr,
+            coll_indices=items[order].astype(np.int32),
+        )
+
+    def save(self, path: str | Path) -> None:
+        from pinsage_model.io import atomic_save_npz
+
+        atomic_save_npz(
+            path,
+            item_indptr=self.item_indptr,
+            item_indices=self.item_indices,
+            coll_indptr=self.coll_indptr,
+            coll_indices=self.coll_indices,
+        )
+
+    @staticmethod
+    def load(path: str | Path, mmap: bool = True) -> "CSRGraph":
+        """Load a graph; with ``mmap`` the arrays are memory-mapped from the npz members."""
+        path = Path(path)
+        if not path.exists():
+            raise ContractError(f"{path}: graph file not found")
+        arrays = load_npz(path, mmap=mmap)
+        missing = {"item_indptr", "item_indices", "coll_indptr", "coll_indices"} - set(arrays)
+        if missing:
+            raise ContractError(f"{path}: missing arrays {sorted(missing)}")
+        return CSRGraph(**{k: arrays[k] for k in ("item_indptr", "item_indices", "coll_indptr", "coll_indices")}).validate(str(path))
+
+
+def load_npz(path: str | Path, mmap: bool = True) -> dict[str, np.ndarray]:
+    """Load every member of an uncompressed ``.npz``; memory-mapped where possible."""
+    import zipfile
+
+    path = Path(path)
+    out: dict[str, np.ndarray] = {}
+    if mmap:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            if all(i.compress_type == zipfile.ZIP_STORED for i in infos):
+                for info in infos:
+                    name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                    out[name] = _mmap_member(path, info)
+                return out
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _mmap_member(path: Path, info) -> np.ndarray:
+    """Memory-map one stored (uncompressed) ``.npy`` member of a zip file."""
+    import struct
+
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        header = fh.read(30)
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        data_offset = info.header_offset + 30 + name_len + extra_len
+        fh.seek(data_offset)
+        version = np.lib.format.read_magic(fh)
+        shape, fortran, dtype = np.lib.format._read_array_header(fh, version)
+        offset = fh.tell()
+    if int(np.prod(shape)) == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+@dataclass(frozen=True)
+class Neighbourhoods:
+    """Importance neighbourhoods: top-T items per item with L1-normalised visit weights."""
+
+    indices: np.ndarray  # (N, T) int32, -1 = padding
+    weights: np.ndarray  # (N, T) float32, 0 at padding
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.indices >= 0
+
+    def validate(self, source: str = "<neighbourhoods>", atol: float = 1e-4) -> "Neighbourhoods":
+        if self.indices.shape != self.weights.shape or self.indices.ndim != 2:
+            raise ContractError(f"{source}: indices and weights must both be (N, T)")
+        if self.indices.dtype != np.int32 or self.weights.dtype != np.float32:
+            raise ContractError(f"{source}: indices must be int32 and weights float32")
+        sums = self.weights.sum(axis=1)
+        has = self.mask.any(axis=1)
+        if np.any(np.abs(sums[has] - 1.0) > atol) or np.any(self.weights[~self.mask] != 0):
+            raise ContractError(f"{source}: weights must sum to 1 over unpadded entries, 0 at padding")
+        return self
+
+    def save(self, path: str | Path) -> None:
+        from pinsage_model.io import atomic_save_npz
+
+        atomic_save_npz(path, indices=self.indices, weights=self.weights)
+
+    @staticmethod
+    def load(path: str | Path, mmap: bool = False) -> "Neighbourhoods":
+        path = Path(path)
+        if not path.exists():
+            raise ContractError(f"{path}: neighbourhood file not found")
+        a = load_npz(path, mmap=mmap)
+        return Neighbourhoods(indices=a["indices"], weights=a["weights"]).validate(str(path))
