@@ -281,7 +281,10 @@ def _mmap_member(path: Path, info) -> np.ndarray:
         data_offset = info.header_offset + 30 + name_len + extra_len
         fh.seek(data_offset)
         version = np.lib.format.read_magic(fh)
-        shape, fortran, dtype = np.lib.format._read_array_header(fh, version)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(fh)
         offset = fh.tell()
     if int(np.prod(shape)) == 0:
         return np.zeros(shape, dtype=dtype)

@@ -1,0 +1,98 @@
+"""The config schema: defaults, strict validation with messages naming key and file."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from pinsage_model.config import (
+    ConfigError,
+    PipelineConfig,
+    config_to_dict,
+    flatten,
+    load_config,
+    save_resolved,
+)
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_demo_config_loads_and_is_frozen():
+    cfg = load_config("configs/demo.yaml")
+    assert cfg.data.preset == "demo"
+    assert cfg.sampler.top_t == 20
+    assert cfg.pairs.split == (0.7, 0.1, 0.2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 3  # type: ignore[misc]
+
+
+def test_every_config_file_in_repo_validates():
+    from pathlib import Path
+
+    files = sorted(Path("configs").glob("*.yaml"))
+    assert files, "configs/ holds no YAML"
+    for f in files:
+        assert isinstance(load_config(f), PipelineConfig)
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    p = write(tmp_path, "train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "train.epochz" in str(e.value) and str(p) in str(e.value)
+    assert "epochs" in str(e.value)  # lists the allowed keys
+
+
+def test_unknown_section(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'modle'"):
+        load_config(write(tmp_path, "modle: {}\n"))
+
+
+@pytest.mark.parametrize(
+    "text, key, expected",
+    [
+        ("train:\n  epochs: three\n", "train.epochs", "an integer"),
+        ("train:\n  epochs: 2.5\n", "train.epochs", "an integer"),
+        ("train:\n  deterministic: 1\n", "train.deterministic", "a boolean"),
+        ("model:\n  pooling: sum\n", "model.pooling", "one of"),
+        ("pairs:\n  split: [0.7, 0.3]\n", "pairs.split", "a list of 3 items"),
+        ("sampler: 5\n", "sampler", "a mapping"),
+    ],
+)
+def test_wrong_types(tmp_path, text, key, expected):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert f"'{key}'" in str(e.value) and expected in str(e.value)
+
+
+def test_value_ranges(tmp_path):
+    with pytest.raises(ConfigError, match="pairs.split"):
+        load_config(write(tmp_path, "pairs:\n  split: [0.5, 0.1, 0.1]\n"))
+    with pytest.raises(ConfigError, match="restart_prob"):
+        load_config(write(tmp_path, "sampler:\n  restart_prob: 1.0\n"))
+
+
+def test_int_accepted_for_float_and_optional(tmp_path):
+    cfg = load_config(write(tmp_path, "train:\n  base_lr: 1\npairs:\n  min_rating: 4\n"))
+    assert cfg.train.base_lr == 1.0 and isinstance(cfg.train.base_lr, float)
+    assert cfg.pairs.min_rating == 4.0
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "a: [\n"))
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config("configs/demo.yaml", overrides={"train": {"epochs": 2}})
+    save_resolved(cfg, tmp_path / "resolved.yaml")
+    again = load_config(tmp_path / "resolved.yaml")
+    assert again == cfg and again.train.epochs == 2
+    assert yaml.safe_load((tmp_path / "resolved.yaml").read_text()) == config_to_dict(cfg)
+    assert flatten(cfg)["train.epochs"] == 2
