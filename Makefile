@@ -11,7 +11,8 @@ venv: $(STAMP)
 
 # The stamp depends on every file that decides the environment, so an edit reinstalls.
 $(STAMP): pyproject.toml requirements/constraints.txt
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (and Java 17 for Spark)"; exit 1; }
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 and put it on the PATH"; exit 1; }
+	@command -v java >/dev/null || { echo "error: java not found; Spark needs Java 17 (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@test -x $(VENV)/bin/uv || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install -q uv==0.13.8; }
 	$(VENV)/bin/uv pip install --python $(PY) -c requirements/constraints.txt -e '.[dev]'
 	@touch $(STAMP)
