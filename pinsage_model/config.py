@@ -30,6 +30,12 @@ class DataConfig:
     ``source`` picks the loader: ``synthetic`` generates the preset, ``movielens`` reads a
     MovieLens folder, ``adjacency`` reads "user item item ..." train/test files, ``table`` reads
     generic CSV/Parquet interactions plus an optional item table.
+
+    Relative paths resolve against the working directory, then the repository root. ``path`` is
+    the MovieLens folder, or for ``adjacency`` a folder with ``train.txt``/``test.txt``
+    (``interactions_path``/``test_path`` name the files directly). The ``*_column`` fields map a
+    generic table's columns (``table`` source); empty collection/weight columns mean
+    ``collection_id`` / ``weight`` or ``rating`` when present.
     """
 
     source: Literal["synthetic", "movielens", "adjacency", "table"] = "synthetic"
@@ -41,6 +47,12 @@ class DataConfig:
     item_vectors_path: str = ""
     item_vector_ids_path: str = ""
     seed: int = 0
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    timestamp_column: str = "timestamp"
+    collection_column: str = ""
+    weight_column: str = ""
+    vector_column: str = "features"
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,9 @@ class ModelConfig:
     hidden_dim: int = 128
     output_dim: int = 64
     pooling: Literal["importance", "mean", "max"] = "importance"
+    # Learned per-item id embedding concatenated to the features (transductive fallback when
+    # items have no useful features); 0 = off.
+    id_embedding_dim: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,6 +142,11 @@ class TrainConfig:
     steps_per_epoch: int = 0
     deterministic: bool = False
     seed: int = 0
+    # Softmax temperature of the cross-entropy ablation loss (embeddings are unit vectors).
+    xent_temperature: float = 0.1
+    # Early-stopping evaluation ranks each validation positive among all items when there are at
+    # most this many, else among this many sampled items plus the positives.
+    eval_candidates: int = 20000
 
 
 @dataclass(frozen=True)
@@ -137,7 +157,15 @@ class InferenceConfig:
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """Offline evaluation (paper 4.2)."""
+    """Offline evaluation (paper 4.2).
+
+    ``candidate_pool`` 0 ranks against all items, n > 0 against a seeded sample of n items;
+    pools above ``exact_max_pool`` use faiss top-k. ``max_pairs`` > 0 evaluates a seeded sample of
+    that many pairs per split. Graph baselines (pixie, popularity, itemknn, svd) read the
+    ``baseline_graph`` ("train": the training subgraph; "full": the graph inference uses).
+    User-level metrics (adjacency data with a test file) use ``user_ks`` and the user's
+    ``recent_items`` latest training items.
+    """
 
     ks: tuple[int, ...] = (10, 50, 100)
     candidate_pool: int = 0
@@ -145,11 +173,24 @@ class EvaluationConfig:
     similarity_pairs: int = 100000
     baselines: tuple[str, ...] = ("content", "pixie", "popularity", "itemknn", "svd")
     seed: int = 0
+    exact_max_pool: int = 200000
+    max_pairs: int = 0
+    baseline_graph: Literal["train", "full"] = "train"
+    svd_dim: int = 64
+    pixie_walks: int = 1000
+    user_ks: tuple[int, ...] = (20,)
+    recent_items: int = 10
 
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """faiss index publishing (paper 3.5)."""
+    """faiss index publishing (paper 3.5).
+
+    ``publish_root`` is the persistent folder that keeps every published version and the serving
+    ``CURRENT`` pointer across runs; empty means ``<run dir>/../published`` (beside the run
+    directories, so successive runs of one config publish into one history). The run's own
+    ``index/`` folder holds a copy of the version that run published.
+    """
 
     exact_threshold: int = 200000
     kind: Literal["hnsw", "ivf"] = "hnsw"
@@ -159,6 +200,7 @@ class IndexConfig:
     ivf_nprobe: int = 32
     recall_floor: float = 0.95
     recall_queries: int = 1000
+    publish_root: str = ""
 
 
 @dataclass(frozen=True)
@@ -174,8 +216,20 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class OrchestrationConfig:
+    """Airflow DAG and Kubeflow pipeline settings.
+
+    ``run_root`` holds one run directory per data interval (``<run_root>/<interval>``) and the
+    local MLflow store; ``start_date`` (ISO date, UTC) is the DAG's first data interval;
+    ``stop_after`` names the last stage the DAG and the Kubeflow pipeline run (empty: all), e.g.
+    ``pairs`` for a data-only schedule.
+    """
+
     schedule: str = "@weekly"
     retries: int = 2
+    retry_delay_s: int = 300
+    start_date: str = "2026-01-05"
+    run_root: str = "runs/airflow"
+    stop_after: str = ""
     image: str = "ghcr.io/pinsage/pinsage:0.1.0"
     submit_to_kfp: bool = False
     kfp_host: str = ""

@@ -1,0 +1,319 @@
+"""Stage "evaluation": hit-rate@K, scaled MRR and similarity spread of PinSage vs baselines.
+
+Reads ``embeddings/items.npy`` (PinSage), ``graph/pairs_indexed.parquet`` (held-out pairs),
+``features/features.npy`` (content baseline) and the graphs (graph baselines). Every method is
+ranked by the same evaluator (:mod:`pinsage_model.metrics`) over the same candidate pool.
+
+Outputs: ``metrics.json`` (test metrics per method, validation metrics reported separately for
+tuning, the inductive split of test pairs by whether the query is in the training subgraph, and
+for adjacency-format data the user-level recall/NDCG), ``report.md`` (the table), PNGs (one
+similarity histogram per method, their overlay, the hit-rate@K curve).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from components.base import StageError, stage_main
+from pinsage_model.config import PipelineConfig
+
+log = logging.getLogger("pinsage")
+
+PINSAGE = "pinsage"
+
+
+def load_pairs(graph_dir: Path, split: str, max_pairs: int, seed: int) -> dict[str, np.ndarray]:
+    """Pairs of one split (``q``, ``pos``, ``query_in_train_graph``), subsampled to ``max_pairs``."""
+    import pyarrow.compute as pc
+
+    from pinsage_model.contracts import ITEM_IDS, PAIRS_INDEXED, read_table
+
+    table = read_table(graph_dir / "pairs_indexed.parquet", PAIRS_INDEXED)
+    table = table.filter(pc.equal(table.column("split"), split))
+    items = read_table(graph_dir / "item_ids.parquet", ITEM_IDS)
+    in_train = np.zeros(len(items), dtype=bool)  # (N,) item is in the training subgraph
+    in_train[items.column("item_idx").to_numpy()] = items.column("in_train_graph").to_numpy(zero_copy_only=False)
+    q = table.column("q_idx").to_numpy().astype(np.int64)
+    out = {"q": q, "pos": table.column("pos_idx").to_numpy().astype(np.int64), "query_in_train_graph": in_train[q]}
+    if max_pairs and len(out["q"]) > max_pairs:
+        keep = np.sort(np.random.default_rng(seed).choice(len(out["q"]), size=max_pairs, replace=False))
+        out = {k: v[keep] for k, v in out.items()}
+    return out
+
+
+def build_methods(cfg: PipelineConfig, inputs: dict[str, Path]) -> list:
+    """PinSage plus the configured baselines, as :class:`pinsage_model.baselines.Method`."""
+    from pinsage_model import baselines
+    from pinsage_model.contracts import CSRGraph
+
+    ev = cfg.evaluation
+    unknown = [b for b in ev.baselines if b not in baselines.BASELINES]
+    if unknown:
+        raise StageError(
+            f"evaluation.baselines: unknown '{unknown[0]}'; known: {', '.join(baselines.BASELINES)}"
+        )
+    emb = np.load(inputs["embeddings"] / "items.npy")
+    methods = [baselines.Method(PINSAGE, embeddings=emb)]
+    if not ev.baselines:
+        return methods
+    graph_file = "train_graph.npz" if ev.baseline_graph == "train" else "graph.npz"
+    graph = CSRGraph.load(inputs["graph"] / graph_file, mmap=False)
+    features = np.load(inputs["features"] / "features.npy", mmap_mode="r")
+    if features.shape[0] != emb.shape[0] or graph.num_items != emb.shape[0]:
+        raise StageError(
+            f"item counts differ: embeddings {emb.shape[0]}, features {features.shape[0]}, "
+            f"{graph_file} {graph.num_items}; rerun the upstream stages"
+        )
+    for name in ev.baselines:
+        methods.append(
+            baselines.build(
+                name,
+                graph=graph,
+                features=np.asarray(features),
+                svd_dim=ev.svd_dim,
+                pixie_walks=ev.pixie_walks,
+                walk_length=cfg.sampler.walk_length,
+                restart_prob=cfg.sampler.restart_prob,
+                seed=ev.seed,
+                num_threads=cfg.sampler.num_threads,
+            )
+        )
+    return methods
+
+
+def method_ranks(method, pairs: dict[str, np.ndarray], num_items: int, cfg: PipelineConfig) -> dict:
+    """Ranks and summary of one method on one split of pairs."""
+    from pinsage_model import metrics
+
+    ev = cfg.evaluation
+    if method.embeddings is not None:
+        return metrics.evaluate_embeddings(
+            method.embeddings, pairs["q"], pairs["pos"], ev.ks, ev.mrr_scale, ev.candidate_pool, ev.seed,
+            exact_max_pool=ev.exact_max_pool,
+        )
+    q = pairs["q"]
+    return metrics.evaluate_scores(
+        lambda pos: method.item_scores(q[pos]), num_items, q, pairs["pos"], ev.ks, ev.mrr_scale, ev.candidate_pool, ev.seed
+    )
+
+
+def spread(method, num_items: int, cfg: PipelineConfig) -> dict | None:
+    """Random-pair cosine similarity for methods with a similarity (None for pure scorers)."""
+    from pinsage_model import metrics
+
+    ev = cfg.evaluation
+    if method.embeddings is not None:
+        return metrics.similarity_spread(method.embeddings, ev.similarity_pairs, ev.seed)
+    if method.pair_similarity is None:
+        return None
+    a, b = metrics.random_pairs(num_items, ev.similarity_pairs, ev.seed)
+    sims = method.pair_similarity(a, b)
+    return {"kurtosis": metrics.excess_kurtosis(sims), "mean": float(sims.mean()), "std": float(sims.std()), "similarities": sims}
+
+
+def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> dict | None:
+    """Recall/NDCG@K per method for data with a user test file (adjacency format), else None.
+
+    User vectors: (a) ``pinsage-pooled``: the user's pooled collection embedding; (b) every method
+    from the user's ``recent_items`` latest training items (best cosine over them, Pixie's
+    multi-hit boosting for Pixie).
+    """
+    import pyarrow.parquet as pq
+
+    from pinsage_model import metrics
+    from pinsage_model.contracts import INTERACTIONS, CSRGraph, read_table
+
+    test_path = inputs["raw"] / "test_interactions.parquet"
+    if not test_path.exists():
+        return None
+    ev = cfg.evaluation
+    item_ids = pq.read_table(inputs["graph"] / "item_ids.parquet", columns=["item_idx", "item_id"]).to_pandas()
+    coll_ids = pq.read_table(inputs["graph"] / "collection_ids.parquet", columns=["collection_idx", "collection_id"]).to_pandas()
+    item_of = dict(zip(item_ids["item_id"], item_ids["item_idx"]))
+    coll_of = dict(zip(coll_ids["collection_id"], coll_ids["collection_idx"]))
+    graph = CSRGraph.load(inputs["graph"] / "graph.npz", mmap=False)
+
+    test = read_table(test_path, INTERACTIONS).to_pandas()
+    test["u"] = test["user_id"].map(coll_of)
+    test["i"] = test["item_id"].map(item_of)
+    known = test["u"].notna() & test["i"].notna()
+    dropped = int((~known).sum())
+    test = test[known].astype({"u": np.int64, "i": np.int64}).drop_duplicates(["u", "i"]).sort_values(["u", "i"])
+    num_users = graph.num_collections
+    test_indptr = np.zeros(num_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(test["u"].to_numpy(), minlength=num_users), out=test_indptr[1:])
+    test_indices = test["i"].to_numpy()
+
+    train = read_table(inputs["raw"] / "interactions.parquet", INTERACTIONS).to_pandas()
+    train["u"] = train["user_id"].map(coll_of)
+    train["i"] = train["item_id"].map(item_of)
+    train = train.dropna(subset=["u", "i"]).astype({"u": np.int64, "i": np.int64})
+    recent = train.sort_values(["u", "timestamp", "i"], kind="stable").groupby("u").tail(ev.recent_items)
+    recent = recent.sort_values(["u"], kind="stable")
+    rec_indptr = np.zeros(num_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(recent["u"].to_numpy(), minlength=num_users), out=rec_indptr[1:])
+    rec_indices = recent["i"].to_numpy()
+
+    users = np.flatnonzero(np.diff(test_indptr) > 0)
+    n = graph.num_items
+    common = dict(
+        users=users, train_indptr=np.asarray(graph.coll_indptr), train_indices=np.asarray(graph.coll_indices),
+        test_indptr=test_indptr, test_indices=test_indices, num_items=n, ks=ev.user_ks,
+    )
+    out: dict[str, dict] = {}
+    coll_path = inputs["embeddings"] / "collections.npy"
+    if coll_path.exists():
+        ue = metrics.l2_normalise(np.load(coll_path))
+        ie = metrics.l2_normalise(methods[0].embeddings)
+        out[f"{PINSAGE}-pooled"] = metrics.user_topk_metrics(lambda pos: ue[users[pos]] @ ie.T, **common)
+    for m in methods:
+        def score(pos, m=m):
+            rows = users[pos]
+            ptr, idx = _sub_csr(rec_indptr, rec_indices, rows)
+            return m.set_scores(ptr, idx)
+
+        out[f"{m.name}-recent"] = metrics.user_topk_metrics(score, **common)
+    return {"methods": out, "test_interactions_dropped_unknown": dropped, "users": int(len(users))}
+
+
+def _sub_csr(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from pinsage_model.metrics import csr_rows
+
+    lengths = indptr[rows + 1] - indptr[rows]
+    ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=ptr[1:])
+    return ptr, csr_rows(indptr, indices, rows)[1]
+
+
+def format_table(rows: dict[str, dict], ks: tuple[int, ...], kurtosis: bool = True) -> str:
+    """Markdown table: method, hit@K..., MRR[, kurtosis] ("n/a": the method has no similarity)."""
+    head = "| method | " + " | ".join(f"hit@{k}" for k in ks) + " | MRR |" + (" kurtosis |" if kurtosis else "")
+    sep = "|---|" + "---:|" * (len(ks) + 1 + kurtosis)
+    lines = [head, sep]
+    for name, r in rows.items():
+        cells = [f"{r[f'hit@{k}']:.4f}" for k in ks] + [f"{r['mrr']:.4f}"]
+        if kurtosis:
+            kurt = r.get("kurtosis")
+            cells.append("n/a" if kurt is None or not np.isfinite(kurt) else f"{kurt:.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _finite(obj):
+    """NaN/inf floats -> None, so metrics.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
+    from tqdm.auto import tqdm
+
+    from pinsage_model import plots
+    from pinsage_model.metrics import summarise
+    from pinsage_model.io import atomic_write_json, atomic_write_text
+
+    ev = cfg.evaluation
+    ks = tuple(ev.ks)
+    test = load_pairs(inputs["graph"], "test", ev.max_pairs, ev.seed)
+    val = load_pairs(inputs["graph"], "validation", ev.max_pairs, ev.seed + 1)
+    if not len(test["q"]):
+        raise StageError(f"{inputs['graph'] / 'pairs_indexed.parquet'}: no test pairs to evaluate")
+    methods = build_methods(cfg, inputs)
+    n = methods[0].embeddings.shape[0]
+
+    results: dict[str, dict] = {}
+    test_ranks: dict[str, np.ndarray] = {}
+    spreads: dict[str, np.ndarray] = {}
+    timings: dict[str, float] = {}
+    for m in tqdm(methods, desc="evaluating methods"):
+        t0 = time.perf_counter()
+        res_test = method_ranks(m, test, n, cfg)
+        r = res_test.pop("ranks")
+        test_ranks[m.name] = r
+        inductive = {}
+        in_train = test["query_in_train_graph"]
+        for label, mask in (("query_in_train_graph", in_train), ("query_not_in_train_graph", ~in_train)):
+            inductive[label] = summarise(r[mask], ks, ev.mrr_scale)
+        res_val = method_ranks(m, val, n, cfg) if len(val["q"]) else {}
+        res_val.pop("ranks", None)
+        sp = spread(m, n, cfg)
+        if sp is not None:
+            spreads[m.name] = sp.pop("similarities")
+        results[m.name] = {"test": res_test, "validation": res_val, "inductive": inductive, "similarity": sp}
+        timings[m.name] = round(time.perf_counter() - t0, 3)
+        log.info("evaluated %-10s in %.1f s: %s", m.name, timings[m.name], {k: round(v, 4) for k, v in res_test.items() if k.startswith(("hit", "mrr"))})
+
+    users = user_level(cfg, inputs, methods)
+
+    table_rows = {
+        name: {**res["test"], "kurtosis": None if res["similarity"] is None else res["similarity"]["kurtosis"]}
+        for name, res in results.items()
+    }
+    table = format_table(table_rows, ks)
+    val_table = format_table({k: v["validation"] for k, v in results.items() if v["validation"]}, ks, kurtosis=False)
+    md = [
+        "# Offline evaluation",
+        "",
+        f"Test pairs: {len(test['q'])}; candidate pool: {results[PINSAGE]['test']['pool']} items; "
+        f"MRR scale {ev.mrr_scale}; ties take the mean of their positions; graph baselines on the "
+        f"{ev.baseline_graph} graph.",
+        "",
+        "## Test split",
+        "",
+        table,
+        "",
+        "## Validation split (for tuning)",
+        "",
+        val_table,
+    ]
+    md += ["", "## Test pairs by whether the query is in the training subgraph", "",
+           "| method | query in train graph: n, hit@%d, MRR | not in train graph: n, hit@%d, MRR |" % (ks[0], ks[0]), "|---|---|---|"]
+    for name, res in results.items():
+        a, b = res["inductive"]["query_in_train_graph"], res["inductive"]["query_not_in_train_graph"]
+        fmt = lambda s: f"{s['n']}, {s[f'hit@{ks[0]}']:.4f}, {s['mrr']:.4f}" if s["n"] else "0, -, -"  # noqa: E731
+        md.append(f"| {name} | {fmt(a)} | {fmt(b)} |")
+    if users is not None:
+        uk = tuple(ev.user_ks)
+        md += ["", f"## User-level (full ranking, training items masked; {users['users']} users)", "",
+               "| user vector | " + " | ".join(f"recall@{k} | ndcg@{k}" for k in uk) + " |", "|---|" + "---:|" * (2 * len(uk))]
+        for name, r in users["methods"].items():
+            md.append(f"| {name} | " + " | ".join(f"{r[f'recall@{k}']:.4f} | {r[f'ndcg@{k}']:.4f}" for k in uk) + " |")
+    md += ["", "![hit-rate@K](hit_rate_curve.png)", "", "![similarity](similarity_all.png)", ""]
+    atomic_write_text(out_dir / "report.md", "\n".join(md))
+
+    metrics_json = {
+        "methods": results,
+        "user_level": users,
+        "config": {"ks": list(ks), "candidate_pool": ev.candidate_pool, "mrr_scale": ev.mrr_scale,
+                   "baseline_graph": ev.baseline_graph, "test_pairs": int(len(test["q"])),
+                   "validation_pairs": int(len(val["q"]))},
+    }
+    atomic_write_json(out_dir / "metrics.json", _finite(metrics_json))
+
+    for name, sims in spreads.items():
+        plots.similarity_histogram(sims, name, results[name]["similarity"]["kurtosis"], out_dir / f"similarity_{name}.png")
+    if spreads:
+        plots.similarity_overlay(spreads, out_dir / "similarity_all.png")
+    plots.hit_rate_curve(test_ranks, max(max(ks), 100), out_dir / "hit_rate_curve.png")
+
+    print("\nOffline evaluation (test split)\n" + table + "\n", flush=True)
+    return {
+        "test_pairs": int(len(test["q"])),
+        "validation_pairs": int(len(val["q"])),
+        "metrics": {name: {k: v for k, v in res["test"].items() if k.startswith(("hit", "mrr"))} for name, res in results.items()},
+        "eval_seconds": timings,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(stage_main(__name__))

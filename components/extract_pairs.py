@@ -1,0 +1,322 @@
+"""Stage "pairs": engagement pairs (q, i) and their 70/10/20 splits, as a Spark job (paper 4.1).
+
+Reads ``raw/interactions.parquet``; writes ``pairs.parquet`` (``q_item``, ``pos_item``, ``count``,
+``split``), ``quarantine.parquet`` (unusable rows with a ``reason``) and a report.
+
+Rules, in order:
+
+1. Rows with a null/empty user or item id, an unparsable timestamp, a NaN/inf weight, a null
+   collection id (when the column exists), a weight below ``pairs.min_rating``, or an exact
+   repeat of an earlier (user, item, timestamp) row are quarantined. In = kept + quarantined.
+2. Each user's kept events are ordered by time. Events with the same timestamp have no true
+   order, so ties are broken by a seeded hash of (user, item, timestamp, seed), never by item id
+   (an id order would plant a pattern a model could learn); their share is reported.
+3. A pair is an event followed by the user's next event, if that is a different item no more
+   than ``pairs.max_gap_s`` seconds later (a repeat of the same item yields no pair, the last
+   repeat pairs with the next item).
+4. Pairs are deduplicated with a count; pairs touching an item with fewer than
+   ``pairs.min_item_support`` kept interactions are dropped.
+5. The split comes from a hash of the unordered pair {q, i} and the seed, so it does not depend
+   on partitioning, and (q, i) and (i, q) always share a split (no reversed-pair leakage).
+
+The same code runs under ``spark-submit`` on a cluster (the master comes from ``spark.master``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from components.base import StageError
+from pinsage_model.contracts import INTERACTIONS, SPLITS, ContractError
+from pinsage_model.io import atomic_write_parquet
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from pinsage_model.config import PipelineConfig
+
+log = logging.getLogger("pinsage")
+
+# Split buckets: the hash is reduced modulo this before comparing with the split fractions.
+_SPLIT_BUCKETS = 1_000_000
+
+QUARANTINE_REASONS = (
+    "null_user_id",
+    "null_item_id",
+    "bad_timestamp",
+    "bad_weight",
+    "null_collection_id",
+    "below_min_rating",
+    "duplicate",
+)
+
+
+def check_interactions_schema(path: Path) -> list[str]:
+    """Fail with a clear error when the interactions file or a required column is missing.
+
+    Returns:
+      The file's column names.
+    """
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise ContractError(f"{path}: file not found (expected the interactions table)")
+    names = pq.read_schema(path).names
+    for col in INTERACTIONS.required:
+        if col not in names:
+            raise ContractError(
+                f"{path}: missing required column '{col}' for interactions (has: {', '.join(names)})"
+            )
+    return names
+
+
+def label_interactions(spark: "SparkSession", path: Path, min_rating: float | None) -> "DataFrame":
+    """Read interactions and attach a quarantine ``reason`` (null for rows that are kept).
+
+    The result has the typed columns ``user_id``, ``item_id``, ``timestamp`` (long), ``collection_id``
+    (the user when the file has none), ``weight`` (double, null when absent), the 0-based file row
+    ``row``, the raw columns as strings (``raw_*``, for the quarantine file) and ``reason``.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    names = check_interactions_schema(path)
+    has_coll = "collection_id" in names
+    has_weight = "weight" in names
+    df = spark.read.parquet(str(path.resolve())).select(
+        *[F.col(c) for c in names if c in INTERACTIONS.required or c in INTERACTIONS.optional],
+        F.col("_metadata.row_index").alias("row"),
+    )
+    raw_cols = [c for c in ("user_id", "item_id", "timestamp", "collection_id", "weight") if c in names]
+    df = df.select(
+        "row",
+        *[F.col(c).cast("string").alias(f"raw_{c}") for c in raw_cols],
+        F.col("user_id").cast("string").alias("user_id"),
+        F.col("item_id").cast("string").alias("item_id"),
+        # try_cast: Spark 4 runs in ANSI mode, where a plain cast of "abc" raises instead of null.
+        F.col("timestamp").try_cast("long").alias("timestamp"),
+        (F.col("collection_id").cast("string") if has_coll else F.col("user_id").cast("string")).alias("collection_id"),
+        (F.col("weight").try_cast("double") if has_weight else F.lit(None).cast("double")).alias("weight"),
+    )
+    empty = lambda c: F.col(c).isNull() | (F.trim(F.col(c)) == "")  # noqa: E731
+    bad_weight = F.isnan("weight") | (F.abs("weight") == float("inf"))
+    reason = (
+        F.when(empty("user_id"), "null_user_id")
+        .when(empty("item_id"), "null_item_id")
+        .when(F.col("timestamp").isNull(), "bad_timestamp")
+        .when(F.col("weight").isNotNull() & bad_weight, "bad_weight")
+    )
+    if has_coll:
+        reason = reason.when(empty("collection_id"), "null_collection_id")
+    if min_rating is not None:
+        reason = reason.when(F.col("weight").isNull() | (F.col("weight") < F.lit(min_rating)), "below_min_rating")
+    df = df.withColumn("reason", reason)
+    # Exact repeats of (user, item, timestamp): the first row of the file is kept.
+    first = Window.partitionBy("user_id", "item_id", "timestamp", F.col("reason").isNull()).orderBy("row")
+    rank = F.when(F.col("reason").isNull(), F.row_number().over(first))
+    return df.withColumn("reason", F.when((rank > 1), F.lit("duplicate")).otherwise(F.col("reason")))
+
+
+def reason_counts(labelled: "DataFrame") -> dict[str, int]:
+    """``{"kept": n, reason: n, ...}`` over a labelled interactions frame (one small collect)."""
+    from pyspark.sql import functions as F
+
+    rows = labelled.groupBy(F.coalesce("reason", F.lit("kept")).alias("r")).count().collect()
+    return {r["r"]: int(r["count"]) for r in rows}
+
+
+def write_quarantine(labelled: "DataFrame", source: Path, out_path: Path, tmp_dir: Path) -> int:
+    """Write the quarantined rows (raw columns as strings, ``reason``, ``source``, ``row``)."""
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    raw_cols = [c for c in labelled.columns if c.startswith("raw_")]
+    bad = labelled.where(F.col("reason").isNotNull()).select(
+        *[F.col(c).alias(c[4:]) for c in raw_cols],
+        "reason",
+        F.lit(str(source)).alias("source"),
+        F.col("row").cast("long").alias("row"),
+    )
+    schema = pa.schema([pa.field(c[4:], pa.string()) for c in raw_cols]
+                       + [pa.field("reason", pa.string()), pa.field("source", pa.string()), pa.field("row", pa.int64())])
+    table = spark_to_arrow(bad, tmp_dir, schema).sort_by("row")
+    atomic_write_parquet(out_path, table)
+    return table.num_rows
+
+
+def spark_to_arrow(df: "DataFrame", tmp_dir: Path, schema=None):
+    """Materialise ``df`` as Parquet under ``tmp_dir`` and read it back with pyarrow.
+
+    The frame never passes through the driver's Python objects row by row; ``tmp_dir`` is
+    removed afterwards. An empty result yields an empty table with ``schema``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    df.write.mode("overwrite").parquet(str(tmp_dir.resolve()))
+    files = sorted(tmp_dir.glob("*.parquet"))
+    tables = [pq.read_table(f) for f in files]
+    tables = [t for t in tables if t.num_rows]
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    if not tables:
+        if schema is None:
+            raise ValueError("empty Spark result and no schema to give it")
+        return schema.empty_table()
+    table = pa.concat_tables(tables).replace_schema_metadata(None)
+    return table.cast(schema) if schema is not None else table
+
+
+def extract_pairs(labelled: "DataFrame", cfg: "PipelineConfig") -> tuple["DataFrame", "DataFrame"]:
+    """Ordered consecutive-event transitions and the deduplicated, split pairs.
+
+    Returns:
+      ``(transitions, pairs)``: one row per kept event with its successor (``next_item``,
+      ``gap``, ``tied`` = same timestamp as the successor) and the final pairs frame with
+      ``q_item``, ``pos_item``, ``count``, ``split``.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    p = cfg.pairs
+    kept = labelled.where(F.col("reason").isNull()).select("user_id", "item_id", "timestamp", "row")
+    # Seeded tie-break for same-timestamp events; the file row only separates 64-bit collisions.
+    tie = F.xxhash64("user_id", "item_id", "timestamp", F.lit(p.seed))
+    w = Window.partitionBy("user_id").orderBy("timestamp", "tie", "row")
+    transitions = (
+        kept.withColumn("tie", tie)
+        .withColumn("next_item", F.lead("item_id").over(w))
+        .withColumn("next_ts", F.lead("timestamp").over(w))
+        .select(
+            "user_id",
+            "item_id",
+            "next_item",
+            (F.col("next_ts") - F.col("timestamp")).alias("gap"),
+        )
+    )
+    pairs = (
+        transitions.where(
+            F.col("next_item").isNotNull()
+            & (F.col("next_item") != F.col("item_id"))
+            & (F.col("gap") <= F.lit(p.max_gap_s))
+        )
+        .groupBy(F.col("item_id").alias("q_item"), F.col("next_item").alias("pos_item"))
+        .agg(F.count(F.lit(1)).cast("long").alias("count"))
+    )
+    if p.min_item_support > 1:
+        support = kept.groupBy("item_id").count().where(F.col("count") >= p.min_item_support).select("item_id")
+        pairs = pairs.join(support.withColumnRenamed("item_id", "q_item"), "q_item", "left_semi").join(
+            support.withColumnRenamed("item_id", "pos_item"), "pos_item", "left_semi"
+        )
+    u = F.pmod(
+        F.xxhash64(F.least("q_item", "pos_item"), F.greatest("q_item", "pos_item"), F.lit(p.seed)),
+        F.lit(_SPLIT_BUCKETS),
+    )
+    lo, mid = p.split[0] * _SPLIT_BUCKETS, (p.split[0] + p.split[1]) * _SPLIT_BUCKETS
+    split = F.when(u < F.lit(lo), SPLITS[0]).when(u < F.lit(mid), SPLITS[1]).otherwise(SPLITS[2])
+    return transitions, pairs.withColumn("split", split).select("q_item", "pos_item", "count", "split")
+
+
+def transition_stats(labelled: "DataFrame", transitions: "DataFrame", max_gap_s: int) -> dict[str, int]:
+    """Counts of same-timestamp events, repeats and over-gap transitions (one small collect)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    kept = labelled.where(F.col("reason").isNull())
+    same_ts = Window.partitionBy("user_id", "timestamp")
+    tied = kept.select((F.count(F.lit(1)).over(same_ts) > 1).alias("tied")).agg(
+        F.sum(F.col("tied").cast("long")).alias("tied_events")
+    )
+    t = transitions.agg(
+        F.sum((F.col("next_item").isNotNull()).cast("long")).alias("transitions"),
+        F.sum((F.col("next_item") == F.col("item_id")).cast("long")).alias("repeat_transitions"),
+        F.sum(((F.col("next_item") != F.col("item_id")) & (F.col("gap") > max_gap_s)).cast("long")).alias(
+            "over_gap_transitions"
+        ),
+        F.sum(((F.col("next_item") != F.col("item_id")) & (F.col("gap") == 0)).cast("long")).alias(
+            "same_timestamp_pairs"
+        ),
+    )
+    row = tied.crossJoin(t).collect()[0]
+    return {k: int(row[k] or 0) for k in row.asDict()}
+
+
+def print_table(title: str, rows: list[tuple[str, object]]) -> str:
+    """Format a two-column report table, print it to stderr and return it."""
+    width = max([len(k) for k, _ in rows] + [10])
+    lines = [title, "-" * (width + 16)] + [f"{k:<{width}}  {v:>14}" for k, v in rows]
+    text = "\n".join(lines)
+    print(text, file=sys.stderr)
+    return text
+
+
+def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
+    """Extract pairs from ``inputs["raw"]/interactions.parquet`` into ``out_dir``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyspark import StorageLevel
+
+    from pinsage_model.contracts import PAIRS
+    from pinsage_model.spark import get_spark
+
+    source = Path(inputs["raw"]) / "interactions.parquet"
+    spark = get_spark(cfg.spark)
+    labelled = label_interactions(spark, source, cfg.pairs.min_rating).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = reason_counts(labelled)
+        n_in = sum(counts.values())
+        n_kept = counts.get("kept", 0)
+        quarantined = {r: counts.get(r, 0) for r in QUARANTINE_REASONS if counts.get(r, 0)}
+        n_quarantined = write_quarantine(labelled, source, out_dir / "quarantine.parquet", out_dir / "_spark_quarantine")
+        if n_in != n_kept + n_quarantined:
+            raise StageError(f"{source}: row accounting failed: {n_in} read != {n_kept} kept + {n_quarantined} quarantined")
+        if n_kept == 0:
+            raise StageError(
+                f"{source}: all {n_in} interactions were quarantined ({quarantined}); "
+                f"see {out_dir.name}/quarantine.parquet and check pairs.min_rating"
+            )
+        transitions, pairs = extract_pairs(labelled, cfg)
+        stats = transition_stats(labelled, transitions, cfg.pairs.max_gap_s)
+        schema = pa.schema([(c, PAIRS.required[c]) for c in ("q_item", "pos_item", "count", "split")])
+        table = spark_to_arrow(pairs, out_dir / "_spark_pairs", schema).sort_by([("q_item", "ascending"), ("pos_item", "ascending")])
+    finally:
+        labelled.unpersist()
+    if table.num_rows == 0:
+        raise StageError(
+            f"{source}: no pairs: {n_kept} kept interactions gave no consecutive distinct items within "
+            f"pairs.max_gap_s={cfg.pairs.max_gap_s} s (min_item_support={cfg.pairs.min_item_support})"
+        )
+    atomic_write_parquet(out_dir / "pairs.parquet", table)
+    split_counts = {d["values"]: int(d["counts"]) for d in pc.value_counts(table.column("split")).to_pylist()}
+    per_split = {s: split_counts.get(s, 0) for s in SPLITS}
+    total_count = int(pc.sum(table.column("count")).as_py())
+    items_in_pairs = len(pc.unique(pa.chunked_array(table.column("q_item").chunks + table.column("pos_item").chunks)))
+    report = {
+        "interactions_read": n_in,
+        "interactions_kept": n_kept,
+        "interactions_quarantined": n_quarantined,
+        "quarantined_by_reason": quarantined,
+        "same_timestamp_event_share": stats["tied_events"] / n_kept,
+        "transitions": stats["transitions"],
+        "repeat_transitions": stats["repeat_transitions"],
+        "over_gap_transitions": stats["over_gap_transitions"],
+        "same_timestamp_pairs": stats["same_timestamp_pairs"],
+        "pair_occurrences": total_count,
+        "pairs": table.num_rows,
+        "pairs_per_split": per_split,
+        "items_in_pairs": items_in_pairs,
+    }
+    rows = [(k, v) for k, v in report.items() if not isinstance(v, dict)]
+    rows += [(f"quarantined: {k}", v) for k, v in quarantined.items()]
+    rows += [(f"pairs: {k}", v) for k, v in per_split.items()]
+    print_table("pairs stage", [(k, f"{v:.4f}" if isinstance(v, float) else v) for k, v in rows])
+    return report
+
+
+if __name__ == "__main__":
+    from components.base import stage_main
+
+    sys.exit(stage_main(__name__))

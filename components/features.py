@@ -1,0 +1,111 @@
+"""Stage "features": item feature matrix with TF Transform on Beam (paper 3.1: visual/text
+features plus degree), aligned with the graph's dense ``item_idx``.
+
+Reads ``raw/items.parquet`` (optional: without it every item takes the missing-features
+fallback), ``graph/item_ids.parquet`` and ``graph/graph.npz`` (full-graph degree). Writes
+``features.npy`` (N, F) float32, ``feature_names.json`` (column names, the missing-features mode
+and which items have content), ``transform/`` (the saved TF Transform output) and
+``quarantine.parquet`` (item rows not used, with a reason).
+
+See :mod:`pinsage_model.feature_transform` for the exact columns. Missing features: with
+``features.missing_features: id_embedding`` (default) the matrix carries a ``has_features``
+column and the trainer adds a learned id embedding of ``features.id_embedding_dim`` for items
+with ``has_features == 0`` (transductive: such items need to be in training); with ``zeros``
+their content block is zero and only the log degree describes them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from components.base import StageError
+
+if TYPE_CHECKING:
+    from pinsage_model.config import PipelineConfig
+
+
+def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
+    """Analyse and apply the feature transform for every graph item into ``out_dir``."""
+    import shutil
+
+    import numpy as np
+    import pyarrow as pa
+
+    from components.extract_pairs import print_table
+    from pinsage_model import feature_transform as ft
+    from pinsage_model.contracts import ITEM_IDS, ITEMS, CSRGraph, read_table
+    from pinsage_model.io import atomic_save_npy, atomic_write_json, atomic_write_parquet
+
+    raw, graph_dir = Path(inputs["raw"]), Path(inputs["graph"])
+    item_ids = read_table(graph_dir / "item_ids.parquet", ITEM_IDS)
+    graph = CSRGraph.load(graph_dir / "graph.npz")
+    if graph.num_items != item_ids.num_rows:
+        raise StageError(
+            f"{graph_dir}: graph.npz has {graph.num_items} items but item_ids.parquet has {item_ids.num_rows}"
+        )
+    items_path = raw / "items.parquet"
+    items = read_table(items_path, ITEMS) if items_path.exists() else None
+    rows, rejected = ft.item_rows(items, item_ids, graph.item_degree())
+
+    transform_dir = out_dir / "transform"
+    temp_dir = out_dir / "_tft_tmp"
+    ft.analyze(rows, cfg.features, transform_dir, temp_dir)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    x = ft.transform_items(transform_dir, rows, progress=True)  # (N, F)
+    if not np.all(np.isfinite(x)):
+        raise StageError(f"{items_path}: the transform produced non-finite features (internal error)")
+    atomic_save_npy(out_dir / "features.npy", x)
+
+    columns = tuple(ft.feature_spec(rows))
+    vector_width = rows["vector"].shape[1] if "vector" in rows else 0
+    names = ft.feature_names(columns, cfg.features, vector_width, transform_dir)
+    if len(names) != x.shape[1]:
+        raise StageError(f"feature names ({len(names)}) and width ({x.shape[1]}) disagree (internal error)")
+    has = rows["has_features"] > 0
+    atomic_write_json(out_dir / "feature_names.json", {
+        "names": names,
+        "input_columns": [c for c in columns if c != "item_idx"],
+        "missing_features": cfg.features.missing_features,
+        "has_features_column": names.index("has_features") if "has_features" in names else None,
+        "log_degree_column": names.index("log_degree"),
+        "id_embedding_dim": cfg.features.id_embedding_dim if cfg.features.missing_features == "id_embedding" else 0,
+        "items_without_features": int((~has).sum()),
+    })
+
+    reasons = [r for _, r in rejected]
+    qcols: dict[str, pa.Array] = {}
+    if items is not None:
+        idx = pa.array([r for r, _ in rejected], type=pa.int64())
+        for name in items.column_names:
+            qcols[name] = items.column(name).take(idx).cast(pa.string()) if name != "features" else (
+                pa.array([str(v) for v in items.column(name).take(idx).to_pylist()], type=pa.string())
+            )
+        qcols["row"] = idx
+    qcols["reason"] = pa.array(reasons, type=pa.string())
+    qcols["source"] = pa.array([str(items_path)] * len(reasons), type=pa.string())
+    atomic_write_parquet(out_dir / "quarantine.parquet", pa.table(qcols))
+
+    n_in = items.num_rows if items is not None else 0
+    report = {
+        "items": int(x.shape[0]),
+        "feature_width": int(x.shape[1]),
+        "input_columns": [c for c in columns if c != "item_idx"],
+        "item_rows_read": n_in,
+        "item_rows_used": n_in - len(rejected),
+        "item_rows_quarantined": len(rejected),
+        "quarantined_by_reason": {r: reasons.count(r) for r in sorted(set(reasons))},
+        "items_with_features": int(has.sum()),
+        "items_without_features": int((~has).sum()),
+        "missing_features": cfg.features.missing_features,
+        "beam_runner": cfg.features.beam_runner,
+    }
+    print_table("features stage", [(k, v) for k, v in report.items() if not isinstance(v, (dict, list))])
+    return report
+
+
+if __name__ == "__main__":
+    from components.base import stage_main
+
+    sys.exit(stage_main(__name__))

@@ -1,0 +1,131 @@
+"""Stage "embeddings": layer-wise inference of every item, then collection embeddings (paper 3.4).
+
+Reads ``graph/graph.npz`` and ``graph/item_ids.parquet``, ``features/features.npy``,
+``neighbourhoods/full.npz`` (neighbourhoods on the FULL graph) and ``model/weights.npz`` +
+``model_config.json``. Writes ``items.npy`` (N, d), ``collections.npy`` (C, d), both
+L2-normalised, ``item_flags.parquet`` (``item_idx``, ``in_train_graph``, ``neighbourhood_size``)
+and ``model.json`` (which model made these embeddings).
+
+Inductive by construction: the model was trained on the training subgraph, but every item of the
+full graph is embedded from its features (the saved feature transform) and its full-graph
+neighbourhood, so items held out of training, and items added after training, get embeddings
+too. To embed new items with an older model, rerun graph/features/neighbourhoods on the new data
+and point this stage at the old model: ``python -m components.infer --config C --run-dir R
+--model OLD_RUN/model``.
+
+Backend (``inference.backend``): ``numpy`` (in process, row blocks of ``inference.batch_size``)
+or ``spark`` (the same plan as Spark jobs, master from ``spark.master``). Collections pool their
+member items' embeddings with uniform importance (the graph records membership, not counts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from components.base import FINGERPRINT_FILE, StageError
+
+if TYPE_CHECKING:
+    from pinsage_model.config import PipelineConfig
+
+log = logging.getLogger("pinsage")
+
+
+def model_version(model_dir: Path) -> str:
+    """A stable name for the model: its stage fingerprint, else the weights' digest."""
+    from pinsage_model.io import file_digest
+
+    fp = model_dir / FINGERPRINT_FILE
+    if fp.exists():
+        return "fp-" + json.loads(fp.read_text())["fingerprint"][:12]
+    return "sha-" + file_digest(model_dir / "weights.npz")[:12]
+
+
+def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
+    import pyarrow as pa
+
+    from pinsage_model.contracts import ITEM_IDS, ContractError, CSRGraph, Neighbourhoods, read_table
+    from pinsage_model.export import load_weights_npz
+    from pinsage_model.inference import InferenceStats, check_inputs, collection_embeddings, embed_all
+    from pinsage_model.io import atomic_save_npy, atomic_write_json, atomic_write_parquet
+
+    try:
+        graph = CSRGraph.load(inputs["graph"] / "graph.npz")
+        item_ids = read_table(inputs["graph"] / "item_ids.parquet", ITEM_IDS)
+        features = np.load(inputs["features"] / "features.npy", mmap_mode="r")
+        nbhd = Neighbourhoods.load(inputs["neighbourhoods"] / "full.npz")
+        weights, mcfg = load_weights_npz(inputs["model"])
+        check_inputs(weights, mcfg, features, nbhd)
+    except (ContractError, FileNotFoundError, KeyError) as exc:
+        raise StageError(f"embeddings: {exc}") from exc
+    n_items = graph.num_items
+    if features.shape[0] != n_items or item_ids.num_rows != n_items:
+        raise StageError(
+            f"embeddings: graph has {n_items} items, features.npy {features.shape[0]} rows, "
+            f"item_ids.parquet {item_ids.num_rows} rows; rerun the graph and features stages"
+        )
+    backend = cfg.inference.backend
+    stats = InferenceStats()
+    if backend == "numpy":
+        emb = embed_all(weights, mcfg, features, nbhd, batch_size=cfg.inference.batch_size, progress=True, stats=stats)
+    else:
+        from pinsage_model.inference_spark import embed_all_spark
+        from pinsage_model.spark import get_spark
+
+        scratch = out_dir / "_scratch"
+        try:
+            emb = embed_all_spark(get_spark(cfg.spark), weights, mcfg, features, nbhd, scratch_dir=scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if not np.all(np.isfinite(emb)):
+        raise StageError("embeddings: inference produced NaN/inf values; check the model weights")
+    colls = collection_embeddings(emb, graph)
+    atomic_save_npy(out_dir / "items.npy", emb)
+    atomic_save_npy(out_dir / "collections.npy", colls)
+
+    in_train = item_ids.column("in_train_graph").to_numpy(zero_copy_only=False)
+    order = item_ids.column("item_idx").to_numpy()
+    in_train_by_idx = np.zeros(n_items, dtype=bool)
+    in_train_by_idx[order] = in_train
+    nb_size = (np.asarray(nbhd.indices) >= 0).sum(axis=1).astype(np.int32)
+    atomic_write_parquet(
+        out_dir / "item_flags.parquet",
+        pa.table(
+            {
+                "item_idx": pa.array(np.arange(n_items, dtype=np.int32)),
+                "in_train_graph": pa.array(in_train_by_idx),
+                "neighbourhood_size": pa.array(nb_size),
+            }
+        ),
+    )
+    version = model_version(inputs["model"])
+    atomic_write_json(out_dir / "model.json", {"model_version": version, "model_config": mcfg})
+    zero_norm = np.linalg.norm(emb, axis=1) < 0.5
+    held_out = ~in_train_by_idx
+    return {
+        "backend": backend,
+        "model_version": version,
+        "num_items": int(n_items),
+        "num_collections": int(graph.num_collections),
+        "dim": int(emb.shape[1]),
+        "items_in_train_graph": int(in_train_by_idx.sum()),
+        "items_held_out": int(held_out.sum()),
+        "held_out_with_neighbourhood": int((held_out & (nb_size > 0)).sum()),
+        "items_without_neighbourhood": int((nb_size == 0).sum()),
+        "zero_embeddings": int(zero_norm.sum()),
+        "empty_collections": int((graph.collection_degree() == 0).sum()),
+        "projections_per_layer": stats.projections if backend == "numpy" else None,
+        "dense_gflops": round(stats.dense_flops / max(stats.dense_seconds, 1e-9) / 1e9, 2) if backend == "numpy" else None,
+    }
+
+
+if __name__ == "__main__":
+    from components.base import stage_main
+
+    sys.exit(stage_main(__name__))

@@ -1,0 +1,392 @@
+"""Kubeflow Pipelines v2: the registered stages as one pipeline with typed artifacts.
+
+Each stage is one KFP component whose output is a directory artifact
+(``dsl.Output[dsl.Artifact]``); downstream components receive the upstream directories as
+``dsl.Input[dsl.Artifact]`` and only paths travel between tasks. Two flavours share the wiring:
+
+* **cluster**: container components running the image from ``orchestration.image`` with
+  ``python -m components.<stage> --config C --<input> DIR ... --output DIR``;
+* **local**: lightweight Python components (for ``kfp.local``'s ``SubprocessRunner``) that call
+  :func:`components.base.execute` with the same arguments in the current virtualenv.
+
+Usage::
+
+    python -m components.kfp_pipeline --output build/pinsage_pipeline.yaml     # compile (make kfp)
+    python -m components.kfp_pipeline --run-local runs/kfp --config configs/demo.yaml
+    python -m components.kfp_pipeline --submit --config configs/demo.yaml      # to orchestration.kfp_host
+"""
+
+# No ``from __future__ import annotations``: KFP reads component annotations as real types.
+import argparse
+import inspect
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Iterable, Literal, Sequence
+
+from kfp import dsl
+
+from components.base import Stage
+from components.registry import STAGES
+
+log = logging.getLogger("pinsage")
+
+PIPELINE_NAME = "pinsage"
+DEFAULT_CONFIG = "configs/demo.yaml"
+# Lightweight components run in the current venv under kfp.local; this image only labels them.
+LOCAL_BASE_IMAGE = "python:3.11-slim"
+
+
+# --- lightweight components (local runs). One per stage; the signature mirrors the registry's
+# inputs (tests/integration/test_kfp.py checks it). KFP ships each function's source to the
+# executor, so the bodies import what they need (inside the executor ``kfp.dsl`` is a runtime
+# stub, so they must not import this module).
+
+@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
+def raw(config: str, output: dsl.Output[dsl.Artifact]):
+    """Load or generate interactions and items into the data contracts."""
+    from pathlib import Path
+
+    from components.base import execute
+    from components.registry import get_stage
+    from pinsage_model.config import load_config
+
+    execute(get_stage("raw"), load_config(config), {}, Path(output.path))
+
+
+@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
+def pairs(config: str, raw: dsl.Input[dsl.Artifact], output: dsl.Output[dsl.Artifact]):
+    """Engagement pairs and 70/10/20 splits (Spark)."""
+    from pathlib import Path
+
+    from components.base import execute
+    from components.registry import get_stage
+    from pinsage_model.config import load_config
+
+    execute(get_stage("pairs"), load_config(config), {"raw": Path(raw.path)}, Path(output.path))
+
+
+@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
+def graph(
+    config: str, raw: dsl.Input[dsl.Artifact], pairs: dsl.Input[dsl.Artifact], output: dsl.Output[dsl.Artifact]
+):
+    """Item-collection CSR graph and training subgraph."""
+    from pathlib import Path
+
+    from components.base import execute
+    from components.registry import get_stage
+    from pinsage_model.config import load_config
+
+    inputs = {
+        "raw": Path(raw.path),
+        "pairs": Path(pairs.path),
+    }
+    execute(get_stage("graph"), load_config(config), inputs, Path(output.path))
+
+
+@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
+def features(
+    config: str, raw: dsl.Input[dsl.Artifact], graph: dsl.Input[dsl.Artifact], output: dsl.Output[dsl.Artifact]
+):
+    """TF Transform item features."""
+    from pathlib import Path
+
+    from components.base import execute
+    from components.registry import get_stage
+    from pinsage_model.config import load_config
+
+    inputs = {
+        "raw": Path(raw.path),
+        "graph": Path(graph.path),
+    }
+    execute(get_stage("features"), load_config(config), inputs, Path(output.path))
+
+
+@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
+def neighbourhoods(config: str, graph: dsl.Input[dsl.Artifact], output: dsl.Output[dsl.Artifact]):
+    """Random-walk importance neighbourhoods."""
+    from pathlib import Path
+
+    from components.base import execute
+    from components.registry import get_stage
+    from pinsage_model.config import load_config
+
+    execute(get_stage("neighbourhoods"), load_config(config), {"graph": Path(graph.path)}, Path(output.path))
+
+
+@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
+def model(
+    config: str,
+    graph: dsl.Input[dsl.Artifact],
+    features: dsl.Input[dsl.Artifact],
+    neighbourhoods: dsl.Input[dsl.Artifact],
+    output: dsl.Output[dsl.Artifact],
+):
+    """PinSage training."""
+    from pathlib import Path
+
+    from components.base import execute
+    from components.registry import get_stage
+    from pinsage_model.config import load_config
+
+    inputs = {
+        "graph": Path(graph.path),
+        "features": Path(features.path),
+        "neighbourhoods": Path(neighbourhoods.path),
+    }
+    execute(get_stage("model"), load_config(config), inputs, Path(output.path))
+
+
+@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
+def embeddings(
+    config: str,
+    graph: dsl.Input[dsl.Artifact],
+    features: dsl.Input[dsl.Artifact],
+    neighbourhoods: dsl.Input[dsl.Artifact],
+    model: dsl.Input[dsl.Artifact],
+    output: dsl.Output[dsl.Artifact],
+):
+    """Layer-wise inference of item and collection embeddings."""
+    from pathlib import Path
+
+    from components.base import execute
+    from components.registry import get_stage
+    from pinsage_model.config import load_config
+
+    inputs = {
+        "graph": Path(graph.path),
+        "features": Path(features.path),
+        "neighbourhoods": Path(neighbourhoods.path),
+        "model": Path(model.path),
+    }
+    execute(get_stage("embeddings"), load_config(config), inputs, Path(output.path))
+
+
+@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
+def evaluation(
+    config: str,
+    raw: dsl.Input[dsl.Artifact],
+    graph: dsl.Input[dsl.Artifact],
+    features: dsl.Input[dsl.Artifact],
+    neighbourhoods: dsl.Input[dsl.Artifact],
+    embeddings: dsl.Input[dsl.Artifact],
+    output: dsl.Output[dsl.Artifact],
+):
+    """Hit-rate, MRR, kurtosis vs baselines."""
+    from pathlib import Path
+
+    from components.base import execute
+    from components.registry import get_stage
+    from pinsage_model.config import load_config
+
+    inputs = {
+        "raw": Path(raw.path),
+        "graph": Path(graph.path),
+        "features": Path(features.path),
+        "neighbourhoods": Path(neighbourhoods.path),
+        "embeddings": Path(embeddings.path),
+    }
+    execute(get_stage("evaluation"), load_config(config), inputs, Path(output.path))
+
+
+@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
+def index(
+    config: str,
+    graph: dsl.Input[dsl.Artifact],
+    embeddings: dsl.Input[dsl.Artifact],
+    evaluation: dsl.Input[dsl.Artifact],
+    output: dsl.Output[dsl.Artifact],
+):
+    """faiss index publishing."""
+    from pathlib import Path
+
+    from components.base import execute
+    from components.registry import get_stage
+    from pinsage_model.config import load_config
+
+    inputs = {
+        "graph": Path(graph.path),
+        "embeddings": Path(embeddings.path),
+        "evaluation": Path(evaluation.path),
+    }
+    execute(get_stage("index"), load_config(config), inputs, Path(output.path))
+
+
+LOCAL_COMPONENTS: dict[str, Callable] = {
+    "raw": raw,
+    "pairs": pairs,
+    "graph": graph,
+    "features": features,
+    "neighbourhoods": neighbourhoods,
+    "model": model,
+    "embeddings": embeddings,
+    "evaluation": evaluation,
+    "index": index,
+}
+
+
+def container_component(stage: Stage, image: str) -> Callable:
+    """A container component running ``python -m <stage.module>`` in ``image``.
+
+    Built from the registry so the CLI flags can never drift from ``components.base.stage_main``:
+    ``--config C --<input> <input artifact path> ... --output <output artifact path>``.
+    """
+
+    def spec(*args):  # (config, *inputs, output) placeholders, in signature order
+        config, *ins, output = args
+        cli = ["--config", config]
+        for name, art in zip(stage.inputs, ins):
+            cli += [f"--{name}", art.path]
+        return dsl.ContainerSpec(image=image, command=["python", "-m", stage.module], args=[*cli, "--output", output.path])
+
+    params = [inspect.Parameter("config", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str)]
+    params += [
+        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dsl.Input[dsl.Artifact])
+        for n in stage.inputs
+    ]
+    params.append(inspect.Parameter("output", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dsl.Output[dsl.Artifact]))
+    spec.__signature__ = inspect.Signature(params)
+    spec.__name__ = spec.__qualname__ = stage.name.replace("-", "_")
+    spec.__doc__ = stage.description
+    return dsl.container_component(spec)
+
+
+def pipeline_stages(stop_after: str = "") -> list[Stage]:
+    """Implemented stages up to ``stop_after`` (all when empty) whose inputs are all included."""
+    from components.runner import select_stages
+
+    kept: list[Stage] = []
+    for s in select_stages(None, stop_after or None):
+        if all(n in {k.name for k in kept} for n in s.inputs):
+            kept.append(s)
+    return kept
+
+
+def build_pipeline(
+    target: Literal["cluster", "local"] = "cluster",
+    image: str = "",
+    stages: Sequence[Stage] | None = None,
+    config_path: str = DEFAULT_CONFIG,
+):
+    """Build the pipeline (a KFP graph component) over ``stages`` (default: all registered).
+
+    Args:
+      target: ``cluster`` for container components, ``local`` for lightweight ones.
+      image: container image for ``cluster`` (``orchestration.image``).
+      stages: stages to include; each stage's inputs must be included too.
+      config_path: default of the pipeline's ``config`` parameter (a path inside the image for
+        ``cluster``; a local path for ``local``).
+    """
+    stages = list(STAGES if stages is None else stages)
+    names = {s.name for s in stages}
+    for s in stages:
+        missing = [n for n in s.inputs if n not in names]
+        if missing:
+            raise ValueError(f"stage '{s.name}' needs {missing}, which are not in the pipeline")
+    if target == "cluster":
+        if not image:
+            raise ValueError("a cluster pipeline needs an image (orchestration.image)")
+        ops = {s.name: container_component(s, image) for s in stages}
+    else:
+        ops = {s.name: LOCAL_COMPONENTS[s.name] for s in stages}
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="PinSage: pairs, graph, features, neighbourhoods, training, inference, evaluation, index")
+    def pinsage(config: str = config_path):
+        tasks: dict[str, dsl.PipelineTask] = {}
+        for s in stages:
+            task = ops[s.name](config=config, **{n: tasks[n].outputs["output"] for n in s.inputs})
+            task.set_display_name(s.name)
+            tasks[s.name] = task
+
+    return pinsage
+
+
+def compile_pipeline(output: str | Path, image: str, config_path: str = DEFAULT_CONFIG) -> Path:
+    """Compile the cluster pipeline (container components) to a KFP v2 YAML package."""
+    from kfp import compiler
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline("cluster", image, config_path=config_path), str(output))
+    return output
+
+
+def run_local(config_path: str | Path, pipeline_root: str | Path, stages: Sequence[Stage] | None = None) -> dict[str, Path]:
+    """Run the lightweight pipeline with ``kfp.local`` (SubprocessRunner, current venv).
+
+    Args:
+      config_path: pipeline YAML config.
+      pipeline_root: where kfp.local writes each run's task outputs.
+      stages: stages to run (default: every stage implemented in this checkout).
+        Each stage's inputs must be included.
+
+    Returns:
+      Stage name -> the directory that stage's component wrote.
+    """
+    from kfp import local
+
+    stages = pipeline_stages() if stages is None else list(stages)
+    if not stages:
+        raise ValueError("no pipeline stage is implemented in this checkout")
+    pipeline_root = Path(pipeline_root).resolve()
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    before = set(pipeline_root.iterdir())
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    build_pipeline("local", stages=stages, config_path=str(Path(config_path).resolve()))()
+    new_runs = sorted(set(pipeline_root.iterdir()) - before)
+    if len(new_runs) != 1:
+        raise RuntimeError(f"expected one new kfp.local run under {pipeline_root}, found {new_runs}")
+    # kfp.local layout: <pipeline_root>/<pipeline>-<timestamp>/<task name>/<output name>
+    return {s.name: new_runs[0] / s.name / "output" for s in stages}
+
+
+def submit(config_path: str, host: str, image: str, run_name: str, package_dir: str | Path = "build") -> str:
+    """Compile the cluster pipeline and start a run on the KFP API at ``host``; returns the run id."""
+    import kfp
+
+    if not host:
+        raise ValueError("orchestration.kfp_host is empty: set it to the KFP API endpoint to submit runs")
+    package = compile_pipeline(Path(package_dir) / "pinsage_pipeline.yaml", image, config_path)
+    client = kfp.Client(host=host)
+    run = client.create_run_from_pipeline_package(
+        str(package), arguments={"config": config_path}, run_name=run_name, experiment_name=PIPELINE_NAME
+    )
+    return run.run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pinsage_model.config import ConfigError, load_config
+
+    parser = argparse.ArgumentParser(
+        prog="python -m components.kfp_pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="pipeline YAML config (default: %(default)s)")
+    parser.add_argument("--output", help="compile the cluster pipeline to this YAML file")
+    parser.add_argument("--image", help="container image (default: orchestration.image of the config)")
+    parser.add_argument("--run-local", metavar="PIPELINE_ROOT", help="run the implemented stages with kfp.local here")
+    parser.add_argument("--submit", action="store_true", help="submit a run to orchestration.kfp_host")
+    parser.add_argument("--run-name", default="pinsage-manual", help="run name for --submit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if not (args.output or args.run_local or args.submit):
+        parser.error("give --output, --run-local or --submit")
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    image = args.image or cfg.orchestration.image
+    if args.output:
+        print(f"compiled pipeline ({len(STAGES)} stages, image {image}) -> {compile_pipeline(args.output, image, args.config)}")
+    if args.run_local:
+        for name, path in run_local(args.config, args.run_local).items():
+            print(f"{name:<16}{path}")
+    if args.submit:
+        print(f"submitted run {submit(args.config, cfg.orchestration.kfp_host, image, args.run_name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

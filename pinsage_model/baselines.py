@@ -1,0 +1,215 @@
+"""Baselines scored by the same evaluator as PinSage (paper 4.1, plus what practitioners try first).
+
+Every baseline is a :class:`Method`: either item embeddings (ranked by cosine similarity) or a
+function scoring all items for a block of query items. Graph baselines read the bipartite
+item-collection graph; each collection is a column of the user-item (collection-item) matrix
+``X`` (C, N), binary.
+
+* ``content``: the transformed input features, L2-normalised (the paper's Visual/Annotation rows).
+* ``pixie``: random-walk visit counts from the query (Pixie, Eksombatchai et al. 2018); several
+  query items are combined by Pixie's multi-hit boosting ``(sum_q sqrt(count_q))**2``.
+* ``popularity``: item degree, the same ranking for every query.
+* ``itemknn``: cosine between items' columns of ``X``.
+* ``svd``: truncated SVD ``X ~ U S V^T``; item factors ``V S``, ranked by cosine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from pinsage_model.contracts import CSRGraph
+from pinsage_model.metrics import l2_normalise
+
+ItemScoreFn = Callable[[np.ndarray], np.ndarray]
+"""Maps query item ids ``(b,)`` to dense scores ``(b, N)``."""
+SetScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""Maps item sets in CSR form (``indptr`` (G+1,), ``indices``) to dense scores ``(G, N)``."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """A ranking method: item embeddings, or score functions over all items.
+
+    Attributes:
+      name: label in tables and plots.
+      embeddings: (N, d) vectors ranked by cosine similarity, or None.
+      score_items: scores of all items for single query items (when no embeddings).
+      score_sets: scores of all items for sets of query items (user-level evaluation); when
+        None, an item's score is its best score over the set.
+      pair_similarity: cosine of item pairs ``(a, b) -> (P,)`` for the similarity spread, when
+        there are no dense embeddings (ItemKNN); None: the method has no similarity spread.
+    """
+
+    name: str
+    embeddings: np.ndarray | None = None
+    score_items: ItemScoreFn | None = None
+    score_sets: SetScoreFn | None = None
+    pair_similarity: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.embeddings is None) == (self.score_items is None):
+            raise ValueError(f"method '{self.name}' needs exactly one of embeddings or score_items")
+
+    def item_scores(self, items: np.ndarray) -> np.ndarray:
+        """(b, N) scores of all items for query items ``items`` (cosine for embeddings)."""
+        if self.embeddings is not None:
+            e = l2_normalise(self.embeddings)
+            return e[np.asarray(items)] @ e.T
+        return self.score_items(np.asarray(items))
+
+    def set_scores(self, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """(G, N) scores for item sets; the per-item maximum unless the method defines its own."""
+        if self.score_sets is not None:
+            return self.score_sets(indptr, indices)
+        per_item = self.item_scores(indices)  # (nnz, N)
+        out = np.full((len(indptr) - 1, per_item.shape[1]), -np.inf)
+        lengths = np.diff(indptr)
+        nonempty = lengths > 0
+        out[nonempty] = np.maximum.reduceat(per_item, np.asarray(indptr[:-1])[nonempty], axis=0)
+        return out
+
+
+def collection_item_matrix(graph: CSRGraph) -> sp.csr_matrix:
+    """Binary ``X`` (C, N): X[c, i] = 1 when item i is in collection c."""
+    data = np.ones(graph.num_edges, dtype=np.float64)
+    return sp.csr_matrix(
+        (data, np.asarray(graph.coll_indices), np.asarray(graph.coll_indptr)),
+        shape=(graph.num_collections, graph.num_items),
+    )
+
+
+def content(features: np.ndarray) -> Method:
+    """Content-only: the transformed input features, L2-normalised (N, F)."""
+    return Method("content", embeddings=l2_normalise(features).astype(np.float32))
+
+
+def popularity(graph: CSRGraph) -> Method:
+    """Item degree (number of collections), identical for every query."""
+    degree = graph.item_degree().astype(np.float64)  # (N,)
+
+    def score(items: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(degree, (len(items), len(degree)))
+
+    return Method("popularity", score_items=score)
+
+
+def itemknn(graph: CSRGraph) -> Method:
+    """Item co-occurrence: cosine between items' columns of the collection-item matrix."""
+    x = collection_item_matrix(graph).T.tocsr()  # (N, C): row i = collections of item i
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    xn = sp.diags(inv) @ x  # (N, C) unit rows; items without collections stay zero
+    xn = xn.tocsr()
+    xnt = xn.T.tocsr()  # (C, N)
+
+    def score(items: np.ndarray) -> np.ndarray:
+        return (xn[items] @ xnt).toarray()  # (b, N)
+
+    def pair_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.asarray(xn[a].multiply(xn[b]).sum(axis=1)).ravel()
+
+    return Method("itemknn", score_items=score, pair_similarity=pair_similarity)
+
+
+def svd(graph: CSRGraph, dim: int, seed: int = 0) -> Method:
+    """Matrix factorisation: item factors ``V S`` of the rank-``dim`` truncated SVD of ``X``."""
+    from scipy.sparse.linalg import svds
+
+    x = collection_item_matrix(graph)  # (C, N)
+    k = max(1, min(dim, min(x.shape) - 1))
+    # svds needs k < min(C, N); ARPACK's start vector is seeded so reruns are identical.
+    _, s, vt = svds(x, k=k, random_state=np.random.default_rng(seed))
+    order = np.argsort(-s)
+    factors = (vt[order].T * s[order]).astype(np.float32)  # (N, k)
+    return Method("svd", embeddings=factors)
+
+
+def pixie_boost(counts: sp.csr_matrix, indptr: np.ndarray) -> sp.csr_matrix:
+    """Pixie multi-hit boosting: rows of ``counts`` grouped by ``indptr`` -> ``(sum sqrt(c))**2``.
+
+    Args:
+      counts: (S, N) visit counts, one row per query item.
+      indptr: (G+1,) group boundaries over those rows.
+
+    Returns:
+      (G, N) boosted scores; items reached from several query items rank above items reached
+      as often from one.
+    """
+    groups = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))  # (S,)
+    pool = sp.csr_matrix(
+        (np.ones(len(groups)), (groups, np.arange(len(groups)))), shape=(len(indptr) - 1, counts.shape[0])
+    )
+    summed = (pool @ counts.sqrt()).tocsr()  # (G, N) sum of sqrt counts
+    return summed.multiply(summed).tocsr()
+
+
+def pixie(
+    graph: CSRGraph,
+    *,
+    num_walks: int,
+    walk_length: int,
+    restart_prob: float,
+    seed: int = 0,
+    num_threads: int = 0,
+) -> Method:
+    """Pixie-style ranking: visit counts of random walks from the query item(s)."""
+    from pinsage_model.sampler import visit_counts
+
+    def walk(items: np.ndarray) -> sp.csr_matrix:
+        return visit_counts(
+            graph,
+            np.asarray(items, dtype=np.int32),
+            num_walks=num_walks,
+            walk_length=walk_length,
+            restart_prob=restart_prob,
+            seed=seed,
+            num_threads=num_threads,
+        )
+
+    def score(items: np.ndarray) -> np.ndarray:
+        return walk(items).toarray().astype(np.float64)  # (b, N)
+
+    def score_sets(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        return pixie_boost(walk(indices), indptr).toarray()
+
+    return Method("pixie", score_items=score, score_sets=score_sets)
+
+
+BASELINES = ("content", "pixie", "popularity", "itemknn", "svd")
+
+
+def build(
+    name: str,
+    *,
+    graph: CSRGraph,
+    features: np.ndarray,
+    svd_dim: int,
+    pixie_walks: int,
+    walk_length: int,
+    restart_prob: float,
+    seed: int,
+    num_threads: int = 0,
+) -> Method:
+    """One baseline by name (see :data:`BASELINES`)."""
+    if name == "content":
+        return content(features)
+    if name == "popularity":
+        return popularity(graph)
+    if name == "itemknn":
+        return itemknn(graph)
+    if name == "svd":
+        return svd(graph, svd_dim, seed)
+    if name == "pixie":
+        return pixie(
+            graph,
+            num_walks=pixie_walks,
+            walk_length=walk_length,
+            restart_prob=restart_prob,
+            seed=seed,
+            num_threads=num_threads,
+        )
+    raise ValueError(f"unknown baseline '{name}'; known: {', '.join(BASELINES)}")

@@ -1,0 +1,379 @@
+"""Layer-wise PinSage inference in process (paper 3.4), the per-node baseline, collection pooling.
+
+The paper's MapReduce scheme computes each node's layer-k representation exactly once: first
+every node is projected into the pooling space (Algorithm 1, line 1), then each node pools the
+projections of its importance neighbourhood and combines them with its own vector (lines 2-3);
+this repeats K times before the dense head (Algorithm 2, line 16). :func:`embed_all` does the same
+over whole arrays: per layer one projection of all N nodes (a BLAS sgemm in row blocks), one
+compiled gather-and-reduce over the neighbourhood table, one combining sgemm. The Spark backend
+(:mod:`pinsage_model.inference_spark`) runs the same plan as DataFrame jobs.
+
+:func:`embed_nodes_naive` is Algorithm 2 applied to one target node at a time: it recomputes the
+overlapping K-hop neighbourhoods of different targets, which is what layer-wise inference avoids.
+It is the benchmark's baseline and an independent reference for the tests.
+
+Conventions follow ``contracts.py``: row vectors (``x @ Q``), weights keyed ``conv{k}/Q`` etc.,
+embeddings L2-normalised with ``x / sqrt(max(|x|^2, 1e-12))`` (as ``tf.math.l2_normalize``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from pinsage_model.contracts import ContractError, CSRGraph, Neighbourhoods
+
+POOLING_MODES = {"importance": 0, "mean": 1, "max": 2}
+_NORM_EPS = 1e-12
+
+
+@dataclass
+class InferenceStats:
+    """What one :func:`embed_all` call did; filled in place when passed as ``stats``.
+
+    Attributes:
+      projection_counts: per layer, how many times each node was projected (N,) int32; the
+        layer-wise scheme makes every entry exactly 1.
+      dense_flops: floating-point operations of the matrix products (2 per multiply-add).
+      dense_seconds: wall time spent in those products (and their bias/ReLU/normalisation).
+      pool_seconds: wall time of the neighbourhood gather-and-reduce.
+    """
+
+    projection_counts: list[np.ndarray] = field(default_factory=list)
+    dense_flops: float = 0.0
+    dense_seconds: float = 0.0
+    pool_seconds: float = 0.0
+
+    @property
+    def projections(self) -> list[int]:
+        """Total projections per layer."""
+        return [int(c.sum()) for c in self.projection_counts]
+
+
+def check_weights(weights: dict[str, np.ndarray], config: dict, source: str = "<weights>") -> None:
+    """Check that ``weights`` has every array of the contract with the shape the config implies."""
+    for key in ("num_layers", "hidden_dim", "output_dim", "pooling", "input_dim"):
+        if key not in config:
+            raise ContractError(f"{source}: model config lacks '{key}'")
+    if config["pooling"] not in POOLING_MODES:
+        raise ContractError(f"{source}: unknown pooling '{config['pooling']}'; expected one of {sorted(POOLING_MODES)}")
+    m, d = config["hidden_dim"], config["output_dim"]
+    id_dim = int(config.get("id_embedding_dim", 0))
+    expected = {}
+    if id_dim:
+        if "id_embedding/E" not in weights or weights["id_embedding/E"].ndim != 2 or weights["id_embedding/E"].shape[1] != id_dim:
+            raise ContractError(f"{source}: model config has id_embedding_dim={id_dim} but no (N, {id_dim}) 'id_embedding/E' weight")
+    for k in range(1, config["num_layers"] + 1):
+        fk = config["input_dim"] + id_dim if k == 1 else d
+        expected.update({f"conv{k}/Q": (fk, m), f"conv{k}/q": (m,), f"conv{k}/W": (fk + m, d), f"conv{k}/w": (d,)})
+    expected.update({"head/G1": (d, d), "head/g": (d,), "head/G2": (d, d)})
+    for key, shape in expected.items():
+        if key not in weights:
+            raise ContractError(f"{source}: missing weight '{key}'")
+        if tuple(weights[key].shape) != shape:
+            raise ContractError(f"{source}: weight '{key}' has shape {weights[key].shape}, expected {shape}")
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise ``x / sqrt(max(|x|^2, 1e-12))`` in place-safe float32."""
+    sq = np.einsum("ij,ij->i", x, x)
+    return x * (1.0 / np.sqrt(np.maximum(sq, _NORM_EPS))).astype(np.float32)[:, None]
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _pool_kernel(proj, idx, wts, mode, out):  # pragma: no cover - compiled
+    """Reduce neighbour projections per node: importance (0, α-weighted mean), mean (1) or max (2).
+
+    proj (N, m) float32; idx (B, T) int32 with -1 padding; wts (B, T) float32; out (B, m).
+    Nodes without neighbours get a zero vector (projections are ReLU outputs, so >= 0).
+    """
+    b_rows, t_cols = idx.shape
+    m = proj.shape[1]
+    for b in numba.prange(b_rows):
+        for j in range(m):
+            out[b, j] = 0.0
+        count = 0
+        total = np.float32(0.0)
+        for t in range(t_cols):
+            v = idx[b, t]
+            if v < 0:
+                continue
+            count += 1
+            if mode == 0:
+                a = wts[b, t]
+                total += a
+                for j in range(m):
+                    out[b, j] += a * proj[v, j]
+            elif mode == 1:
+                for j in range(m):
+                    out[b, j] += proj[v, j]
+            else:
+                for j in range(m):
+                    if count == 1 or proj[v, j] > out[b, j]:
+                        out[b, j] = proj[v, j]
+        if mode == 1 and count > 0:
+            inv = np.float32(1.0) / np.float32(count)
+            for j in range(m):
+                out[b, j] *= inv
+        elif mode == 0 and total > 1e-12:
+            # α-weighted mean: divide by the weights' sum (1 for L1-normalised neighbourhoods)
+            inv = np.float32(1.0) / total
+            for j in range(m):
+                out[b, j] *= inv
+
+
+def pool_neighbours(proj: np.ndarray, idx: np.ndarray, wts: np.ndarray, pooling: str) -> np.ndarray:
+    """Gather-and-reduce neighbour projections (the γ of Algorithm 1).
+
+    Args:
+      proj: (N, m) float32 projections of every node.
+      idx: (B, T) int32 neighbour ids, -1 padded.
+      wts: (B, T) float32 importance weights (used by ``importance`` only).
+      pooling: ``importance`` (α-weighted mean), ``mean`` or ``max`` over unpadded entries.
+
+    Returns:
+      (B, m) float32; zero rows where a node has no neighbours.
+    """
+    out = np.empty((idx.shape[0], proj.shape[1]), dtype=np.float32)
+    _pool_kernel(
+        np.ascontiguousarray(proj, dtype=np.float32),
+        np.ascontiguousarray(idx, dtype=np.int32),
+        np.ascontiguousarray(wts, dtype=np.float32),
+        POOLING_MODES[pooling],
+        out,
+    )
+    return out
+
+
+def project(h: np.ndarray, weights: dict[str, np.ndarray], layer: int) -> np.ndarray:
+    """Algorithm 1 line 1 before pooling: ``ReLU(h Q + q)``, (B, F_k) -> (B, m)."""
+    p = h @ weights[f"conv{layer}/Q"]
+    p += weights[f"conv{layer}/q"]
+    return np.maximum(p, 0.0, out=p)
+
+
+def combine(h: np.ndarray, n: np.ndarray, weights: dict[str, np.ndarray], layer: int) -> np.ndarray:
+    """Algorithm 1 lines 2-3: ``normalize(ReLU(concat(h, n) W + w))``, (B, F_k), (B, m) -> (B, d)."""
+    w_mat = weights[f"conv{layer}/W"]
+    fk = h.shape[1]
+    # concat(h, n) @ W == h @ W[:F_k] + n @ W[F_k:], without materialising the concatenation
+    z = h @ w_mat[:fk]
+    z += n @ w_mat[fk:]
+    z += weights[f"conv{layer}/w"]
+    np.maximum(z, 0.0, out=z)
+    return l2_normalize(z)
+
+
+def head(h: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
+    """Algorithm 2 line 16 plus output normalisation: ``normalize(ReLU(h G1 + g) G2)``."""
+    a = h @ weights["head/G1"]
+    a += weights["head/g"]
+    np.maximum(a, 0.0, out=a)
+    return l2_normalize(a @ weights["head/G2"])
+
+
+def input_rows(features: np.ndarray, weights: dict[str, np.ndarray], rows: slice | np.ndarray) -> np.ndarray:
+    """Layer-0 representations of ``rows``: features, plus the learned id embedding when present.
+
+    With ``id_embedding/E`` in the weights (transductive fallback, ``id_embedding_dim`` > 0 in the
+    model config) the layer-0 vector is ``concat(features, id_embedding)``, as in training.
+    """
+    h = np.asarray(features[rows], dtype=np.float32)
+    if "id_embedding/E" in weights:
+        h = np.concatenate([h, np.asarray(weights["id_embedding/E"][rows], dtype=np.float32)], axis=1)
+    return h
+
+
+def check_inputs(weights: dict, config: dict, features: np.ndarray, nbhd: Neighbourhoods) -> None:
+    """Check weights, features and neighbourhoods against each other before any work starts."""
+    check_weights(weights, config)
+    if features.ndim != 2 or features.shape[1] != config["input_dim"]:
+        raise ContractError(f"features have shape {features.shape}; the model expects (N, {config['input_dim']})")
+    if "id_embedding/E" in weights and weights["id_embedding/E"].shape[0] != features.shape[0]:
+        raise ContractError(
+            f"the model's id embedding covers {weights['id_embedding/E'].shape[0]} items but features {features.shape[0]}; "
+            "items unseen in training have no learned id (use a feature-only model for inductive inference)"
+        )
+    if nbhd.indices.shape[0] != features.shape[0]:
+        raise ContractError(
+            f"neighbourhoods have {nbhd.indices.shape[0]} rows but features {features.shape[0]}; both must cover every item"
+        )
+    if nbhd.indices.size and nbhd.indices.max() >= features.shape[0]:
+        raise ContractError(f"a neighbour index ({int(nbhd.indices.max())}) is out of range for {features.shape[0]} items")
+
+
+def embed_all(
+    weights: dict[str, np.ndarray],
+    config: dict,
+    features: np.ndarray,
+    neighbourhoods: Neighbourhoods,
+    *,
+    batch_size: int = 65536,
+    progress: bool = False,
+    stats: InferenceStats | None = None,
+) -> np.ndarray:
+    """Embeddings of every item, layer by layer (paper 3.4): each node projected once per layer.
+
+    Args:
+      weights: arrays keyed as in ``contracts.py`` (``conv{k}/Q`` ...).
+      config: ``model_config.json`` content (``num_layers``, ``hidden_dim``, ``output_dim``,
+        ``pooling``, ``input_dim``).
+      features: (N, F) float32 item features aligned with ``item_idx``.
+      neighbourhoods: importance neighbourhoods of all N items (rows aligned with ``item_idx``).
+      batch_size: rows per block; peak extra memory is about ``batch_size * (F + m + d)`` floats
+        besides the (N, m) projections and two (N, d) layer buffers.
+      progress: show a tqdm bar per layer.
+      stats: optional :class:`InferenceStats` filled with projection counts and timings.
+
+    Returns:
+      (N, d) float32 L2-normalised embeddings.
+    """
+    from tqdm import tqdm
+
+    check_inputs(weights, config, features, neighbourhoods)
+    weights = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+    n_items = features.shape[0]
+    m, d, pooling = config["hidden_dim"], config["output_dim"], config["pooling"]
+    stats = stats if stats is not None else InferenceStats()
+    h = np.empty((0, d), dtype=np.float32)
+    blocks = [(s, min(s + batch_size, n_items)) for s in range(0, n_items, batch_size)]
+    for layer in range(1, config["num_layers"] + 1):
+        fk = weights[f"conv{layer}/Q"].shape[0]
+        rows_of = (lambda s, e: input_rows(features, weights, slice(s, e))) if layer == 1 else (lambda s, e: h[s:e])
+        counts = np.zeros(n_items, dtype=np.int32)
+        proj = np.empty((n_items, m), dtype=np.float32)  # (N, m): the "map" output of this layer
+        t0 = time.perf_counter()
+        for s, e in tqdm(blocks, desc=f"layer {layer} project", disable=not progress, unit="block"):
+            proj[s:e] = project(rows_of(s, e), weights, layer)
+            counts[s:e] += 1
+        stats.dense_seconds += time.perf_counter() - t0
+        nxt = np.empty((n_items, d), dtype=np.float32)
+        for s, e in tqdm(blocks, desc=f"layer {layer} pool+combine", disable=not progress, unit="block"):
+            t0 = time.perf_counter()
+            pooled = pool_neighbours(proj, neighbourhoods.indices[s:e], neighbourhoods.weights[s:e], pooling)
+            t1 = time.perf_counter()
+            nxt[s:e] = combine(rows_of(s, e), pooled, weights, layer)
+            stats.pool_seconds += t1 - t0
+            stats.dense_seconds += time.perf_counter() - t1
+        stats.projection_counts.append(counts)
+        stats.dense_flops += 2.0 * n_items * (fk * m + (fk + m) * d)
+        del proj
+        h = nxt
+    out = np.empty((n_items, d), dtype=np.float32)
+    t0 = time.perf_counter()
+    for s, e in blocks:
+        out[s:e] = head(h[s:e], weights)
+    stats.dense_seconds += time.perf_counter() - t0
+    stats.dense_flops += 2.0 * n_items * 2 * d * d
+    return out
+
+
+def embed_nodes_naive(
+    weights: dict[str, np.ndarray],
+    config: dict,
+    features: np.ndarray,
+    neighbourhoods: Neighbourhoods,
+    nodes: np.ndarray,
+) -> tuple[np.ndarray, int]:
+    """Algorithm 2 run separately for each target node (the naive inference of paper 3.4).
+
+    For each target u: S^(K) = {u}, S^(k-1) = S^(k) ∪ N(S^(k)); then for k = 1..K every node of
+    S^(k) is convolved, projecting each of its neighbours afresh (Algorithm 1 line 1). Nothing is
+    shared between targets, so overlapping neighbourhoods are recomputed: that is the baseline.
+
+    Args:
+      nodes: (B,) target item ids (a sample; the loop over targets is the point of the baseline).
+
+    Returns:
+      ((B, d) float32 embeddings, number of neighbour projections computed).
+    """
+    check_inputs(weights, config, features, neighbourhoods)
+    weights = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+    num_layers, pooling = config["num_layers"], config["pooling"]
+    out = np.empty((len(nodes), config["output_dim"]), dtype=np.float32)
+    projections = 0
+    for i, u in enumerate(np.asarray(nodes, dtype=np.int64)):
+        sets = [np.array([u])]  # sets[j] = S^(K - j)
+        for _ in range(num_layers):
+            nb = neighbourhoods.indices[sets[-1]]
+            sets.append(np.union1d(sets[-1], nb[nb >= 0]))
+        s_prev = sets[-1]  # S^(0), sorted
+        h_prev = input_rows(features, weights, s_prev)
+        for layer in range(1, num_layers + 1):
+            s_cur = sets[num_layers - layer]
+            idx = neighbourhoods.indices[s_cur]  # (s, T)
+            mask = idx >= 0
+            local = np.searchsorted(s_prev, np.where(mask, idx, s_prev[0]))
+            # every (node, neighbour) pair gets its own projection: no reuse across nodes
+            p = project(h_prev[local.reshape(-1)], weights, layer).reshape(*idx.shape, -1)  # (s, T, m)
+            projections += int(mask.sum())
+            p = np.where(mask[..., None], p, 0.0).astype(np.float32)
+            if pooling == "importance":
+                alpha = neighbourhoods.weights[s_cur] * mask
+                alpha = alpha / np.maximum(alpha.sum(axis=1, keepdims=True), 1e-12)
+                n = np.einsum("st,stm->sm", alpha, p)
+            elif pooling == "mean":
+                n = p.sum(axis=1) / np.maximum(mask.sum(axis=1), 1)[:, None]
+            else:
+                n = p.max(axis=1)  # padding is 0 and projections are >= 0
+            h_self = h_prev[np.searchsorted(s_prev, s_cur)]
+            h_prev = combine(h_self, n.astype(np.float32), weights, layer)
+            s_prev = s_cur
+        out[i] = head(h_prev, weights)[0]
+    return out, projections
+
+
+def collection_embeddings(
+    item_emb: np.ndarray, graph: CSRGraph, edge_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Collection (board/user) embeddings by importance pooling of member items, L2-normalised.
+
+    The graph stores membership only, so by default every member item weighs the same (uniform
+    importance over a collection's distinct items). ``edge_weights`` (E,) aligned with
+    ``graph.coll_indices`` (e.g. engagement counts or random-walk visit counts from the
+    collection) are L1-normalised per collection and used instead. Empty collections get zeros.
+
+    Returns:
+      (C, d) float32.
+    """
+    import scipy.sparse as sp
+
+    n_coll, n_items = graph.num_collections, graph.num_items
+    if item_emb.shape[0] != n_items:
+        raise ContractError(f"item embeddings have {item_emb.shape[0]} rows, the graph {n_items} items")
+    if edge_weights is None:
+        edge_weights = np.ones(graph.num_edges, dtype=np.float64)
+    elif edge_weights.shape != (graph.num_edges,):
+        raise ContractError(f"edge_weights must have shape ({graph.num_edges},), got {edge_weights.shape}")
+    adj = sp.csr_matrix(
+        (np.asarray(edge_weights, dtype=np.float64), np.asarray(graph.coll_indices), np.asarray(graph.coll_indptr)),
+        shape=(n_coll, n_items),
+    )
+    sums = np.asarray(adj.sum(axis=1)).ravel()
+    adj = sp.diags(1.0 / np.where(sums > 0, sums, 1.0)) @ adj  # L1 per collection (scale-free after norm, kept for clarity)
+    pooled = np.asarray(adj @ item_emb.astype(np.float64), dtype=np.float32)  # (C, d)
+    return l2_normalize(pooled)
+
+
+def random_weights(config: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """Glorot-uniform weights and small biases in the contract's layout (tests and benchmarks)."""
+    rng = np.random.default_rng(seed)
+    m, d = config["hidden_dim"], config["output_dim"]
+
+    def glorot(shape: tuple[int, int]) -> np.ndarray:
+        lim = np.sqrt(6.0 / sum(shape))
+        return rng.uniform(-lim, lim, size=shape).astype(np.float32)
+
+    def bias(n: int) -> np.ndarray:
+        return rng.uniform(-0.1, 0.1, size=n).astype(np.float32)
+
+    out: dict[str, np.ndarray] = {}
+    for k in range(1, config["num_layers"] + 1):
+        fk = config["input_dim"] if k == 1 else d
+        out.update({f"conv{k}/Q": glorot((fk, m)), f"conv{k}/q": bias(m), f"conv{k}/W": glorot((fk + m, d)), f"conv{k}/w": bias(d)})
+    out.update({"head/G1": glorot((d, d)), "head/g": bias(d), "head/G2": glorot((d, d))})
+    return out

@@ -1,0 +1,55 @@
+"""The SparkSession every Spark stage uses, built from :class:`~pinsage_model.config.SparkConfig`.
+
+Locally this is ``local[N]`` with the venv's interpreter for the Python workers; under
+``spark-submit`` on a cluster the submitted master wins, because an already running session is
+reused when its master matches (and ``spark-submit`` sets the master before our code runs).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pyspark is a heavy import: only for type checkers here
+    from pyspark.sql import SparkSession
+
+    from pinsage_model.config import SparkConfig
+
+
+def get_spark(spark_cfg: "SparkConfig") -> "SparkSession":
+    """Return a SparkSession configured from ``spark_cfg``.
+
+    An active session is reused when its master equals ``spark_cfg.master`` (its shuffle
+    partition count is updated, as that is a runtime setting); a session with another master is
+    stopped first, because one JVM holds one SparkContext.
+
+    Args:
+      spark_cfg: master, app name, driver memory and shuffle partitions.
+
+    Returns:
+      The session, with log level ``WARN`` and the console progress bar off.
+    """
+    # Workers otherwise start the system python, which lacks pandas/pyarrow.
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        if active.sparkContext.master == spark_cfg.master:
+            active.conf.set("spark.sql.shuffle.partitions", str(spark_cfg.shuffle_partitions))
+            return active
+        active.stop()
+    spark = (
+        SparkSession.builder.master(spark_cfg.master)
+        .appName(spark_cfg.app_name)
+        .config("spark.driver.memory", spark_cfg.driver_memory)
+        .config("spark.sql.shuffle.partitions", str(spark_cfg.shuffle_partitions))
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

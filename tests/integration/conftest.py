@@ -1,0 +1,24 @@
+"""Shared fixtures for the integration tests: one SparkSession for the whole test session.
+
+Starting Spark costs 7-17 s, so every Spark test shares this session (``local[2]``, few shuffle
+partitions). Stage tests build their config with :func:`spark_test_config` so that
+``get_spark`` finds and reuses this session instead of starting another.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pinsage_model.config import SparkConfig
+
+SPARK_TEST = SparkConfig(master="local[2]", driver_memory="1g", shuffle_partitions=4, app_name="pinsage-tests")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The session-wide SparkSession (stopped when the test session ends)."""
+    from pinsage_model.spark import get_spark
+
+    session = get_spark(SPARK_TEST)
+    yield session
+    session.stop()

@@ -1,0 +1,151 @@
+"""The evaluation stage on a hand-built run directory with hand-computed expectations."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.slow  # compiles the sampler's numba kernels (Pixie)
+
+from components.base import execute
+from components.registry import get_stage
+from pinsage_model.config import config_from_dict
+from pinsage_model.contracts import CSRGraph
+
+# 8 items, 4 collections: c0 {0, 1, 2}, c1 {0, 1}, c2 {2, 3, 4}, c3 {5, 6, 7}.
+# Item degrees (full graph): 2, 2, 2, 1, 1, 1, 1, 1. The training subgraph drops c3.
+EDGES = [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 2), (3, 2), (4, 2), (5, 3), (6, 3), (7, 3)]
+TEST = [(0, 1), (2, 3), (4, 5), (6, 7)]
+VALIDATION = [(3, 2)]
+
+
+def _emb() -> np.ndarray:
+    """Items 2k and 2k+1 point almost the same way (cosine 0.999); other pairs about 0.1 or 0."""
+    e = np.zeros((8, 4), np.float32)
+    for k in range(4):
+        e[2 * k, k], e[2 * k, (k + 1) % 4] = 1.0, 0.1
+        e[2 * k + 1, k], e[2 * k + 1, (k + 1) % 4] = 1.0, 0.05
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalrun")
+    for d in ("raw", "graph", "features", "neighbourhoods", "embeddings"):
+        (root / d).mkdir()
+    items, colls = np.array(EDGES).T
+    CSRGraph.from_edges(items, colls, 8, 4).save(root / "graph" / "graph.npz")
+    keep = colls != 3
+    CSRGraph.from_edges(items[keep], colls[keep], 8, 4).save(root / "graph" / "train_graph.npz")
+    pq.write_table(
+        pa.table({"item_idx": pa.array(range(8), pa.int32()), "item_id": [f"i{i}" for i in range(8)],
+                  "in_train_graph": [i < 5 for i in range(8)]}),
+        root / "graph" / "item_ids.parquet",
+    )
+    pq.write_table(
+        pa.table({"collection_idx": pa.array(range(4), pa.int32()), "collection_id": [f"u{c}" for c in range(4)],
+                  "in_train_graph": [c < 3 for c in range(4)]}),
+        root / "graph" / "collection_ids.parquet",
+    )
+    pairs = TEST + VALIDATION
+    pq.write_table(
+        pa.table({"q_idx": pa.array([p[0] for p in pairs], pa.int32()), "pos_idx": pa.array([p[1] for p in pairs], pa.int32()),
+                  "count": pa.array([1] * len(pairs), pa.int64()), "split": ["test"] * 4 + ["validation"],
+                  "in_train_graph": [True] * len(pairs)}),
+        root / "graph" / "pairs_indexed.parquet",
+    )
+    np.save(root / "features" / "features.npy", np.eye(8, 3, dtype=np.float32))
+    (root / "neighbourhoods" / "full.npz").write_bytes(b"unused here")
+    emb = _emb()
+    np.save(root / "embeddings" / "items.npy", emb)
+    np.save(root / "embeddings" / "collections.npy", emb[[3, 0, 5, 6]])  # user u0 looks like item 3, u2 like item 5
+    pq.write_table(
+        pa.table({"user_id": [f"u{c}" for _, c in EDGES], "item_id": [f"i{i}" for i, _ in EDGES],
+                  "timestamp": pa.array(range(len(EDGES)), pa.int64())}),
+        root / "raw" / "interactions.parquet",
+    )
+    pq.write_table(
+        pa.table({"user_id": ["u0", "u2", "u9"], "item_id": ["i3", "i5", "i1"], "timestamp": pa.array([100, 101, 102], pa.int64())}),
+        root / "raw" / "test_interactions.parquet",
+    )
+    return root
+
+
+CFG = config_from_dict({
+    "sampler": {"walk_length": 4, "restart_prob": 0.5, "num_walks": 10, "top_t": 3},
+    "evaluation": {"ks": [1, 5], "mrr_scale": 1.0, "similarity_pairs": 500, "baseline_graph": "full",
+                   "baselines": ["content", "pixie", "popularity", "itemknn", "svd"], "svd_dim": 2,
+                   "pixie_walks": 50, "user_ks": [1, 3], "recent_items": 2},
+})
+
+
+def _run(run_dir, out_name):
+    stage = get_stage("evaluation")
+    inputs = {n: run_dir / n for n in stage.inputs}
+    return execute(stage, CFG, inputs, run_dir / out_name, force=True)
+
+
+@pytest.fixture(scope="module")
+def evaluated(run_dir):
+    report = _run(run_dir, "evaluation")
+    return report, json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+
+
+def test_pinsage_ranks_every_partner_first(evaluated):
+    _, m = evaluated
+    t = m["methods"]["pinsage"]["test"]
+    assert t["hit@1"] == 1.0 and t["mrr"] == 1.0 and t["n"] == 4 and t["pool"] == 8
+    assert m["methods"]["pinsage"]["validation"]["hit@1"] == 1.0
+
+
+def test_popularity_hand_computed_with_ties(evaluated):
+    _, m = evaluated
+    t = m["methods"]["popularity"]["test"]
+    # 0->1: tie with item 2 -> 1.5; 2->3: 0, 1 higher, 4..7 tied -> 5; 4->5 and 6->7: 3 higher, 3 tied -> 5.5
+    assert t["hit@1"] == 0.0 and t["hit@5"] == 0.5
+    assert t["mrr"] == pytest.approx((1 / 2 + 1 / 5 + 1 / 6 + 1 / 6) / 4)
+    assert m["methods"]["popularity"]["similarity"] is None
+
+
+def test_itemknn_hand_computed(evaluated):
+    _, m = evaluated
+    t = m["methods"]["itemknn"]["test"]
+    # item columns over c0..c3: i0 = i1 = 1100, i2 = 1010, i3 = i4 = 0010, i5 = i6 = i7 = 0001
+    # 0->1: cosine 1, alone -> 1. 2->3: 0.707, tied with item 4 -> 1.5.
+    # 4->5: 0; items 3 (1) and 2 (0.707) higher, 0, 1, 6, 7 tied at 0 -> 1 + 2 + 4/2 = 5.
+    # 6->7: cosine 1, tied with item 5 -> 1.5.
+    assert t["hit@1"] == 0.25 and t["hit@5"] == 1.0
+    assert t["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 5 + 1 / 2) / 4)
+    assert np.isfinite(m["methods"]["itemknn"]["similarity"]["kurtosis"])
+
+
+def test_inductive_breakdown(evaluated):
+    _, m = evaluated
+    ind = m["methods"]["pinsage"]["inductive"]
+    assert ind["query_in_train_graph"]["n"] == 3 and ind["query_not_in_train_graph"]["n"] == 1
+
+
+def test_user_level_metrics(evaluated):
+    _, m = evaluated
+    u = m["user_level"]
+    assert u["users"] == 2 and u["test_interactions_dropped_unknown"] == 1  # u9 is unknown
+    pooled = u["methods"]["pinsage-pooled"]
+    assert pooled["recall@1"] == 1.0 and pooled["ndcg@1"] == 1.0
+    assert {"content-recent", "pixie-recent", "popularity-recent", "itemknn-recent", "svd-recent"} <= set(u["methods"])
+
+
+def test_outputs_written_and_deterministic(run_dir, evaluated):
+    report, _ = evaluated
+    out = run_dir / "evaluation"
+    md = (out / "report.md").read_text()
+    assert "| pinsage | 1.0000 | 1.0000 | 1.0000 |" in md
+    for png in ("hit_rate_curve.png", "similarity_all.png", "similarity_pinsage.png", "similarity_content.png", "similarity_itemknn.png"):
+        assert (out / png).stat().st_size > 1000
+    assert report["test_pairs"] == 4
+    assert "NaN" not in (out / "metrics.json").read_text()  # content's kurtosis is undefined here
+    _run(run_dir, "evaluation_again")
+    again = run_dir / "evaluation_again"
+    for f in ("metrics.json", "report.md", "hit_rate_curve.png", "similarity_all.png"):
+        assert (out / f).read_bytes() == (again / f).read_bytes(), f

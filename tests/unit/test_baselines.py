@@ -1,0 +1,99 @@
+"""Baselines on a hand-built 3 x 4 collection-item graph with hand-computed expectations."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from pinsage_model import baselines, metrics
+from pinsage_model.contracts import CSRGraph
+
+# collection 0: items 0, 1; collection 1: items 0, 1, 2; collection 2: items 2, 3.
+# Item columns of X: i0 = i1 = (1, 1, 0), i2 = (0, 1, 1), i3 = (0, 0, 1).
+GRAPH = CSRGraph.from_edges(
+    item_idx=np.array([0, 1, 0, 1, 2, 2, 3]), coll_idx=np.array([0, 0, 1, 1, 1, 2, 2]), num_items=4, num_collections=3
+)
+X = np.array([[1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 1, 1]], dtype=np.float64)
+
+
+def test_collection_item_matrix():
+    assert np.array_equal(baselines.collection_item_matrix(GRAPH).toarray(), X)
+
+
+def test_itemknn_cosine_hand_computed():
+    m = baselines.itemknn(GRAPH)
+    s = m.item_scores(np.array([0, 2]))
+    r2 = 1 / np.sqrt(2)
+    np.testing.assert_allclose(s[0], [1, 1, 0.5, 0])  # cos(i0, i1) = 1, cos(i0, i2) = 1/2
+    np.testing.assert_allclose(s[1], [0.5, 0.5, 1, r2])
+    np.testing.assert_allclose(m.pair_similarity(np.array([0, 2]), np.array([1, 3])), [1, r2])
+    # ranks: query 2 -> item 3 (0.707) beats items 0, 1 (0.5)
+    r = metrics.score_ranks(lambda pos: m.item_scores(np.array([2, 0])[pos]), [2, 0], [3, 2], 4)
+    assert r.tolist() == [1.0, 2.0]
+
+
+def test_itemknn_item_without_collections_scores_zero():
+    g = CSRGraph.from_edges(np.array([0, 1]), np.array([0, 0]), num_items=3, num_collections=1)
+    s = baselines.itemknn(g).item_scores(np.array([2, 0]))
+    np.testing.assert_allclose(s, [[0, 0, 0], [1, 1, 0]])
+
+
+def test_popularity_order_and_ties():
+    m = baselines.popularity(GRAPH)
+    np.testing.assert_allclose(m.item_scores(np.array([3])), [[2, 2, 2, 1]])
+    # query 3 -> target 0: tied with items 1 and 2 at degree 2 -> 1 + 0 + 2/2 = 2
+    r = metrics.score_ranks(m.item_scores, np.array([3]), np.array([0]), 4)
+    assert r.tolist() == [2.0]
+
+
+def test_svd_factors_reproduce_rank_k_gram_matrix():
+    m = baselines.svd(GRAPH, dim=2, seed=0)
+    assert m.embeddings.shape == (4, 2)
+    _, s, vt = np.linalg.svd(X, full_matrices=False)
+    want = vt[:2].T @ np.diag(s[:2] ** 2) @ vt[:2]  # (V S)(V S)^T, sign-free
+    np.testing.assert_allclose(m.embeddings @ m.embeddings.T, want, atol=1e-5)
+    # identical columns get identical factors: cosine 1
+    assert m.item_scores(np.array([0]))[0, 1] == pytest.approx(1.0)
+    again = baselines.svd(GRAPH, dim=2, seed=0)
+    assert np.array_equal(m.embeddings, again.embeddings)
+
+
+def test_svd_dim_capped_below_matrix_rank_limit():
+    assert baselines.svd(GRAPH, dim=64).embeddings.shape == (4, 2)  # svds needs k < min(C, N) = 3
+
+
+def test_content_is_l2_normalised():
+    m = baselines.content(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(m.embeddings, [[0.6, 0.8], [0, 0]])
+
+
+def test_pixie_multi_hit_boosting():
+    counts = sp.csr_matrix(np.array([[4, 0, 1], [1, 9, 0], [0, 0, 5]], dtype=np.float64))
+    out = baselines.pixie_boost(counts, np.array([0, 2, 3])).toarray()
+    # group 0 = rows 0, 1: (2 + 1)^2 = 9, (0 + 3)^2 = 9, (1 + 0)^2 = 1; group 1 = row 2 as is
+    np.testing.assert_allclose(out, [[9, 9, 1], [0, 0, 5]])
+
+
+def test_default_set_scores_take_best_item():
+    m = baselines.Method("e", embeddings=np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    s = m.set_scores(np.array([0, 2, 2]), np.array([0, 1]))
+    np.testing.assert_allclose(s[0], [1, 1, 1 / np.sqrt(2)])
+    assert np.all(np.isneginf(s[1]))  # an empty set scores nothing
+
+
+def test_method_needs_exactly_one_kind():
+    with pytest.raises(ValueError):
+        baselines.Method("bad")
+    with pytest.raises(ValueError):
+        baselines.build("nope", graph=GRAPH, features=np.zeros((4, 1)), svd_dim=2, pixie_walks=1, walk_length=2, restart_prob=0.5, seed=0)
+
+
+def test_pixie_walks_stay_in_component():
+    # two components: items {0, 1} via collection 0, items {2, 3} via collection 1
+    g = CSRGraph.from_edges(np.array([0, 1, 2, 3]), np.array([0, 0, 1, 1]), num_items=4, num_collections=2)
+    m = baselines.pixie(g, num_walks=50, walk_length=4, restart_prob=0.3, seed=0)
+    s = m.item_scores(np.array([0, 3]))
+    assert s[0, 1] > 0 and s[0, 2] == 0 and s[0, 3] == 0 and s[0, 0] == 0  # seed excluded
+    assert s[1, 2] > 0 and s[1, 0] == 0 and s[1, 1] == 0
+    boosted = m.set_scores(np.array([0, 2]), np.array([0, 3]))
+    # disjoint supports: each item is hit from one query item only, so (sqrt c)^2 = c
+    np.testing.assert_allclose(boosted[0], s[0] + s[1])

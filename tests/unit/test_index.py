@@ -1,0 +1,117 @@
+"""faiss index publishing: exact/approximate kinds, recall floor, atomic versions, live readers."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from pinsage_model.config import IndexConfig
+from pinsage_model.index import CURRENT, IndexReader, IndexRecallError, IndexVersionError, load_version, publish
+
+CREATED = "2026-01-01T00:00:00Z"
+IDS = [f"item-{i}" for i in range(300)]
+
+
+def unit_rows(n: int, d: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def exact_related(emb: np.ndarray, row: int, k: int) -> list[str]:
+    scores = emb @ emb[row]
+    scores[row] = -np.inf
+    return [IDS[j] for j in np.argsort(-scores)[:k]]
+
+
+def test_publish_writes_complete_version_and_reader_answers(tmp_path):
+    emb = unit_rows(300, 16, seed=0)
+    vdir = publish(emb, IDS, tmp_path, "m1", {"hit_rate@10": 0.5}, created_at=CREATED)
+    assert (tmp_path / CURRENT).read_text().strip() == vdir.name
+    assert vdir.name.startswith("m1-")
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    assert manifest["model_version"] == "m1" and manifest["created_at"] == CREATED
+    assert manifest["metrics"] == {"hit_rate@10": 0.5}
+    assert manifest["index"]["kind"] == "flat_ip" and manifest["recall_at_10"] == 1.0
+    assert set(manifest["files"]) == {"index.faiss", "ids.parquet", "embeddings.npy"}
+    reader = IndexReader(tmp_path)
+    nb = reader.related_items("item-7", k=5)
+    assert nb.version == vdir.name and nb.item_ids == exact_related(emb, 7, 5)
+    np.testing.assert_allclose(nb.scores, np.sort(emb[[IDS.index(i) for i in nb.item_ids]] @ emb[7])[::-1], atol=1e-5)
+    # homefeed: best score of each candidate against either recent item, recent items excluded
+    hf = reader.homefeed(["item-1", "item-2"], k=6)
+    best = np.maximum(emb @ emb[1], emb @ emb[2])
+    best[[1, 2]] = -np.inf
+    assert hf.item_ids == [IDS[j] for j in np.argsort(-best)[:6]]
+    # same content again: no new version, CURRENT unchanged
+    assert publish(emb, IDS, tmp_path, "m1", {}, created_at=CREATED) == vdir
+    assert len(list((tmp_path / "versions").iterdir())) == 1
+
+
+def test_recall_floor_stops_publishing(tmp_path):
+    emb = unit_rows(2000, 32, seed=1)
+    weak = IndexConfig(exact_threshold=0, kind="hnsw", hnsw_m=2, ef_search=1, recall_floor=0.99, recall_queries=200)
+    with pytest.raises(IndexRecallError, match="recall@10 of the hnsw index is"):
+        publish(emb, [str(i) for i in range(2000)], tmp_path, "m", {}, created_at=CREATED, cfg=weak)
+    assert not (tmp_path / CURRENT).exists()
+    assert not (tmp_path / "versions").exists() or not any((tmp_path / "versions").iterdir())
+    # IVF probing every list is exhaustive: recall 1 passes the same floor
+    exhaustive = IndexConfig(exact_threshold=0, kind="ivf", ivf_nlist=8, ivf_nprobe=8, recall_floor=0.99, recall_queries=200)
+    vdir = publish(emb, [str(i) for i in range(2000)], tmp_path, "m", {}, created_at=CREATED, cfg=exhaustive)
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    assert manifest["index"] == {"kind": "ivf", "nlist": 8, "nprobe": 8}
+    assert manifest["recall_at_10"] == 1.0
+
+
+def test_corrupted_version_is_refused(tmp_path):
+    vdir = publish(unit_rows(300, 8, 2), IDS, tmp_path, "m", {}, created_at=CREATED)
+    arr = np.load(vdir / "embeddings.npy")
+    arr[0, 0] += 1
+    np.save(vdir / "embeddings.npy", arr)
+    with pytest.raises(IndexVersionError, match="checksum"):
+        load_version(vdir)
+
+
+def test_reader_never_sees_a_mixed_index_while_publishing(tmp_path):
+    # four versions over the same ids with different geometry: each has its own exact answers
+    embs = [unit_rows(300, 16, seed=s) for s in range(4)]
+    queries = [0, 5, 17, 42]
+    publish(embs[0], IDS, tmp_path, "v0", {}, created_at=CREATED)
+    expected: dict[str, list[list[str]]] = {}
+    names = []
+    for i, e in enumerate(embs):
+        name = publish(e, IDS, tmp_path / "scratch", f"v{i}", {}, created_at=CREATED).name
+        names.append(name)
+        expected[name] = [exact_related(e, q, 10) for q in queries]
+    reader = IndexReader(tmp_path)
+    stop, errors, seen = threading.Event(), [], []
+    lock = threading.Condition()
+
+    def query_loop():
+        while not stop.is_set():
+            try:
+                answers = reader.related_items_batch([IDS[q] for q in queries], k=10)
+                versions = {a.version for a in answers}
+                assert len(versions) == 1, f"one batch answered from {versions}"
+                assert [a.item_ids for a in answers] == expected[answers[0].version]
+            except Exception as exc:  # noqa: BLE001 - any failure is what the test looks for
+                errors.append(repr(exc))
+                stop.set()
+            with lock:
+                seen.append(answers[0].version if not errors else None)
+                lock.notify_all()
+
+    thread = threading.Thread(target=query_loop)
+    thread.start()
+    try:
+        for round_ in range(3):
+            for i in [1, 2, 3, 0]:
+                publish(embs[i], IDS, tmp_path, f"v{i}", {}, created_at=CREATED)
+                with lock:  # let the reader answer a few batches from this version
+                    target = len(seen) + 3
+                    lock.wait_for(lambda: len(seen) >= target or stop.is_set(), timeout=30)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not errors, errors[:3]
+    assert set(seen) == set(names)  # every version was served at some point

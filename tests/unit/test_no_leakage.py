@@ -1,0 +1,66 @@
+"""No leakage: held-out (validation/test) pairs are never training positives.
+
+Checked on the pairs and graph outputs of a tiny pipeline run (raw -> pairs -> graph), and on
+the positives that training derives from the training split (``training._positives_csr``, which
+also adds each pair reversed, so a reversed test pair would leak through it).
+"""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from components.runner import run_pipeline
+from pinsage_model import training
+from pinsage_model.config import load_config
+from pinsage_model.contracts import ITEM_IDS, PAIRS, PAIRS_INDEXED, read_table
+
+pytestmark = pytest.mark.slow  # starts Spark
+
+
+def _unordered(a, b) -> set[tuple]:
+    return {(min(x, y), max(x, y)) for x, y in zip(a, b)}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    # the integration tests' Spark settings, so a session they started is reused
+    spark = {"master": "local[2]", "driver_memory": "1g", "shuffle_partitions": 4, "app_name": "pinsage-tests"}
+    cfg = load_config("configs/tiny.yaml", overrides={"spark": spark})
+    root = tmp_path_factory.mktemp("leak")
+    run_pipeline(cfg, root, stop="graph")
+    return root
+
+
+def test_pair_splits_are_disjoint_in_both_directions(run_dir):
+    pairs = read_table(run_dir / "pairs" / "pairs.parquet", PAIRS).to_pandas()
+    by_split = {s: _unordered(g["q_item"], g["pos_item"]) for s, g in pairs.groupby("split")}
+    assert by_split["train"] and by_split["test"]
+    assert not by_split["train"] & by_split["test"]
+    assert not by_split["train"] & by_split.get("validation", set())
+
+
+def test_training_positives_exclude_test_pairs(run_dir):
+    indexed = read_table(run_dir / "graph" / "pairs_indexed.parquet", PAIRS_INDEXED).to_pandas()
+    n = len(read_table(run_dir / "graph" / "item_ids.parquet", ITEM_IDS))
+    train = indexed[indexed["split"] == "train"]
+    indptr, indices = training._positives_csr(train["q_idx"].to_numpy(), train["pos_idx"].to_numpy(), n)
+    positives = {(q, int(p)) for q in range(n) for p in indices[indptr[q] : indptr[q + 1]]}
+    assert positives  # a non-empty training set, so the check below means something
+    for split in ("test", "validation"):
+        held = indexed[indexed["split"] == split]
+        assert len(held)
+        leaked = [(q, p) for q, p in zip(held["q_idx"], held["pos_idx"]) if (q, p) in positives or (p, q) in positives]
+        assert not leaked, f"{len(leaked)} {split} pairs are training positives, e.g. {leaked[:3]}"
+
+
+def test_held_out_pairs_keep_their_split_after_indexing(run_dir):
+    pairs = pq.read_table(run_dir / "pairs" / "pairs.parquet").to_pandas()
+    indexed = read_table(run_dir / "graph" / "pairs_indexed.parquet", PAIRS_INDEXED).to_pandas()
+    ids = read_table(run_dir / "graph" / "item_ids.parquet", ITEM_IDS).to_pandas()
+    name = dict(zip(ids["item_idx"], ids["item_id"]))
+    got = {(name[q], name[p], s) for q, p, s in zip(indexed["q_idx"], indexed["pos_idx"], indexed["split"])}
+    want = set(zip(pairs["q_item"], pairs["pos_item"], pairs["split"]))
+    assert got <= want  # indexing never moves a pair to another split
+    held_out = {t for t in want if t[2] != "train"}
+    assert held_out <= got  # and keeps every held-out pair (evaluation sees all of them)
+    assert np.all(indexed.loc[indexed["split"] == "train", "in_train_graph"])
