@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 and put it on the PATH"; exit 1; }
 	@command -v java >/dev/null || { echo "error: java not found; Spark needs Java 17 (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@test -x $(VENV)/bin/uv || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install -q uv==0.13.8; }
-	$(VENV)/bin/uv pip install --python $(PY) -c requirements/constraints.txt -e '.[dev]'
+	$(VENV)/bin/uv pip install --compile-bytecode --python $(PY) -c requirements/constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
@@ -83,8 +84,6 @@ def run_variant(label: str, vcfg: PipelineConfig, base_cfg: PipelineConfig, run_
     for stage_name in ("model", "embeddings", "evaluation"):
         stage = get_stage(stage_name)
         reports[stage_name] = execute(stage, vcfg, {n: dirs[n] for n in stage.inputs}, sub / stage_name, force=force)
-    import json
-
     metrics = json.loads((sub / "evaluation" / "metrics.json").read_text())
     return {"metrics": metrics, "train_seconds": reports["model"].get("seconds"), "dir": str(sub)}
 

@@ -115,6 +115,8 @@ def stage_main(module_name: str, argv: list[str] | None = None) -> int:
     """``python -m components.<stage>``: run one stage over a run dir or explicit paths."""
     from components.registry import get_stage
 
+    if module_name == "__main__":  # run as `python -m components.<stage>`
+        module_name = sys.modules["__main__"].__spec__.name
     stage = get_stage(module_name)
     mod = importlib.import_module(stage.module)
     parser = argparse.ArgumentParser(

@@ -164,6 +164,8 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
     common = dict(
         users=users, train_indptr=np.asarray(graph.coll_indptr), train_indices=np.asarray(graph.coll_indices),
         test_indptr=test_indptr, test_indices=test_indices, num_items=n, ks=ev.user_ks,
+        # set scores hold one (N,) row per recent item before the max: keep the block small
+        block_rows=max(1, (64 << 20) // (8 * n * max(1, ev.recent_items))),
     )
     out: dict[str, dict] = {}
     coll_path = inputs["embeddings"] / "collections.npy"

@@ -93,7 +93,8 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
         "feature_width": int(x.shape[1]),
         "input_columns": [c for c in columns if c != "item_idx"],
         "item_rows_read": n_in,
-        "item_rows_used": n_in - len(rejected),
+        "item_rows_clean": n_in - len(rejected),
+        # a bad_vector row is quarantined but its text columns are still used
         "item_rows_quarantined": len(rejected),
         "quarantined_by_reason": {r: reasons.count(r) for r in sorted(set(reasons))},
         "items_with_features": int(has.sum()),

@@ -18,15 +18,17 @@ Usage::
 
 # No ``from __future__ import annotations``: KFP reads component annotations as real types.
 import argparse
+import dataclasses
 import inspect
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 from kfp import dsl
 
 from components.base import Stage
+from pinsage_model.config import PipelineConfig
 from components.registry import STAGES
 
 log = logging.getLogger("pinsage")
@@ -301,13 +303,23 @@ def build_pipeline(
     return pinsage
 
 
-def compile_pipeline(output: str | Path, image: str, config_path: str = DEFAULT_CONFIG) -> Path:
-    """Compile the cluster pipeline (container components) to a KFP v2 YAML package."""
+def compile_pipeline(output: str | Path, image: str, config_path: str = DEFAULT_CONFIG, stop_after: str = "") -> Path:
+    """Compile the cluster pipeline (container components) to a KFP v2 YAML package.
+
+    Args:
+      output: YAML file to write.
+      image: container image of every component.
+      config_path: default of the pipeline's ``config`` parameter (a path inside the image).
+      stop_after: last stage to include (all registered stages when empty).
+    """
     from kfp import compiler
 
+    from components.registry import STAGE_NAMES
+
+    stages = STAGES[: STAGE_NAMES.index(stop_after) + 1] if stop_after else STAGES
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline("cluster", image, config_path=config_path), str(output))
+    compiler.Compiler().compile(build_pipeline("cluster", image, stages, config_path), str(output))
     return output
 
 
@@ -317,7 +329,8 @@ def run_local(config_path: str | Path, pipeline_root: str | Path, stages: Sequen
     Args:
       config_path: pipeline YAML config.
       pipeline_root: where kfp.local writes each run's task outputs.
-      stages: stages to run (default: every stage implemented in this checkout).
+      stages: stages to run (default: every stage implemented in this checkout, up to the
+        config's ``orchestration.stop_after``).
         Each stage's inputs must be included.
 
     Returns:
@@ -325,7 +338,10 @@ def run_local(config_path: str | Path, pipeline_root: str | Path, stages: Sequen
     """
     from kfp import local
 
-    stages = pipeline_stages() if stages is None else list(stages)
+    from pinsage_model.config import load_config
+
+    if stages is None:
+        stages = pipeline_stages(load_config(config_path).orchestration.stop_after)
     if not stages:
         raise ValueError("no pipeline stage is implemented in this checkout")
     pipeline_root = Path(pipeline_root).resolve()
@@ -340,14 +356,22 @@ def run_local(config_path: str | Path, pipeline_root: str | Path, stages: Sequen
     return {s.name: new_runs[0] / s.name / "output" for s in stages}
 
 
-def submit(config_path: str, host: str, image: str, run_name: str, package_dir: str | Path = "build") -> str:
-    """Compile the cluster pipeline and start a run on the KFP API at ``host``; returns the run id."""
+def submit(cfg: PipelineConfig, config_path: str, run_name: str, package_dir: str | Path = "build") -> str:
+    """Compile the cluster pipeline and start a run on ``orchestration.kfp_host``; returns the run id.
+
+    Args:
+      cfg: the loaded config (image, KFP host, stop_after).
+      config_path: the config's path inside the pipeline image (the ``config`` parameter).
+      run_name: KFP run name, e.g. keyed by the Airflow data interval.
+      package_dir: where the compiled YAML is written.
+    """
     import kfp
 
-    if not host:
+    orch = cfg.orchestration
+    if not orch.kfp_host:
         raise ValueError("orchestration.kfp_host is empty: set it to the KFP API endpoint to submit runs")
-    package = compile_pipeline(Path(package_dir) / "pinsage_pipeline.yaml", image, config_path)
-    client = kfp.Client(host=host)
+    package = compile_pipeline(Path(package_dir) / "pinsage_pipeline.yaml", orch.image, config_path, orch.stop_after)
+    client = kfp.Client(host=orch.kfp_host)
     run = client.create_run_from_pipeline_package(
         str(package), arguments={"config": config_path}, run_name=run_name, experiment_name=PIPELINE_NAME
     )
@@ -379,12 +403,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     image = args.image or cfg.orchestration.image
     if args.output:
-        print(f"compiled pipeline ({len(STAGES)} stages, image {image}) -> {compile_pipeline(args.output, image, args.config)}")
+        path = compile_pipeline(args.output, image, args.config, cfg.orchestration.stop_after)
+        print(f"compiled pipeline (image {image}) -> {path}")
     if args.run_local:
         for name, path in run_local(args.config, args.run_local).items():
             print(f"{name:<16}{path}")
     if args.submit:
-        print(f"submitted run {submit(args.config, cfg.orchestration.kfp_host, image, args.run_name)}")
+        if args.image:
+            cfg = dataclasses.replace(cfg, orchestration=dataclasses.replace(cfg.orchestration, image=args.image))
+        print(f"submitted run {submit(cfg, args.config, args.run_name)}")
     return 0
 
 

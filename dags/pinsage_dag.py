@@ -35,8 +35,10 @@ def interval_key(start: datetime | None, end: datetime | None, logical_date: dat
 
     Manually triggered Airflow 3 runs may have no logical date; their run id is unique per run.
     """
+    start, end, logical_date = (d.astimezone(timezone.utc) if d is not None else None for d in (start, end, logical_date))
     if start is not None and end is not None:
-        return f"{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
+        # Manual runs have an empty interval (start == end): one timestamp names it.
+        return f"{start:%Y%m%dT%H%M%SZ}" if start == end else f"{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
     if logical_date is not None:
         return f"{logical_date:%Y%m%dT%H%M%SZ}"
     return re.sub(r"[^0-9A-Za-z_.-]", "_", run_id)
@@ -97,7 +99,7 @@ def submit_kfp() -> str:
     path = Path(CONFIG_PATH).resolve()
     # Inside the pipeline image the repo is the working directory: pass the repo-relative path.
     config = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-    return submit(config, CFG.orchestration.kfp_host, CFG.orchestration.image, f"pinsage-{run_dir_for(ctx).name}")
+    return submit(CFG, config, f"pinsage-{run_dir_for(ctx).name}")
 
 
 @dag(

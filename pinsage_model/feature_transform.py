@@ -160,7 +160,7 @@ def make_preprocessing_fn(columns: tuple[str, ...], cfg: "FeaturesConfig") -> Ca
             mean = tft.sum(x * m, reduce_instance_dims=False) / n  # (F0,)
             var = tft.sum(tf.square(x - mean) * m, reduce_instance_dims=False) / n  # (F0,)
             scale = tf.where(var > 0, tf.math.rsqrt(tf.where(var > 0, var, 1.0)), 1.0)
-            parts.append((x - mean) * scale * m)
+            parts.append(tf.where(m > 0, (x - mean) * scale, 0.0))  # missing -> 0 (the mean)
         parts.append(tf.expand_dims(inputs["log_degree"], 1))
         if cfg.missing_features == "id_embedding":
             parts.append(tf.expand_dims(inputs["has_features"], 1))
@@ -213,9 +213,10 @@ def feature_names(columns: tuple[str, ...], cfg: "FeaturesConfig", vector_width:
 def analyze(rows: dict[str, np.ndarray], cfg: "FeaturesConfig", transform_dir: Path, temp_dir: Path) -> None:
     """Run the TF Transform analysis as a Beam pipeline and save the transform to ``transform_dir``."""
     import apache_beam as beam
+    import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
     from apache_beam.options.pipeline_options import PipelineOptions
-    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
     spec = feature_spec(rows)
     columns = tuple(spec)
@@ -227,6 +228,8 @@ def analyze(rows: dict[str, np.ndarray], cfg: "FeaturesConfig", transform_dir: P
             raw = pipeline | "ItemRows" >> beam.Create(instances, reshuffle=False)
             transform_fn = (raw, metadata) | "Analyze" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(columns, cfg))
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(transform_dir))
+    # The raw schema too, so transform_items can rebuild the inputs of items seen later.
+    metadata_io.write_metadata(metadata, str(transform_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
 
 
 def _instances(rows: dict[str, np.ndarray], columns: tuple[str, ...], lo: int, hi: int) -> list[dict]:
@@ -265,10 +268,36 @@ def transform_items(transform_dir: str | Path, rows: dict[str, np.ndarray], batc
         hi = min(lo + batch_size, n)
         batch = {}
         for name, spec in raw_spec.items():
-            vals = rows[name][lo:hi]
+            if name in rows:
+                vals = rows[name][lo:hi]
+            else:  # a column the new rows lack: empty text, or a missing vector
+                vals = np.full((hi - lo, *spec.shape), "" if spec.dtype == tf.string else 0)
             if spec.dtype == tf.string:
                 vals = np.asarray([str(v) for v in vals], dtype=object)
             batch[name] = tf.constant(vals, dtype=spec.dtype)
         chunks.append(layer(batch)[OUTPUT_KEY].numpy().astype(np.float32))
     width = tft_out.transformed_feature_spec()[OUTPUT_KEY].shape[0]
     return np.concatenate(chunks, axis=0) if chunks else np.zeros((0, width), dtype=np.float32)
+
+
+def transform_new_items(transform_dir: str | Path, items: "pa.Table", degree: np.ndarray) -> np.ndarray:
+    """Featurise item rows that were not part of the analysis (e.g. items added after training).
+
+    Args:
+      transform_dir: the feature stage's saved ``transform/`` folder.
+      items: an items table (contract ``ITEMS``) with unique ``item_id``s; columns the transform
+        was analysed with but the table lacks count as missing.
+      degree: (len(items),) each item's degree in the current graph.
+
+    Returns:
+      (len(items), F) float32, rows in the order of ``items``, exactly as the feature stage would
+      have featurised them.
+    """
+    import pyarrow as pa
+
+    ids = pa.table({"item_id": items.column("item_id")})
+    rows, rejected = item_rows(items, ids, degree)
+    bad = [r for r in rejected if r[1] in ("null_item_id", "duplicate_item_id")]
+    if bad:
+        raise ValueError(f"items table: row {bad[0][0]} has a {bad[0][1].replace('_', ' ')}")
+    return transform_items(transform_dir, rows)

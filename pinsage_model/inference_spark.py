@@ -1,21 +1,21 @@
 """Layer-wise PinSage inference as Spark jobs: the MapReduce plan of paper 3.4 (Figure 3).
 
-Per layer k, with ``H`` the table (item_idx, c0..c{F_k-1}) of layer k-1 representations:
+Vectors travel as one binary column ``v`` holding the row's float32 values (Arrow moves them as
+one flat buffer per batch; the dense maths runs in numpy inside Arrow-based ``mapInArrow``
+functions). Per layer k, with ``H`` = (item_idx, v) the layer k-1 representations:
 
-1. map: ``P = H.mapInPandas(ReLU(H Q + q))`` projects every node once (Arrow batches, one sgemm
-   per batch);
+1. map: ``P = H.mapInArrow(ReLU(H Q + q))`` projects every node exactly once (one sgemm per batch);
 2. join: the exploded neighbourhood table (item_idx, nbr_idx, weight) joins ``P`` on ``nbr_idx``;
-3. reduce: ``groupBy(item_idx)`` pools per node with Spark aggregates (α-weighted mean, mean or
-   max of every column p_j), nodes without neighbours get zeros;
-4. map: ``H.join(N).mapInPandas(normalize(ReLU(concat(h, n) W + w)))``, written as Parquet, the
-   input of the next layer (each layer is materialised once, so Spark never recomputes it).
+3. reduce: rows are hash-partitioned by ``item_idx`` and sorted within partitions, and a
+   ``mapInArrow`` reduces each node's contiguous rows with ``np.add.reduceat`` (α-weighted mean),
+   mean or ``np.maximum.reduceat`` (max) — vectorised per batch, a node's rows may span batches;
+4. map: ``H`` left-joins the pooled table (nodes without neighbours pool to zero) and a
+   ``mapInArrow`` computes ``normalize(ReLU(concat(h, n) W + w))``; the result is written as
+   Parquet and is the next layer's input (each layer materialised once, never recomputed).
 
-The dense head runs as a last map job. Vectors travel as one float column per dimension, so
-Arrow moves them as flat buffers and the pooling is plain codegen'd Spark SQL aggregation.
-
-The driver writes the features and the exploded neighbourhoods as Parquet into ``scratch_dir``
-(a path every executor can read: a local folder with ``local[N]``, shared storage on a cluster)
-and reads the final embeddings back into an (N, d) array.
+The dense head is a last map job. The driver writes the layer-0 vectors and the exploded
+neighbourhoods as Parquet into ``scratch_dir`` (a path every executor can read: a local folder
+with ``local[N]``, shared storage on a cluster) and reads the final embeddings back.
 """
 
 from __future__ import annotations
@@ -27,29 +27,60 @@ from pathlib import Path
 import numpy as np
 
 from pinsage_model.contracts import Neighbourhoods
-from pinsage_model.inference import check_inputs, input_rows, l2_normalize
+from pinsage_model.inference import POOLING_MODES, check_inputs, input_rows, l2_normalize
 
-_ROWS_PER_GROUP = 1 << 16
-
-
-def _vector_schema(prefix: str, width: int):
-    from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
-
-    return StructType([StructField("item_idx", IntegerType(), False)] + [StructField(f"{prefix}{j}", FloatType(), True) for j in range(width)])
+_ROWS_PER_FILE = 1 << 18
 
 
-def _write_vectors(path: Path, get_rows, n_items: int, width: int) -> None:
-    """Write (item_idx, c0..c{width-1}) Parquet in row groups; ``get_rows(s, e)`` -> (e-s, width)."""
+def encode(ids: np.ndarray, vectors: np.ndarray, id_name: str = "item_idx"):
+    """(B,) ids and (B, w) float32 vectors -> Arrow RecordBatch (id int32, v binary), zero-copy."""
+    import pyarrow as pa
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, width = vectors.shape
+    offsets = (np.arange(n + 1, dtype=np.int64) * (4 * width)).astype(np.int32)
+    values = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(vectors)])
+    return pa.RecordBatch.from_arrays([pa.array(np.asarray(ids, dtype=np.int32)), values], names=[id_name, "v"])
+
+
+def decode(arr, width: int) -> np.ndarray:
+    """Arrow binary column of float32 rows -> (B, width) float32; null rows become zeros."""
+    import pyarrow as pa
+
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    n = len(arr)
+    out = np.zeros((n, width), dtype=np.float32)
+    if n == 0:
+        return out
+    off_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=off_type)[arr.offset : arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    starts = offsets[:-1][valid].astype(np.int64)
+    if len(starts) and np.all(np.diff(starts) == 4 * width) and starts[0] + 4 * width * len(starts) <= len(data):
+        rows = data[starts[0] : starts[0] + 4 * width * len(starts)]  # contiguous fast path
+    else:
+        rows = data[starts[:, None] + np.arange(4 * width)].reshape(-1)
+    out[valid] = rows.view(np.float32).reshape(-1, width)
+    return out
+
+
+def _vector_schema(id_name: str = "item_idx"):
+    from pyspark.sql.types import BinaryType, IntegerType, StructField, StructType
+
+    return StructType([StructField(id_name, IntegerType(), False), StructField("v", BinaryType(), True)])
+
+
+def _write_vectors(path: Path, get_rows, n_items: int) -> None:
+    """Write (item_idx, v) Parquet files; ``get_rows(s, e)`` -> (e-s, width) float32."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path.mkdir(parents=True, exist_ok=True)
-    names = ["item_idx"] + [f"c{j}" for j in range(width)]
-    for part, s in enumerate(range(0, n_items, _ROWS_PER_GROUP * 4)):
-        e = min(s + _ROWS_PER_GROUP * 4, n_items)
-        block = np.ascontiguousarray(get_rows(s, e), dtype=np.float32)
-        cols = [pa.array(np.arange(s, e, dtype=np.int32))] + [pa.array(block[:, j]) for j in range(width)]
-        pq.write_table(pa.Table.from_arrays(cols, names=names), path / f"part-{part:05d}.parquet", row_group_size=_ROWS_PER_GROUP)
+    for part, s in enumerate(range(0, n_items, _ROWS_PER_FILE)):
+        e = min(s + _ROWS_PER_FILE, n_items)
+        batch = encode(np.arange(s, e), get_rows(s, e))
+        pq.write_table(pa.Table.from_batches([batch]), path / f"part-{part:05d}.parquet")
 
 
 def _write_edges(path: Path, nbhd: Neighbourhoods) -> int:
@@ -59,7 +90,7 @@ def _write_edges(path: Path, nbhd: Neighbourhoods) -> int:
 
     path.mkdir(parents=True, exist_ok=True)
     n_items = nbhd.indices.shape[0]
-    step = max(1, (_ROWS_PER_GROUP * 16) // max(1, nbhd.indices.shape[1]))
+    step = max(1, (_ROWS_PER_FILE * 8) // max(1, nbhd.indices.shape[1]))
     total = 0
     for part, s in enumerate(range(0, n_items, step)):
         e = min(s + step, n_items)
@@ -74,79 +105,85 @@ def _write_edges(path: Path, nbhd: Neighbourhoods) -> int:
             }
         )
         total += table.num_rows
-        pq.write_table(table, path / f"part-{part:05d}.parquet", row_group_size=_ROWS_PER_GROUP)
+        pq.write_table(table, path / f"part-{part:05d}.parquet")
     return total
 
 
-def _project_fn(q_mat: np.ndarray, q_bias: np.ndarray, width: int):
-    cols = [f"c{j}" for j in range(width)]
-    m = q_mat.shape[1]
+def _project_fn(q_mat: np.ndarray, q_bias: np.ndarray):
+    width = q_mat.shape[0]
 
     def project(batches):
-        import pandas as pd
-
-        for pdf in batches:
-            h = pdf[cols].to_numpy(dtype=np.float32)  # (B, F_k)
-            p = np.maximum(h @ q_mat + q_bias, 0.0).astype(np.float32)  # (B, m)
-            out = pd.DataFrame(p, columns=[f"p{j}" for j in range(m)])
-            out.insert(0, "item_idx", pdf["item_idx"].to_numpy(dtype=np.int32))
-            yield out
+        for b in batches:
+            h = decode(b.column("v"), width)  # (B, F_k)
+            p = h @ q_mat
+            p += q_bias
+            yield encode(b.column("item_idx").to_numpy(), np.maximum(p, 0.0, out=p), "nbr_idx")  # (B, m)
 
     return project
 
 
+def _reduce_fn(m: int, mode: int):
+    """Pool the rows of each node; input sorted by item_idx within the partition."""
+
+    def pool(ids: np.ndarray, w: np.ndarray, p: np.ndarray):
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        if mode == POOLING_MODES["max"]:
+            n = np.maximum.reduceat(p, starts, axis=0)
+        elif mode == POOLING_MODES["mean"]:
+            n = np.add.reduceat(p, starts, axis=0) / np.diff(np.r_[starts, len(ids)])[:, None]
+        else:
+            total = np.add.reduceat(w, starts)
+            n = np.add.reduceat(p * w[:, None], starts, axis=0)
+            n = np.where(total[:, None] > 1e-12, n / np.maximum(total, 1e-12)[:, None], 0.0)
+        return encode(ids[starts], n.astype(np.float32))
+
+    def reduce(batches):
+        carry = None
+        for b in batches:
+            ids = b.column("item_idx").to_numpy()
+            w = b.column("weight").to_numpy().astype(np.float64)
+            p = decode(b.column("v"), m).astype(np.float64)  # (B, m); float64 sums like Spark's
+            if carry is not None:
+                ids, w, p = (np.concatenate([c, x]) for c, x in zip(carry, (ids, w, p)))
+            if len(ids) == 0:
+                continue
+            # the last node's rows may continue in the next batch: hold them back
+            last = np.searchsorted(ids, ids[-1], side="left") if np.all(ids[1:] >= ids[:-1]) else None
+            if last is None:
+                raise RuntimeError("reduce input is not sorted by item_idx within its partition")
+            carry = (ids[last:], w[last:], p[last:])
+            if last > 0:
+                yield pool(ids[:last], w[:last], p[:last])
+        if carry is not None and len(carry[0]):
+            yield pool(*carry)
+
+    return reduce
+
+
 def _combine_fn(w_mat: np.ndarray, w_bias: np.ndarray, width: int, m: int):
-    h_cols = [f"c{j}" for j in range(width)]
-    n_cols = [f"n{j}" for j in range(m)]
-    d = w_mat.shape[1]
-
     def combine(batches):
-        import pandas as pd
-
-        for pdf in batches:
-            h = pdf[h_cols].to_numpy(dtype=np.float32)  # (B, F_k)
-            # nodes without neighbours come out of the left join with nulls: their n_u is 0
-            n = pdf[n_cols].fillna(0.0).to_numpy(dtype=np.float32)  # (B, m)
-            z = np.maximum(h @ w_mat[:width] + n @ w_mat[width:] + w_bias, 0.0).astype(np.float32)
-            out = pd.DataFrame(l2_normalize(z), columns=[f"c{j}" for j in range(d)])
-            out.insert(0, "item_idx", pdf["item_idx"].to_numpy(dtype=np.int32))
-            yield out
+        for b in batches:
+            h = decode(b.column("v"), width)  # (B, F_k)
+            n = decode(b.column("n"), m)  # (B, m); null (no neighbours) -> 0
+            z = h @ w_mat[:width]
+            z += n @ w_mat[width:]
+            z += w_bias
+            yield encode(b.column("item_idx").to_numpy(), l2_normalize(np.maximum(z, 0.0, out=z)))  # (B, d)
 
     return combine
 
 
 def _head_fn(g1: np.ndarray, g: np.ndarray, g2: np.ndarray):
     d = g1.shape[0]
-    cols = [f"c{j}" for j in range(d)]
 
     def head(batches):
-        import pandas as pd
-
-        for pdf in batches:
-            h = pdf[cols].to_numpy(dtype=np.float32)  # (B, d)
-            z = l2_normalize((np.maximum(h @ g1 + g, 0.0) @ g2).astype(np.float32))
-            out = pd.DataFrame(z, columns=[f"c{j}" for j in range(g2.shape[1])])
-            out.insert(0, "item_idx", pdf["item_idx"].to_numpy(dtype=np.int32))
-            yield out
+        for b in batches:
+            h = decode(b.column("v"), d)  # (B, d)
+            a = h @ g1
+            a += g
+            yield encode(b.column("item_idx").to_numpy(), l2_normalize(np.maximum(a, 0.0, out=a) @ g2))
 
     return head
-
-
-def _pool_exprs(pooling: str, m: int):
-    from pyspark.sql import functions as F
-
-    if pooling == "importance":
-        total = F.sum(F.col("weight").cast("double"))
-        # α-weighted mean; a zero weight sum (no real weight) pools to 0 like the Keras layer
-        return [
-            F.coalesce(F.sum(F.col("weight").cast("double") * F.col(f"p{j}").cast("double")) / F.when(total > 1e-12, total), F.lit(0.0))
-            .cast("float")
-            .alias(f"n{j}")
-            for j in range(m)
-        ]
-    if pooling == "mean":
-        return [F.avg(F.col(f"p{j}").cast("double")).cast("float").alias(f"n{j}") for j in range(m)]
-    return [F.max(F.col(f"p{j}")).alias(f"n{j}") for j in range(m)]
 
 
 def embed_all_spark(
@@ -178,28 +215,34 @@ def embed_all_spark(
     check_inputs(weights, config, features, neighbourhoods)
     weights = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
     n_items = features.shape[0]
-    m, d, pooling = config["hidden_dim"], config["output_dim"], config["pooling"]
+    m, d, mode = config["hidden_dim"], config["output_dim"], POOLING_MODES[config["pooling"]]
+    parts = int(spark.conf.get("spark.sql.shuffle.partitions"))
     own_scratch = scratch_dir is None
     scratch = Path(tempfile.mkdtemp(prefix="pinsage-infer-")) if own_scratch else Path(scratch_dir)
     scratch.mkdir(parents=True, exist_ok=True)
     try:
         width = weights["conv1/Q"].shape[0]
-        _write_vectors(scratch / "h0", lambda s, e: input_rows(features, weights, slice(s, e)), n_items, width)
+        _write_vectors(scratch / "h0", lambda s, e: input_rows(features, weights, slice(s, e)), n_items)
         _write_edges(scratch / "edges", neighbourhoods)
         edges = spark.read.parquet(str(scratch / "edges"))
         for layer in range(1, config["num_layers"] + 1):
             h = spark.read.parquet(str(scratch / f"h{layer - 1}"))
-            proj = h.mapInPandas(
-                _project_fn(weights[f"conv{layer}/Q"], weights[f"conv{layer}/q"], width), _vector_schema("p", m)
-            ).withColumnRenamed("item_idx", "nbr_idx")
-            pooled = edges.join(proj, "nbr_idx").groupBy("item_idx").agg(*_pool_exprs(pooling, m))
-            nxt = h.join(pooled, "item_idx", "left").mapInPandas(
-                _combine_fn(weights[f"conv{layer}/W"], weights[f"conv{layer}/w"], width, m), _vector_schema("c", d)
+            proj = h.mapInArrow(_project_fn(weights[f"conv{layer}/Q"], weights[f"conv{layer}/q"]), _vector_schema("nbr_idx"))
+            pooled = (
+                edges.join(proj, "nbr_idx")
+                .select("item_idx", "weight", "v")
+                .repartition(parts, "item_idx")
+                .sortWithinPartitions("item_idx")
+                .mapInArrow(_reduce_fn(m, mode), _vector_schema())
+                .withColumnRenamed("v", "n")
+            )
+            nxt = h.join(pooled, "item_idx", "left").mapInArrow(
+                _combine_fn(weights[f"conv{layer}/W"], weights[f"conv{layer}/w"], width, m), _vector_schema()
             )
             nxt.write.mode("overwrite").parquet(str(scratch / f"h{layer}"))
             width = d
-        final = spark.read.parquet(str(scratch / f"h{config['num_layers']}")).mapInPandas(
-            _head_fn(weights["head/G1"], weights["head/g"], weights["head/G2"]), _vector_schema("c", d)
+        final = spark.read.parquet(str(scratch / f"h{config['num_layers']}")).mapInArrow(
+            _head_fn(weights["head/G1"], weights["head/g"], weights["head/G2"]), _vector_schema()
         )
         final.write.mode("overwrite").parquet(str(scratch / "out"))
         table = pq.read_table(scratch / "out")
@@ -207,7 +250,7 @@ def embed_all_spark(
         if len(rows) != n_items or len(np.unique(rows)) != n_items:
             raise RuntimeError(f"Spark inference returned {len(rows)} rows for {n_items} items")
         out = np.empty((n_items, d), dtype=np.float32)
-        out[rows] = np.stack([table.column(f"c{j}").to_numpy() for j in range(d)], axis=1)
+        out[rows] = decode(table.column("v"), d)
         return out
     finally:
         if own_scratch and not keep_scratch:

@@ -114,7 +114,7 @@ class _Quarantine:
                 reasons[str(reason)] = reasons.get(str(reason), 0) + int(n)
         n_q = sum(reasons.values())
         if n_in != n_kept + n_q:
-            raise AssertionError(f"{source}: {n_in} rows in != {n_kept} kept + {n_q} quarantined")
+            raise RuntimeError(f"{source}: {n_in} rows in != {n_kept} kept + {n_q} quarantined (loader bug)")
         self.counts[source] = {"in": n_in, "kept": n_kept, "quarantined": n_q, "reasons": dict(sorted(reasons.items()))}
 
     def table(self) -> pa.Table:
@@ -172,20 +172,16 @@ def _lines(path: Path) -> tuple[pa.Array, np.ndarray]:
     return lines.filter(pa.array(keep)), np.flatnonzero(keep).astype(np.int64)
 
 
-def _read_separated(
-    path: Path, sep: str, names: list[str], q: _Quarantine, header: bool = False, min_fields: int | None = None
-) -> tuple[pd.DataFrame, np.ndarray, int]:
-    """Split each line on ``sep`` into ``names`` (unquoted formats: ``.dat``, ``u.*``).
+def _read_separated(path: Path, sep: str, names: list[str], q: _Quarantine) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """Split each line on ``sep`` into ``names`` (unquoted formats without header: ``.dat``, ``u.*``).
 
-    Lines whose field count differs from ``len(names)`` (or is below ``min_fields`` when extra
-    trailing fields are allowed) are quarantined. Returns (string frame, rows, lines read).
+    Lines whose field count differs from ``len(names)`` are quarantined. Returns (string frame,
+    0-based line numbers of its rows, non-blank lines read).
     """
     lines, rows = _lines(path)
-    if header and len(lines):
-        lines, rows = lines.slice(1), rows[1:]
     parts = pc.split_pattern(lines, sep)
     n = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
-    ok = n >= min_fields if min_fields is not None else n == len(names)
+    ok = n == len(names)
     bad = np.flatnonzero(~ok)
     q.add(str(path), rows[bad], f"expected {len(names)} fields separated by {sep!r}",
           pd.DataFrame({"line": lines.take(pa.array(bad)).to_pandas()}))
@@ -276,16 +272,16 @@ class _Checker:
         self.reason = np.full(len(df), None, dtype=object)
         self.values: dict[str, pd.Series] = {}
 
-    def _fail(self, bad: np.ndarray, why: str) -> None:
+    def fail(self, bad: np.ndarray, why: str) -> None:
         self.reason[np.asarray(bad, dtype=bool) & pd.isna(self.reason)] = why
 
     def ident(self, col: str, integer: bool = False) -> None:
         v = self.df[col].astype("string").str.strip()
         null = v.isna() | (v == "")
-        self._fail(null.to_numpy(), f"null {col}")
+        self.fail(null.to_numpy(), f"null {col}")
         if integer:
             bad = ~v.str.fullmatch(_INT_RE).fillna(False).astype(bool)
-            self._fail((bad & ~null).to_numpy(), f"bad int {col}")
+            self.fail((bad & ~null).to_numpy(), f"bad int {col}")
             v = v.str.lstrip("0").where(lambda s: s != "", "0")  # "007" and "7" are the same id
         self.values[col] = v
 
@@ -293,7 +289,7 @@ class _Checker:
         s = self.df[col]
         v = pd.to_numeric(s, errors="coerce") if not pd.api.types.is_numeric_dtype(s) else s.astype("float64")
         v = v.astype("float64")
-        self._fail(~np.isfinite(v.to_numpy(dtype=np.float64, na_value=np.nan)), f"bad number {col}")
+        self.fail(~np.isfinite(v.to_numpy(dtype=np.float64, na_value=np.nan)), f"bad number {col}")
         self.values[col] = v
 
     def timestamp(self, col: str, allow_datetime: bool = False) -> None:
@@ -321,7 +317,7 @@ class _Checker:
                 idx = np.flatnonzero(rest)[good]
                 out[idx] = dt[good].astype("int64").to_numpy() // 1_000_000_000
                 ok[idx] = True
-        self._fail(~ok, f"unparsable {col}")
+        self.fail(~ok, f"unparsable {col}")
         self.values[col] = pd.Series(out)
 
     def bad(self) -> np.ndarray:
@@ -416,10 +412,10 @@ def _movielens_items(path: Path, q: _Quarantine) -> pa.Table | None:
     chk = _Checker(movies)
     chk.ident("movieId", integer=True)
     if src.name == "u.item":
-        chk._fail(bad_flag, "bad genre flag")
+        chk.fail(bad_flag, "bad genre flag")
     # The first row of an id wins; later ones are quarantined rather than silently merged.
     dup = chk.values["movieId"].duplicated(keep="first").to_numpy() & ~chk.bad()
-    chk._fail(dup, "duplicate movieId")
+    chk.fail(dup, "duplicate movieId")
     keep = chk.quarantine(q, str(src), rows)
     ids = chk.values["movieId"][keep].reset_index(drop=True)
     genres = movies["genres"][keep].astype("string").str.strip().reset_index(drop=True)
@@ -642,7 +638,7 @@ def _load_items(items_path, vectors_path, ids_path, columns: ColumnMap, q: _Quar
         chk = _Checker(df)
         chk.ident(columns.item)
         dup = chk.values[columns.item].duplicated(keep="first").to_numpy() & ~chk.bad()
-        chk._fail(dup, "duplicate item_id")
+        chk.fail(dup, "duplicate item_id")
         keep = chk.quarantine(q, str(src), rows)
         n_kept = int(keep.sum())
         ids = chk.values[columns.item][keep].reset_index(drop=True)

@@ -339,6 +339,7 @@ def user_topk_metrics(
     num_items: int,
     ks: Iterable[int] = (20,),
     *,
+    block_rows: int | None = None,
     progress: bool = False,
 ) -> dict:
     """Recall@K and NDCG@K under full ranking, training items masked (NGCF/LightGCN protocol).
@@ -351,6 +352,7 @@ def user_topk_metrics(
       test_indptr, test_indices: CSR of each user's held-out test items.
       num_items: N.
       ks: cut-offs.
+      block_rows: users scored per call (default: about 64 MB of scores).
 
     Returns:
       ``{"recall@K": ..., "ndcg@K": ..., "users": evaluated user count}``; recall@K is
@@ -365,7 +367,7 @@ def user_topk_metrics(
     sums = {f"recall@{k}": 0.0 for k in ks} | {f"ndcg@{k}": 0.0 for k in ks}
     discount = 1.0 / np.log2(np.arange(2, kmax + 2))  # (kmax,)
     ideal = np.concatenate([[0.0], np.cumsum(discount)])  # ideal[n] = IDCG with n hits
-    step = _block_rows(num_items)
+    step = block_rows or _block_rows(num_items)
     for lo in tqdm(range(0, len(positions), step), desc="user ranking", disable=not progress, leave=False):
         pos = positions[lo : lo + step]
         s = np.array(score_fn(pos), dtype=np.float64)  # (b, N)

@@ -170,11 +170,49 @@ def _count_visits(visits, nw, walk_length, first, num_walks, exclude, keys, vals
 
 
 @njit(nogil=True, cache=True)
-def _top_t(items, counts, nd, top_t, hist, ties, out_idx, out_w):
+def _smallest_k(a, n, k):
+    """Rearrange ``a[:n]`` in place so that ``a[:k]`` holds its ``k`` smallest values (any order).
+
+    Quickselect with a median-of-three pivot; O(n) on average and allocation-free.
+    """
+    lo = 0
+    hi = n - 1
+    target = k - 1
+    while lo < hi:
+        x = a[lo]
+        y = a[(lo + hi) >> 1]
+        z = a[hi]
+        pivot = max(min(x, y), min(max(x, y), z))
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                t = a[i]
+                a[i] = a[j]
+                a[j] = t
+                i += 1
+                j -= 1
+        # Now a[lo..j] <= pivot <= a[i..hi], and everything strictly between j and i equals pivot.
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            break
+
+
+@njit(nogil=True, cache=True)
+def _top_t(items, counts, nd, top_t, hist, ties, sel, out_idx, out_w):
     """Write the ``top_t`` items by (count desc, index asc) and their normalised counts.
 
-    Finds the count threshold from a histogram so only the tied items at the threshold need
-    sorting, not every distinct item.
+    Sort keys are ``(maxc - count) << 32 | item``, so ascending key order is the wanted order.
+    A count histogram gives the threshold count; every item above it is kept and only the tie
+    group at the threshold needs a selection, never a sort of every distinct item. ``hist``,
+    ``ties`` and ``sel`` are scratch buffers (no allocation per seed).
     """
     if nd == 0:
         return
@@ -182,41 +220,37 @@ def _top_t(items, counts, nd, top_t, hist, ties, out_idx, out_w):
     for i in range(nd):
         if counts[i] > maxc:
             maxc = counts[i]
+    k = min(nd, top_t)
+    ns = 0
     if nd <= top_t:
-        thresh, need = 0, 0  # every item has count > 0: keep them all
+        for i in range(nd):
+            sel[i] = (np.int64(maxc - counts[i]) << 32) | items[i]
+        ns = nd
     else:
         hist[: maxc + 1] = 0
         for i in range(nd):
             hist[counts[i]] += 1
         cum = 0
         thresh = maxc
-        while True:
-            if cum + hist[thresh] >= top_t:
-                break
+        while cum + hist[thresh] < top_t:  # terminates: the histogram sums to nd > top_t
             cum += hist[thresh]
             thresh -= 1
         need = top_t - cum  # items taken from the tie group at ``thresh``
-    k = min(nd, top_t)
-    sel = np.empty(k, np.int64)
-    ns = 0
-    nt = 0
-    for i in range(nd):
-        c = counts[i]
-        if c > thresh:
-            sel[ns] = (np.int64(maxc - c) << 32) | items[i]
+        nt = 0
+        for i in range(nd):
+            c = counts[i]
+            if c > thresh:
+                sel[ns] = (np.int64(maxc - c) << 32) | items[i]
+                ns += 1
+            elif c == thresh:
+                ties[nt] = items[i]
+                nt += 1
+        if nt > need:
+            _smallest_k(ties, nt, need)
+        for i in range(need):
+            sel[ns] = (np.int64(maxc - thresh) << 32) | ties[i]
             ns += 1
-        elif c == thresh:
-            ties[nt] = items[i]
-            nt += 1
-    if nt > need:
-        # Only the ``need`` smallest indices of the tie group are kept: select, don't sort.
-        tied = np.partition(ties[:nt], need - 1)
-    else:
-        tied = ties[:nt]
-    for i in range(need):
-        sel[ns] = (np.int64(maxc - thresh) << 32) | tied[i]
-        ns += 1
-    sel.sort()
+    sel[:k].sort()
     total = 0
     for i in range(k):
         total += maxc - (sel[i] >> 32)
@@ -260,10 +294,11 @@ def _neighbourhood_kernel(ip, ii, cp, ci, seeds, num_walks, walk_length, restart
         counts = np.empty(per_seed, np.int32)
         hist = np.empty(per_seed + 1, np.int32)
         ties = np.empty(per_seed, np.int32)
+        sel = np.empty(top_t, np.int64)
         _walk_block(ip, ii, cp, ci, seeds[start:stop], num_walks, walk_length, restart_prob, seed, visits, cur, state, active, pos, low)
         for b in range(stop - start):
             nd = _count_visits(visits, nw, walk_length, b * num_walks, num_walks, seeds[start + b], keys, vals, slots, items, counts)
-            _top_t(items, counts, nd, top_t, hist, ties, out_idx[start + b], out_w[start + b])
+            _top_t(items, counts, nd, top_t, hist, ties, sel, out_idx[start + b], out_w[start + b])
 
 
 @njit(parallel=True, nogil=True, cache=True)

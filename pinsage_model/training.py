@@ -76,6 +76,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    step_losses: list[float] = field(default_factory=list)  # every step run by this call
 
 
 def configure_devices(num_devices: int) -> list[str]:
@@ -485,6 +486,7 @@ def train(
             num_hard = batch["num_hard"]
             t_prev = t_done
             losses.append(loss)
+            result.step_losses.append(loss)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{bar.n * global_batch / max(step_s, 1e-9):.0f}")
         bar.close()

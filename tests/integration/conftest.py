@@ -1,17 +1,25 @@
 """Shared fixtures for the integration tests: one SparkSession for the whole test session.
 
-Starting Spark costs 7-17 s, so every Spark test shares this session (``local[2]``, few shuffle
-partitions). Stage tests build their config with :func:`spark_test_config` so that
-``get_spark`` finds and reuses this session instead of starting another.
+Starting Spark costs 7-17 s, so every Spark test shares this session. Stage tests put the
+``spark_section`` fixture (the ``spark`` config section of :data:`SPARK_TEST` as a dict) into
+their config so that ``get_spark`` finds and reuses this session (same master).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from pinsage_model.config import SparkConfig
 
 SPARK_TEST = SparkConfig(master="local[2]", driver_memory="1g", shuffle_partitions=4, app_name="pinsage-tests")
+
+
+@pytest.fixture(scope="session")
+def spark_section() -> dict:
+    """The ``spark`` config section matching the shared session, as a plain dict."""
+    return dataclasses.asdict(SPARK_TEST)
 
 
 @pytest.fixture(scope="session")

@@ -169,3 +169,17 @@ def test_layerwise_equals_keras_model_forward(pooling):
     feats = np.random.default_rng(8).normal(size=(60, 10)).astype(np.float32)
     nb = random_neighbourhoods(60, 6, seed=8)
     np.testing.assert_allclose(embed_all(w, cfg, feats, nb, batch_size=16), keras_forward(w, cfg, feats, nb), atol=1e-5)
+
+
+def test_arrow_vector_encoding_round_trips_with_nulls_and_slices():
+    import pyarrow as pa
+
+    from pinsage_model.inference_spark import decode, encode
+
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    batch = encode(np.array([5, 6, 7, 8]), x)
+    assert batch.column("item_idx").to_pylist() == [5, 6, 7, 8]
+    np.testing.assert_array_equal(decode(batch.column("v"), 3), x)
+    np.testing.assert_array_equal(decode(batch.column("v").slice(1, 2), 3), x[1:3])
+    with_null = pa.array([x[0].tobytes(), None, x[2].tobytes()], pa.binary())
+    np.testing.assert_array_equal(decode(with_null, 3), [x[0], [0, 0, 0], x[2]])
