@@ -97,6 +97,10 @@ def popularity(graph: CSRGraph) -> Method:
     return Method("popularity", score_items=score)
 
 
+# Below this many N x C entries ItemKNN scores with a dense matrix (BLAS) instead of sparse products.
+_DENSE_ITEMKNN_ENTRIES = 20_000_000
+
+
 def itemknn(graph: CSRGraph) -> Method:
     """Item co-occurrence: cosine between items' columns of the collection-item matrix."""
     x = collection_item_matrix(graph).T.tocsr()  # (N, C): row i = collections of item i
@@ -104,10 +108,18 @@ def itemknn(graph: CSRGraph) -> Method:
     inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
     xn = sp.diags(inv) @ x  # (N, C) unit rows; items without collections stay zero
     xn = xn.tocsr()
-    xnt = xn.T.tocsr()  # (C, N)
+    if xn.shape[0] * xn.shape[1] <= _DENSE_ITEMKNN_ENTRIES:
+        # few collections (e.g. users of a small data set): item rows are dense enough for BLAS
+        dense = xn.toarray()  # (N, C)
 
-    def score(items: np.ndarray) -> np.ndarray:
-        return (xn[items] @ xnt).toarray()  # (b, N)
+        def score(items: np.ndarray) -> np.ndarray:
+            return dense[items] @ dense.T  # (b, N)
+
+    else:
+        xnt = xn.T.tocsr()  # (C, N)
+
+        def score(items: np.ndarray) -> np.ndarray:
+            return (xn[items] @ xnt).toarray()  # (b, N)
 
     def pair_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.asarray(xn[a].multiply(xn[b]).sum(axis=1)).ravel()

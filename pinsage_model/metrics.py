@@ -52,16 +52,31 @@ def _ranks_in_block(
     tie_atol: float,
 ) -> np.ndarray:
     """Fractional rank of each row's target among the pool minus the query and the target."""
-    b, c = scores.shape
-    cols = np.arange(c) if pool is None else pool
-    # The target is ranked against the others, not itself; the query is never a candidate.
-    drop = (cols[None, :] == target_idx[:, None]) | (cols[None, :] == query_idx[:, None])  # (b, C)
-    s = np.where(drop, np.nan, scores)  # NaN compares False both ways
     t = target_scores[:, None]
-    with np.errstate(invalid="ignore"):
-        greater = np.count_nonzero(s > t + tie_atol, axis=1)
-        equal = np.count_nonzero(np.abs(s - t) <= tie_atol, axis=1)
+    greater = np.count_nonzero(scores > t + tie_atol, axis=1)  # (b,)
+    equal = np.count_nonzero(scores >= t - tie_atol, axis=1) - greater
+    rows = np.arange(len(scores))
+    # The target is ranked against the others, not itself; the query is never a candidate.
+    # Both are taken back out of the counts where their column is in the pool.
+    t_col, t_in = _columns(pool, target_idx, scores.shape[1])
+    equal -= t_in  # the target's own column always ties with itself
+    q_col, q_in = _columns(pool, query_idx, scores.shape[1])
+    q_in &= query_idx != target_idx
+    qs = scores[rows, q_col]
+    greater -= q_in & (qs > target_scores + tie_atol)
+    equal -= q_in & (np.abs(qs - target_scores) <= tie_atol)
     return 1.0 + greater + equal / 2.0
+
+
+def _columns(pool: np.ndarray | None, ids: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column of each id in the pool (0 when absent) and whether it is there."""
+    if pool is None:
+        present = (ids >= 0) & (ids < width)
+        return np.where(present, ids, 0), present
+    order = np.argsort(pool, kind="stable")
+    pos = np.minimum(np.searchsorted(pool[order], ids), len(pool) - 1)
+    col = order[pos]
+    return col, pool[col] == ids
 
 
 def ranks(

@@ -261,6 +261,7 @@ def _top_t(items, counts, nd, top_t, hist, ties, sel, out_idx, out_w):
 
 @njit(nogil=True, cache=True)
 def _table_size(n):
+    """Power-of-two hash-table size for up to ``n`` distinct keys (load factor <= 0.5)."""
     size = 64
     while size < 2 * n:
         size *= 2
@@ -356,7 +357,7 @@ def _hard_negative_kernel(ip, ii, cp, ci, queries, num_walks, walk_length, resta
         slots = np.empty(per_seed, np.int64)
         items = np.empty(per_seed, np.int32)
         counts = np.empty(per_seed, np.int32)
-        band = np.empty(max(0, hi - lo), np.int32)
+        band = np.empty(max(0, min(hi, per_seed) - lo), np.int32)  # at most per_seed items are ranked
         _walk_block(ip, ii, cp, ci, queries[start:stop], num_walks, walk_length, restart_prob, seed, visits, cur, state, active, pos, low)
         for b in range(stop - start):
             row = start + b
@@ -397,13 +398,19 @@ def _hard_negative_kernel(ip, ii, cp, ci, queries, num_walks, walk_length, resta
 
 @contextlib.contextmanager
 def _threads(num_threads: int) -> Iterator[None]:
-    """Run numba parallel regions on ``num_threads`` threads (0 = all), restoring afterwards."""
+    """Run numba parallel regions on ``num_threads`` threads (0 = all), restoring afterwards.
+
+    Blocks of seeds are handed out one at a time (chunk size 1) rather than split evenly up
+    front, so a thread slowed by other processes on the same cores does not hold up the rest.
+    """
     n = numba.config.NUMBA_NUM_THREADS if num_threads <= 0 else min(num_threads, numba.config.NUMBA_NUM_THREADS)
     old = numba.get_num_threads()
     numba.set_num_threads(n)
+    old_chunk = numba.set_parallel_chunksize(1)
     try:
         yield
     finally:
+        numba.set_parallel_chunksize(old_chunk)
         numba.set_num_threads(old)
 
 
@@ -566,6 +573,7 @@ def visit_counts(
 def band_ranks(band: tuple[float, float], num_items: int) -> tuple[int, int]:
     """Half-open rank range [lo, hi) of a band given as fractions of N (< 1) or ranks (>= 1)."""
     lo, hi = (int(math.floor(b * num_items)) if b < 1 else int(b) for b in band)
+    hi = min(hi, num_items)  # no item can rank at N or beyond
     if not 0 <= lo < hi:
         raise ValueError(f"hard-negative band {band} gives the empty rank range [{lo}, {hi}) for N = {num_items}")
     return lo, hi

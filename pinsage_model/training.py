@@ -277,7 +277,12 @@ def _embed_fn(model: Any):
 
     fn = getattr(model, "_pinsage_embed_fn", None)
     if fn is None:
-        fn = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+        # One trace for every minibatch size.
+        spec = {"features": tf.TensorSpec([None, None], tf.float32), "node_ids": tf.TensorSpec([None], tf.int32)}
+        for k in range(1, model.num_layers + 1):
+            spec[f"index_{k}"] = tf.TensorSpec([None, None], tf.int32)
+            spec[f"weight_{k}"] = tf.TensorSpec([None, None], tf.float32)
+        fn = tf.function(lambda inputs: model(inputs, training=False), input_signature=[spec])
         model._pinsage_embed_fn = fn
     return fn
 
@@ -389,6 +394,7 @@ def train(
     devices = configure_devices(train_cfg.num_devices)
     import keras
     import tensorflow as tf
+    from tensorflow.python.distribute import values as tf_values
     from tqdm.auto import tqdm
 
     from pinsage_model.loss import max_margin_loss, xent_loss
@@ -462,12 +468,23 @@ def train(
             lambda ctx: {k: tf.constant(v) for k, v in shards[ctx.replica_id_in_sync_group].items()}
         )
 
+    def trace_once(dist_inputs: Any) -> None:
+        # Every minibatch has different sizes (n_k, h): trace one graph with all dimensions
+        # unknown instead of letting each new shape retrace.
+        def relax(x: Any) -> Any:
+            if isinstance(x, tf_values.PerReplica):
+                return tf_values.PerReplicaSpec(*[relax(t) for t in x.values])
+            return tf.TensorSpec([None] * x.shape.rank, x.dtype)
+
+        distributed_step.get_concrete_function({k: relax(v) for k, v in dist_inputs.items()})
+
     val_q, val_pos = validation_sample(data, train_cfg)
     result = TrainResult(model=model, history=history)
     start_epoch = int(state["epoch"].numpy()) + 1
     if start_epoch > 1 and int(state["bad_epochs"].numpy()) >= train_cfg.early_stopping_patience:
         start_epoch = train_cfg.epochs + 1  # the run had already stopped early
         result.stopped_early = True
+    traced = False
     for epoch in range(start_epoch, train_cfg.epochs + 1):
         t_epoch = time.perf_counter()
         order = producer._epoch_order(epoch)
@@ -478,7 +495,11 @@ def train(
         num_hard = 0
         for batch in batches:
             t_c = time.perf_counter()
-            loss = float(distributed_step(to_device(batch["shards"])))
+            dist_inputs = to_device(batch["shards"])
+            if not traced:
+                trace_once(dist_inputs)
+                traced = True
+            loss = float(distributed_step(dist_inputs))
             t_done = time.perf_counter()
             compute_s += t_done - t_c
             step_s += t_done - t_prev

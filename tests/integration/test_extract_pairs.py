@@ -162,11 +162,12 @@ def test_pairs_identical_across_partitions_and_local_1(run_dir, spark_section, t
         "spark": {**spark_section, "master": "local[1]", "shuffle_partitions": 3},
         "pairs": {"max_gap_s": 100},
     }))
-    subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "components.extract_pairs", "--config", str(conf),
          "--raw", str(d / "raw"), "--output", str(tmp_path / "pairs1")],
-        check=True, capture_output=True, cwd=Path(__file__).parents[2],
+        capture_output=True, text=True, cwd=Path(__file__).parents[2],
     )
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "pairs1" / "pairs.parquet").read_bytes() == reference
 
 

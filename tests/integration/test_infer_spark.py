@@ -29,7 +29,7 @@ def tiny_inputs():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pooling", ["importance", "mean", "max"])
+@pytest.mark.parametrize("pooling", ["mean", "max"])  # importance: test_spark_backend_stage_equals_numpy
 def test_spark_equals_in_process(spark, tiny_inputs, tmp_path, pooling):
     from pinsage_model.inference_spark import embed_all_spark
 

@@ -28,7 +28,7 @@ CLUSTERS, CLUSTER_SIZE, TOPICS = 30, 10, 6
 SAMPLER = SamplerConfig(num_walks=60, walk_length=4, restart_prob=0.5, top_t=10, hard_negative_band=(10, 60), hard_negative_walks=100)
 MODEL = ModelConfig(num_layers=2, hidden_dim=32, output_dim=16, pooling="importance")
 TRAIN = TrainConfig(
-    epochs=4, batch_size=64, base_lr=0.03, num_negatives=64, max_hard_negatives=2, producer_threads=2,
+    epochs=7, batch_size=64, base_lr=0.2, num_negatives=64, max_hard_negatives=2, producer_threads=2,
     queue_size=4, early_stopping_patience=3, validation_pairs=1000,
 )
 
@@ -42,14 +42,14 @@ def planted(seed: int):
     cluster = np.arange(n) // CLUSTER_SIZE
     topic = cluster % TOPICS
     items, colls = [], []
-    for c in range(2 * n // 5):  # 120 collections of 6 items
+    for c in range(n):  # 300 collections of 6 items
         members = rng.choice(np.flatnonzero(cluster == rng.integers(CLUSTERS)), 5, replace=False)
         for i in [*members, rng.integers(n)]:
             items.append(i)
             colls.append(c)
-    graph = CSRGraph.from_edges(np.array(items), np.array(colls), n, 2 * n // 5).validate()
+    graph = CSRGraph.from_edges(np.array(items), np.array(colls), n, n).validate()
     centroids = rng.normal(size=(TOPICS, 16))
-    features = (centroids[topic] + 0.3 * rng.normal(size=(n, 16))).astype(np.float32)
+    features = (centroids[topic] + rng.normal(size=(n, 16))).astype(np.float32)
     nb = compute_neighbourhoods(graph, replace(SAMPLER, seed=seed), progress=False)
     q = np.repeat(np.arange(n), 4)
     p = (cluster[q] * CLUSTER_SIZE + rng.integers(0, CLUSTER_SIZE, len(q))).astype(np.int32)
@@ -88,10 +88,10 @@ def test_pinsage_beats_content_baseline_over_seeds(tmp_path):
         base = content_hit_rate(data)
         seen.append((seed, best, base))
         assert [e for e, _ in logged] == [h["epoch"] for h in result.history]
-        assert [h["hard_negatives"] for h in result.history] == [0, 1, 2, 2][: len(result.history)]
+        assert [h["hard_negatives"] for h in result.history] == [0, 1, 2, 2, 2, 2, 2][: len(result.history)]
         assert result.history[-1]["loss"] < result.history[0]["loss_first"]
     for seed, best, base in seen:
-        assert best >= base + 0.15, f"seed {seed}: PinSage hit@10 {best:.3f} vs content {base:.3f} ({seen})"
+        assert best >= base + 0.25, f"seed {seed}: PinSage hit@10 {best:.3f} vs content {base:.3f} ({seen})"
 
 
 def test_interrupt_and_resume_gives_the_same_weights(tmp_path):

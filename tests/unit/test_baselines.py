@@ -31,6 +31,12 @@ def test_itemknn_cosine_hand_computed():
     assert r.tolist() == [1.0, 2.0]
 
 
+def test_itemknn_sparse_path_matches_dense(monkeypatch):
+    dense = baselines.itemknn(GRAPH).item_scores(np.arange(4))
+    monkeypatch.setattr(baselines, "_DENSE_ITEMKNN_ENTRIES", 0)
+    np.testing.assert_allclose(baselines.itemknn(GRAPH).item_scores(np.arange(4)), dense)
+
+
 def test_itemknn_item_without_collections_scores_zero():
     g = CSRGraph.from_edges(np.array([0, 1]), np.array([0, 0]), num_items=3, num_collections=1)
     s = baselines.itemknn(g).item_scores(np.array([2, 0]))

@@ -102,7 +102,7 @@ def test_run_directory_is_keyed_by_interval(local_dag):
         "20260105T000000Z_20260112T000000Z",
         "20260105T000000Z",
         "manual__2026-01-05T00_00_00_00_00",
-        "20260104T220000Z_20260112T000000Z",
+        "20260105T000000Z_20260112T000000Z",  # same instant given in UTC+2: same key
     ]
 
 

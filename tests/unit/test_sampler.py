@@ -165,7 +165,7 @@ def test_top_t_order_agrees_with_exact_ppr(components_graph):
     for u in (0, 45, 97):
         pi = ppr_power_iteration(graph, u, restart=0.3)
         nb = sampler.sample_neighbourhoods(
-            graph, np.array([u]), num_walks=20000, walk_length=40, restart_prob=0.3, top_t=10, seed=2
+            graph, np.array([u]), num_walks=100000, walk_length=40, restart_prob=0.3, top_t=10, seed=2
         )
         top = nb.indices[0]
         exact_top = np.argsort(-np.where(np.arange(graph.num_items) == u, -1, pi), kind="stable")[:10]
@@ -300,3 +300,42 @@ def test_hard_negatives_are_uniform_over_the_band(hn_graph):
     assert len(values) == 10
     expect = reps * 2 / 10
     assert np.all(np.abs(freq - expect) < 5 * np.sqrt(expect))
+
+
+# ----------------------------------------------------------------------------------------------
+# The stage component.
+
+
+def test_neighbourhoods_stage_writes_train_and_full(tmp_path, components_graph):
+    from components.base import execute
+    from components.registry import get_stage
+    from pinsage_model.config import config_from_dict
+    from pinsage_model.contracts import Neighbourhoods
+    from pinsage_model.io import file_digest
+
+    graph, _ = components_graph
+    # Training subgraph: the first 20 collections only, same item id space.
+    keep = np.flatnonzero(np.repeat(np.arange(graph.num_collections), graph.collection_degree()) < 20)
+    train = CSRGraph.from_edges(
+        graph.coll_indices[keep], np.repeat(np.arange(graph.num_collections), graph.collection_degree())[keep],
+        graph.num_items, graph.num_collections,
+    )
+    (tmp_path / "graph").mkdir()
+    graph.save(tmp_path / "graph" / "graph.npz")
+    train.save(tmp_path / "graph" / "train_graph.npz")
+    cfg = config_from_dict({"sampler": {"num_walks": 30, "walk_length": 3, "top_t": 5, "seed": 1}})
+    stage = get_stage("neighbourhoods")
+    report = execute(stage, cfg, {"graph": tmp_path / "graph"}, tmp_path / "nb")
+    full = Neighbourhoods.load(tmp_path / "nb" / "full.npz")
+    part = Neighbourhoods.load(tmp_path / "nb" / "train.npz")
+    cfg_s = cfg.sampler
+    expect = sampler.compute_neighbourhoods(graph, cfg_s, progress=False)
+    np.testing.assert_array_equal(full.indices, expect.indices)
+    # Items outside the training subgraph have no training neighbourhood; train edges only.
+    train_deg = train.item_degree()
+    assert np.all(part.indices[train_deg == 0] == -1)
+    assert report["full"]["items_with_edges"] == 121 and report["train"]["items_with_edges"] == int((train_deg > 0).sum())
+    assert report["full"]["items_with_neighbours"] == int(full.mask.any(axis=1).sum())
+    digest = file_digest(tmp_path / "nb" / "full.npz")
+    execute(stage, cfg, {"graph": tmp_path / "graph"}, tmp_path / "nb", force=True)
+    assert file_digest(tmp_path / "nb" / "full.npz") == digest
