@@ -88,11 +88,13 @@ class PeakRSS:
         return 0
 
 
-def time_batches(fn, batches: list[np.ndarray]) -> tuple[float, float, float]:
-    """Seeds/s from the median wall time, from the best wall time, and seeds per CPU-second.
+def time_batches(fn, batches: list[np.ndarray]) -> tuple[float, float, float, float]:
+    """Seeds/s (median wall), seeds/s (best wall), seeds per CPU-second, and cores obtained.
 
     The best of the repeats is the least disturbed by other processes on shared cores; the
-    median is the headline figure.
+    median is the headline figure. Cores obtained (CPU time / wall time over all repeats) shows
+    how much of the machine this process actually got: below the thread count, the cores were
+    busy with other work and wall-time scaling cannot show.
     """
     walls, cpus = [], []
     for seeds in batches:
@@ -101,7 +103,7 @@ def time_batches(fn, batches: list[np.ndarray]) -> tuple[float, float, float]:
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     n = len(batches[0])
-    return n / float(np.median(walls)), n / min(walls), n / max(float(np.median(cpus)), 1e-9)
+    return n / float(np.median(walls)), n / min(walls), n / max(float(np.median(cpus)), 1e-9), sum(cpus) / sum(walls)
 
 
 def bench_settings(graph, repeats: int, batch: int, seed: int) -> list[dict]:
@@ -130,6 +132,7 @@ def bench_settings(graph, repeats: int, batch: int, seed: int) -> list[dict]:
                 row[f"numba_{threads}t_seeds_per_s"],
                 row[f"numba_{threads}t_best_seeds_per_s"],
                 row[f"numba_{threads}t_seeds_per_cpu_s"],
+                row[f"numba_{threads}t_cores_obtained"],
             ) = time_batches(run, batches)
         np_rng = np.random.default_rng(seed)
 
@@ -137,7 +140,12 @@ def bench_settings(graph, repeats: int, batch: int, seed: int) -> list[dict]:
             numpy_neighbourhoods(graph, seeds, num_walks=r, walk_length=l, restart_prob=p, top_t=t, rng=np_rng)
 
         run_numpy(batches[0])
-        row["numpy_seeds_per_s"], row["numpy_best_seeds_per_s"], row["numpy_seeds_per_cpu_s"] = time_batches(run_numpy, batches)
+        (
+            row["numpy_seeds_per_s"],
+            row["numpy_best_seeds_per_s"],
+            row["numpy_seeds_per_cpu_s"],
+            row["numpy_cores_obtained"],
+        ) = time_batches(run_numpy, batches)
         row["per_thread_vs_numpy"] = row["numba_1t_seeds_per_s"] / row["numpy_seeds_per_s"]
         row["per_thread_vs_numpy_cpu"] = row["numba_1t_seeds_per_cpu_s"] / row["numpy_seeds_per_cpu_s"]
         if "numba_2t_seeds_per_s" in row:
@@ -179,7 +187,7 @@ def bench_precompute(graph, seed: int) -> dict:
 
 HEADER = (
     f"{'R':>4} {'L':>3} {'p':>4} {'T':>3} | {'numba 1t':>10} {'numba 2t':>10} {'numpy':>10} | "
-    f"{'1t/numpy':>8} {'2t/1t':>6} | {'1t/numpy cpu':>12} {'2t/1t best':>10}"
+    f"{'1t/numpy':>8} {'2t/1t':>6} | {'1t/numpy cpu':>12} {'2t/1t best':>10} | {'cores 1t/2t':>11}"
 )
 
 
@@ -189,7 +197,8 @@ def format_row(row: dict) -> str:
         f"{row['R']:>4} {row['L']:>3} {row['p']:>4} {row['T']:>3} | {row['numba_1t_seeds_per_s']:>10,.0f} "
         f"{two if two is None else format(two, ',.0f'):>10} {row['numpy_seeds_per_s']:>10,.0f} | "
         f"{row['per_thread_vs_numpy']:>7.2f}x {row.get('two_threads_vs_one', float('nan')):>5.2f}x | "
-        f"{row['per_thread_vs_numpy_cpu']:>11.2f}x {row.get('two_threads_vs_one_best', float('nan')):>9.2f}x"
+        f"{row['per_thread_vs_numpy_cpu']:>11.2f}x {row.get('two_threads_vs_one_best', float('nan')):>9.2f}x | "
+        f"{row['numba_1t_cores_obtained']:>5.2f}/{row.get('numba_2t_cores_obtained', float('nan')):<5.2f}"
     )
 
 

@@ -85,7 +85,9 @@ def run_variant(label: str, vcfg: PipelineConfig, base_cfg: PipelineConfig, run_
         stage = get_stage(stage_name)
         reports[stage_name] = execute(stage, vcfg, {n: dirs[n] for n in stage.inputs}, sub / stage_name, force=force)
     metrics = json.loads((sub / "evaluation" / "metrics.json").read_text())
-    return {"metrics": metrics, "train_seconds": reports["model"].get("seconds"), "dir": str(sub)}
+    model_report = reports["model"]
+    seconds = model_report.get("train_seconds", model_report.get("seconds"))
+    return {"metrics": metrics, "train_seconds": seconds, "dir": str(sub)}
 
 
 def table(results: dict[str, dict], ks: tuple[int, ...]) -> tuple[str, list[dict]]:

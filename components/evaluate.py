@@ -306,7 +306,7 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
         plots.similarity_histogram(sims, name, results[name]["similarity"]["kurtosis"], out_dir / f"similarity_{name}.png")
     if spreads:
         plots.similarity_overlay(spreads, out_dir / "similarity_all.png")
-    plots.hit_rate_curve(test_ranks, max(max(ks), 100), out_dir / "hit_rate_curve.png")
+    plots.hit_rate_curve(test_ranks, min(results[PINSAGE]["test"]["pool"], 10 * max(ks)), out_dir / "hit_rate_curve.png")
 
     print("\nOffline evaluation (test split)\n" + table + "\n", flush=True)
     return {

@@ -23,11 +23,12 @@ import inspect
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 from kfp import dsl
 
 from components.base import Stage
+from components.lifecycle import READS_CHAMPION
 from pinsage_model.config import PipelineConfig
 from components.registry import STAGES
 
@@ -214,6 +215,42 @@ def index(
     execute(get_stage("index"), load_config(config), inputs, Path(output.path))
 
 
+@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
+def track(
+    config: str,
+    output: dsl.Output[dsl.Artifact],
+    raw: Optional[dsl.Input[dsl.Artifact]] = None,
+    pairs: Optional[dsl.Input[dsl.Artifact]] = None,
+    graph: Optional[dsl.Input[dsl.Artifact]] = None,
+    features: Optional[dsl.Input[dsl.Artifact]] = None,
+    neighbourhoods: Optional[dsl.Input[dsl.Artifact]] = None,
+    model: Optional[dsl.Input[dsl.Artifact]] = None,
+    embeddings: Optional[dsl.Input[dsl.Artifact]] = None,
+    evaluation: Optional[dsl.Input[dsl.Artifact]] = None,
+):
+    """MLflow: log the run, register the model, apply the promotion gate (before ``index``)."""
+    from pathlib import Path
+
+    from components.tracking import track_stage_dirs
+    from pinsage_model.config import load_config
+
+    given = {
+        "raw": raw,
+        "pairs": pairs,
+        "graph": graph,
+        "features": features,
+        "neighbourhoods": neighbourhoods,
+        "model": model,
+        "embeddings": embeddings,
+        "evaluation": evaluation,
+    }
+    dirs = {name: Path(art.path) for name, art in given.items() if art is not None}
+    out = Path(output.path)
+    out.mkdir(parents=True, exist_ok=True)
+    # Locally the store sits in the kfp.local run folder; on a cluster MLFLOW_TRACKING_URI is set.
+    track_stage_dirs(load_config(config), dirs, out, run_area=out.parents[1])
+
+
 LOCAL_COMPONENTS: dict[str, Callable] = {
     "raw": raw,
     "pairs": pairs,
@@ -253,6 +290,13 @@ def container_component(stage: Stage, image: str) -> Callable:
     return dsl.container_component(spec)
 
 
+def container_track_component(stages: Sequence[Stage], image: str) -> Callable:
+    """The cluster ``track`` step: ``python -m components.tracking --config C --<stage> DIR ... --output DIR``."""
+    names = tuple(s.name for s in stages if s.name not in READS_CHAMPION)
+    tracked = Stage("track", names, (), "MLflow tracking, registration, promotion gate", "components.tracking")
+    return container_component(tracked, image)
+
+
 def pipeline_stages(stop_after: str = "") -> list[Stage]:
     """Implemented stages up to ``stop_after`` (all when empty) whose inputs are all included."""
     from components.runner import select_stages
@@ -269,6 +313,7 @@ def build_pipeline(
     image: str = "",
     stages: Sequence[Stage] | None = None,
     config_path: str = DEFAULT_CONFIG,
+    track_run: bool = True,
 ):
     """Build the pipeline (a KFP graph component) over ``stages`` (default: all registered).
 
@@ -278,6 +323,8 @@ def build_pipeline(
       stages: stages to include; each stage's inputs must be included too.
       config_path: default of the pipeline's ``config`` parameter (a path inside the image for
         ``cluster``; a local path for ``local``).
+      track_run: add a ``track`` step (MLflow, promotion gate) after every stage but those in
+        ``lifecycle.READS_CHAMPION``, which run after it.
     """
     stages = list(STAGES if stages is None else stages)
     names = {s.name for s in stages}
@@ -289,21 +336,33 @@ def build_pipeline(
         if not image:
             raise ValueError("a cluster pipeline needs an image (orchestration.image)")
         ops = {s.name: container_component(s, image) for s in stages}
+        track_op = container_track_component(stages, image)
     else:
         ops = {s.name: LOCAL_COMPONENTS[s.name] for s in stages}
+        track_op = track
 
     @dsl.pipeline(name=PIPELINE_NAME, description="PinSage: pairs, graph, features, neighbourhoods, training, inference, evaluation, index")
     def pinsage(config: str = config_path):
         tasks: dict[str, dsl.PipelineTask] = {}
+        tracked = None
         for s in stages:
+            if track_run and s.name in READS_CHAMPION and tracked is None:
+                tracked = track_op(config=config, **{n: t.outputs["output"] for n, t in tasks.items()})
             task = ops[s.name](config=config, **{n: tasks[n].outputs["output"] for n in s.inputs})
-            task.set_display_name(s.name)
-            tasks[s.name] = task
+            if tracked is not None:
+                task.after(tracked)  # publishes the champion the gate just chose
+            tasks[s.name] = task.set_display_name(s.name)
+        if track_run and tracked is None and tasks:
+            tracked = track_op(config=config, **{n: t.outputs["output"] for n, t in tasks.items()})
+        if tracked is not None:
+            tracked.set_display_name("track")
 
     return pinsage
 
 
-def compile_pipeline(output: str | Path, image: str, config_path: str = DEFAULT_CONFIG, stop_after: str = "") -> Path:
+def compile_pipeline(
+    output: str | Path, image: str, config_path: str = DEFAULT_CONFIG, stop_after: str = "", track_run: bool = True
+) -> Path:
     """Compile the cluster pipeline (container components) to a KFP v2 YAML package.
 
     Args:
@@ -311,6 +370,7 @@ def compile_pipeline(output: str | Path, image: str, config_path: str = DEFAULT_
       image: container image of every component.
       config_path: default of the pipeline's ``config`` parameter (a path inside the image).
       stop_after: last stage to include (all registered stages when empty).
+      track_run: end with the MLflow ``track`` step (``tracking.enabled``).
     """
     from kfp import compiler
 
@@ -319,7 +379,7 @@ def compile_pipeline(output: str | Path, image: str, config_path: str = DEFAULT_
     stages = STAGES[: STAGE_NAMES.index(stop_after) + 1] if stop_after else STAGES
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline("cluster", image, stages, config_path), str(output))
+    compiler.Compiler().compile(build_pipeline("cluster", image, stages, config_path, track_run), str(output))
     return output
 
 
@@ -334,47 +394,53 @@ def run_local(config_path: str | Path, pipeline_root: str | Path, stages: Sequen
         Each stage's inputs must be included.
 
     Returns:
-      Stage name -> the directory that stage's component wrote.
+      Stage name -> the directory that stage's component wrote (and ``track`` -> the folder
+      holding ``tracking.json`` when ``tracking.enabled``).
     """
     from kfp import local
 
     from pinsage_model.config import load_config
 
+    cfg = load_config(config_path)
     if stages is None:
-        stages = pipeline_stages(load_config(config_path).orchestration.stop_after)
+        stages = pipeline_stages(cfg.orchestration.stop_after)
     if not stages:
         raise ValueError("no pipeline stage is implemented in this checkout")
     pipeline_root = Path(pipeline_root).resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
-    build_pipeline("local", stages=stages, config_path=str(Path(config_path).resolve()))()
+    build_pipeline("local", stages=stages, config_path=str(Path(config_path).resolve()), track_run=cfg.tracking.enabled)()
     new_runs = sorted(set(pipeline_root.iterdir()) - before)
     if len(new_runs) != 1:
         raise RuntimeError(f"expected one new kfp.local run under {pipeline_root}, found {new_runs}")
     # kfp.local layout: <pipeline_root>/<pipeline>-<timestamp>/<task name>/<output name>
-    return {s.name: new_runs[0] / s.name / "output" for s in stages}
+    names = [s.name for s in stages] + (["track"] if cfg.tracking.enabled else [])
+    return {name: new_runs[0] / name / "output" for name in names}
 
 
-def submit(cfg: PipelineConfig, config_path: str, run_name: str, package_dir: str | Path = "build") -> str:
+def submit(cfg: PipelineConfig, config_path: str, run_name: str) -> str:
     """Compile the cluster pipeline and start a run on ``orchestration.kfp_host``; returns the run id.
 
     Args:
       cfg: the loaded config (image, KFP host, stop_after).
       config_path: the config's path inside the pipeline image (the ``config`` parameter).
       run_name: KFP run name, e.g. keyed by the Airflow data interval.
-      package_dir: where the compiled YAML is written.
     """
+    import tempfile
+
     import kfp
 
     orch = cfg.orchestration
     if not orch.kfp_host:
         raise ValueError("orchestration.kfp_host is empty: set it to the KFP API endpoint to submit runs")
-    package = compile_pipeline(Path(package_dir) / "pinsage_pipeline.yaml", orch.image, config_path, orch.stop_after)
-    client = kfp.Client(host=orch.kfp_host)
-    run = client.create_run_from_pipeline_package(
-        str(package), arguments={"config": config_path}, run_name=run_name, experiment_name=PIPELINE_NAME
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(
+            Path(tmp) / "pinsage_pipeline.yaml", orch.image, config_path, orch.stop_after, cfg.tracking.enabled
+        )
+        run = kfp.Client(host=orch.kfp_host).create_run_from_pipeline_package(
+            str(package), arguments={"config": config_path}, run_name=run_name, experiment_name=PIPELINE_NAME
+        )
     return run.run_id
 
 
@@ -391,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", help="container image (default: orchestration.image of the config)")
     parser.add_argument("--run-local", metavar="PIPELINE_ROOT", help="run the implemented stages with kfp.local here")
     parser.add_argument("--submit", action="store_true", help="submit a run to orchestration.kfp_host")
+    parser.add_argument("--kfp-host", help="KFP API endpoint for --submit (default: orchestration.kfp_host)")
     parser.add_argument("--run-name", default="pinsage-manual", help="run name for --submit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -403,14 +470,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     image = args.image or cfg.orchestration.image
     if args.output:
-        path = compile_pipeline(args.output, image, args.config, cfg.orchestration.stop_after)
+        path = compile_pipeline(args.output, image, args.config, cfg.orchestration.stop_after, cfg.tracking.enabled)
         print(f"compiled pipeline (image {image}) -> {path}")
     if args.run_local:
         for name, path in run_local(args.config, args.run_local).items():
             print(f"{name:<16}{path}")
     if args.submit:
-        if args.image:
-            cfg = dataclasses.replace(cfg, orchestration=dataclasses.replace(cfg.orchestration, image=args.image))
+        orch = dataclasses.replace(cfg.orchestration, image=image, kfp_host=args.kfp_host or cfg.orchestration.kfp_host)
+        cfg = dataclasses.replace(cfg, orchestration=orch)
         print(f"submitted run {submit(cfg, args.config, args.run_name)}")
     return 0
 

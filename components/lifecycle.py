@@ -34,6 +34,8 @@ CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 GATE_METRICS = ("hit_rate_at_10", "mrr")
 DEFAULT_RUN_AREA = "runs"
+# Stages that read models:/<name>@champion: orchestrators run tracking (and the gate) before them.
+READS_CHAMPION = ("index",)
 _EPS = 1e-12
 
 

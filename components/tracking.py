@@ -18,11 +18,14 @@ the run directory, so successive runs share one registry).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
 import os
 import re
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -87,24 +90,29 @@ def numeric_leaves(obj: Any, prefix: str = "") -> dict[str, float]:
 
 
 def gate_metrics(metrics: dict) -> dict[str, float]:
-    """hit-rate@10 and MRR of PinSage from an evaluation ``metrics.json``.
+    """PinSage's test-split hit-rate@10 and MRR from an evaluation ``metrics.json``.
 
-    Accepts ``hit_rate@10`` / ``hit_rate_at_10`` / ``hr@10`` and ``mrr`` keys at any depth. When
-    several models are reported (baselines), the entry under a ``pinsage`` key wins, else the
-    shallowest one.
+    Accepts ``hit@10`` / ``hit_rate@10`` / ``hr@10`` and ``mrr`` keys at any depth, e.g.
+    ``{"methods": {"pinsage": {"test": {"hit@10": .., "mrr": ..}, "validation": {..}}, "pixie": ..}}``.
+    Among several entries, those under a ``pinsage`` key win, then those under a ``test`` key
+    (the gate compares test-split metrics), then the shallowest.
 
     Raises:
-      KeyError: a metric is missing, or ambiguous between equally deep entries.
+      KeyError: a metric is missing, or ambiguous between equally ranked entries.
     """
     flat = {metric_name(k).lower(): v for k, v in numeric_leaves(metrics).items()}
-    aliases = {"hit_rate_at_10": ("hit_rate_at_10", "hitrate_at_10", "hr_at_10"), "mrr": ("mrr",)}
+    aliases = {
+        "hit_rate_at_10": ("hit_at_10", "hit_rate_at_10", "hitrate_at_10", "hr_at_10"),
+        "mrr": ("mrr",),
+    }
     out: dict[str, float] = {}
     for name, names in aliases.items():
-        found = {k: v for k, v in flat.items() if k.rsplit(".", 1)[-1] in names}
-        if not found:
+        pool = {k: v for k, v in flat.items() if k.rsplit(".", 1)[-1] in names}
+        if not pool:
             raise KeyError(f"evaluation metrics have no '{name}' (keys: {', '.join(sorted(flat)) or 'none'})")
-        pinsage = {k: v for k, v in found.items() if "pinsage" in k.split(".")[:-1]}
-        pool = pinsage or found
+        for prefer in ("pinsage", "test"):
+            preferred = {k: v for k, v in pool.items() if prefer in k.split(".")[:-1]}
+            pool = preferred or pool
         depth = min(k.count(".") for k in pool)
         best = {k: v for k, v in pool.items() if k.count(".") == depth}
         if len(best) > 1:
@@ -235,7 +243,12 @@ def register_model(client, cfg: PipelineConfig, run_id: str, model_dir: Path, ta
 
 
 def track_pipeline_run(
-    cfg: PipelineConfig, run_dir: str | Path, reports: dict[str, dict] | None = None, promote: bool = True
+    cfg: PipelineConfig,
+    run_dir: str | Path,
+    reports: dict[str, dict] | None = None,
+    promote: bool = True,
+    run_area: str | Path | None = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> dict:
     """Log a finished run directory to MLflow; register and gate its model when there is one.
 
@@ -244,6 +257,9 @@ def track_pipeline_run(
       run_dir: the run directory (stage folders as in ``pinsage_model.contracts``).
       reports: stage reports from the runner; read from ``<stage>/report.json`` when omitted.
       promote: apply the promotion gate to the new version.
+      run_area: folder of the local SQLite store when no tracking URI is set (default: the
+        parent of ``run_dir``).
+      extra_tags: more MLflow run tags (e.g. the orchestrator's run id).
 
     Returns:
       ``{"run_id", "tracking_uri", "model_version" (or None), "promotion" (gate decision dict or None)}``.
@@ -253,11 +269,11 @@ def track_pipeline_run(
     from components import lifecycle
 
     run_dir = Path(run_dir).resolve()
-    run_area = run_dir.parent
+    run_area = Path(run_area) if run_area is not None else run_dir.parent
     client = client_for(cfg, run_area)
     exp_id = experiment_id(client, cfg, run_area)
     reports = _stage_reports(run_dir, reports)
-    tags = {"pinsage.run_dir": str(run_dir), "pinsage.config_name": cfg.name, **data_fingerprints(run_dir)}
+    tags = {"pinsage.run_dir": str(run_dir), "pinsage.config_name": cfg.name, **data_fingerprints(run_dir), **(extra_tags or {})}
     result: dict[str, Any] = {"tracking_uri": client.tracking_uri, "model_version": None, "promotion": None}
     with mlflow.start_run(experiment_id=exp_id, run_name=run_dir.name, tags=tags) as run:
         result["run_id"] = run.info.run_id
@@ -299,3 +315,57 @@ def track_pipeline_run(
         result["promotion"] = decision.as_dict()
     log.info("tracked run %s in %s (model version %s)", result["run_id"], result["tracking_uri"], result["model_version"])
     return result
+
+
+def track_stage_dirs(
+    cfg: PipelineConfig, stage_dirs: dict[str, Path], out_dir: str | Path, run_area: str | Path, tags: dict[str, str] | None = None
+) -> dict:
+    """Track stage outputs that live in separate folders (Kubeflow artifacts).
+
+    The folders are linked into a temporary run directory (links, not copies: the data is not
+    duplicated), tracked, and the result is written to ``<out_dir>/tracking.json``.
+    """
+    from pinsage_model.io import atomic_write_json
+
+    with tempfile.TemporaryDirectory(prefix="pinsage-track-") as tmp:
+        for name, path in stage_dirs.items():
+            (Path(tmp) / name).symlink_to(Path(path).resolve(), target_is_directory=True)
+        result = track_pipeline_run(cfg, tmp, run_area=run_area, extra_tags={"pinsage.output": str(out_dir), **(tags or {})})
+    atomic_write_json(Path(out_dir) / "tracking.json", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m components.tracking``: track a run directory or separate stage folders."""
+    from components.registry import STAGE_NAMES
+    from pinsage_model.config import ConfigError, load_config
+
+    parser = argparse.ArgumentParser(prog="python -m components.tracking", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="pipeline YAML config the run used")
+    parser.add_argument("--run-dir", help="run directory holding one folder per stage")
+    for name in STAGE_NAMES:
+        parser.add_argument(f"--{name}", dest=f"in_{name}", metavar="DIR", help=f"output folder of stage '{name}'")
+    parser.add_argument("--output", metavar="DIR", help="folder for tracking.json (with per-stage folders)")
+    parser.add_argument("--run-area", help="folder of the local SQLite store when no tracking URI is set")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    dirs = {n: Path(getattr(args, f"in_{n}")) for n in STAGE_NAMES if getattr(args, f"in_{n}")}
+    if args.run_dir and not dirs:
+        result = track_pipeline_run(cfg, args.run_dir, run_area=args.run_area)
+    elif dirs and args.output and not args.run_dir:
+        out = Path(args.output)
+        result = track_stage_dirs(cfg, dirs, out, args.run_area or out.parent)
+    else:
+        parser.error("give --run-dir, or --output and stage folders (--raw DIR --pairs DIR ...)")
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

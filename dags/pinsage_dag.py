@@ -22,6 +22,7 @@ from pathlib import Path
 
 from airflow.sdk import dag, task
 
+from components.lifecycle import READS_CHAMPION
 from components.runner import select_stages
 from pinsage_model.config import load_config
 
@@ -82,7 +83,11 @@ def run_stage(stage_name: str, run_dir: str, inputs: dict[str, str]) -> str:
 
 @task
 def track(run_dir: str, outputs: dict[str, str]) -> dict:
-    """Log the run to MLflow, register the model and apply the promotion gate."""
+    """Log the run to MLflow, register the model and apply the promotion gate.
+
+    ``outputs`` (stage -> folder, from XCom) makes this task wait for those stages: every stage
+    but the ones that read the champion (index publishing), which wait for this task.
+    """
     from components.tracking import track_pipeline_run
 
     return track_pipeline_run(CFG, run_dir)
@@ -118,14 +123,20 @@ def pinsage():
         submit_kfp()
         return
     run_dir = prepare()
-    outputs = {}
+    outputs: dict = {}
+    tracked = None
     # Implemented stages up to stop_after; a stage whose inputs are not all there is left out.
     for stage in select_stages(None, CFG.orchestration.stop_after or None):
-        if all(n in outputs for n in stage.inputs):
-            outputs[stage.name] = run_stage.override(task_id=stage.name, doc=stage.description)(
-                stage.name, run_dir, {n: outputs[n] for n in stage.inputs}
-            )
-    if CFG.tracking.enabled and outputs:
+        if not all(n in outputs for n in stage.inputs):
+            continue
+        if CFG.tracking.enabled and stage.name in READS_CHAMPION and tracked is None:
+            tracked = track(run_dir, dict(outputs))
+        outputs[stage.name] = run_stage.override(task_id=stage.name, doc=stage.description)(
+            stage.name, run_dir, {n: outputs[n] for n in stage.inputs}
+        )
+        if tracked is not None:
+            tracked >> outputs[stage.name]  # index publishing reads the champion the gate chose
+    if CFG.tracking.enabled and tracked is None and outputs:
         track(run_dir, outputs)
 
 

@@ -116,9 +116,6 @@ class ModelConfig:
     hidden_dim: int = 128
     output_dim: int = 64
     pooling: Literal["importance", "mean", "max"] = "importance"
-    # Learned per-item id embedding concatenated to the features (transductive fallback when
-    # items have no useful features); 0 = off.
-    id_embedding_dim: int = 0
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ later are featurised exactly like the training items.
 
 from __future__ import annotations
 
+import atexit
+import gc
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -218,12 +220,23 @@ def analyze(rows: dict[str, np.ndarray], cfg: "FeaturesConfig", transform_dir: P
     from apache_beam.options.pipeline_options import PipelineOptions
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
+    # The TF objects TFT's Beam analysis leaves behind crash the interpreter's final garbage
+    # collection (segfault at exit, rc 139, after all work is done: the TF "remove_function at
+    # shutdown" pattern). Freezing the heap at exit skips that collection; the OS frees it.
+    atexit.register(gc.freeze)
     spec = feature_spec(rows)
     columns = tuple(spec)
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
     instances = _instances(rows, columns, 0, len(rows["item_idx"]))
+    runner = cfg.beam_runner
+    if runner == "DirectRunner":
+        # Beam 2.77's DirectRunner first tries Prism, which downloads a binary (minutes offline
+        # before it falls back); the in-process FnApiRunner is what it falls back to.
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        runner = FnApiRunner()
     options = PipelineOptions(["--direct_running_mode=in_memory", "--direct_num_workers=1"])
-    with beam.Pipeline(runner=cfg.beam_runner, options=options) as pipeline:
+    with beam.Pipeline(runner=runner, options=options) as pipeline:
         with tft_beam.Context(temp_dir=str(temp_dir), force_tf_compat_v1=False):
             raw = pipeline | "ItemRows" >> beam.Create(instances, reshuffle=False)
             transform_fn = (raw, metadata) | "Analyze" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(columns, cfg))

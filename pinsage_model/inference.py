@@ -149,11 +149,32 @@ def pool_neighbours(proj: np.ndarray, idx: np.ndarray, wts: np.ndarray, pooling:
     return out
 
 
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _bias_relu_kernel(z, bias, normalize):  # pragma: no cover - compiled
+    """In place, one pass over (B, k) float32: z = ReLU(z + bias), then row-wise L2 if asked."""
+    rows, cols = z.shape
+    for i in numba.prange(rows):
+        sq = np.float32(0.0)
+        for j in range(cols):
+            v = z[i, j] + bias[j]
+            v = v if v > 0 else np.float32(0.0)
+            z[i, j] = v
+            sq += v * v
+        if normalize:
+            inv = np.float32(1.0) / np.sqrt(max(sq, np.float32(_NORM_EPS)))
+            for j in range(cols):
+                z[i, j] *= inv
+
+
+def _bias_relu(z: np.ndarray, bias: np.ndarray, normalize: bool) -> np.ndarray:
+    z = np.ascontiguousarray(z, dtype=np.float32)
+    _bias_relu_kernel(z, np.ascontiguousarray(bias, dtype=np.float32), normalize)
+    return z
+
+
 def project(h: np.ndarray, weights: dict[str, np.ndarray], layer: int) -> np.ndarray:
     """Algorithm 1 line 1 before pooling: ``ReLU(h Q + q)``, (B, F_k) -> (B, m)."""
-    p = h @ weights[f"conv{layer}/Q"]
-    p += weights[f"conv{layer}/q"]
-    return np.maximum(p, 0.0, out=p)
+    return _bias_relu(h @ weights[f"conv{layer}/Q"], weights[f"conv{layer}/q"], False)
 
 
 def combine(h: np.ndarray, n: np.ndarray, weights: dict[str, np.ndarray], layer: int) -> np.ndarray:
@@ -163,16 +184,12 @@ def combine(h: np.ndarray, n: np.ndarray, weights: dict[str, np.ndarray], layer:
     # concat(h, n) @ W == h @ W[:F_k] + n @ W[F_k:], without materialising the concatenation
     z = h @ w_mat[:fk]
     z += n @ w_mat[fk:]
-    z += weights[f"conv{layer}/w"]
-    np.maximum(z, 0.0, out=z)
-    return l2_normalize(z)
+    return _bias_relu(z, weights[f"conv{layer}/w"], True)
 
 
 def head(h: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
     """Algorithm 2 line 16 plus output normalisation: ``normalize(ReLU(h G1 + g) G2)``."""
-    a = h @ weights["head/G1"]
-    a += weights["head/g"]
-    np.maximum(a, 0.0, out=a)
+    a = _bias_relu(h @ weights["head/G1"], weights["head/g"], False)
     return l2_normalize(a @ weights["head/G2"])
 
 
@@ -239,7 +256,7 @@ def embed_all(
     n_items = features.shape[0]
     m, d, pooling = config["hidden_dim"], config["output_dim"], config["pooling"]
     stats = stats if stats is not None else InferenceStats()
-    h = np.empty((0, d), dtype=np.float32)
+    h: np.ndarray | None = None  # (N, d) output of the previous layer; layer 1 reads the features
     blocks = [(s, min(s + batch_size, n_items)) for s in range(0, n_items, batch_size)]
     for layer in range(1, config["num_layers"] + 1):
         fk = weights[f"conv{layer}/Q"].shape[0]

@@ -6,9 +6,15 @@ functions). Per layer k, with ``H`` = (item_idx, v) the layer k-1 representation
 
 1. map: ``P = H.mapInArrow(ReLU(H Q + q))`` projects every node exactly once (one sgemm per batch);
 2. join: the exploded neighbourhood table (item_idx, nbr_idx, weight) joins ``P`` on ``nbr_idx``;
-3. reduce: rows are hash-partitioned by ``item_idx`` and sorted within partitions, and a
-   ``mapInArrow`` reduces each node's contiguous rows with ``np.add.reduceat`` (α-weighted mean),
-   mean or ``np.maximum.reduceat`` (max) — vectorised per batch, a node's rows may span batches;
+3. reduce: a ``mapInArrow`` reduces each node's contiguous rows with ``np.add.reduceat``
+   (α-weighted mean), mean or ``np.maximum.reduceat`` (max), vectorised per Arrow batch (a node's
+   rows may span batches). Two join strategies make each node's rows contiguous:
+
+   * ``shuffle`` (the paper's MapReduce join, any scale): both sides are shuffled on ``nbr_idx``,
+     the joined rows are hash-partitioned by ``item_idx`` and sorted within partitions;
+   * ``broadcast`` (when ``P`` fits executor memory): ``P`` is broadcast and the edge table is
+     streamed in file order; the driver writes it sorted by ``item_idx`` with one Parquet row
+     group per file (Spark never splits a row group), so no shuffle of the N*T joined rows at all.
 4. map: ``H`` left-joins the pooled table (nodes without neighbours pool to zero) and a
    ``mapInArrow`` computes ``normalize(ReLU(concat(h, n) W + w))``; the result is written as
    Parquet and is the next layer's input (each layer materialised once, never recomputed).
@@ -84,7 +90,11 @@ def _write_vectors(path: Path, get_rows, n_items: int) -> None:
 
 
 def _write_edges(path: Path, nbhd: Neighbourhoods) -> int:
-    """Explode the (N, T) neighbourhood table into (item_idx, nbr_idx, weight) rows of real entries."""
+    """Explode the (N, T) neighbourhood table into (item_idx, nbr_idx, weight) rows of real entries.
+
+    Rows are in item order, files hold whole items and each file is a single row group, so a
+    Spark scan split never separates the rows of one item (the ``broadcast`` strategy relies on it).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -105,7 +115,7 @@ def _write_edges(path: Path, nbhd: Neighbourhoods) -> int:
             }
         )
         total += table.num_rows
-        pq.write_table(table, path / f"part-{part:05d}.parquet")
+        pq.write_table(table, path / f"part-{part:05d}.parquet", row_group_size=max(1, table.num_rows))
     return total
 
 
@@ -123,7 +133,7 @@ def _project_fn(q_mat: np.ndarray, q_bias: np.ndarray):
 
 
 def _reduce_fn(m: int, mode: int):
-    """Pool the rows of each node; input sorted by item_idx within the partition."""
+    """Pool the rows of each node; each node's rows must be contiguous within the partition."""
 
     def pool(ids: np.ndarray, w: np.ndarray, p: np.ndarray):
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
@@ -147,10 +157,9 @@ def _reduce_fn(m: int, mode: int):
                 ids, w, p = (np.concatenate([c, x]) for c, x in zip(carry, (ids, w, p)))
             if len(ids) == 0:
                 continue
-            # the last node's rows may continue in the next batch: hold them back
-            last = np.searchsorted(ids, ids[-1], side="left") if np.all(ids[1:] >= ids[:-1]) else None
-            if last is None:
-                raise RuntimeError("reduce input is not sorted by item_idx within its partition")
+            # the last node's run of rows may continue in the next batch: hold it back
+            change = np.flatnonzero(ids[1:] != ids[:-1])
+            last = int(change[-1]) + 1 if len(change) else 0
             carry = (ids[last:], w[last:], p[last:])
             if last > 0:
                 yield pool(ids[:last], w[:last], p[:last])
@@ -195,6 +204,8 @@ def embed_all_spark(
     *,
     scratch_dir: str | Path | None = None,
     keep_scratch: bool = False,
+    strategy: str = "auto",
+    broadcast_max_bytes: int = 1 << 30,
 ) -> np.ndarray:
     """Embeddings of every item with the Spark MapReduce plan (same result as ``embed_all``).
 
@@ -206,6 +217,9 @@ def embed_all_spark(
       neighbourhoods: (N, T) importance neighbourhoods.
       scratch_dir: folder for the per-layer Parquet tables (default: a new temp folder).
       keep_scratch: keep the Parquet tables (for inspection) instead of deleting them.
+      strategy: ``shuffle``, ``broadcast`` or ``auto`` (broadcast when the (N, m) float32
+        projections take at most ``broadcast_max_bytes``).
+      broadcast_max_bytes: the ``auto`` threshold.
 
     Returns:
       (N, d) float32 L2-normalised embeddings.
@@ -216,7 +230,13 @@ def embed_all_spark(
     weights = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
     n_items = features.shape[0]
     m, d, mode = config["hidden_dim"], config["output_dim"], POOLING_MODES[config["pooling"]]
+    from pyspark.sql import functions as F
+
     parts = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    if strategy == "auto":
+        strategy = "broadcast" if n_items * m * 4 <= broadcast_max_bytes else "shuffle"
+    if strategy not in ("shuffle", "broadcast"):
+        raise ValueError(f"strategy must be 'auto', 'shuffle' or 'broadcast', got {strategy!r}")
     own_scratch = scratch_dir is None
     scratch = Path(tempfile.mkdtemp(prefix="pinsage-infer-")) if own_scratch else Path(scratch_dir)
     scratch.mkdir(parents=True, exist_ok=True)
@@ -228,14 +248,17 @@ def embed_all_spark(
         for layer in range(1, config["num_layers"] + 1):
             h = spark.read.parquet(str(scratch / f"h{layer - 1}"))
             proj = h.mapInArrow(_project_fn(weights[f"conv{layer}/Q"], weights[f"conv{layer}/q"]), _vector_schema("nbr_idx"))
-            pooled = (
-                edges.join(proj, "nbr_idx")
-                .select("item_idx", "weight", "v")
-                .repartition(parts, "item_idx")
-                .sortWithinPartitions("item_idx")
-                .mapInArrow(_reduce_fn(m, mode), _vector_schema())
-                .withColumnRenamed("v", "n")
-            )
+            if strategy == "broadcast":
+                # streamed in file order: each item's rows stay contiguous, no shuffle
+                joined = edges.join(F.broadcast(proj), "nbr_idx").select("item_idx", "weight", "v")
+            else:
+                joined = (
+                    edges.join(proj, "nbr_idx")
+                    .select("item_idx", "weight", "v")
+                    .repartition(parts, "item_idx")
+                    .sortWithinPartitions("item_idx")
+                )
+            pooled = joined.mapInArrow(_reduce_fn(m, mode), _vector_schema()).withColumnRenamed("v", "n")
             nxt = h.join(pooled, "item_idx", "left").mapInArrow(
                 _combine_fn(weights[f"conv{layer}/W"], weights[f"conv{layer}/w"], width, m), _vector_schema()
             )

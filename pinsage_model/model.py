@@ -202,14 +202,18 @@ class PinSageModel(keras.Model):
         return None
 
 
-def build_model(model_cfg: Any, input_dim: int, num_items: int = 0) -> PinSageModel:
-    """A :class:`PinSageModel` from a ``ModelConfig`` and the data's dimensions."""
+def build_model(model_cfg: Any, input_dim: int, num_items: int = 0, id_embedding_dim: int = 0) -> PinSageModel:
+    """A :class:`PinSageModel` from a ``ModelConfig`` and the data's dimensions.
+
+    ``id_embedding_dim`` comes from the features stage (``feature_names.json``), which decides
+    whether items lacking content need the learned id embedding.
+    """
     return PinSageModel(
         input_dim=input_dim,
         num_layers=model_cfg.num_layers,
         hidden_dim=model_cfg.hidden_dim,
         output_dim=model_cfg.output_dim,
         pooling=model_cfg.pooling,
-        num_items=num_items if model_cfg.id_embedding_dim else 0,
-        id_embedding_dim=model_cfg.id_embedding_dim,
+        num_items=num_items if id_embedding_dim else 0,
+        id_embedding_dim=id_embedding_dim,
     )

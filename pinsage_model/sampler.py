@@ -206,6 +206,18 @@ def _smallest_k(a, n, k):
 
 
 @njit(nogil=True, cache=True)
+def _insertion_sort(a, n):
+    """Sort ``a[:n]`` in place; for the few (<= T) keys kept per seed it beats a general sort."""
+    for i in range(1, n):
+        x = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > x:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = x
+
+
+@njit(nogil=True, cache=True)
 def _top_t(items, counts, nd, top_t, hist, ties, sel, out_idx, out_w):
     """Write the ``top_t`` items by (count desc, index asc) and their normalised counts.
 
@@ -250,7 +262,7 @@ def _top_t(items, counts, nd, top_t, hist, ties, sel, out_idx, out_w):
         for i in range(need):
             sel[ns] = (np.int64(maxc - thresh) << 32) | ties[i]
             ns += 1
-    sel[:k].sort()
+    _insertion_sort(sel, k)
     total = 0
     for i in range(k):
         total += maxc - (sel[i] >> 32)
@@ -430,11 +442,15 @@ def _check_seeds(graph: CSRGraph, seeds: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a 1-D array of item indices, got shape {seeds.shape}")
     if seeds.size and not np.issubdtype(seeds.dtype, np.integer):
         raise ValueError(f"{name} must hold integer item indices, got dtype {seeds.dtype}")
-    seeds = seeds.astype(np.int32, copy=False)
     if seeds.size and (seeds.min() < 0 or seeds.max() >= graph.num_items):
         bad = int(np.flatnonzero((seeds < 0) | (seeds >= graph.num_items))[0])
         raise ValueError(f"{name}[{bad}] = {seeds[bad]} is not an item index in [0, {graph.num_items})")
-    return seeds
+    return seeds.astype(np.int32, copy=False)
+
+
+def _seed64(seed: int) -> int:
+    """Any Python int as a non-negative int64 for the kernels (negative seeds are valid too)."""
+    return int(seed) & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def _check_walks(num_walks: int, walk_length: int, restart_prob: float) -> None:
@@ -489,7 +505,7 @@ def sample_neighbourhoods(
         with _threads(num_threads):
             _neighbourhood_kernel(
                 *_arrays(graph), seeds, num_walks, walk_length, float(restart_prob), top_t,
-                int(seed), _block(num_walks, seeds.size), out_idx, out_w,
+                _seed64(seed), _block(num_walks, seeds.size), out_idx, out_w,
             )
     return Neighbourhoods(indices=out_idx, weights=out_w)
 
@@ -555,7 +571,7 @@ def visit_counts(
             counts = np.empty((part.size, per_seed), np.int32)
             nd = np.zeros(part.size, np.int64)
             _visit_count_kernel(
-                *_arrays(graph), part, num_walks, walk_length, float(restart_prob), int(seed),
+                *_arrays(graph), part, num_walks, walk_length, float(restart_prob), _seed64(seed),
                 _block(num_walks, part.size), items, counts, nd,
             )
             keep = np.arange(per_seed)[None, :] < nd[:, None]
@@ -641,7 +657,7 @@ def hard_negatives(
     if queries.size and num:
         with _threads(num_threads):
             _hard_negative_kernel(
-                *_arrays(graph), queries, num_walks, walk_length, float(restart_prob), int(seed),
+                *_arrays(graph), queries, num_walks, walk_length, float(restart_prob), _seed64(seed),
                 _block(num_walks, queries.size), lo, hi, num, exclude_indptr, exclude_indices, out,
             )
     return out

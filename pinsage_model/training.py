@@ -24,6 +24,7 @@ import collections
 import concurrent.futures
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class TrainData:
       graph: the training graph (hard negatives walk on it; the shared-negative pool is its items).
       train_q, train_pos: (P,) int32 training pairs.
       val_q, val_pos: (V,) int32 validation pairs (early stopping).
+      id_embedding_dim: width of the learned id embedding (0 = none; set by the features stage).
     """
 
     features: np.ndarray
@@ -62,6 +64,7 @@ class TrainData:
     train_pos: np.ndarray
     val_q: np.ndarray
     val_pos: np.ndarray
+    id_embedding_dim: int = 0
 
     @property
     def num_items(self) -> int:
@@ -174,7 +177,7 @@ class BatchProducer:
         full = len(data.train_q) // self.batch_size
         self.steps_per_epoch = train_cfg.steps_per_epoch or max(1, full)
 
-    def _epoch_order(self, epoch: int) -> np.ndarray:
+    def epoch_order(self, epoch: int) -> np.ndarray:
         """Pair order of an epoch; enough permutations are chained to cover ``steps_per_epoch``."""
         need = self.steps_per_epoch * self.batch_size
         rng = np.random.default_rng([self.cfg.seed, epoch, 0])
@@ -388,6 +391,9 @@ def train(
       progress: tqdm bars with loss and examples/s.
       hard_negative_fn: replaces :func:`pinsage_model.sampler.hard_negatives`.
 
+    With ``train_cfg.deterministic`` TensorFlow's op determinism is switched on for the rest of
+    the process (it cannot be switched off) and one producer thread is used.
+
     Returns:
       :class:`TrainResult` with the model holding the best validation epoch's weights.
     """
@@ -404,6 +410,9 @@ def train(
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(train_cfg.seed)
     checkpoint_dir = Path(checkpoint_dir)
+    if not resume:
+        for sub in ("epochs", "best"):
+            shutil.rmtree(checkpoint_dir / sub, ignore_errors=True)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     threads = 1 if train_cfg.deterministic else train_cfg.producer_threads
     producer = BatchProducer(data, model_cfg.num_layers, train_cfg, sampler_cfg, len(devices), hard_negative_fn)
@@ -412,7 +421,7 @@ def train(
     strategy = tf.distribute.MirroredStrategy(devices)
     peak = train_cfg.base_lr * global_batch / 256.0
     with strategy.scope():
-        model = build_model(model_cfg, data.features.shape[1], data.num_items)
+        model = build_model(model_cfg, data.features.shape[1], data.num_items, data.id_embedding_dim)
         optimizer = keras.optimizers.Adam(learning_rate=_make_schedule(peak, steps, steps, train_cfg.lr_decay))
         optimizer.build(model.trainable_variables)
         state = {
@@ -433,11 +442,6 @@ def train(
         if history_path.exists():
             history = [h for h in json.loads(history_path.read_text()) if h["epoch"] <= done]
         log.info("resumed from %s (epoch %d done)", manager.latest_checkpoint, done)
-    elif not resume:
-        for mgr in (manager, best_manager):
-            for path in mgr.checkpoints:
-                for f in Path(path).parent.glob(Path(path).name + ".*"):
-                    f.unlink()
 
     if train_cfg.loss == "max_margin":
         def per_example(q, p, n, h, hm):
@@ -487,7 +491,7 @@ def train(
     traced = False
     for epoch in range(start_epoch, train_cfg.epochs + 1):
         t_epoch = time.perf_counter()
-        order = producer._epoch_order(epoch)
+        order = producer.epoch_order(epoch)
         batches = _Ordered(lambda s: producer.make(epoch, s, order), steps, threads, train_cfg.queue_size)
         losses, producer_s, compute_s, step_s = [], 0.0, 0.0, 0.0
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{train_cfg.epochs}", disable=not progress, unit="step")

@@ -29,8 +29,12 @@ def tiny_inputs():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pooling", ["mean", "max"])  # importance: test_spark_backend_stage_equals_numpy
-def test_spark_equals_in_process(spark, tiny_inputs, tmp_path, pooling):
+@pytest.mark.parametrize(
+    "pooling,strategy",
+    # importance with the broadcast join: test_spark_backend_stage_equals_numpy (auto picks it)
+    [("importance", "shuffle"), ("mean", "shuffle"), ("max", "broadcast")],
+)
+def test_spark_equals_in_process(spark, tiny_inputs, tmp_path, pooling, strategy):
     from pinsage_model.inference_spark import embed_all_spark
 
     feats, nbhd = tiny_inputs
@@ -41,7 +45,7 @@ def test_spark_equals_in_process(spark, tiny_inputs, tmp_path, pooling):
     cfg = {"num_layers": 2, "hidden_dim": 12, "output_dim": 16, "pooling": pooling, "input_dim": feats.shape[1]}
     w = random_weights(cfg, seed=3)
     want = embed_all(w, cfg, feats, nbhd)
-    got = embed_all_spark(spark, w, cfg, feats, nbhd, scratch_dir=tmp_path / "scratch")
+    got = embed_all_spark(spark, w, cfg, feats, nbhd, scratch_dir=tmp_path / "scratch", strategy=strategy)
     assert got.shape == (feats.shape[0], 16)
     assert np.abs(got - want).max() < 1e-4
 

@@ -90,6 +90,7 @@ def test_pinsage_beats_content_baseline_over_seeds(tmp_path):
         assert [e for e, _ in logged] == [h["epoch"] for h in result.history]
         assert [h["hard_negatives"] for h in result.history] == [0, 1, 2, 2, 2, 2, 2][: len(result.history)]
         assert result.history[-1]["loss"] < result.history[0]["loss_first"]
+    print("seed, PinSage best val hit@10, content hit@10:", seen)
     for seed, best, base in seen:
         assert best >= base + 0.25, f"seed {seed}: PinSage hit@10 {best:.3f} vs content {base:.3f} ({seen})"
 
@@ -166,3 +167,61 @@ def test_two_logical_cpu_devices_match_one_device(tmp_path):
     one, two = losses["1"], losses["2"]
     assert len(one) == len(two) == 4  # two epochs of two steps; epoch 2 has hard negatives
     np.testing.assert_allclose(two, one, rtol=0, atol=1e-4)
+
+
+def test_model_stage_writes_contract_outputs_that_inference_reproduces(tmp_path):
+    """The component end to end on a run dir; numpy layer-wise inference equals the Keras model."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components.base import execute
+    from components.registry import get_stage
+    from pinsage_model.config import config_from_dict
+    from pinsage_model.export import load_weights_npz
+    from pinsage_model.inference import embed_all
+    from pinsage_model.training import embed_nodes
+
+    graph, features, nb, (tq, tp), (vq, vp) = planted(11)
+    run = tmp_path / "run"
+    (run / "graph").mkdir(parents=True)
+    (run / "features").mkdir()
+    (run / "neighbourhoods").mkdir()
+    graph.save(run / "graph" / "train_graph.npz")
+    np.save(run / "features" / "features.npy", features)
+    (run / "features" / "feature_names.json").write_text(json.dumps({"id_embedding_dim": 0, "items_without_features": 0}))
+    nb.save(run / "neighbourhoods" / "train.npz")
+    n_tr, n_val = len(tq), len(vq)
+    q = np.concatenate([tq, vq, [0, 5000]]).astype(np.int32)  # two bad rows: q == pos, out of range
+    p = np.concatenate([tp, vp, [0, 1]]).astype(np.int32)
+    split = ["train"] * n_tr + ["validation"] * n_val + ["train", "train"]
+    pq.write_table(pa.table({
+        "q_idx": pa.array(q, pa.int32()), "pos_idx": pa.array(p, pa.int32()), "count": pa.array(np.ones(len(q), np.int64)),
+        "split": pa.array(split), "in_train_graph": pa.array(np.ones(len(q), bool)),
+    }), run / "graph" / "pairs_indexed.parquet")
+    cfg = config_from_dict({
+        "model": config_to_dict_(MODEL), "sampler": config_to_dict_(SAMPLER),
+        "train": {**config_to_dict_(TRAIN), "epochs": 2, "steps_per_epoch": 3},
+    })
+    stage = get_stage("model")
+    report = execute(stage, cfg, {name: run / name for name in stage.inputs}, run / "model")
+    out = run / "model"
+    assert report["pairs_in"] == n_tr + n_val + 2 and report["pairs_quarantined"] == 2
+    assert report["train_pairs"] == n_tr and report["validation_pairs"] == n_val
+    assert report["epochs_run"] == 2 and len(report["epochs"]) == 2
+    reasons = pq.read_table(out / "quarantine.parquet").column("reason").to_pylist()
+    assert sorted(reasons) == ["q_idx equals pos_idx", "q_idx or pos_idx outside [0, 300)"]
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2]
+    assert not (run / "checkpoints" / "model").exists() or not any((run / "checkpoints" / "model").iterdir())
+    weights, config = load_weights_npz(out)
+    emb = embed_all(weights, config, features, nb)  # numpy, layer-wise
+    import keras
+
+    model = keras.saving.load_model(out / "model.keras")
+    nodes = np.arange(len(features), dtype=np.int32)
+    np.testing.assert_allclose(embed_nodes(model, nodes, nb, features), emb, atol=1e-5)
+
+
+def config_to_dict_(section) -> dict:
+    from pinsage_model.config import config_to_dict
+
+    return config_to_dict(section)

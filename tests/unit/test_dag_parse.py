@@ -106,6 +106,18 @@ def test_run_directory_is_keyed_by_interval(local_dag):
     ]
 
 
+def test_index_publishing_waits_for_the_promotion_gate(tmp_path):
+    from components.registry import STAGE_NAMES, available_stages
+
+    out = parse_dag(tmp_path, f"name: t\norchestration:\n  run_root: {tmp_path / 'runs'}\n")
+    assert out["errors"] == {}
+    tasks = out["tasks"]
+    assert [s.name for s in available_stages()] == list(STAGE_NAMES)
+    assert set(tasks) == {"prepare", "track", *STAGE_NAMES}
+    assert set(tasks["track"]) == {"prepare", *STAGE_NAMES} - {"index"}
+    assert set(tasks["index"]) == {"prepare", "track", "graph", "embeddings", "evaluation"}
+
+
 def test_submit_to_kfp_makes_a_single_task(tmp_path):
     out = parse_dag(tmp_path, "name: t\norchestration:\n  submit_to_kfp: true\n  kfp_host: http://kfp:8888\n")
     assert out["errors"] == {} and out["heavy"] == []

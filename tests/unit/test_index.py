@@ -89,16 +89,18 @@ def test_reader_never_sees_a_mixed_index_while_publishing(tmp_path):
 
     def query_loop():
         while not stop.is_set():
+            version = None
             try:
                 answers = reader.related_items_batch([IDS[q] for q in queries], k=10)
                 versions = {a.version for a in answers}
                 assert len(versions) == 1, f"one batch answered from {versions}"
-                assert [a.item_ids for a in answers] == expected[answers[0].version]
+                version = answers[0].version
+                assert [a.item_ids for a in answers] == expected[version], f"answers differ from version {version}"
             except Exception as exc:  # noqa: BLE001 - any failure is what the test looks for
                 errors.append(repr(exc))
                 stop.set()
             with lock:
-                seen.append(answers[0].version if not errors else None)
+                seen.append(version)
                 lock.notify_all()
 
     thread = threading.Thread(target=query_loop)

@@ -81,6 +81,15 @@ def test_gate_metrics_extraction():
     m = {"pinsage": {"hit_rate@10": 0.4, "hit_rate@50": 0.6, "mrr": 0.2}, "pixie": {"hit_rate@10": 0.3, "mrr": 0.1}}
     assert gate_metrics(m) == {"hit_rate_at_10": 0.4, "mrr": 0.2}
     assert gate_metrics({"hit_rate_at_10": 0.5, "mrr": 0.25}) == {"hit_rate_at_10": 0.5, "mrr": 0.25}
+    # components/evaluate.py's layout: per method, test and validation splits side by side
+    evaluate_layout = {
+        "methods": {
+            "pinsage": {"test": {"hit@10": 0.31, "hit@50": 0.6, "mrr": 0.12}, "validation": {"hit@10": 0.5, "mrr": 0.3}},
+            "pixie": {"test": {"hit@10": 0.2, "mrr": 0.05}, "validation": {"hit@10": 0.1, "mrr": 0.01}},
+        },
+        "config": {"ks": [10, 50], "test_pairs": 900},
+    }
+    assert gate_metrics(evaluate_layout) == {"hit_rate_at_10": 0.31, "mrr": 0.12}
     with pytest.raises(KeyError, match="ambiguous"):
         gate_metrics({"a": {"hit_rate@10": 0.4, "mrr": 0.2}, "b": {"hit_rate@10": 0.3, "mrr": 0.1}})
     with pytest.raises(KeyError, match="no 'mrr'"):
@@ -184,3 +193,28 @@ def test_promote_and_rollback_commands(area, tmp_path, capsys):
     assert "rolled back from version 2 to version 1" in capsys.readouterr().out
     assert main(["rollback", *base]) == 1
     assert set(GATE_METRICS) == {"hit_rate_at_10", "mrr"}
+
+
+def test_epoch_history_formats():
+    from components.tracking import epoch_history
+
+    # components/train.py writes one dict per epoch
+    per_epoch = [{"epoch": 0, "loss": 0.9, "val_hit_rate@10": 0.1}, {"epoch": 1, "loss": 0.4, "val_hit_rate@10": 0.3}]
+    assert epoch_history(per_epoch) == {"loss": [0.9, 0.4], "val_hit_rate@10": [0.1, 0.3]}
+    assert epoch_history({"loss": [0.9, 0.4], "note": "x"}) == {"loss": [0.9, 0.4]}
+    assert epoch_history(None) == {}
+
+
+def test_tracking_cli_with_separate_stage_folders(area, tmp_path):
+    """The Kubeflow ``track`` step: stage outputs in separate folders, result in tracking.json."""
+    from components.tracking import main
+
+    run = make_run(area / "kfp-like", seed=11, hr10=0.5, mrr=0.2)
+    conf = tmp_path / "c.yaml"
+    conf.write_text("name: t\ntracking:\n  registered_model: cli-track-model\n")
+    out = tmp_path / "track-out"
+    args = ["--config", str(conf), "--output", str(out), "--run-area", str(area)]
+    assert main([*args, *(a for s in ("pairs", "model", "evaluation") for a in (f"--{s}", str(run / s)))]) == 0
+    result = json.loads((out / "tracking.json").read_text())
+    assert result["model_version"] == 1 and result["promotion"]["promote"] is True
+    assert lifecycle.champion_version(cfg_for("cli-track-model"), area)["tags"]["mrr"] == "0.2"

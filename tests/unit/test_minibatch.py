@@ -98,3 +98,81 @@ def test_compact_forward_equals_per_node_recursion(pooling):
         z = np.maximum(h @ weights["head/G1"] + weights["head/g"], 0) @ weights["head/G2"]
         z /= max(np.linalg.norm(z), 1e-6)
         np.testing.assert_allclose(got[row], z, atol=1e-5)
+
+
+def _producer_fixture():
+    from pinsage_model.contracts import CSRGraph
+    from pinsage_model.sampler import compute_neighbourhoods
+    from pinsage_model.config import SamplerConfig
+
+    # 4 groups of 6 items; every collection holds 4 items of one group.
+    rng = np.random.default_rng(0)
+    items, colls = [], []
+    for c in range(40):
+        g = c % 4
+        for i in rng.choice(6, 4, replace=False):
+            items.append(6 * g + i)
+            colls.append(c)
+    graph = CSRGraph.from_edges(np.array(items), np.array(colls), 24, 40).validate()
+    sampler = SamplerConfig(num_walks=30, walk_length=4, top_t=5, hard_negative_band=(0, 24), hard_negative_walks=50)
+    nb = compute_neighbourhoods(graph, sampler, progress=False)
+    feats = rng.normal(size=(24, 3)).astype(np.float32)
+    q = np.array([0, 1, 2, 6, 7, 8, 12, 13], np.int32)
+    p = np.array([1, 2, 3, 7, 8, 9, 13, 14], np.int32)
+    return graph, nb, feats, q, p, sampler
+
+
+def test_producer_shards_split_the_batch_and_hard_negatives_skip_train_positives():
+    from pinsage_model.config import TrainConfig
+    from pinsage_model.training import BatchProducer, TrainData
+
+    graph, nb, feats, q, p, sampler = _producer_fixture()
+    data = TrainData(feats, nb, graph, q, p, q[:2], p[:2])
+    cfg = TrainConfig(batch_size=8, num_negatives=5, max_hard_negatives=4, seed=1)
+    prod = BatchProducer(data, 2, cfg, sampler, num_replicas=2)
+    order = prod.epoch_order(3)
+    batch = prod.make(3, 0, order)
+    assert batch["num_hard"] == 2  # epoch 3 -> 2 hard negatives
+    shards = batch["shards"]
+    assert len(shards) == 2
+    got_q = np.concatenate([s["node_ids"][s["q_pos"]] for s in shards])
+    got_p = np.concatenate([s["node_ids"][s["p_pos"]] for s in shards])
+    np.testing.assert_array_equal(got_q, q[order[:8]])
+    np.testing.assert_array_equal(got_p, p[order[:8]])
+    # Every replica embeds the same shared negatives, drawn from items with edges.
+    negs = [s["node_ids"][s["n_pos"]] for s in shards]
+    np.testing.assert_array_equal(negs[0], negs[1])
+    assert np.all(graph.item_degree()[negs[0]] > 0)
+    positives = {(a, b) for a, b in zip(q, p)} | {(b, a) for a, b in zip(q, p)}
+    for s in shards:
+        hq = s["node_ids"][s["q_pos"]]
+        hard = s["node_ids"][s["h_pos"]]  # (b, 2)
+        assert hard.shape == (4, 2)
+        for row in range(4):
+            for j in range(2):
+                if s["h_mask"][row, j]:
+                    assert hard[row, j] != hq[row] and (hq[row], hard[row, j]) not in positives
+    # The same (seed, epoch, step) gives the same batch.
+    again = prod.make(3, 0, prod.epoch_order(3))["shards"][1]
+    for key, value in shards[1].items():
+        np.testing.assert_array_equal(again[key], value)
+
+
+def test_positive_exclusion_rows_are_the_queries_own():
+    from pinsage_model.training import _csr_rows, _positives_csr
+
+    indptr, indices = _positives_csr(np.array([0, 0, 2]), np.array([1, 3, 1]), 4)
+    # item 0: {1, 3}; item 1: {0, 2}; item 2: {1}; item 3: {0}
+    ptr, idx = _csr_rows(indptr, indices, np.array([2, 0, 3]))
+    assert ptr.tolist() == [0, 1, 3, 4] and idx.tolist() == [1, 1, 3, 0]
+
+
+def test_learning_rate_warms_up_over_the_first_epoch_then_decays():
+    pytest.importorskip("tensorflow")
+    from pinsage_model.training import WarmupExponentialDecay
+
+    lr = WarmupExponentialDecay(peak=0.4, warmup_steps=4, steps_per_epoch=4, decay=0.5)
+    got = [float(lr(s)) for s in range(0, 13, 1)]
+    np.testing.assert_allclose(got[:4], [0.1, 0.2, 0.3, 0.4], rtol=1e-6)  # linear to base_lr * B / 256
+    np.testing.assert_allclose([got[4], got[8], got[12]], [0.4, 0.2, 0.1], rtol=1e-6)  # x0.5 per epoch
+    assert got[5] < got[4] and got[6] < got[5]

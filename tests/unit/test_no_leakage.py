@@ -1,8 +1,9 @@
 """No leakage: held-out (validation/test) pairs are never training positives.
 
-Checked on the pairs and graph outputs of a tiny pipeline run (raw -> pairs -> graph), and on
-the positives that training derives from the training split (``training._positives_csr``, which
-also adds each pair reversed, so a reversed test pair would leak through it).
+Checked on the pairs and graph outputs of a tiny pipeline run (raw -> pairs -> graph), on the
+pairs the model stage selects from them (``components.train._pairs``), and on the positives
+training derives (``training._positives_csr``, which adds each pair reversed too, so a reversed
+test pair would leak through it).
 """
 
 import numpy as np
@@ -39,18 +40,24 @@ def test_pair_splits_are_disjoint_in_both_directions(run_dir):
     assert not by_split["train"] & by_split.get("validation", set())
 
 
-def test_training_positives_exclude_test_pairs(run_dir):
+def test_training_positives_exclude_test_pairs(run_dir, tmp_path):
+    """The pairs the model stage trains and early-stops on, and the positives it derives."""
+    from components.train import _pairs
+
     indexed = read_table(run_dir / "graph" / "pairs_indexed.parquet", PAIRS_INDEXED).to_pandas()
     n = len(read_table(run_dir / "graph" / "item_ids.parquet", ITEM_IDS))
-    train = indexed[indexed["split"] == "train"]
-    indptr, indices = training._positives_csr(train["q_idx"].to_numpy(), train["pos_idx"].to_numpy(), n)
+    (tq, tp), (vq, vp), counts = _pairs(run_dir / "graph" / "pairs_indexed.parquet", n, tmp_path)
+    assert counts["train_pairs"] == len(tq) > 0
+    indptr, indices = training._positives_csr(tq, tp, n)
     positives = {(q, int(p)) for q in range(n) for p in indices[indptr[q] : indptr[q + 1]]}
-    assert positives  # a non-empty training set, so the check below means something
-    for split in ("test", "validation"):
-        held = indexed[indexed["split"] == split]
-        assert len(held)
-        leaked = [(q, p) for q, p in zip(held["q_idx"], held["pos_idx"]) if (q, p) in positives or (p, q) in positives]
-        assert not leaked, f"{len(leaked)} {split} pairs are training positives, e.g. {leaked[:3]}"
+    early_stopping = set(zip(vq.tolist(), vp.tolist()))
+    test = indexed[indexed["split"] == "test"]
+    assert len(test)
+    leaked = [(q, p) for q, p in zip(test["q_idx"], test["pos_idx"]) if (q, p) in positives or (p, q) in positives]
+    assert not leaked, f"{len(leaked)} test pairs are training positives, e.g. {leaked[:3]}"
+    assert not early_stopping & set(zip(test["q_idx"].tolist(), test["pos_idx"].tolist()))
+    held = indexed[indexed["split"] == "validation"]
+    assert not [(q, p) for q, p in zip(held["q_idx"], held["pos_idx"]) if (q, p) in positives or (p, q) in positives]
 
 
 def test_held_out_pairs_keep_their_split_after_indexing(run_dir):

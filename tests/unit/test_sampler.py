@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 
 from pinsage_model import sampler
 from pinsage_model.config import SamplerConfig
-from pinsage_model.contracts import CSRGraph
+from pinsage_model.contracts import CSRGraph, Neighbourhoods
 
 
 def graph_from_collections(collections: list[list[int]], num_items: int) -> CSRGraph:
@@ -310,7 +310,6 @@ def test_neighbourhoods_stage_writes_train_and_full(tmp_path, components_graph):
     from components.base import execute
     from components.registry import get_stage
     from pinsage_model.config import config_from_dict
-    from pinsage_model.contracts import Neighbourhoods
     from pinsage_model.io import file_digest
 
     graph, _ = components_graph
@@ -328,14 +327,33 @@ def test_neighbourhoods_stage_writes_train_and_full(tmp_path, components_graph):
     report = execute(stage, cfg, {"graph": tmp_path / "graph"}, tmp_path / "nb")
     full = Neighbourhoods.load(tmp_path / "nb" / "full.npz")
     part = Neighbourhoods.load(tmp_path / "nb" / "train.npz")
-    cfg_s = cfg.sampler
-    expect = sampler.compute_neighbourhoods(graph, cfg_s, progress=False)
+    expect = sampler.compute_neighbourhoods(graph, cfg.sampler, progress=False)
     np.testing.assert_array_equal(full.indices, expect.indices)
-    # Items outside the training subgraph have no training neighbourhood; train edges only.
+    # train.npz walks the training subgraph only: items outside it have empty rows.
+    np.testing.assert_array_equal(part.indices, sampler.compute_neighbourhoods(train, cfg.sampler, progress=False).indices)
     train_deg = train.item_degree()
-    assert np.all(part.indices[train_deg == 0] == -1)
+    assert np.all(part.indices[train_deg == 0] == -1) and (train_deg == 0).sum() > 20
     assert report["full"]["items_with_edges"] == 121 and report["train"]["items_with_edges"] == int((train_deg > 0).sum())
     assert report["full"]["items_with_neighbours"] == int(full.mask.any(axis=1).sum())
     digest = file_digest(tmp_path / "nb" / "full.npz")
     execute(stage, cfg, {"graph": tmp_path / "graph"}, tmp_path / "nb", force=True)
     assert file_digest(tmp_path / "nb" / "full.npz") == digest
+
+
+def test_numpy_benchmark_reference_follows_the_same_walk_definition(components_graph):
+    """The benchmark's numpy baseline must compute the same thing (other random numbers)."""
+    from bench.numpy_walks import numpy_neighbourhoods
+
+    graph, component = components_graph
+    seeds = np.arange(graph.num_items)
+    idx, w = numpy_neighbourhoods(graph, seeds, **WALKS, top_t=12, rng=np.random.default_rng(0))
+    nb = sampler.sample_neighbourhoods(graph, seeds, **WALKS, top_t=12, seed=0)
+    Neighbourhoods(indices=idx, weights=w).validate()
+    mask = idx >= 0
+    for u in seeds:
+        kept = idx[u][mask[u]]
+        assert u not in kept and np.all(component[kept] == component[u])
+        assert np.array_equal(np.lexsort((kept, -w[u][mask[u]])), np.arange(len(kept)))
+    np.testing.assert_array_equal(mask[120:], nb.mask[120:])  # isolated rows padded in both
+    # Same distribution: mean top weight agrees within Monte Carlo noise.
+    assert abs(w[:120, 0].mean() - nb.weights[:120, 0].mean()) < 0.02

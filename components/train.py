@@ -1,0 +1,149 @@
+"""Stage "model": PinSage training (paper 3.2-3.3).
+
+Reads ``graph/train_graph.npz`` (hard negatives walk on it), ``graph/pairs_indexed.parquet``
+(split ``train`` with ``in_train_graph`` for training, split ``validation`` with
+``in_train_graph`` for early stopping; test rows are dropped on reading), ``features/features.npy``
+and ``features/feature_names.json`` (whether a learned id embedding is needed), and
+``neighbourhoods/train.npz`` (neighbourhoods on the training subgraph).
+
+Writes ``model.keras``, ``weights.npz`` + ``model_config.json`` (read without TensorFlow by
+inference), ``history.json`` (the learning curve, one dict per epoch: loss, validation
+hit-rate@10 and MRR, hard negatives, learning rate) and ``quarantine.parquet`` (pair rows with
+ids outside the graph or q == pos, with a reason). The report adds per-epoch examples/s and
+producer/compute/step seconds, the pair counts (in = kept + quarantined) and the time.
+
+Checkpoints live outside the stage output, in ``<run-dir>/checkpoints/model/<fingerprint>/``,
+one per epoch: if training is interrupted, running the stage again with the same config and
+inputs resumes from the last finished epoch. They are removed once the stage succeeds.
+With ``train.num_devices`` > 1 on a CPU-only machine the CPU is split into logical devices,
+which must happen before TensorFlow starts: run this stage in its own process
+(``python -m components.train``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from components.base import StageError, stage_main
+
+if TYPE_CHECKING:
+    from pinsage_model.config import PipelineConfig
+
+log = logging.getLogger("pinsage")
+
+CURVE_KEYS = ("epoch", "loss", "loss_first", "loss_last", "val_hit_rate@10", "val_mrr", "hard_negatives", "learning_rate")
+
+
+def _pairs(path: Path, num_items: int, out_dir: Path):
+    """Train and validation pairs; invalid rows go to ``quarantine.parquet``."""
+    import numpy as np
+    import pyarrow as pa
+
+    from pinsage_model.contracts import PAIRS_INDEXED, read_table
+    from pinsage_model.io import atomic_write_parquet
+
+    table = read_table(path, PAIRS_INDEXED)
+    q = table.column("q_idx").to_numpy().astype(np.int64)
+    p = table.column("pos_idx").to_numpy().astype(np.int64)
+    split = np.asarray(table.column("split").to_pylist(), dtype=object)
+    in_train = table.column("in_train_graph").to_numpy(zero_copy_only=False)
+    out_of_range = (q < 0) | (q >= num_items) | (p < 0) | (p >= num_items)
+    self_pair = ~out_of_range & (q == p)
+    bad = out_of_range | self_pair
+    rows = np.flatnonzero(bad)
+    reason = np.where(out_of_range[rows], f"q_idx or pos_idx outside [0, {num_items})", "q_idx equals pos_idx")
+    quarantine = pa.table({
+        **{c: table.column(c).take(pa.array(rows)).cast(pa.string()) for c in table.column_names},
+        "reason": pa.array(reason.tolist(), pa.string()),
+        "source": pa.array([str(path)] * len(rows), pa.string()),
+        "row": pa.array(rows, pa.int64()),
+    })
+    atomic_write_parquet(out_dir / "quarantine.parquet", quarantine)
+    train = ~bad & (split == "train") & in_train
+    val = ~bad & (split == "validation") & in_train
+    counts = {
+        "pairs_in": int(len(q)),
+        "pairs_quarantined": int(bad.sum()),
+        "pairs_kept": int((~bad).sum()),
+        "train_pairs": int(train.sum()),
+        "validation_pairs": int(val.sum()),
+        "train_pairs_outside_train_graph": int((~bad & (split == "train") & ~in_train).sum()),
+    }
+    return (q[train].astype(np.int32), p[train].astype(np.int32)), (q[val].astype(np.int32), p[val].astype(np.int32)), counts
+
+
+def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
+    """Train PinSage on the run's training subgraph and export the model into ``out_dir``."""
+    import numpy as np
+
+    from components.base import fingerprint
+    from components.registry import get_stage
+    from pinsage_model.contracts import CSRGraph, ContractError, Neighbourhoods
+    from pinsage_model.export import save_history, save_keras, save_weights_npz
+    from pinsage_model.training import TrainData, train
+
+    t0 = time.perf_counter()
+    graph_dir, feat_dir, nb_dir = inputs["graph"], inputs["features"], inputs["neighbourhoods"]
+    try:
+        graph = CSRGraph.load(graph_dir / "train_graph.npz")
+        features_path = feat_dir / "features.npy"
+        if not features_path.exists():
+            raise ContractError(f"{features_path}: not found (run the features stage)")
+        features = np.load(features_path, mmap_mode="r")
+        nb = Neighbourhoods.load(nb_dir / "train.npz")
+    except ContractError as exc:
+        raise StageError(str(exc)) from exc
+    n = graph.num_items
+    if features.ndim != 2 or features.shape[0] != n or nb.indices.shape[0] != n:
+        raise StageError(
+            f"item counts disagree: {graph_dir / 'train_graph.npz'} has {n} items, "
+            f"{features_path} {features.shape}, {nb_dir / 'train.npz'} {nb.indices.shape}"
+        )
+    names_path = feat_dir / "feature_names.json"
+    feature_info = json.loads(names_path.read_text()) if names_path.exists() else {}
+    id_dim = int(feature_info.get("id_embedding_dim", 0)) if feature_info.get("items_without_features", 0) else 0
+    (tq, tp), (vq, vp), counts = _pairs(graph_dir / "pairs_indexed.parquet", n, out_dir)
+    if counts["train_pairs"] == 0:
+        raise StageError(f"{graph_dir / 'pairs_indexed.parquet'}: no train pairs inside the training graph")
+    data = TrainData(np.asarray(features, dtype=np.float32), nb, graph, tq, tp, vq, vp, id_embedding_dim=id_dim)
+
+    stage = get_stage("model")
+    run_dir = graph_dir.parent
+    ckpt_dir = run_dir / "checkpoints" / "model" / fingerprint(stage, cfg, inputs)[:16]
+    resumed = (ckpt_dir / "epochs" / "checkpoint").exists()
+    result = train(data, cfg.model, cfg.train, cfg.sampler, checkpoint_dir=ckpt_dir, resume=True)
+
+    save_keras(result.model, out_dir)
+    save_weights_npz(result.model, out_dir)
+    # history.json keeps the learning curve only (reproducible in deterministic mode); the
+    # timings, which vary run to run, go to the report.
+    save_history([{k: h[k] for k in CURVE_KEYS} for h in result.history], out_dir)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    epochs = [
+        {k: round(float(h[k]), 6) for k in ("epoch", "loss", "val_hit_rate@10", "val_mrr", "examples_per_s", "step_s", "producer_s_per_step", "compute_s_per_step", "hard_negatives", "seconds")}
+        for h in result.history
+    ]
+    return {
+        **counts,
+        "items": n,
+        "feature_dim": int(features.shape[1]),
+        "id_embedding_dim": id_dim,
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "best_val_hit_rate@10": max((h["val_hit_rate@10"] for h in result.history), default=0.0),
+        "stopped_early": result.stopped_early,
+        "resumed": resumed,
+        "num_devices": cfg.train.num_devices,
+        "epochs": epochs,
+        "train_seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(stage_main(__name__))
