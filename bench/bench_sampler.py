@@ -250,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         },
         "settings": rows,
         "precompute_all_items": precompute,
+        # Quoted from the issue for context (same graph recipe, an idle machine of this kind); not measured here.
+        "reference_not_measured_here": {
+            "dgl_2_1_pinsage_sampler_1t_seeds_per_s": {"200,10,0.5,50": 3300, "10,2,0.5,3": 99000},
+            "plain_numpy_seeds_per_s": {"200,10,0.5,50": 14600, "10,2,0.5,3": 472000},
+        },
         "targets": {
             "per_thread_vs_numpy": TARGET_PER_THREAD,
             "two_threads_vs_one": TARGET_SCALING,

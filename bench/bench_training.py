@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in results["presets"]:
         for e in ("epoch1", "epoch2"):
             m = r[e]
-            print(f"{r['preset']:8} {e[-1]:5} {m['examples_per_s']:9.0f} {m['producer_s_per_step']:9.4f} {m['compute_s_per_step']:9.4f} {m['step_s']:9.4f} {m['step_over_max']:8.2f}")
+            print(
+                f"{r['preset']:8} {e[-1]:5} {m['examples_per_s']:9.0f} {m['producer_s_per_step']:9.4f} "
+                f"{m['compute_s_per_step']:9.4f} {m['step_s']:9.4f} {m['step_over_max']:8.2f}"
+            )
     print(f"target: step <= {TARGET} x max(producer, compute) in epoch 2; results in {args.output}")
     return 0
 

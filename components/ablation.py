@@ -1,7 +1,8 @@
 """``pinsage ablation``: train and evaluate the variants of paper Table 1 and the T sweep of Table 4.
 
 Reuses the run's upstream stages (raw .. neighbourhoods, skipped when unchanged), then for each
-variant trains the "model" stage with a config override into ``<run-dir>/ablation/<variant>/``,
+variant trains the "model" stage with a config override into ``<run-dir>/ablation/<variant>/``
+(the variant equal to the configured model uses the run's own model/embeddings/evaluation),
 runs inference and evaluation there, and prints one table (also ``ablation/ablation.md`` and
 ``ablation/ablation.json``). Baselines are evaluated once, with the full PinSage variant.
 
@@ -73,7 +74,9 @@ def run_variant(label: str, vcfg: PipelineConfig, base_cfg: PipelineConfig, run_
     from components.base import execute
     from components.registry import get_stage
 
-    sub = run_dir / "ablation" / label
+    # The variant that is the configured model itself reuses the run's own stage folders, so an
+    # ablation after `pinsage run` does not train it again (fingerprints skip unchanged stages).
+    sub = run_dir if vcfg == base_cfg else run_dir / "ablation" / label
     nbhd = run_dir / "neighbourhoods"
     if vcfg.sampler != base_cfg.sampler:
         nbhd = sub / "neighbourhoods"
@@ -90,23 +93,24 @@ def run_variant(label: str, vcfg: PipelineConfig, base_cfg: PipelineConfig, run_
     return {"metrics": metrics, "train_seconds": seconds, "dir": str(sub)}
 
 
-def table(results: dict[str, dict], ks: tuple[int, ...]) -> tuple[str, list[dict]]:
-    """Markdown table over variants, then the baselines evaluated with the full variant."""
-    rows = []
-    for label, res in results.items():
-        for name, m in res["metrics"]["methods"].items():
-            if name != "pinsage" and label != FULL:
-                continue
-            row_name = label if name == "pinsage" else name
-            sim = m.get("similarity") or {}
-            rows.append({
-                "method": row_name,
-                **{f"hit@{k}": m["test"][f"hit@{k}"] for k in ks},
-                "mrr": m["test"]["mrr"],
-                "kurtosis": sim.get("kurtosis"),
-                "val_mrr": (m.get("validation") or {}).get("mrr"),
-                "train_seconds": res["train_seconds"] if name == "pinsage" else None,
-            })
+def table(results: dict[str, dict], ks: tuple[int, ...], baselines: tuple[str, ...] = ()) -> tuple[str, list[dict]]:
+    """Markdown table: the variants in run order, then the baselines evaluated with the full variant."""
+
+    def row(label: str, m: dict, seconds: float | None) -> dict:
+        return {
+            "method": label,
+            **{f"hit@{k}": m["test"][f"hit@{k}"] for k in ks},
+            "mrr": m["test"]["mrr"],
+            "kurtosis": (m.get("similarity") or {}).get("kurtosis"),
+            "val_mrr": (m.get("validation") or {}).get("mrr"),
+            "train_seconds": seconds,
+        }
+
+    rows = [row(label, res["metrics"]["methods"]["pinsage"], res["train_seconds"]) for label, res in results.items()]
+    if FULL in results:
+        methods = results[FULL]["metrics"]["methods"]
+        order = [b for b in baselines if b in methods] + sorted(set(methods) - set(baselines) - {"pinsage"})
+        rows += [row(name, methods[name], None) for name in order]
     fmt = lambda v, p: "n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = ["| method | " + " | ".join(f"hit@{k}" for k in ks) + " | MRR | kurtosis | val MRR | train s |",
              "|---|" + "---:|" * (len(ks) + 4)]
@@ -156,7 +160,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     ks = tuple(cfg.evaluation.ks)
-    md, rows = table(results, ks)
+    md, rows = table(results, ks, tuple(cfg.evaluation.baselines))
     header = (f"# Ablation (paper Tables 1 and 4)\n\nconfig: {args.config}; test split; "
               f"MRR scale {cfg.evaluation.mrr_scale}; T of the base variants: {cfg.sampler.top_t}\n\n")
     atomic_write_text(run_dir / "ablation" / "ablation.md", header + md + "\n")

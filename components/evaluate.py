@@ -217,11 +217,71 @@ def _finite(obj):
     return obj
 
 
+def evaluate_method(method, test: dict, val: dict, n: int, cfg: PipelineConfig) -> tuple[dict, np.ndarray, np.ndarray | None]:
+    """Test and validation metrics, the inductive breakdown and the similarity spread of one method.
+
+    Returns:
+      (result dict, (P,) test ranks, random-pair similarities or None).
+    """
+    from pinsage_model.metrics import summarise
+
+    ev = cfg.evaluation
+    res_test = method_ranks(method, test, n, cfg)
+    ranks = res_test.pop("ranks")
+    in_train = test["query_in_train_graph"]
+    inductive = {
+        "query_in_train_graph": summarise(ranks[in_train], ev.ks, ev.mrr_scale),
+        "query_not_in_train_graph": summarise(ranks[~in_train], ev.ks, ev.mrr_scale),
+    }
+    res_val = method_ranks(method, val, n, cfg) if len(val["q"]) else {}
+    res_val.pop("ranks", None)
+    sp = spread(method, n, cfg)
+    sims = None if sp is None else sp.pop("similarities")
+    return {"test": res_test, "validation": res_val, "inductive": inductive, "similarity": sp}, ranks, sims
+
+
+def render_report(results: dict, users: dict | None, cfg: PipelineConfig, num_test: int, with_spread: bool) -> tuple[str, str]:
+    """(report.md text, the test table alone)."""
+    ev = cfg.evaluation
+    ks = tuple(ev.ks)
+    table = format_table(
+        {name: {**res["test"], "kurtosis": (res["similarity"] or {}).get("kurtosis")} for name, res in results.items()}, ks
+    )
+    val_table = format_table({k: v["validation"] for k, v in results.items() if v["validation"]}, ks, kurtosis=False)
+    md = [
+        "# Offline evaluation",
+        "",
+        f"Test pairs: {num_test}; candidate pool: {results[PINSAGE]['test']['pool']} items; "
+        f"MRR scale {ev.mrr_scale}; ties take the mean of their positions; graph baselines on the "
+        f"{ev.baseline_graph} graph.",
+        "", "## Test split", "", table,
+        "", "## Validation split (for tuning)", "", val_table,
+        "", "## Test pairs by whether the query is in the training subgraph", "",
+        f"| method | query in train graph: n, hit@{ks[0]}, MRR | not in train graph: n, hit@{ks[0]}, MRR |",
+        "|---|---|---|",
+    ]
+
+    def cell(s: dict) -> str:
+        return f"{s['n']}, {s[f'hit@{ks[0]}']:.4f}, {s['mrr']:.4f}" if s["n"] else "0, -, -"
+
+    for name, res in results.items():
+        md.append(f"| {name} | {cell(res['inductive']['query_in_train_graph'])} | {cell(res['inductive']['query_not_in_train_graph'])} |")
+    if users is not None:
+        uk = tuple(ev.user_ks)
+        md += ["", f"## User-level (full ranking, training items masked; {users['users']} users)", "",
+               "| user vector | " + " | ".join(f"recall@{k} | ndcg@{k}" for k in uk) + " |", "|---|" + "---:|" * (2 * len(uk))]
+        for name, r in users["methods"].items():
+            md.append(f"| {name} | " + " | ".join(f"{r[f'recall@{k}']:.4f} | {r[f'ndcg@{k}']:.4f}" for k in uk) + " |")
+    md += ["", "![hit-rate@K](hit_rate_curve.png)", ""]
+    if with_spread:
+        md += ["![similarity of random item pairs](similarity_all.png)", ""]
+    return "\n".join(md), table
+
+
 def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     from tqdm.auto import tqdm
 
     from pinsage_model import plots
-    from pinsage_model.metrics import summarise
     from pinsage_model.io import atomic_write_json, atomic_write_text
 
     ev = cfg.evaluation
@@ -239,60 +299,16 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     timings: dict[str, float] = {}
     for m in tqdm(methods, desc="evaluating methods"):
         t0 = time.perf_counter()
-        res_test = method_ranks(m, test, n, cfg)
-        r = res_test.pop("ranks")
-        test_ranks[m.name] = r
-        inductive = {}
-        in_train = test["query_in_train_graph"]
-        for label, mask in (("query_in_train_graph", in_train), ("query_not_in_train_graph", ~in_train)):
-            inductive[label] = summarise(r[mask], ks, ev.mrr_scale)
-        res_val = method_ranks(m, val, n, cfg) if len(val["q"]) else {}
-        res_val.pop("ranks", None)
-        sp = spread(m, n, cfg)
-        if sp is not None:
-            spreads[m.name] = sp.pop("similarities")
-        results[m.name] = {"test": res_test, "validation": res_val, "inductive": inductive, "similarity": sp}
+        results[m.name], test_ranks[m.name], sims = evaluate_method(m, test, val, n, cfg)
+        if sims is not None:
+            spreads[m.name] = sims
         timings[m.name] = round(time.perf_counter() - t0, 3)
-        log.info("evaluated %-10s in %.1f s: %s", m.name, timings[m.name], {k: round(v, 4) for k, v in res_test.items() if k.startswith(("hit", "mrr"))})
-
+        summary = {k: round(v, 4) for k, v in results[m.name]["test"].items() if k.startswith(("hit", "mrr"))}
+        log.info("evaluated %-10s in %.1f s: %s", m.name, timings[m.name], summary)
     users = user_level(cfg, inputs, methods)
 
-    table_rows = {
-        name: {**res["test"], "kurtosis": None if res["similarity"] is None else res["similarity"]["kurtosis"]}
-        for name, res in results.items()
-    }
-    table = format_table(table_rows, ks)
-    val_table = format_table({k: v["validation"] for k, v in results.items() if v["validation"]}, ks, kurtosis=False)
-    md = [
-        "# Offline evaluation",
-        "",
-        f"Test pairs: {len(test['q'])}; candidate pool: {results[PINSAGE]['test']['pool']} items; "
-        f"MRR scale {ev.mrr_scale}; ties take the mean of their positions; graph baselines on the "
-        f"{ev.baseline_graph} graph.",
-        "",
-        "## Test split",
-        "",
-        table,
-        "",
-        "## Validation split (for tuning)",
-        "",
-        val_table,
-    ]
-    md += ["", "## Test pairs by whether the query is in the training subgraph", "",
-           "| method | query in train graph: n, hit@%d, MRR | not in train graph: n, hit@%d, MRR |" % (ks[0], ks[0]), "|---|---|---|"]
-    for name, res in results.items():
-        a, b = res["inductive"]["query_in_train_graph"], res["inductive"]["query_not_in_train_graph"]
-        fmt = lambda s: f"{s['n']}, {s[f'hit@{ks[0]}']:.4f}, {s['mrr']:.4f}" if s["n"] else "0, -, -"  # noqa: E731
-        md.append(f"| {name} | {fmt(a)} | {fmt(b)} |")
-    if users is not None:
-        uk = tuple(ev.user_ks)
-        md += ["", f"## User-level (full ranking, training items masked; {users['users']} users)", "",
-               "| user vector | " + " | ".join(f"recall@{k} | ndcg@{k}" for k in uk) + " |", "|---|" + "---:|" * (2 * len(uk))]
-        for name, r in users["methods"].items():
-            md.append(f"| {name} | " + " | ".join(f"{r[f'recall@{k}']:.4f} | {r[f'ndcg@{k}']:.4f}" for k in uk) + " |")
-    md += ["", "![hit-rate@K](hit_rate_curve.png)", "", "![similarity](similarity_all.png)", ""]
-    atomic_write_text(out_dir / "report.md", "\n".join(md))
-
+    md, table = render_report(results, users, cfg, len(test["q"]), bool(spreads))
+    atomic_write_text(out_dir / "report.md", md)
     metrics_json = {
         "methods": results,
         "user_level": users,
@@ -301,12 +317,11 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
                    "validation_pairs": int(len(val["q"]))},
     }
     atomic_write_json(out_dir / "metrics.json", _finite(metrics_json))
-
     for name, sims in spreads.items():
         plots.similarity_histogram(sims, name, results[name]["similarity"]["kurtosis"], out_dir / f"similarity_{name}.png")
     if spreads:
         plots.similarity_overlay(spreads, out_dir / "similarity_all.png")
-    plots.hit_rate_curve(test_ranks, min(results[PINSAGE]["test"]["pool"], 10 * max(ks)), out_dir / "hit_rate_curve.png")
+    plots.hit_rate_curve(test_ranks, min(n if not ev.candidate_pool else ev.candidate_pool, 10 * max(ks)), out_dir / "hit_rate_curve.png")
 
     print("\nOffline evaluation (test split)\n" + table + "\n", flush=True)
     return {

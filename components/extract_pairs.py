@@ -265,6 +265,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
     source = Path(inputs["raw"]) / "interactions.parquet"
     spark = get_spark(cfg.spark)
     labelled = label_interactions(spark, source, cfg.pairs.min_rating).persist(StorageLevel.MEMORY_AND_DISK)
+    transitions = None
     try:
         counts = reason_counts(labelled)
         n_in = sum(counts.values())
@@ -279,10 +280,14 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
                 f"see {out_dir.name}/quarantine.parquet and check pairs.min_rating"
             )
         transitions, pairs = extract_pairs(labelled, cfg)
+        # read twice (stats, pairs): keep the sorted windows instead of recomputing them
+        transitions = transitions.persist(StorageLevel.MEMORY_AND_DISK)
         stats = transition_stats(labelled, transitions, cfg.pairs.max_gap_s)
         schema = pa.schema([(c, PAIRS.required[c]) for c in ("q_item", "pos_item", "count", "split")])
         table = spark_to_arrow(pairs, out_dir / "_spark_pairs", schema).sort_by([("q_item", "ascending"), ("pos_item", "ascending")])
     finally:
+        if transitions is not None:
+            transitions.unpersist()
         labelled.unpersist()
     if table.num_rows == 0:
         raise StageError(

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pinsage")
 
 CURVE_KEYS = ("epoch", "loss", "loss_first", "loss_last", "val_hit_rate@10", "val_mrr", "hard_negatives", "learning_rate")
+REPORT_KEYS = (
+    "epoch", "loss", "val_hit_rate@10", "val_mrr", "examples_per_s", "step_s", "producer_s_per_step",
+    "compute_s_per_step", "hard_negatives", "seconds",
+)
 
 
 def _pairs(path: Path, num_items: int, out_dir: Path):
@@ -125,10 +129,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
     # timings, which vary run to run, go to the report.
     save_history([{k: h[k] for k in CURVE_KEYS} for h in result.history], out_dir)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
-    epochs = [
-        {k: round(float(h[k]), 6) for k in ("epoch", "loss", "val_hit_rate@10", "val_mrr", "examples_per_s", "step_s", "producer_s_per_step", "compute_s_per_step", "hard_negatives", "seconds")}
-        for h in result.history
-    ]
+    epochs = [{k: round(float(h[k]), 6) for k in REPORT_KEYS} for h in result.history]
     return {
         **counts,
         "items": n,

@@ -96,7 +96,7 @@ def ranks(
       target_idx: (B,) item index of each query's held-out positive.
       item_emb: (N, d) item vectors (need not be normalised).
       query_idx: (B,) item index of each query, removed from its pool; -1 or None: none removed.
-      candidates: (C,) item indices forming the shared pool; None means all N items. Each target
+      candidates: (C,) distinct item indices forming the shared pool; None means all N items. Each target
         is ranked against the pool plus itself whether or not it was drawn.
       tie_atol: scores within this distance of the target's count as tied.
       progress: show a tqdm bar over query blocks.

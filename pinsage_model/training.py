@@ -192,7 +192,9 @@ class BatchProducer:
         sel = order[step * self.batch_size : (step + 1) * self.batch_size]
         q = self.data.train_q[sel].astype(np.int32)  # (B,)
         p = self.data.train_pos[sel].astype(np.int32)  # (B,)
-        negatives = rng.choice(self.negative_pool, size=cfg.num_negatives, replace=len(self.negative_pool) < cfg.num_negatives).astype(np.int32)
+        # Shared negatives (paper: 500 per minibatch), uniform over the training graph's items.
+        few = len(self.negative_pool) < cfg.num_negatives
+        negatives = rng.choice(self.negative_pool, size=cfg.num_negatives, replace=few).astype(np.int32)  # (n,)
         num_hard = hard_negatives_for_epoch(epoch, cfg.max_hard_negatives, cfg.use_hard_negatives)
         if num_hard:
             ex_ptr, ex_idx = _csr_rows(self.pos_indptr, self.pos_indices, q)
@@ -214,7 +216,10 @@ class BatchProducer:
         # A missing hard negative is replaced by the query (already in the batch) and masked out.
         hard = np.where(hard >= 0, hard, q[:, None])
         b = self.batch_size // self.num_replicas
-        shards = [self._shard(q[i * b : (i + 1) * b], p[i * b : (i + 1) * b], negatives, hard[i * b : (i + 1) * b], hard_mask[i * b : (i + 1) * b]) for i in range(self.num_replicas)]
+        shards = []
+        for i in range(self.num_replicas):
+            part = slice(i * b, (i + 1) * b)
+            shards.append(self._shard(q[part], p[part], negatives, hard[part], hard_mask[part]))
         return {"shards": shards, "seconds": time.perf_counter() - t0, "num_hard": num_hard}
 
     def _shard(self, q, p, negatives, hard, hard_mask) -> dict[str, np.ndarray]:
@@ -264,7 +269,9 @@ def _make_schedule(peak: float, warmup_steps: int, steps_per_epoch: int, decay: 
     return _Schedule()
 
 
-def embed_nodes(model: Any, nodes: np.ndarray, neighbourhoods: Neighbourhoods, features: np.ndarray, chunk: int = 2048) -> np.ndarray:
+def embed_nodes(
+    model: Any, nodes: np.ndarray, neighbourhoods: Neighbourhoods, features: np.ndarray, chunk: int = 2048
+) -> np.ndarray:
     """(len(nodes), d) embeddings through compact minibatches (Algorithm 2), chunk by chunk."""
     fn = _embed_fn(model)
     out = np.zeros((len(nodes), model.output_dim), dtype=np.float32)
@@ -285,7 +292,11 @@ def _embed_fn(model: Any):
         for k in range(1, model.num_layers + 1):
             spec[f"index_{k}"] = tf.TensorSpec([None, None], tf.int32)
             spec[f"weight_{k}"] = tf.TensorSpec([None, None], tf.float32)
-        fn = tf.function(lambda inputs: model(inputs, training=False), input_signature=[spec])
+
+        @tf.function(input_signature=[spec])
+        def fn(inputs):
+            return model(inputs, training=False)
+
         model._pinsage_embed_fn = fn
     return fn
 
@@ -454,9 +465,8 @@ def train(
         with tf.GradientTape() as tape:
             z = model(inputs, training=True)  # (n_K, d)
             hard = tf.gather(z, inputs["h_pos"])  # (b, h, d)
-            losses = per_example(
-                tf.gather(z, inputs["q_pos"]), tf.gather(z, inputs["p_pos"]), tf.gather(z, inputs["n_pos"]), hard, inputs["h_mask"]
-            )  # (b,)
+            q, pos, neg = (tf.gather(z, inputs[key]) for key in ("q_pos", "p_pos", "n_pos"))  # (b|n, d)
+            losses = per_example(q, pos, neg, hard, inputs["h_mask"])  # (b,)
             loss = tf.reduce_sum(losses) / float(global_batch)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -483,6 +493,8 @@ def train(
         distributed_step.get_concrete_function({k: relax(v) for k, v in dist_inputs.items()})
 
     val_q, val_pos = validation_sample(data, train_cfg)
+    if not len(val_q):
+        log.warning("no validation pairs: early stopping is off and the last epoch's weights are kept")
     result = TrainResult(model=model, history=history)
     start_epoch = int(state["epoch"].numpy()) + 1
     if start_epoch > 1 and int(state["bad_epochs"].numpy()) >= train_cfg.early_stopping_patience:
@@ -535,7 +547,9 @@ def train(
             "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
             "seconds": time.perf_counter() - t_epoch,
         }
-        if hit > float(state["best"].numpy()):
+        # Without validation pairs there is nothing to select on: every epoch counts as better,
+        # so training runs all epochs and keeps the last weights.
+        if hit > float(state["best"].numpy()) or not len(val_q):
             state["best"].assign(hit)
             state["best_epoch"].assign(epoch)
             state["bad_epochs"].assign(0)

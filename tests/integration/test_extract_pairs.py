@@ -146,17 +146,13 @@ def test_splits_are_disjoint_and_near_70_10_20(run_dir):
     assert sum(report["pairs_per_split"].values()) == t.num_rows
 
 
-def test_pairs_identical_across_partitions_and_local_1(run_dir, spark_section, tmp_path):
+def test_pairs_identical_on_local_1_with_other_partitioning(run_dir, spark_section, tmp_path):
+    """A separate JVM on local[1], 3 shuffle partitions (the fixture: local[2], 4) and the input
+    split into other row groups, through the stage's command line: byte-identical pairs."""
     d, _ = run_dir
-    reference = (d / "pairs" / "pairs.parquet").read_bytes()
-    # same session, other shuffle partition count and input split into more row groups
     raw2 = tmp_path / "raw"
     raw2.mkdir()
     pq.write_table(_log(), raw2 / "interactions.parquet", row_group_size=777)
-    cfg = _cfg({**spark_section, "shuffle_partitions": 7})
-    execute(get_stage("pairs"), cfg, {"raw": raw2}, tmp_path / "pairs7")
-    assert (tmp_path / "pairs7" / "pairs.parquet").read_bytes() == reference
-    # a separate JVM on local[1] through the stage's command line
     conf = tmp_path / "local1.yaml"
     conf.write_text(yaml.safe_dump({
         "spark": {**spark_section, "master": "local[1]", "shuffle_partitions": 3},
@@ -164,11 +160,11 @@ def test_pairs_identical_across_partitions_and_local_1(run_dir, spark_section, t
     }))
     proc = subprocess.run(
         [sys.executable, "-m", "components.extract_pairs", "--config", str(conf),
-         "--raw", str(d / "raw"), "--output", str(tmp_path / "pairs1")],
+         "--raw", str(raw2), "--output", str(tmp_path / "pairs1")],
         capture_output=True, text=True, cwd=Path(__file__).parents[2],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "pairs1" / "pairs.parquet").read_bytes() == reference
+    assert (tmp_path / "pairs1" / "pairs.parquet").read_bytes() == (d / "pairs" / "pairs.parquet").read_bytes()
 
 
 def test_rating_filter_and_min_support(spark_section, tmp_path):

@@ -34,8 +34,12 @@ def tiny_inputs():
     # importance with the broadcast join: test_spark_backend_stage_equals_numpy (auto picks it)
     [("importance", "shuffle"), ("mean", "shuffle"), ("max", "broadcast")],
 )
-def test_spark_equals_in_process(spark, tiny_inputs, tmp_path, pooling, strategy):
+def test_spark_equals_in_process(spark, tiny_inputs, tmp_path, monkeypatch, pooling, strategy):
+    from pinsage_model import inference_spark
     from pinsage_model.inference_spark import embed_all_spark
+
+    # small files: several scan partitions, so items must not straddle a split
+    monkeypatch.setattr(inference_spark, "_ROWS_PER_FILE", 32)
 
     feats, nbhd = tiny_inputs
     # a node with an empty neighbourhood exercises the left join's null -> zero path
@@ -46,6 +50,7 @@ def test_spark_equals_in_process(spark, tiny_inputs, tmp_path, pooling, strategy
     w = random_weights(cfg, seed=3)
     want = embed_all(w, cfg, feats, nbhd)
     got = embed_all_spark(spark, w, cfg, feats, nbhd, scratch_dir=tmp_path / "scratch", strategy=strategy)
+    assert len(list((tmp_path / "scratch" / "edges").glob("*.parquet"))) > 3
     assert got.shape == (feats.shape[0], 16)
     assert np.abs(got - want).max() < 1e-4
 

@@ -18,6 +18,8 @@ def test_table1_variants_override_pooling_loss_and_hard_negatives():
     # baselines are evaluated once, with the full variant
     assert got["pinsage"].evaluation.baselines == BASE.evaluation.baselines
     assert all(got[n].evaluation.baselines == () for n in ablation.VARIANTS if n != "pinsage")
+    # the full variant is the configured model itself, so the ablation reuses the run's own stages
+    assert got["pinsage"] == BASE
     # nothing else changes
     assert all(c.data == BASE.data and c.sampler == BASE.sampler for c in got.values())
 
@@ -36,8 +38,9 @@ def test_table_rows_and_baselines_once():
             methods["popularity"] = {"test": {"hit@10": 0.1, "mrr": 0.05}, "validation": {"mrr": 0.04}, "similarity": None}
         return {"metrics": {"methods": methods}, "train_seconds": 12.0}
 
-    md, rows = ablation.table({"mean-pooling": res(0.3, 0.2, 1.0, False), "pinsage": res(0.5, 0.4, 0.5, True)}, (10,))
-    assert [r["method"] for r in rows] == ["mean-pooling", "pinsage", "popularity"]
+    results = {"pinsage": res(0.5, 0.4, 0.5, True), "mean-pooling": res(0.3, 0.2, 1.0, False)}
+    md, rows = ablation.table(results, (10,), ("popularity",))
+    assert [r["method"] for r in rows] == ["pinsage", "mean-pooling", "popularity"]  # baselines last
     assert "| pinsage | 0.5000 | 0.4000 | 0.50 | 0.2000 | 12.0 |" in md
     assert "| popularity | 0.1000 | 0.0500 | n/a | 0.0400 | n/a |" in md
 

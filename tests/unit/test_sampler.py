@@ -208,6 +208,8 @@ def test_bad_arguments_are_named():
     graph = graph_from_collections([[0, 1]], 2)
     with pytest.raises(ValueError, match=r"seeds\[1\] = 5"):
         sampler.sample_neighbourhoods(graph, np.array([0, 5]), **WALKS, top_t=2, seed=0)
+    with pytest.raises(ValueError, match=r"seeds\[1\] = 8589934592"):  # checked before the int32 cast
+        sampler.sample_neighbourhoods(graph, np.array([0, 2**33]), **WALKS, top_t=2, seed=0)
     with pytest.raises(ValueError, match="restart_prob"):
         sampler.sample_neighbourhoods(graph, np.array([0]), num_walks=2, walk_length=2, restart_prob=1.0, top_t=2, seed=0)
     with pytest.raises(ValueError, match="band"):
@@ -357,3 +359,21 @@ def test_numpy_benchmark_reference_follows_the_same_walk_definition(components_g
     np.testing.assert_array_equal(mask[120:], nb.mask[120:])  # isolated rows padded in both
     # Same distribution: mean top weight agrees within Monte Carlo noise.
     assert abs(w[:120, 0].mean() - nb.weights[:120, 0].mean()) < 0.02
+
+
+def test_concurrent_calls_from_python_threads(hn_graph):
+    """Training's producer threads call the kernels concurrently (GIL released, omp layer)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = np.arange(0, 300, 3)
+
+    def job(s: int) -> np.ndarray:
+        return sampler.hard_negatives(
+            hn_graph, queries, num=3, band=(10, 60), exclude_indptr=None, exclude_indices=None, seed=s, num_threads=1, **HN
+        )
+
+    expect = [job(s) for s in range(6)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        got = list(pool.map(job, range(6)))
+    for e, g in zip(expect, got):
+        np.testing.assert_array_equal(e, g)
