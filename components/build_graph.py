@@ -22,7 +22,6 @@ indexed edge list reaches the driver, which it needs to write the CSR arrays.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import sys
 from pathlib import Path
@@ -34,8 +33,6 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from pinsage_model.config import PipelineConfig
-
-log = logging.getLogger("pinsage")
 
 # Collections are sampled by comparing a hash modulo this with the training fraction.
 _SAMPLE_BUCKETS = 1_000_000
@@ -95,7 +92,6 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
     from components.extract_pairs import label_interactions, print_table, spark_to_arrow

@@ -24,7 +24,6 @@ The same code runs under ``spark-submit`` on a cluster (the master comes from ``
 
 from __future__ import annotations
 
-import logging
 import shutil
 import sys
 from pathlib import Path
@@ -38,8 +37,6 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from pinsage_model.config import PipelineConfig
-
-log = logging.getLogger("pinsage")
 
 # Split buckets: the hash is reduced modulo this before comparing with the split fractions.
 _SPLIT_BUCKETS = 1_000_000
@@ -102,7 +99,10 @@ def label_interactions(spark: "SparkSession", path: Path, min_rating: float | No
         (F.col("collection_id").cast("string") if has_coll else F.col("user_id").cast("string")).alias("collection_id"),
         (F.col("weight").try_cast("double") if has_weight else F.lit(None).cast("double")).alias("weight"),
     )
-    empty = lambda c: F.col(c).isNull() | (F.trim(F.col(c)) == "")  # noqa: E731
+
+    def empty(c: str):
+        return F.col(c).isNull() | (F.trim(F.col(c)) == "")
+
     bad_weight = F.isnan("weight") | (F.abs("weight") == float("inf"))
     reason = (
         F.when(empty("user_id"), "null_user_id")

@@ -14,7 +14,8 @@ and point this stage at the old model: ``python -m components.infer --config C -
 --model OLD_RUN/model``.
 
 Backend (``inference.backend``): ``numpy`` (in process, row blocks of ``inference.batch_size``)
-or ``spark`` (the same plan as Spark jobs, master from ``spark.master``). Collections pool their
+or ``spark`` (the same plan as Spark jobs, master from ``spark.master``, join strategy from
+``inference.spark_strategy``). Collections pool their
 member items' embeddings with uniform importance (the graph records membership, not counts).
 """
 
@@ -80,7 +81,10 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
 
         scratch = out_dir / "_scratch"
         try:
-            emb = embed_all_spark(get_spark(cfg.spark), weights, mcfg, features, nbhd, scratch_dir=scratch)
+            emb = embed_all_spark(
+                get_spark(cfg.spark), weights, mcfg, features, nbhd, scratch_dir=scratch,
+                strategy=cfg.inference.spark_strategy, broadcast_max_bytes=cfg.inference.spark_broadcast_max_mb << 20,
+            )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     if not np.all(np.isfinite(emb)):

@@ -9,6 +9,10 @@ Each stage is one KFP component whose output is a directory artifact
 * **local**: lightweight Python components (for ``kfp.local``'s ``SubprocessRunner``) that call
   :func:`components.base.execute` with the same arguments in the current virtualenv.
 
+With ``tracking.enabled`` a ``track`` step (:mod:`components.tracking`: MLflow run, model
+registration, promotion gate) runs after evaluation and before index publishing, which reads
+``models:/<name>@champion``.
+
 Usage::
 
     python -m components.kfp_pipeline --output build/pinsage_pipeline.yaml     # compile (make kfp)

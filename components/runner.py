@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from components.base import Stage, execute
+from components.lifecycle import READS_CHAMPION
 from components.registry import STAGE_NAMES, available_stages
 from pinsage_model.config import PipelineConfig, save_resolved
 
@@ -47,9 +48,28 @@ def run_pipeline(
     if missing:
         log.warning("stages not implemented in this checkout (not run): %s", ", ".join(missing))
     t0 = time.perf_counter()
+    tracked = False
     for i, stage in enumerate(stages, 1):
+        if stage.name in READS_CHAMPION and not tracked:
+            # The registry gate decides the champion before the index stage reads it.
+            tracked = _track(cfg, run_dir, reports)
         log.info("[%d/%d] %s", i, len(stages), stage.name)
         inputs = {name: run_dir / name for name in stage.inputs}
         reports[stage.name] = execute(stage, cfg, inputs, run_dir / stage.name, force=force)
+    if not tracked:
+        _track(cfg, run_dir, reports)
     log.info("pipeline finished in %.1f s; outputs in %s", time.perf_counter() - t0, run_dir)
     return reports
+
+
+def _track(cfg: PipelineConfig, run_dir: Path, reports: dict[str, dict]) -> bool:
+    """Log this run to MLflow and gate its model, when tracking is on and a model or its
+    evaluation was (re)computed in this invocation: a rerun that changed nothing logs nothing."""
+    changed = any(not reports.get(s, {"skipped": True}).get("skipped", True) for s in ("model", "evaluation"))
+    if not cfg.tracking.enabled or not changed or not (run_dir / "evaluation").exists():
+        return False
+    from components.tracking import track_pipeline_run
+
+    result = track_pipeline_run(cfg, run_dir, reports)
+    reports["tracking"] = {"skipped": False, "seconds": 0.0, **result}
+    return True

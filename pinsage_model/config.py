@@ -124,7 +124,9 @@ class TrainConfig:
 
     epochs: int = 6
     batch_size: int = 256
-    base_lr: float = 1e-3
+    # Peak learning rate is base_lr * batch_size / 256 (linear scaling rule). 1e-2 rather than
+    # 1e-3: on the tiny synthetic run validation hit@10 after 4 epochs was 0.12 vs 0.065.
+    base_lr: float = 1e-2
     lr_decay: float = 0.9
     margin: float = 0.1
     num_negatives: int = 500
@@ -148,8 +150,18 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class InferenceConfig:
+    """Layer-wise inference (paper 3.4): in process (``numpy``) or as Spark jobs.
+
+    ``spark_strategy`` picks how the Spark backend joins projections with neighbourhoods
+    (``pinsage_model.inference_spark``): ``shuffle`` (MapReduce join, any scale), ``broadcast``
+    or ``gather`` (map-side, when the (N, hidden_dim) projections fit ``spark_broadcast_max_mb``);
+    ``auto`` uses ``gather`` when they fit and ``shuffle`` otherwise.
+    """
+
     backend: Literal["numpy", "spark"] = "numpy"
     batch_size: int = 65536
+    spark_strategy: Literal["auto", "shuffle", "broadcast", "gather"] = "auto"
+    spark_broadcast_max_mb: int = 1024
 
 
 @dataclass(frozen=True)

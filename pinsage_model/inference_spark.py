@@ -14,7 +14,11 @@ functions). Per layer k, with ``H`` = (item_idx, v) the layer k-1 representation
      the joined rows are hash-partitioned by ``item_idx`` and sorted within partitions;
    * ``broadcast`` (when ``P`` fits executor memory): ``P`` is broadcast and the edge table is
      streamed in file order; the driver writes it sorted by ``item_idx`` with one Parquet row
-     group per file (Spark never splits a row group), so no shuffle of the N*T joined rows at all.
+     group per file (Spark never splits a row group), so no shuffle of the N*T joined rows at all;
+   * ``gather`` (when ``P`` fits executor memory and ``scratch_dir`` is a file system every
+     executor mounts): the map job's ``P`` is laid out as one (N, m) ``.npy`` that each task
+     memory-maps (the distributed-cache map-side join); per node the neighbour ids and weights
+     travel with ``H`` and pooling is the compiled in-process kernel. Steps 2-4 become one map job.
 4. map: ``H`` left-joins the pooled table (nodes without neighbours pool to zero) and a
    ``mapInArrow`` computes ``normalize(ReLU(concat(h, n) W + w))``; the result is written as
    Parquet and is the next layer's input (each layer materialised once, never recomputed).
@@ -38,36 +42,44 @@ from pinsage_model.inference import POOLING_MODES, check_inputs, input_rows, l2_
 _ROWS_PER_FILE = 1 << 18
 
 
+def binary_column(rows: np.ndarray):
+    """(B, w) array of 4-byte values -> Arrow binary array, one row per value, zero-copy."""
+    import pyarrow as pa
+
+    rows = np.ascontiguousarray(rows)
+    n, width = rows.shape
+    offsets = (np.arange(n + 1, dtype=np.int64) * (rows.itemsize * width)).astype(np.int32)
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(rows)])
+
+
 def encode(ids: np.ndarray, vectors: np.ndarray, id_name: str = "item_idx"):
     """(B,) ids and (B, w) float32 vectors -> Arrow RecordBatch (id int32, v binary), zero-copy."""
     import pyarrow as pa
 
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, width = vectors.shape
-    offsets = (np.arange(n + 1, dtype=np.int64) * (4 * width)).astype(np.int32)
-    values = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(vectors)])
+    values = binary_column(np.asarray(vectors, dtype=np.float32))
     return pa.RecordBatch.from_arrays([pa.array(np.asarray(ids, dtype=np.int32)), values], names=[id_name, "v"])
 
 
-def decode(arr, width: int) -> np.ndarray:
-    """Arrow binary column of float32 rows -> (B, width) float32; null rows become zeros."""
+def decode(arr, width: int, dtype=np.float32) -> np.ndarray:
+    """Arrow binary column of fixed-width rows -> (B, width) ``dtype``; null rows become zeros."""
     import pyarrow as pa
 
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     n = len(arr)
-    out = np.zeros((n, width), dtype=np.float32)
+    out = np.zeros((n, width), dtype=dtype)
     if n == 0:
         return out
+    nbytes = np.dtype(dtype).itemsize * width
     off_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
     offsets = np.frombuffer(arr.buffers()[1], dtype=off_type)[arr.offset : arr.offset + n + 1]
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
     valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     starts = offsets[:-1][valid].astype(np.int64)
-    if len(starts) and np.all(np.diff(starts) == 4 * width) and starts[0] + 4 * width * len(starts) <= len(data):
-        rows = data[starts[0] : starts[0] + 4 * width * len(starts)]  # contiguous fast path
+    if len(starts) and np.all(np.diff(starts) == nbytes) and starts[0] + nbytes * len(starts) <= len(data):
+        rows = data[starts[0] : starts[0] + nbytes * len(starts)]  # contiguous fast path
     else:
-        rows = data[starts[:, None] + np.arange(4 * width)].reshape(-1)
-    out[valid] = rows.view(np.float32).reshape(-1, width)
+        rows = data[starts[:, None] + np.arange(nbytes)].reshape(-1)
+    out[valid] = rows.view(dtype).reshape(-1, width)
     return out
 
 
@@ -117,6 +129,45 @@ def _write_edges(path: Path, nbhd: Neighbourhoods) -> int:
         total += table.num_rows
         pq.write_table(table, path / f"part-{part:05d}.parquet", row_group_size=max(1, table.num_rows))
     return total
+
+
+def _write_neighbourhood_rows(path: Path, nbhd: Neighbourhoods) -> None:
+    """Write (item_idx, nidx, nw): each node's T neighbour ids and weights as binary rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.mkdir(parents=True, exist_ok=True)
+    n_items = nbhd.indices.shape[0]
+    for part, s in enumerate(range(0, n_items, _ROWS_PER_FILE)):
+        e = min(s + _ROWS_PER_FILE, n_items)
+        table = pa.table(
+            {
+                "item_idx": pa.array(np.arange(s, e, dtype=np.int32)),
+                "nidx": binary_column(np.asarray(nbhd.indices[s:e], dtype=np.int32)),
+                "nw": binary_column(np.asarray(nbhd.weights[s:e], dtype=np.float32)),
+            }
+        )
+        pq.write_table(table, path / f"part-{part:05d}.parquet")
+
+
+def _gather_combine_fn(proj_path: str, pooling: str, t_cols: int, w_mat: np.ndarray, w_bias: np.ndarray, width: int):
+    """Map-side join: pool from the memory-mapped (N, m) projections, then combine."""
+
+    def gather_combine(batches):
+        from pinsage_model.inference import pool_neighbours
+
+        proj = np.load(proj_path, mmap_mode="r")  # (N, m), shared by every task on the node
+        for b in batches:
+            h = decode(b.column("v"), width)  # (B, F_k)
+            idx = decode(b.column("nidx"), t_cols, np.int32)  # (B, T)
+            wts = decode(b.column("nw"), t_cols)  # (B, T)
+            n = pool_neighbours(proj, idx, wts, pooling)  # (B, m)
+            z = h @ w_mat[:width]
+            z += n @ w_mat[width:]
+            z += w_bias
+            yield encode(b.column("item_idx").to_numpy(), l2_normalize(np.maximum(z, 0.0, out=z)))  # (B, d)
+
+    return gather_combine
 
 
 def _project_fn(q_mat: np.ndarray, q_bias: np.ndarray):
@@ -195,6 +246,18 @@ def _head_fn(g1: np.ndarray, g: np.ndarray, g2: np.ndarray):
     return head
 
 
+def _parquet_to_npy(src: Path, dst: Path, n_items: int, width: int) -> None:
+    """Scatter a (nbr_idx, v) Parquet table into an (N, width) float32 .npy by id."""
+    import pyarrow.parquet as pq
+
+    out = np.lib.format.open_memmap(dst, mode="w+", dtype=np.float32, shape=(n_items, width))
+    for f in sorted(src.glob("*.parquet")):
+        t = pq.read_table(f)
+        out[t.column("nbr_idx").to_numpy()] = decode(t.column("v"), width)
+    out.flush()
+    del out
+
+
 def embed_all_spark(
     spark,
     weights: dict[str, np.ndarray],
@@ -217,8 +280,8 @@ def embed_all_spark(
       neighbourhoods: (N, T) importance neighbourhoods.
       scratch_dir: folder for the per-layer Parquet tables (default: a new temp folder).
       keep_scratch: keep the Parquet tables (for inspection) instead of deleting them.
-      strategy: ``shuffle``, ``broadcast`` or ``auto`` (broadcast when the (N, m) float32
-        projections take at most ``broadcast_max_bytes``).
+      strategy: ``shuffle``, ``broadcast``, ``gather`` or ``auto`` (``gather`` when the (N, m)
+        float32 projections take at most ``broadcast_max_bytes``, else ``shuffle``).
       broadcast_max_bytes: the ``auto`` threshold.
 
     Returns:
@@ -234,20 +297,39 @@ def embed_all_spark(
 
     parts = int(spark.conf.get("spark.sql.shuffle.partitions"))
     if strategy == "auto":
-        strategy = "broadcast" if n_items * m * 4 <= broadcast_max_bytes else "shuffle"
-    if strategy not in ("shuffle", "broadcast"):
-        raise ValueError(f"strategy must be 'auto', 'shuffle' or 'broadcast', got {strategy!r}")
+        strategy = "gather" if n_items * m * 4 <= broadcast_max_bytes else "shuffle"
+    if strategy not in ("shuffle", "broadcast", "gather"):
+        raise ValueError(f"strategy must be 'auto', 'shuffle', 'broadcast' or 'gather', got {strategy!r}")
     own_scratch = scratch_dir is None
     scratch = Path(tempfile.mkdtemp(prefix="pinsage-infer-")) if own_scratch else Path(scratch_dir)
     scratch.mkdir(parents=True, exist_ok=True)
     try:
         width = weights["conv1/Q"].shape[0]
         _write_vectors(scratch / "h0", lambda s, e: input_rows(features, weights, slice(s, e)), n_items)
-        _write_edges(scratch / "edges", neighbourhoods)
-        edges = spark.read.parquet(str(scratch / "edges"))
+        if strategy == "gather":
+            _write_neighbourhood_rows(scratch / "nbhd", neighbourhoods)
+            nbhd_rows = spark.read.parquet(str(scratch / "nbhd"))
+        else:
+            _write_edges(scratch / "edges", neighbourhoods)
+            edges = spark.read.parquet(str(scratch / "edges"))
         for layer in range(1, config["num_layers"] + 1):
             h = spark.read.parquet(str(scratch / f"h{layer - 1}"))
             proj = h.mapInArrow(_project_fn(weights[f"conv{layer}/Q"], weights[f"conv{layer}/q"]), _vector_schema("nbr_idx"))
+            if strategy == "gather":
+                # map job writes P; the driver lays it out as one (N, m) .npy that every task
+                # memory-maps (a map-side join through the distributed cache, no shuffle of N*T rows)
+                proj.write.mode("overwrite").parquet(str(scratch / f"p{layer}"))
+                _parquet_to_npy(scratch / f"p{layer}", scratch / f"p{layer}.npy", n_items, m)
+                nxt = h.join(nbhd_rows, "item_idx").mapInArrow(
+                    _gather_combine_fn(
+                        str(scratch / f"p{layer}.npy"), config["pooling"], neighbourhoods.indices.shape[1],
+                        weights[f"conv{layer}/W"], weights[f"conv{layer}/w"], width,
+                    ),
+                    _vector_schema(),
+                )
+                nxt.write.mode("overwrite").parquet(str(scratch / f"h{layer}"))
+                width = d
+                continue
             if strategy == "broadcast":
                 # streamed in file order: each item's rows stay contiguous, no shuffle
                 joined = edges.join(F.broadcast(proj), "nbr_idx").select("item_idx", "weight", "v")

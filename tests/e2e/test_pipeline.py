@@ -17,8 +17,11 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     cfg = load_config("configs/tiny.yaml", overrides={"tracking": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}})
     run_dir = tmp_path / "run"
     reports = run_pipeline(cfg, run_dir)
+    tracking = reports.pop("tracking")
     assert list(reports) == list(STAGE_NAMES)
     assert all(not r["skipped"] for r in reports.values())
+    # The first model version is registered and, with no champion yet, promoted.
+    assert tracking["model_version"] == 1 and tracking["promotion"]["promote"] is True
     n_items = len(np.load(run_dir / "features" / "features.npy", mmap_mode="r"))
     emb = np.load(run_dir / "embeddings" / "items.npy")
     assert emb.shape[0] == n_items and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
@@ -26,5 +29,5 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert "pinsage" in json.dumps(metrics).lower()
     assert (run_dir / "evaluation" / "report.md").exists()
     again = run_pipeline(cfg, run_dir)
-    assert all(r["skipped"] for r in again.values())
+    assert "tracking" not in again and all(r["skipped"] for r in again.values())
     assert Path(run_dir / "config.resolved.yaml").exists()

@@ -118,3 +118,22 @@ def test_saved_transform_featurises_new_items_like_training(feat_run):
     expected[names["names"].index("genres=Horror")] = 1.0
     expected[names["names"].index("genres_oov_0")] = 1.0
     assert np.array_equal(new, expected)
+
+
+def test_no_item_table_falls_back_to_degree_only(tmp_path):
+    """Data without an item table (e.g. adjacency lists) under ``missing_features: zeros``."""
+    raw, graph = tmp_path / "raw", tmp_path / "graph"
+    raw.mkdir()
+    graph.mkdir()
+    pq.write_table(pa.table({
+        "item_idx": pa.array(range(3), pa.int32()), "item_id": ["a", "b", "c"],
+        "in_train_graph": [True] * 3,
+    }), graph / "item_ids.parquet")
+    CSRGraph.from_edges(np.array([0, 0, 2]), np.array([0, 1, 1]), 3, 2).save(graph / "graph.npz")
+    cfg = config_from_dict({"features": {"missing_features": "zeros"}})
+    report = execute(get_stage("features"), cfg, {"raw": raw, "graph": graph}, tmp_path / "features")
+    x = np.load(tmp_path / "features" / "features.npy")
+    assert np.array_equal(x, np.log1p(np.array([[2], [0], [1]], np.float64)).astype(np.float32))
+    names = json.loads((tmp_path / "features" / "feature_names.json").read_text())
+    assert names["names"] == ["log_degree"] and names["has_features_column"] is None
+    assert report["items_without_features"] == 3 and report["item_rows_read"] == 0

@@ -31,8 +31,8 @@ def tiny_inputs():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "pooling,strategy",
-    # importance with the broadcast join: test_spark_backend_stage_equals_numpy (auto picks it)
-    [("importance", "shuffle"), ("mean", "shuffle"), ("max", "broadcast")],
+    # importance with the gather strategy: test_spark_backend_stage_equals_numpy (auto picks it)
+    [("importance", "shuffle"), ("mean", "gather"), ("max", "broadcast")],
 )
 def test_spark_equals_in_process(spark, tiny_inputs, tmp_path, monkeypatch, pooling, strategy):
     from pinsage_model import inference_spark
@@ -50,7 +50,7 @@ def test_spark_equals_in_process(spark, tiny_inputs, tmp_path, monkeypatch, pool
     w = random_weights(cfg, seed=3)
     want = embed_all(w, cfg, feats, nbhd)
     got = embed_all_spark(spark, w, cfg, feats, nbhd, scratch_dir=tmp_path / "scratch", strategy=strategy)
-    assert len(list((tmp_path / "scratch" / "edges").glob("*.parquet"))) > 3
+    assert len(list((tmp_path / "scratch" / ("nbhd" if strategy == "gather" else "edges")).glob("*.parquet"))) > 3
     assert got.shape == (feats.shape[0], 16)
     assert np.abs(got - want).max() < 1e-4
 
