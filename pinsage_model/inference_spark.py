@@ -288,13 +288,12 @@ def embed_all_spark(
       (N, d) float32 L2-normalised embeddings.
     """
     import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
 
     check_inputs(weights, config, features, neighbourhoods)
     weights = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
     n_items = features.shape[0]
     m, d, mode = config["hidden_dim"], config["output_dim"], POOLING_MODES[config["pooling"]]
-    from pyspark.sql import functions as F
-
     parts = int(spark.conf.get("spark.sql.shuffle.partitions"))
     if strategy == "auto":
         strategy = "gather" if n_items * m * 4 <= broadcast_max_bytes else "shuffle"
@@ -327,23 +326,21 @@ def embed_all_spark(
                     ),
                     _vector_schema(),
                 )
-                nxt.write.mode("overwrite").parquet(str(scratch / f"h{layer}"))
-                width = d
-                continue
-            if strategy == "broadcast":
-                # streamed in file order: each item's rows stay contiguous, no shuffle
-                joined = edges.join(F.broadcast(proj), "nbr_idx").select("item_idx", "weight", "v")
             else:
-                joined = (
-                    edges.join(proj, "nbr_idx")
-                    .select("item_idx", "weight", "v")
-                    .repartition(parts, "item_idx")
-                    .sortWithinPartitions("item_idx")
+                if strategy == "broadcast":
+                    # streamed in file order: each item's rows stay contiguous, no shuffle
+                    joined = edges.join(F.broadcast(proj), "nbr_idx").select("item_idx", "weight", "v")
+                else:
+                    joined = (
+                        edges.join(proj, "nbr_idx")
+                        .select("item_idx", "weight", "v")
+                        .repartition(parts, "item_idx")
+                        .sortWithinPartitions("item_idx")
+                    )
+                pooled = joined.mapInArrow(_reduce_fn(m, mode), _vector_schema()).withColumnRenamed("v", "n")
+                nxt = h.join(pooled, "item_idx", "left").mapInArrow(
+                    _combine_fn(weights[f"conv{layer}/W"], weights[f"conv{layer}/w"], width, m), _vector_schema()
                 )
-            pooled = joined.mapInArrow(_reduce_fn(m, mode), _vector_schema()).withColumnRenamed("v", "n")
-            nxt = h.join(pooled, "item_idx", "left").mapInArrow(
-                _combine_fn(weights[f"conv{layer}/W"], weights[f"conv{layer}/w"], width, m), _vector_schema()
-            )
             nxt.write.mode("overwrite").parquet(str(scratch / f"h{layer}"))
             width = d
         final = spark.read.parquet(str(scratch / f"h{config['num_layers']}")).mapInArrow(
