@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         help="run the Spark comparison on the preset scaled by this factor (items, collections, edges); "
         "the in-process time is re-measured on the same scaled graph for the ratio (default 1: the preset itself)",
     )
+    parser.add_argument(
+        "--spark-strategy", default="auto", choices=("auto", "shuffle", "broadcast", "gather"),
+        help="join strategy of the Spark backend (see pinsage_model.inference_spark)",
+    )
     parser.add_argument("--top-t", type=int, default=50, help="neighbourhood size T (paper: 50)")
     parser.add_argument("--output", default=str(RESULTS), help="result JSON path")
     args = parser.parse_args(argv)
@@ -142,10 +146,14 @@ def main(argv: list[str] | None = None) -> int:
             layerwise_s = time.perf_counter() - t0
         spark = get_spark(SparkConfig(master="local[2]", shuffle_partitions=8, driver_memory="6g"))
         t0 = time.perf_counter()
-        spark_emb = embed_all_spark(spark, weights, cfg, feats, nbhd)
+        strategy = args.spark_strategy
+        if strategy == "auto":  # the same rule as embed_all_spark's default threshold
+            strategy = "gather" if n * cfg["hidden_dim"] * 4 <= 1 << 30 else "shuffle"
+        spark_emb = embed_all_spark(spark, weights, cfg, feats, nbhd, strategy=strategy)
         spark_s = time.perf_counter() - t0
         result["spark_local2"] = {
             "scale": args.spark_scale,
+            "strategy": strategy,
             "num_items": n,
             "num_edges": int(graph.num_edges),
             "seconds": round(spark_s, 3),

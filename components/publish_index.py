@@ -6,8 +6,8 @@ Reads ``embeddings/items.npy`` and ``embeddings/model.json``, ``graph/item_ids.p
 exact search (``index.recall_floor``; below it the stage fails and nothing is published), then:
 
 1. publishes the version into the persistent publish root (``index.publish_root``, default
-   ``<run dir>/../published``) and switches that root's ``CURRENT`` atomically: this is what
-   live readers (``IndexReader``) follow across runs;
+   ``<run dir>/../published/<run dir name>``) and switches that root's ``CURRENT`` atomically:
+   this is what live readers (``IndexReader``) follow across runs;
 2. copies that version into this stage's output (``index/versions/<version>/`` + ``CURRENT``),
    so the run directory holds the index it published (``pinsage recommend --run-dir``).
 
@@ -36,11 +36,12 @@ log = logging.getLogger("pinsage")
 
 
 def publish_root(cfg: "PipelineConfig", out_dir: Path) -> Path:
-    """``index.publish_root``, or ``published/`` beside the run directory."""
+    """``index.publish_root``, or ``published/<run dir name>`` beside the run directory."""
     if cfg.index.publish_root:
         return Path(cfg.index.publish_root)
     # out_dir is the runner's temporary sibling of <run dir>/index: its parent is the run dir
-    return out_dir.resolve().parent.parent / "published"
+    run_dir = out_dir.resolve().parent
+    return run_dir.parent / "published" / run_dir.name
 
 
 def created_at() -> str:

@@ -196,8 +196,8 @@ class IndexConfig:
     """faiss index publishing (paper 3.5).
 
     ``publish_root`` is the persistent folder that keeps every published version and the serving
-    ``CURRENT`` pointer across runs; empty means ``<run dir>/../published`` (beside the run
-    directories, so successive runs of one config publish into one history). The run's own
+    ``CURRENT`` pointer across runs; empty means ``<run dir>/../published/<run dir name>``
+    (beside the run directories, so successive runs into one run dir share one history). The run's own
     ``index/`` folder holds a copy of the version that run published.
     """
 

@@ -121,7 +121,7 @@ def test_embeddings_index_and_recommend_stages(tiny_run, tiny_inputs, capsys):
 
     rep = _execute("index", run)
     assert rep["index"] == {"kind": "flat_ip"} and rep["recall_at_10"] == 1.0
-    published = run.parent / "published"
+    published = run.parent / "published" / "tiny"
     assert (published / "CURRENT").read_text().strip() == rep["version"]
     assert (run / "index" / "CURRENT").read_text().strip() == rep["version"]
     nb = IndexReader(run / "index").related_items("i0000007", k=3)
