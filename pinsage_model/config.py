@@ -171,7 +171,8 @@ class EvaluationConfig:
     ``candidate_pool`` 0 ranks against all items, n > 0 against a seeded sample of n items;
     pools above ``exact_max_pool`` use faiss top-k. ``max_pairs`` > 0 evaluates a seeded sample of
     that many pairs per split. Graph baselines (pixie, popularity, itemknn, svd) read the
-    ``baseline_graph`` ("train": the training subgraph; "full": the graph inference uses).
+    ``baseline_graph`` ("full", the default: the graph PinSage's inference uses, so baselines see
+    everything PinSage sees and are as strong as they can be; "train": the training subgraph).
     User-level metrics (adjacency data with a test file) use ``user_ks`` and the user's
     ``recent_items`` latest training items.
     """
@@ -184,7 +185,7 @@ class EvaluationConfig:
     seed: int = 0
     exact_max_pool: int = 200000
     max_pairs: int = 0
-    baseline_graph: Literal["train", "full"] = "train"
+    baseline_graph: Literal["train", "full"] = "full"
     svd_dim: int = 64
     pixie_walks: int = 1000
     user_ks: tuple[int, ...] = (20,)
