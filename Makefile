@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(VENV)/bin/uv pip install --compile-bytecode --python $(PY) -c requirements/constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+# The whole pipeline on the embedded synthetic data, then sample recommendations from the index.
 demo: $(STAMP)
 	$(VENV)/bin/pinsage run --config configs/demo.yaml --run-dir $(RUN_DIR)
+	$(VENV)/bin/pinsage recommend --run-dir $(RUN_DIR) --item i0000042 -k 10
+	$(VENV)/bin/pinsage recommend --run-dir $(RUN_DIR) --user u000007 -k 10
 
 test: $(STAMP)
 	$(PY) -m pytest -q
