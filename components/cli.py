@@ -63,8 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, (module, help_text) in COMMANDS.items():
         if importlib.util.find_spec(module) is None:
             continue
-        p = sub.add_parser(name, help=help_text, description=help_text)
         mod = sys.modules[__name__] if module == __name__ else importlib.import_module(module)
+        doc = (mod.__doc__ or "").strip() if mod is not sys.modules[__name__] else ""
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=f"{help_text}\n\n{doc}" if doc else help_text,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         adder = getattr(mod, "add_arguments")
         adder(p, name) if name in ("run", "promote", "rollback") else adder(p)
     args = parser.parse_args(argv)

@@ -111,7 +111,8 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
         )
     names_path = feat_dir / "feature_names.json"
     feature_info = json.loads(names_path.read_text()) if names_path.exists() else {}
-    id_dim = int(feature_info.get("id_embedding_dim", 0)) if feature_info.get("items_without_features", 0) else 0
+    fallback_dim = int(feature_info.get("id_embedding_dim", 0)) if feature_info.get("items_without_features", 0) else 0
+    id_dim = cfg.model.id_embedding_dim or fallback_dim
     (tq, tp), (vq, vp), counts = _pairs(graph_dir / "pairs_indexed.parquet", n, out_dir)
     if counts["train_pairs"] == 0:
         raise StageError(f"{graph_dir / 'pairs_indexed.parquet'}: no train pairs inside the training graph")

@@ -116,6 +116,11 @@ class ModelConfig:
     hidden_dim: int = 128
     output_dim: int = 64
     pooling: Literal["importance", "mean", "max"] = "importance"
+    # > 0: a learned id embedding of this width is concatenated to every item's features
+    # (transductive; items never trained keep their small random initialisation). 0 = the
+    # paper's purely feature-based, inductive model (the features stage may still request one
+    # for items that have no features at all).
+    id_embedding_dim: int = 0
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ Run directory layout (one folder per stage, each replaced atomically)::
     features/       features.npy, feature_names.json, transform/ (TF Transform output), report.json
     neighbourhoods/ train.npz, full.npz, report.json
     model/          model.keras, weights.npz, model_config.json, history.json
-    embeddings/     items.npy, collections.npy, report.json
+    embeddings/     items.npy, collections.npy, item_flags.parquet, model.json, report.json
     evaluation/     metrics.json, report.md, *.png
     index/          versions/<version>/..., CURRENT
 
@@ -46,7 +46,9 @@ Arrays (``.npz`` uncompressed, so members can be memory-mapped; ``.npy``):
   ``head/g`` (d,), ``head/G2`` (d, d), for k = 1..K with F_1 = F and F_k = d after.
   ``model_config.json`` holds ``num_layers``, ``hidden_dim`` (m), ``output_dim`` (d),
   ``pooling``, ``input_dim`` (F).
-* **embeddings**: ``items.npy`` float32 (N, d) L2-normalised; ``collections.npy`` (C, d).
+* **embeddings**: ``items.npy`` float32 (N, d) L2-normalised; ``collections.npy`` (C, d);
+  ``item_flags.parquet`` (``item_idx``, ``in_train_graph``, neighbourhood size) and ``model.json``
+  (the model version the embeddings came from).
 """
 
 from __future__ import annotations

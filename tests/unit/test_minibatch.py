@@ -77,7 +77,7 @@ def _brute_force(u, k, weights, nb, feats, pooling):
 
 @pytest.mark.parametrize("pooling", ["importance", "mean", "max"])
 def test_compact_forward_equals_per_node_recursion(pooling):
-    keras = pytest.importorskip("keras")
+    import keras
     from pinsage_model.export import model_weights
     from pinsage_model.model import PinSageModel
 
@@ -168,7 +168,6 @@ def test_positive_exclusion_rows_are_the_queries_own():
 
 
 def test_learning_rate_warms_up_over_the_first_epoch_then_decays():
-    pytest.importorskip("tensorflow")
     from pinsage_model.training import WarmupExponentialDecay
 
     lr = WarmupExponentialDecay(peak=0.4, warmup_steps=4, steps_per_epoch=4, decay=0.5)

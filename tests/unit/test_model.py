@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras
 
 from pinsage_model.model import PinSageConv, PinSageModel  # noqa: E402
 
