@@ -111,6 +111,14 @@ def execute(stage: Stage, cfg: PipelineConfig, inputs: dict[str, Path], out: Pat
     return {"skipped": False, **report}
 
 
+def execute_paths(stage_name: str, config_path: str, output: str, force: bool = False, **inputs: str) -> dict:
+    """:func:`execute` by stage name over plain paths (the Kubeflow lightweight components)."""
+    from components.registry import get_stage
+
+    cfg = load_config(config_path)
+    return execute(get_stage(stage_name), cfg, {k: Path(v) for k, v in inputs.items()}, Path(output), force=force)
+
+
 def stage_main(module_name: str, argv: list[str] | None = None) -> int:
     """``python -m components.<stage>``: run one stage over a run dir or explicit paths."""
     from components.registry import get_stage

@@ -108,8 +108,13 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
             }
         ),
     )
+    from components.tracking import model_fingerprint
+
     version = model_version(inputs["model"])
-    atomic_write_json(out_dir / "model.json", {"model_version": version, "model_config": mcfg})
+    # The registry identifies a model version by this digest; index publishing compares it with
+    # the champion's.
+    digest = model_fingerprint(inputs["model"])
+    atomic_write_json(out_dir / "model.json", {"model_version": version, "weights_digest": digest, "model_config": mcfg})
     zero_norm = np.linalg.norm(emb, axis=1) < 0.5
     held_out = ~in_train_by_idx
     return {

@@ -52,25 +52,17 @@ LOCAL_BASE_IMAGE = "python:3.11-slim"
 @dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
 def raw(config: str, output: dsl.Output[dsl.Artifact]):
     """Load or generate interactions and items into the data contracts."""
-    from pathlib import Path
+    from components.base import execute_paths
 
-    from components.base import execute
-    from components.registry import get_stage
-    from pinsage_model.config import load_config
-
-    execute(get_stage("raw"), load_config(config), {}, Path(output.path))
+    execute_paths("raw", config, output.path)
 
 
 @dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
 def pairs(config: str, raw: dsl.Input[dsl.Artifact], output: dsl.Output[dsl.Artifact]):
     """Engagement pairs and 70/10/20 splits (Spark)."""
-    from pathlib import Path
+    from components.base import execute_paths
 
-    from components.base import execute
-    from components.registry import get_stage
-    from pinsage_model.config import load_config
-
-    execute(get_stage("pairs"), load_config(config), {"raw": Path(raw.path)}, Path(output.path))
+    execute_paths("pairs", config, output.path, raw=raw.path)
 
 
 @dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
@@ -78,17 +70,9 @@ def graph(
     config: str, raw: dsl.Input[dsl.Artifact], pairs: dsl.Input[dsl.Artifact], output: dsl.Output[dsl.Artifact]
 ):
     """Item-collection CSR graph and training subgraph."""
-    from pathlib import Path
+    from components.base import execute_paths
 
-    from components.base import execute
-    from components.registry import get_stage
-    from pinsage_model.config import load_config
-
-    inputs = {
-        "raw": Path(raw.path),
-        "pairs": Path(pairs.path),
-    }
-    execute(get_stage("graph"), load_config(config), inputs, Path(output.path))
+    execute_paths("graph", config, output.path, raw=raw.path, pairs=pairs.path)
 
 
 @dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
@@ -96,29 +80,17 @@ def features(
     config: str, raw: dsl.Input[dsl.Artifact], graph: dsl.Input[dsl.Artifact], output: dsl.Output[dsl.Artifact]
 ):
     """TF Transform item features."""
-    from pathlib import Path
+    from components.base import execute_paths
 
-    from components.base import execute
-    from components.registry import get_stage
-    from pinsage_model.config import load_config
-
-    inputs = {
-        "raw": Path(raw.path),
-        "graph": Path(graph.path),
-    }
-    execute(get_stage("features"), load_config(config), inputs, Path(output.path))
+    execute_paths("features", config, output.path, raw=raw.path, graph=graph.path)
 
 
 @dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
 def neighbourhoods(config: str, graph: dsl.Input[dsl.Artifact], output: dsl.Output[dsl.Artifact]):
     """Random-walk importance neighbourhoods."""
-    from pathlib import Path
+    from components.base import execute_paths
 
-    from components.base import execute
-    from components.registry import get_stage
-    from pinsage_model.config import load_config
-
-    execute(get_stage("neighbourhoods"), load_config(config), {"graph": Path(graph.path)}, Path(output.path))
+    execute_paths("neighbourhoods", config, output.path, graph=graph.path)
 
 
 @dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
@@ -130,18 +102,9 @@ def model(
     output: dsl.Output[dsl.Artifact],
 ):
     """PinSage training."""
-    from pathlib import Path
+    from components.base import execute_paths
 
-    from components.base import execute
-    from components.registry import get_stage
-    from pinsage_model.config import load_config
-
-    inputs = {
-        "graph": Path(graph.path),
-        "features": Path(features.path),
-        "neighbourhoods": Path(neighbourhoods.path),
-    }
-    execute(get_stage("model"), load_config(config), inputs, Path(output.path))
+    execute_paths("model", config, output.path, graph=graph.path, features=features.path, neighbourhoods=neighbourhoods.path)
 
 
 @dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
@@ -154,19 +117,9 @@ def embeddings(
     output: dsl.Output[dsl.Artifact],
 ):
     """Layer-wise inference of item and collection embeddings."""
-    from pathlib import Path
+    from components.base import execute_paths
 
-    from components.base import execute
-    from components.registry import get_stage
-    from pinsage_model.config import load_config
-
-    inputs = {
-        "graph": Path(graph.path),
-        "features": Path(features.path),
-        "neighbourhoods": Path(neighbourhoods.path),
-        "model": Path(model.path),
-    }
-    execute(get_stage("embeddings"), load_config(config), inputs, Path(output.path))
+    execute_paths("embeddings", config, output.path, graph=graph.path, features=features.path, neighbourhoods=neighbourhoods.path, model=model.path)
 
 
 @dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
@@ -180,20 +133,9 @@ def evaluation(
     output: dsl.Output[dsl.Artifact],
 ):
     """Hit-rate, MRR, kurtosis vs baselines."""
-    from pathlib import Path
+    from components.base import execute_paths
 
-    from components.base import execute
-    from components.registry import get_stage
-    from pinsage_model.config import load_config
-
-    inputs = {
-        "raw": Path(raw.path),
-        "graph": Path(graph.path),
-        "features": Path(features.path),
-        "neighbourhoods": Path(neighbourhoods.path),
-        "embeddings": Path(embeddings.path),
-    }
-    execute(get_stage("evaluation"), load_config(config), inputs, Path(output.path))
+    execute_paths("evaluation", config, output.path, raw=raw.path, graph=graph.path, features=features.path, neighbourhoods=neighbourhoods.path, embeddings=embeddings.path)
 
 
 @dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
@@ -205,18 +147,9 @@ def index(
     output: dsl.Output[dsl.Artifact],
 ):
     """faiss index publishing."""
-    from pathlib import Path
+    from components.base import execute_paths
 
-    from components.base import execute
-    from components.registry import get_stage
-    from pinsage_model.config import load_config
-
-    inputs = {
-        "graph": Path(graph.path),
-        "embeddings": Path(embeddings.path),
-        "evaluation": Path(evaluation.path),
-    }
-    execute(get_stage("index"), load_config(config), inputs, Path(output.path))
+    execute_paths("index", config, output.path, graph=graph.path, embeddings=embeddings.path, evaluation=evaluation.path)
 
 
 @dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)

@@ -196,6 +196,12 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "promote") -> 
         default=DEFAULT_RUN_AREA,
         help="folder holding the local registry mlflow.db when no tracking URI is configured (default: %(default)s)",
     )
+    parser.add_argument(
+        "--index-root",
+        default=None,
+        help="published index root whose CURRENT should follow the new champion "
+        "(default: index.publish_root of the config, if set)",
+    )
     if command == "promote":
         parser.add_argument("--version", type=int, help=f"model version to promote (default: the '{CHALLENGER}' alias)")
         parser.add_argument("--force", action="store_true", help="promote even if the gate fails")
@@ -217,11 +223,22 @@ def main(args: argparse.Namespace) -> int:
         if args.command == "rollback":
             old, new = rollback(client, name)
             print(f"{name}: {CHAMPION} rolled back from version {old} to version {new}")
-            return 0
-        decision = promote(client, name, args.version, cfg.tracking.promotion_tolerance, force=args.force)
+        else:
+            decision = promote(client, name, args.version, cfg.tracking.promotion_tolerance, force=args.force)
+            verdict = "promoted" if decision.promote else "not promoted"
+            print(f"{name}: version {decision.candidate} {verdict} (champion was {decision.champion}): {decision.reason}")
+            if not decision.promote:
+                return 3
     except LifecycleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    verdict = "promoted" if decision.promote else "not promoted"
-    print(f"{name}: version {decision.candidate} {verdict} (champion was {decision.champion}): {decision.reason}")
-    return 0 if decision.promote else 3
+    index_root = args.index_root or cfg.index.publish_root
+    if index_root:
+        from components.publish_index import follow_champion
+
+        version = follow_champion(cfg, Path(index_root), Path(args.run_area))
+        if version is None:
+            print(f"warning: no index under {index_root} was built from the champion's weights; CURRENT unchanged")
+        else:
+            print(f"{index_root}/CURRENT -> {version}")
+    return 0

@@ -44,6 +44,29 @@ def publish_root(cfg: "PipelineConfig", out_dir: Path) -> Path:
     return run_dir.parent / "published" / run_dir.name
 
 
+def serving_champion(cfg: "PipelineConfig", out_dir: Path) -> dict | None:
+    """The registry's champion (``models:/<name>@champion``) when tracking is on, else None."""
+    if not cfg.tracking.enabled:
+        return None
+    from components.lifecycle import champion_version
+
+    # Same run area as the runner's tracking: the folder holding the run directory.
+    return champion_version(cfg, run_area=out_dir.resolve().parent.parent)
+
+
+def follow_champion(cfg: "PipelineConfig", root: Path, run_area: Path) -> str | None:
+    """Point ``<root>/CURRENT`` at the index built from the champion's weights (after a
+    promotion or a rollback); returns the version, or None when no published index matches."""
+    from components.lifecycle import champion_version
+    from pinsage_model.index import find_version, set_current
+
+    champion = champion_version(cfg, run_area=run_area)
+    version = find_version(root, champion["tags"].get("model_fingerprint", "")) if champion else None
+    if version is not None:
+        set_current(root, version)
+    return version
+
+
 def created_at() -> str:
     """Creation time for the manifest: ``SOURCE_DATE_EPOCH`` when set, else now (UTC, ISO 8601)."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
@@ -85,6 +108,10 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
     # rows whose embedding is all zero (a dead ReLU head) cannot be ranked: keep them out of the index
     keep = np.linalg.norm(emb, axis=1) > 0.5
     root = publish_root(cfg, out_dir)
+    champion = serving_champion(cfg, out_dir)
+    digest = model.get("weights_digest", "")
+    # Serve this model only if the registry made it champion (or there is no registry).
+    serve = champion is None or champion["tags"].get("model_fingerprint") == digest
     try:
         vdir = publish(
             np.asarray(emb[keep]),
@@ -96,13 +123,22 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
             cfg=cfg.index,
             item_idx=np.flatnonzero(keep).astype(np.int32),
             seed=cfg.seed,
+            make_current=serve,
+            weights_digest=digest,
         )
     except IndexRecallError as exc:
         raise StageError(f"index: {exc}") from exc
     mirror_version(vdir, out_dir)
     manifest = json.loads((vdir / "manifest.json").read_text())
+    if not serve:
+        log.warning(
+            "index: this run's model is not the registry's champion (version %s); published %s "
+            "without switching %s/CURRENT", champion["version"], vdir.name, root,
+        )
     return {
         "version": vdir.name,
+        "serving": serve,
+        "champion_version": None if champion is None else champion["version"],
         "publish_root": str(root),
         "model_version": model["model_version"],
         "index": manifest["index"],

@@ -124,6 +124,8 @@ def publish(
     cfg: IndexConfig = IndexConfig(),
     item_idx: np.ndarray | None = None,
     seed: int = 0,
+    make_current: bool = True,
+    weights_digest: str = "",
 ) -> Path:
     """Build, check and publish an index version under ``out_root`` and make it current.
 
@@ -137,6 +139,10 @@ def publish(
       cfg: index kind, parameters and recall floor.
       item_idx: optional dense item indices (N,) to keep in ``ids.parquet`` (default 0..N-1).
       seed: sampling of the recall queries and of IVF training points.
+      make_current: switch ``CURRENT`` to this version (False: publish it beside the serving one,
+        e.g. when the model lost the registry's promotion gate).
+      weights_digest: digest of the model's weights, recorded so that the version can be found
+        again from the registry's champion (:func:`find_version`).
 
     Returns:
       The version directory. Publishing the same content again only re-points ``CURRENT``.
@@ -186,6 +192,7 @@ def publish(
             manifest = {
                 "version": version,
                 "model_version": model_version,
+                "weights_digest": weights_digest,
                 "created_at": created_at,
                 "metrics": metrics,
                 f"recall_at_{RECALL_K}": recall,
@@ -206,8 +213,27 @@ def publish(
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-    atomic_write_text(root / CURRENT, version + "\n")
+    if make_current:
+        set_current(root, version)
     return final
+
+
+def set_current(root: str | Path, version: str) -> None:
+    """Atomically make ``version`` (a directory under ``<root>/versions``) the serving one."""
+    root = Path(root)
+    if not (root / VERSIONS / version / MANIFEST_FILE).exists():
+        raise IndexVersionError(f"{root / VERSIONS / version}: no such published version")
+    atomic_write_text(root / CURRENT, version + "\n")
+
+
+def find_version(root: str | Path, weights_digest: str) -> str | None:
+    """The newest published version built from the model with ``weights_digest``, if any."""
+    found = []
+    for manifest in sorted((Path(root) / VERSIONS).glob(f"*/{MANIFEST_FILE}")):
+        meta = json.loads(manifest.read_text())
+        if weights_digest and meta.get("weights_digest") == weights_digest:
+            found.append((meta.get("created_at", ""), manifest.parent.name))
+    return max(found)[1] if found else None
 
 
 def _index_cfg(cfg: IndexConfig) -> dict:

@@ -218,3 +218,53 @@ def test_tracking_cli_with_separate_stage_folders(area, tmp_path):
     result = json.loads((out / "tracking.json").read_text())
     assert result["model_version"] == 1 and result["promotion"]["promote"] is True
     assert lifecycle.champion_version(cfg_for("cli-track-model"), area)["tags"]["mrr"] == "0.2"
+
+
+def add_embeddings(run_dir: Path, seed: int) -> Path:
+    """The files the index stage reads: item ids, embeddings made by this run's model."""
+    from components.tracking import model_fingerprint
+
+    emb = np.random.default_rng(seed).standard_normal((6, 4)).astype(np.float32)
+    (run_dir / "embeddings").mkdir()
+    np.save(run_dir / "embeddings" / "items.npy", emb / np.linalg.norm(emb, axis=1, keepdims=True))
+    atomic_write_json(
+        run_dir / "embeddings" / "model.json",
+        {"model_version": f"fp-{seed}", "weights_digest": model_fingerprint(run_dir / "model")},
+    )
+    atomic_write_parquet(
+        run_dir / "graph" / "item_ids.parquet",
+        pa.table({"item_idx": pa.array(range(6), pa.int32()), "item_id": [f"i{k}" for k in range(6)], "in_train_graph": [True] * 6}),
+    )
+    return run_dir
+
+
+def test_published_index_follows_champion(area, tmp_path, capsys):
+    from components import publish_index
+    from components.cli import main
+    from components.tracking import track_pipeline_run
+    from pinsage_model.index import current_version
+
+    root = tmp_path / "published"
+    raw = {"name": "t", "tracking": {"registered_model": "serve-model"}, "index": {"publish_root": str(root)}}
+    cfg = config_from_dict(raw)
+
+    def publish(run_dir: Path) -> dict:
+        inputs = {"graph": run_dir / "graph", "embeddings": run_dir / "embeddings", "evaluation": run_dir / "evaluation"}
+        return publish_index.run(cfg, inputs, run_dir / "index")
+
+    runs = {}
+    for name, seed, hr10, mrr in (("p1", 11, 0.30, 0.10), ("p2", 12, 0.20, 0.05), ("p3", 13, 0.40, 0.12)):
+        runs[name] = add_embeddings(make_run(area / name, seed=seed, hr10=hr10, mrr=mrr), seed)
+        track_pipeline_run(cfg, runs[name])
+        runs[name] = (runs[name], publish(runs[name]))
+
+    (_, v1), (_, v2), (_, v3) = runs["p1"], runs["p2"], runs["p3"]
+    assert (v1["serving"], v2["serving"], v3["serving"]) == (True, False, True)
+    assert v2["champion_version"] == 1  # the worse model was published but not served
+    assert current_version(root) == v3["version"]
+
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"name: t\ntracking:\n  registered_model: serve-model\nindex:\n  publish_root: {root}\n")
+    assert main(["rollback", "--config", str(conf), "--run-area", str(area)]) == 0
+    assert f"CURRENT -> {v1['version']}" in capsys.readouterr().out
+    assert current_version(root) == v1["version"]

@@ -1,0 +1,47 @@
+"""On the demo data, trained PinSage beats the content-only baseline on validation hit-rate@10.
+
+The upstream stages (pairs .. neighbourhoods) run once on the demo preset; then the model is
+trained with two seeds on a short budget (one epoch of 120 steps, no hard negatives yet) and its
+layer-wise embeddings are compared with the L2-normalised input features, both ranked against
+all 5,000 items by the same evaluator. The content baseline measured 0.019 and PinSage 0.047
+after one full epoch (README); the margin asserted here holds for every seed tried.
+"""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from components.base import execute
+from components.registry import get_stage
+from components.runner import run_pipeline
+from pinsage_model.baselines import content
+from pinsage_model.config import load_config
+from pinsage_model.metrics import evaluate_embeddings
+
+SEEDS = (0, 1)
+
+
+@pytest.mark.slow
+def test_pinsage_beats_content_on_demo_validation(tmp_path):
+    base = {"tracking": {"enabled": False}, "train": {"epochs": 1, "steps_per_epoch": 120}}
+    cfg = load_config("configs/demo.yaml", overrides=base)
+    run = tmp_path / "demo"
+    run_pipeline(cfg, run, stop="neighbourhoods")
+
+    pairs = pq.read_table(run / "graph" / "pairs_indexed.parquet").to_pandas()
+    val = pairs[pairs["split"] == "validation"]
+    q, pos = val["q_idx"].to_numpy(), val["pos_idx"].to_numpy()
+    features = np.load(run / "features" / "features.npy")
+    content_hit = evaluate_embeddings(content(features).embeddings, q, pos, ks=(10,))["hit@10"]
+
+    inputs = {name: run / name for name in ("graph", "features", "neighbourhoods")}
+    for seed in SEEDS:
+        seeded = load_config("configs/demo.yaml", overrides={**base, "train": {**base["train"], "seed": seed}})
+        model_dir = tmp_path / f"model-{seed}"
+        execute(get_stage("model"), seeded, inputs, model_dir)
+        emb_dir = tmp_path / f"embeddings-{seed}"
+        execute(get_stage("embeddings"), seeded, {**inputs, "model": model_dir}, emb_dir)
+        hit = evaluate_embeddings(np.load(emb_dir / "items.npy"), q, pos, ks=(10,))["hit@10"]
+        print(f"seed {seed}: validation hit@10 PinSage {hit:.4f}, content {content_hit:.4f}")
+        assert hit >= content_hit + 0.015, f"seed {seed}: PinSage {hit:.4f} vs content {content_hit:.4f}"
+        assert hit >= 1.5 * content_hit, f"seed {seed}: PinSage {hit:.4f} vs content {content_hit:.4f}"
