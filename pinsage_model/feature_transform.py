@@ -156,13 +156,16 @@ def make_preprocessing_fn(columns: tuple[str, ...], cfg: "FeaturesConfig") -> Ca
     def preprocessing_fn(inputs: dict) -> dict:
         parts = []
         if "vector" in columns:
-            x = inputs["vector"]  # (B, F0)
-            m = tf.expand_dims(inputs["has_vector"], 1)  # (B, 1)
-            n = tf.maximum(tft.sum(inputs["has_vector"]), 1.0)
+            # Statistics in float64: Beam combines partial sums in a run-dependent order, and in
+            # float32 that changed the last bits of the output from one process to the next.
+            x = tf.cast(inputs["vector"], tf.float64)  # (B, F0)
+            m = tf.expand_dims(tf.cast(inputs["has_vector"], tf.float64), 1)  # (B, 1)
+            n = tf.maximum(tft.sum(tf.cast(inputs["has_vector"], tf.float64)), 1.0)
             mean = tft.sum(x * m, reduce_instance_dims=False) / n  # (F0,)
             var = tft.sum(tf.square(x - mean) * m, reduce_instance_dims=False) / n  # (F0,)
             scale = tf.where(var > 0, tf.math.rsqrt(tf.where(var > 0, var, 1.0)), 1.0)
-            parts.append(tf.where(m > 0, (x - mean) * scale, 0.0))  # missing -> 0 (the mean)
+            z = tf.where(m > 0, (x - mean) * scale, 0.0)  # missing -> 0 (the mean)
+            parts.append(tf.cast(z, tf.float32))
         parts.append(tf.expand_dims(inputs["log_degree"], 1))
         if cfg.missing_features == "id_embedding":
             parts.append(tf.expand_dims(inputs["has_features"], 1))

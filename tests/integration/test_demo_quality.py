@@ -3,8 +3,8 @@
 The upstream stages (pairs .. neighbourhoods) run once on the demo preset; then the model is
 trained with two seeds on a short budget (one epoch of 120 steps, no hard negatives yet) and its
 layer-wise embeddings are compared with the L2-normalised input features, both ranked against
-all 5,000 items by the same evaluator. The content baseline measured 0.019 and PinSage 0.047
-after one full epoch (README); the margin asserted here holds for every seed tried.
+all 5,000 items by the same evaluator. Measured on 2026-11-27: content 0.0184, PinSage 0.0395
+(seed 0) and 0.0393 (seed 1) after these 120 steps; the asserted margin leaves room for noise.
 """
 
 import numpy as np
