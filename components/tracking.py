@@ -57,7 +57,15 @@ def client_for(cfg: PipelineConfig, run_area: str | Path):
     from mlflow import MlflowClient
 
     uri = tracking_uri(cfg, run_area)
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI; left there, this run's store would pose as
+    # the user's override and capture every later run of the process (another run area, another
+    # registry). Only the fluent API's module state should change.
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
     return MlflowClient(tracking_uri=uri)
 
 

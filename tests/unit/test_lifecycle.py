@@ -268,3 +268,19 @@ def test_published_index_follows_champion(area, tmp_path, capsys):
     assert main(["rollback", "--config", str(conf), "--run-area", str(area)]) == 0
     assert f"CURRENT -> {v1['version']}" in capsys.readouterr().out
     assert current_version(root) == v1["version"]
+
+
+def test_tracking_does_not_leak_its_store_into_the_environment(area, tmp_path, monkeypatch):
+    import os
+
+    from components.tracking import client_for, tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = cfg_for("leak-model")
+    client_for(cfg, tmp_path / "a")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert tracking_uri(cfg, tmp_path / "b") == f"sqlite:///{(tmp_path / 'b').resolve() / 'mlflow.db'}"
+    user_choice = f"sqlite:///{tmp_path / 'user-choice.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", user_choice)
+    client_for(cfg, tmp_path / "a")
+    assert os.environ["MLFLOW_TRACKING_URI"] == user_choice
