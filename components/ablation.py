@@ -129,15 +129,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from components.base import StageError
+    from components.base import StageError, cli_config
     from components.runner import run_pipeline
-    from pinsage_model.config import ConfigError, load_config
     from pinsage_model.io import atomic_write_json, atomic_write_text
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = cli_config(args.config)
+    if cfg is None:
         return 2
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]

@@ -111,6 +111,15 @@ def execute(stage: Stage, cfg: PipelineConfig, inputs: dict[str, Path], out: Pat
     return {"skipped": False, **report}
 
 
+def cli_config(path: str) -> PipelineConfig | None:
+    """Load a config for a command; on a schema error print it (key and file) and return None."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def execute_paths(stage_name: str, config_path: str, output: str, force: bool = False, **inputs: str) -> dict:
     """:func:`execute` by stage name over plain paths (the Kubeflow lightweight components)."""
     from components.registry import get_stage
@@ -142,10 +151,8 @@ def stage_main(module_name: str, argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if not args.run_dir and (not args.output or any(getattr(args, f"in_{n}") is None for n in stage.inputs)):
         parser.error("give --run-dir, or --output and every input directory")
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = cli_config(args.config)
+    if cfg is None:
         return 2
     run_dir = Path(args.run_dir) if args.run_dir else None
     inputs = {n: Path(getattr(args, f"in_{n}") or run_dir / n) for n in stage.inputs}

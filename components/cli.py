@@ -32,14 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "run") -> None
 def main_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from components.base import StageError
+    from components.base import StageError, cli_config
     from components.runner import run_pipeline
-    from pinsage_model.config import ConfigError, load_config
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = cli_config(args.config)
+    if cfg is None:
         return 2
     run_dir = Path(args.run_dir or f"runs/{Path(args.config).stem}")
     try:

@@ -382,7 +382,7 @@ def submit(cfg: PipelineConfig, config_path: str, run_name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pinsage_model.config import ConfigError, load_config
+    from components.base import cli_config
 
     parser = argparse.ArgumentParser(
         prog="python -m components.kfp_pipeline",
@@ -400,10 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if not (args.output or args.run_local or args.submit):
         parser.error("give --output, --run-local or --submit")
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = cli_config(args.config)
+    if cfg is None:
         return 2
     image = args.image or cfg.orchestration.image
     if args.output:

@@ -208,14 +208,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "promote") -> 
 
 
 def main(args: argparse.Namespace) -> int:
-    from pinsage_model.config import ConfigError, load_config
-
+    from components.base import cli_config
     from components.tracking import client_for
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = cli_config(args.config)
+    if cfg is None:
         return 2
     client = client_for(cfg, args.run_area)
     name = cfg.tracking.registered_model

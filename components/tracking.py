@@ -345,8 +345,8 @@ def track_stage_dirs(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m components.tracking``: track a run directory or separate stage folders."""
+    from components.base import cli_config
     from components.registry import STAGE_NAMES
-    from pinsage_model.config import ConfigError, load_config
 
     parser = argparse.ArgumentParser(prog="python -m components.tracking", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -358,10 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-area", help="folder of the local SQLite store when no tracking URI is set")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = cli_config(args.config)
+    if cfg is None:
         return 2
     dirs = {n: Path(getattr(args, f"in_{n}")) for n in STAGE_NAMES if getattr(args, f"in_{n}")}
     if args.run_dir and not dirs:
