@@ -18,7 +18,10 @@ embeddings L2-normalised with ``x / sqrt(max(|x|^2, 1e-12))`` (as ``tf.math.l2_n
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,19 +42,29 @@ class InferenceStats:
       projection_counts: per layer, how many times each node was projected (N,) int32; the
         layer-wise scheme makes every entry exactly 1.
       dense_flops: floating-point operations of the matrix products (2 per multiply-add).
-      dense_seconds: wall time spent in those products (and their bias/ReLU/normalisation).
-      pool_seconds: wall time of the neighbourhood gather-and-reduce.
+      dense_thread_seconds: time the worker threads spent in those products and their
+        bias/ReLU/normalisation epilogues, summed over threads.
+      pool_thread_seconds: time the worker threads spent in the neighbourhood gather-and-reduce.
+      wall_seconds: wall time of the block passes.
+      threads: worker threads that ran the blocks.
     """
 
     projection_counts: list[np.ndarray] = field(default_factory=list)
     dense_flops: float = 0.0
-    dense_seconds: float = 0.0
-    pool_seconds: float = 0.0
+    dense_thread_seconds: float = 0.0
+    pool_thread_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    threads: int = 1
 
     @property
     def projections(self) -> list[int]:
         """Total projections per layer."""
         return [int(c.sum()) for c in self.projection_counts]
+
+    @property
+    def dense_gflops(self) -> float:
+        """Throughput of the dense part with all threads busy: flops / (thread-seconds / threads)."""
+        return self.dense_flops * self.threads / max(self.dense_thread_seconds, 1e-12) / 1e9
 
 
 def check_weights(weights: dict[str, np.ndarray], config: dict, source: str = "<weights>") -> None:
@@ -84,16 +97,18 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x * (1.0 / np.sqrt(np.maximum(sq, _NORM_EPS))).astype(np.float32)[:, None]
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True)
 def _pool_kernel(proj, idx, wts, mode, out):  # pragma: no cover - compiled
     """Reduce neighbour projections per node: importance (0, α-weighted mean), mean (1) or max (2).
 
-    proj (N, m) float32; idx (B, T) int32 with -1 padding; wts (B, T) float32; out (B, m).
-    Nodes without neighbours get a zero vector (projections are ReLU outputs, so >= 0).
+    proj (N, m) float32; idx (B, T) int32 with -1 padding; wts (B, T) float32; out (B, m)
+    C-contiguous (a strided ``out`` defeats the inner loop's vectorisation). Nodes without
+    neighbours get a zero vector (projections are ReLU outputs, so >= 0). Serial and GIL-free:
+    callers run blocks of rows on their own threads.
     """
     b_rows, t_cols = idx.shape
     m = proj.shape[1]
-    for b in numba.prange(b_rows):
+    for b in range(b_rows):
         for j in range(m):
             out[b, j] = 0.0
         count = 0
@@ -127,7 +142,7 @@ def _pool_kernel(proj, idx, wts, mode, out):  # pragma: no cover - compiled
 
 
 def pool_neighbours(proj: np.ndarray, idx: np.ndarray, wts: np.ndarray, pooling: str) -> np.ndarray:
-    """Gather-and-reduce neighbour projections (the γ of Algorithm 1).
+    """Gather-and-reduce neighbour projections (the γ of Algorithm 1), on the calling thread.
 
     Args:
       proj: (N, m) float32 projections of every node.
@@ -149,21 +164,32 @@ def pool_neighbours(proj: np.ndarray, idx: np.ndarray, wts: np.ndarray, pooling:
     return out
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
-def _bias_relu_kernel(z, bias, normalize):  # pragma: no cover - compiled
-    """In place, one pass over (B, k) float32: z = ReLU(z + bias), then row-wise L2 if asked."""
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _normalize_kernel(z):  # pragma: no cover - compiled
+    """In place, row-wise ``z / sqrt(max(|z|^2, 1e-12))`` over (B, k) float32."""
     rows, cols = z.shape
-    for i in numba.prange(rows):
+    for i in range(rows):
         sq = np.float32(0.0)
         for j in range(cols):
-            v = z[i, j] + bias[j]
-            v = v if v > 0 else np.float32(0.0)
-            z[i, j] = v
-            sq += v * v
-        if normalize:
-            inv = np.float32(1.0) / np.sqrt(max(sq, np.float32(_NORM_EPS)))
-            for j in range(cols):
-                z[i, j] *= inv
+            sq += z[i, j] * z[i, j]
+        inv = np.float32(1.0) / np.sqrt(max(sq, np.float32(_NORM_EPS)))
+        for j in range(cols):
+            z[i, j] *= inv
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _bias_relu_kernel(z, bias, normalize):  # pragma: no cover - compiled
+    """In place over (B, k) float32: z = ReLU(z + bias), then row-wise L2 if asked.
+
+    ``fastmath`` lets the row sums vectorise (reassociated float32 adds); the result depends only
+    on the compiled code, so reruns stay identical.
+    """
+    rows, cols = z.shape
+    for i in range(rows):
+        for j in range(cols):
+            z[i, j] = max(z[i, j] + bias[j], np.float32(0.0))
+    if normalize:
+        _normalize_kernel(z)
 
 
 def _bias_relu(z: np.ndarray, bias: np.ndarray, normalize: bool) -> np.ndarray:
@@ -226,11 +252,23 @@ def embed_all(
     features: np.ndarray,
     neighbourhoods: Neighbourhoods,
     *,
-    batch_size: int = 65536,
+    batch_size: int = 4096,
+    num_threads: int | None = None,
     progress: bool = False,
     stats: InferenceStats | None = None,
 ) -> np.ndarray:
     """Embeddings of every item, layer by layer (paper 3.4): each node projected once per layer.
+
+    Per layer, one pass projects every node into an (N, m) table (the "map"); a second pass, per
+    block of rows, pools each node's neighbours from that table and combines them with the
+    node's own vector in one sgemm over a (B, F_k + m) buffer ``[h | pooled]``; bias, ReLU and
+    normalisation run in place on each sgemm's output while it is still in cache.
+
+    Blocks are cache-sized (default 4096 rows) and spread over ``num_threads`` threads, each with
+    single-threaded BLAS and GIL-free kernels: the products are thin (K of 32 to 192), so a
+    multi-threaded BLAS spends more time waking its pool than multiplying, and its spinning
+    threads starve the pooling kernel. Each block is computed the same way whatever the thread
+    count, so the result does not depend on it.
 
     Args:
       weights: arrays keyed as in ``contracts.py`` (``conv{k}/Q`` ...).
@@ -238,52 +276,103 @@ def embed_all(
         ``pooling``, ``input_dim``).
       features: (N, F) float32 item features aligned with ``item_idx``.
       neighbourhoods: importance neighbourhoods of all N items (rows aligned with ``item_idx``).
-      batch_size: rows per block; peak extra memory is about ``batch_size * (F + m + d)`` floats
-        besides the (N, m) projections and two (N, d) layer buffers.
-      progress: show a tqdm bar per layer.
+      batch_size: rows per block; besides the (N, m) projections and two (N, d) layer buffers,
+        each thread holds about ``batch_size * (F + 2m + d)`` floats of scratch.
+      num_threads: worker threads (default: the CPUs available to this process).
+      progress: show a tqdm bar per pass.
       stats: optional :class:`InferenceStats` filled with projection counts and timings.
 
     Returns:
       (N, d) float32 L2-normalised embeddings.
     """
-    from tqdm import tqdm
+    from threadpoolctl import threadpool_limits
 
     check_inputs(weights, config, features, neighbourhoods)
-    weights = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    threads = num_threads or len(os.sched_getaffinity(0))
+    weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
     n_items = features.shape[0]
-    m, d, pooling = config["hidden_dim"], config["output_dim"], config["pooling"]
+    m, d, mode = config["hidden_dim"], config["output_dim"], POOLING_MODES[config["pooling"]]
     stats = stats if stats is not None else InferenceStats()
+    stats.threads = threads
+    nb_idx, nb_w = neighbourhoods.indices, neighbourhoods.weights
+    rows = min(batch_size, n_items)
+    scratch = threading.local()
+    clock = time.perf_counter
     h: np.ndarray | None = None  # (N, d) output of the previous layer; layer 1 reads the features
-    blocks = [(s, min(s + batch_size, n_items)) for s in range(0, n_items, batch_size)]
-    for layer in range(1, config["num_layers"] + 1):
-        fk = weights[f"conv{layer}/Q"].shape[0]
-        rows_of = (lambda s, e: input_rows(features, weights, slice(s, e))) if layer == 1 else (lambda s, e: h[s:e])
-        counts = np.zeros(n_items, dtype=np.int32)
-        proj = np.empty((n_items, m), dtype=np.float32)  # (N, m): the "map" output of this layer
-        t0 = time.perf_counter()
-        for s, e in tqdm(blocks, desc=f"layer {layer} project", disable=not progress, unit="block"):
-            proj[s:e] = project(rows_of(s, e), weights, layer)
-            counts[s:e] += 1
-        stats.dense_seconds += time.perf_counter() - t0
-        nxt = np.empty((n_items, d), dtype=np.float32)
-        for s, e in tqdm(blocks, desc=f"layer {layer} pool+combine", disable=not progress, unit="block"):
-            t0 = time.perf_counter()
-            pooled = pool_neighbours(proj, neighbourhoods.indices[s:e], neighbourhoods.weights[s:e], pooling)
-            t1 = time.perf_counter()
-            nxt[s:e] = combine(rows_of(s, e), pooled, weights, layer)
-            stats.pool_seconds += t1 - t0
-            stats.dense_seconds += time.perf_counter() - t1
-        stats.projection_counts.append(counts)
-        stats.dense_flops += 2.0 * n_items * (fk * m + (fk + m) * d)
-        del proj
-        h = nxt
-    out = np.empty((n_items, d), dtype=np.float32)
-    t0 = time.perf_counter()
-    for s, e in blocks:
-        out[s:e] = head(h[s:e], weights)
-    stats.dense_seconds += time.perf_counter() - t0
+
+    def buffer(name: str, width: int) -> np.ndarray:
+        """This thread's (rows, width) float32 scratch buffer ``name``, reused across blocks."""
+        buf = getattr(scratch, name, None)
+        if buf is None or buf.shape[1] != width:
+            buf = np.empty((rows, width), dtype=np.float32)
+            setattr(scratch, name, buf)
+        return buf
+
+    # allocated once (first-touch page faults cost as much as a thin sgemm): the (N, m)
+    # projections of the current layer and two (N, d) buffers the layers alternate between;
+    # the last layer runs the head on each block in cache and writes the output buffer
+    num_layers = config["num_layers"]
+    proj = np.empty((n_items, m), dtype=np.float32)
+    layer_out = (np.empty((n_items, d), dtype=np.float32), np.empty((n_items, d), dtype=np.float32))
+    g1, g, g2 = weights["head/G1"], weights["head/g"], weights["head/G2"]
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+        for layer in range(1, num_layers + 1):
+            q_mat, q_bias = weights[f"conv{layer}/Q"], weights[f"conv{layer}/q"]
+            w_mat, w_bias = weights[f"conv{layer}/W"], weights[f"conv{layer}/w"]
+            fk = q_mat.shape[0]
+            rows_of = (lambda s, e: input_rows(features, weights, slice(s, e))) if layer == 1 else (lambda s, e, h=h: h[s:e])
+            counts = np.zeros(n_items, dtype=np.int32)
+            nxt, last = layer_out[layer % 2], layer == num_layers
+
+            def project_block(s: int, e: int) -> tuple[float, float]:
+                t0 = clock()
+                np.matmul(rows_of(s, e), q_mat, out=proj[s:e])  # (B, F_k) @ (F_k, m)
+                _bias_relu_kernel(proj[s:e], q_bias, False)
+                counts[s:e] += 1
+                return clock() - t0, 0.0
+
+            def combine_block(s: int, e: int) -> tuple[float, float]:
+                b = e - s
+                pooled, cat = buffer("pooled", m)[:b], buffer("cat", fk + m)[:b]  # (B, m), (B, F_k + m)
+                t0 = clock()
+                _pool_kernel(proj, np.asarray(nb_idx[s:e], dtype=np.int32), np.asarray(nb_w[s:e], dtype=np.float32), mode, pooled)
+                t1 = clock()
+                cat[:, :fk] = rows_of(s, e)
+                cat[:, fk:] = pooled
+                z = buffer("z", d)[:b] if last else nxt[s:e]  # (B, d)
+                np.matmul(cat, w_mat, out=z)  # (B, F_k + m) @ (F_k + m, d)
+                _bias_relu_kernel(z, w_bias, True)
+                if last:  # Algorithm 2 line 16 and the output normalisation
+                    a = buffer("head", d)[:b]
+                    np.matmul(z, g1, out=a)
+                    _bias_relu_kernel(a, g, False)
+                    np.matmul(a, g2, out=nxt[s:e])
+                    _normalize_kernel(nxt[s:e])
+                return clock() - t1, t1 - t0
+
+            _run_blocks(pool, project_block, n_items, batch_size, stats, f"layer {layer} project", progress)
+            _run_blocks(pool, combine_block, n_items, batch_size, stats, f"layer {layer} pool+combine", progress)
+            stats.projection_counts.append(counts)
+            stats.dense_flops += 2.0 * n_items * (fk * m + (fk + m) * d)
+            h = nxt
     stats.dense_flops += 2.0 * n_items * 2 * d * d
-    return out
+    return h
+
+
+def _run_blocks(pool, fn, n_items: int, batch_size: int, stats: InferenceStats, desc: str, progress: bool) -> None:
+    """Run ``fn(start, stop) -> (dense_s, pool_s)`` over row blocks on ``pool``; add up the times."""
+    from tqdm import tqdm
+
+    blocks = range(0, n_items, batch_size)
+    futures = [pool.submit(fn, s, min(s + batch_size, n_items)) for s in blocks]
+    t0 = time.perf_counter()
+    for f in tqdm(futures, desc=desc, disable=not progress, unit="block", mininterval=1.0):
+        dense_s, pool_s = f.result()
+        stats.dense_thread_seconds += dense_s
+        stats.pool_thread_seconds += pool_s
+    stats.wall_seconds += time.perf_counter() - t0
 
 
 def embed_nodes_naive(

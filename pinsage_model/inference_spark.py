@@ -16,9 +16,10 @@ functions). Per layer k, with ``H`` = (item_idx, v) the layer k-1 representation
      streamed in file order; the driver writes it sorted by ``item_idx`` with one Parquet row
      group per file (Spark never splits a row group), so no shuffle of the N*T joined rows at all;
    * ``gather`` (when ``P`` fits executor memory and ``scratch_dir`` is a file system every
-     executor mounts): the map job's ``P`` is laid out as one (N, m) ``.npy`` that each task
-     memory-maps (the distributed-cache map-side join); per node the neighbour ids and weights
-     travel with ``H`` and pooling is the compiled in-process kernel. Steps 2-4 become one map job.
+     executor mounts read-write): ``P`` lives in one (N, m) ``.npy`` that map tasks fill and
+     memory-map, next to the (N, T) neighbourhood arrays (the distributed-cache map-side join);
+     pooling is the compiled in-process kernel. Steps 2-4 and the next layer's step 1 become one
+     map job per layer, so the whole plan is K + 1 map jobs without a shuffle.
 4. map: ``H`` left-joins the pooled table (nodes without neighbours pool to zero) and a
    ``mapInArrow`` computes ``normalize(ReLU(concat(h, n) W + w))``; the result is written as
    Parquet and is the next layer's input (each layer materialised once, never recomputed).
@@ -98,7 +99,8 @@ def _write_vectors(path: Path, get_rows, n_items: int) -> None:
     for part, s in enumerate(range(0, n_items, _ROWS_PER_FILE)):
         e = min(s + _ROWS_PER_FILE, n_items)
         batch = encode(np.arange(s, e), get_rows(s, e))
-        pq.write_table(pa.Table.from_batches([batch]), path / f"part-{part:05d}.parquet")
+        # uncompressed: float32 bits do not compress and snappy costs a CPU pass per read and write
+        pq.write_table(pa.Table.from_batches([batch]), path / f"part-{part:05d}.parquet", compression="none")
 
 
 def _write_edges(path: Path, nbhd: Neighbourhoods) -> int:
@@ -131,43 +133,46 @@ def _write_edges(path: Path, nbhd: Neighbourhoods) -> int:
     return total
 
 
-def _write_neighbourhood_rows(path: Path, nbhd: Neighbourhoods) -> None:
-    """Write (item_idx, nidx, nw): each node's T neighbour ids and weights as binary rows."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _write_neighbourhood_arrays(path: Path, nbhd: Neighbourhoods) -> tuple[str, str]:
+    """Write the (N, T) neighbour ids and weights as ``.npy`` files every task memory-maps."""
+    from pinsage_model.io import atomic_save_npy
 
     path.mkdir(parents=True, exist_ok=True)
-    n_items = nbhd.indices.shape[0]
-    for part, s in enumerate(range(0, n_items, _ROWS_PER_FILE)):
-        e = min(s + _ROWS_PER_FILE, n_items)
-        table = pa.table(
-            {
-                "item_idx": pa.array(np.arange(s, e, dtype=np.int32)),
-                "nidx": binary_column(np.asarray(nbhd.indices[s:e], dtype=np.int32)),
-                "nw": binary_column(np.asarray(nbhd.weights[s:e], dtype=np.float32)),
-            }
-        )
-        pq.write_table(table, path / f"part-{part:05d}.parquet")
+    atomic_save_npy(path / "indices.npy", np.ascontiguousarray(nbhd.indices, dtype=np.int32))
+    atomic_save_npy(path / "weights.npy", np.ascontiguousarray(nbhd.weights, dtype=np.float32))
+    return str(path / "indices.npy"), str(path / "weights.npy")
 
 
-def _gather_combine_fn(proj_path: str, pooling: str, t_cols: int, w_mat: np.ndarray, w_bias: np.ndarray, width: int):
-    """Map-side join: pool from the memory-mapped (N, m) projections, then combine."""
+def _gather_layer_fn(layer: int, last: bool, weights: dict[str, np.ndarray], pooling: str, paths: dict[str, str]):
+    """One map job of the ``gather`` plan over a DataFrame of item ids (``layer`` 0: project only).
 
-    def gather_combine(batches):
-        from pinsage_model.inference import pool_neighbours
+    Each task memory-maps the shared arrays (the distributed cache): for ``layer`` >= 1 it pools
+    its nodes' neighbours from this layer's (N, m) projections ``proj`` with the compiled
+    in-process kernel, combines them with the nodes' own vectors ``h_in`` and writes the result
+    to ``h_out`` (through the dense head on the last layer); then it projects the result for
+    the next layer into ``next_proj``. Tasks write only their own nodes' rows, so a retried or
+    speculative task rewrites the same bytes.
+    """
 
-        proj = np.load(proj_path, mmap_mode="r")  # (N, m), shared by every task on the node
+    def layer_rows(batches):
+        from pinsage_model.inference import combine, head, pool_neighbours, project
+
+        arrays = {k: np.load(v, mmap_mode="r") for k, v in paths.items() if k in ("h_in", "proj", "nb_idx", "nb_w")}
+        out = {k: np.load(v, mmap_mode="r+") for k, v in paths.items() if k in ("h_out", "next_proj")}
         for b in batches:
-            h = decode(b.column("v"), width)  # (B, F_k)
-            idx = decode(b.column("nidx"), t_cols, np.int32)  # (B, T)
-            wts = decode(b.column("nw"), t_cols)  # (B, T)
-            n = pool_neighbours(proj, idx, wts, pooling)  # (B, m)
-            z = h @ w_mat[:width]
-            z += n @ w_mat[width:]
-            z += w_bias
-            yield encode(b.column("item_idx").to_numpy(), l2_normalize(np.maximum(z, 0.0, out=z)))  # (B, d)
+            ids = b.column("item_idx").to_numpy()
+            z = np.asarray(arrays["h_in"][ids])  # (B, F_k)
+            if layer >= 1:
+                pooled = pool_neighbours(arrays["proj"], arrays["nb_idx"][ids], arrays["nb_w"][ids], pooling)  # (B, m)
+                z = combine(z, pooled, weights, layer)  # (B, d)
+                out["h_out"][ids] = head(z, weights) if last else z
+            if not last:
+                out["next_proj"][ids] = project(z, weights, layer + 1)  # (B, m)
+            yield b
+        for arr in out.values():
+            arr.flush()
 
-    return gather_combine
+    return layer_rows
 
 
 def _project_fn(q_mat: np.ndarray, q_bias: np.ndarray):
@@ -246,16 +251,15 @@ def _head_fn(g1: np.ndarray, g: np.ndarray, g2: np.ndarray):
     return head
 
 
-def _parquet_to_npy(src: Path, dst: Path, n_items: int, width: int) -> None:
-    """Scatter a (nbr_idx, v) Parquet table into an (N, width) float32 .npy by id."""
-    import pyarrow.parquet as pq
+def _shared_array(path: Path, n_items: int, width: int) -> str:
+    """Create an (N, width) float32 ``.npy`` that map tasks fill row by row through ``mmap``."""
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_items, width)).flush()
+    return str(path)
 
-    out = np.lib.format.open_memmap(dst, mode="w+", dtype=np.float32, shape=(n_items, width))
-    for f in sorted(src.glob("*.parquet")):
-        t = pq.read_table(f)
-        out[t.column("nbr_idx").to_numpy()] = decode(t.column("v"), width)
-    out.flush()
-    del out
+
+def _check_covered(rows: int, n_items: int, what: str) -> None:
+    if rows != n_items:
+        raise RuntimeError(f"the {what} job returned {rows} rows for {n_items} items")
 
 
 def embed_all_spark(
@@ -287,7 +291,6 @@ def embed_all_spark(
     Returns:
       (N, d) float32 L2-normalised embeddings.
     """
-    import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
     check_inputs(weights, config, features, neighbourhoods)
@@ -303,57 +306,89 @@ def embed_all_spark(
     scratch = Path(tempfile.mkdtemp(prefix="pinsage-infer-")) if own_scratch else Path(scratch_dir)
     scratch.mkdir(parents=True, exist_ok=True)
     try:
+        if strategy == "gather":
+            return _embed_gather(spark, weights, config, features, neighbourhoods, scratch)
         width = weights["conv1/Q"].shape[0]
         _write_vectors(scratch / "h0", lambda s, e: input_rows(features, weights, slice(s, e)), n_items)
-        if strategy == "gather":
-            _write_neighbourhood_rows(scratch / "nbhd", neighbourhoods)
-            nbhd_rows = spark.read.parquet(str(scratch / "nbhd"))
-        else:
-            _write_edges(scratch / "edges", neighbourhoods)
-            edges = spark.read.parquet(str(scratch / "edges"))
+        _write_edges(scratch / "edges", neighbourhoods)
+        edges = spark.read.parquet(str(scratch / "edges"))
         for layer in range(1, config["num_layers"] + 1):
             h = spark.read.parquet(str(scratch / f"h{layer - 1}"))
             proj = h.mapInArrow(_project_fn(weights[f"conv{layer}/Q"], weights[f"conv{layer}/q"]), _vector_schema("nbr_idx"))
-            if strategy == "gather":
-                # map job writes P; the driver lays it out as one (N, m) .npy that every task
-                # memory-maps (a map-side join through the distributed cache, no shuffle of N*T rows)
-                proj.write.mode("overwrite").parquet(str(scratch / f"p{layer}"))
-                _parquet_to_npy(scratch / f"p{layer}", scratch / f"p{layer}.npy", n_items, m)
-                nxt = h.join(nbhd_rows, "item_idx").mapInArrow(
-                    _gather_combine_fn(
-                        str(scratch / f"p{layer}.npy"), config["pooling"], neighbourhoods.indices.shape[1],
-                        weights[f"conv{layer}/W"], weights[f"conv{layer}/w"], width,
-                    ),
-                    _vector_schema(),
-                )
+            if strategy == "broadcast":
+                # streamed in file order: each item's rows stay contiguous, no shuffle
+                joined = edges.join(F.broadcast(proj), "nbr_idx").select("item_idx", "weight", "v")
             else:
-                if strategy == "broadcast":
-                    # streamed in file order: each item's rows stay contiguous, no shuffle
-                    joined = edges.join(F.broadcast(proj), "nbr_idx").select("item_idx", "weight", "v")
-                else:
-                    joined = (
-                        edges.join(proj, "nbr_idx")
-                        .select("item_idx", "weight", "v")
-                        .repartition(parts, "item_idx")
-                        .sortWithinPartitions("item_idx")
-                    )
-                pooled = joined.mapInArrow(_reduce_fn(m, mode), _vector_schema()).withColumnRenamed("v", "n")
-                nxt = h.join(pooled, "item_idx", "left").mapInArrow(
-                    _combine_fn(weights[f"conv{layer}/W"], weights[f"conv{layer}/w"], width, m), _vector_schema()
+                joined = (
+                    edges.join(proj, "nbr_idx")
+                    .select("item_idx", "weight", "v")
+                    .repartition(parts, "item_idx")
+                    .sortWithinPartitions("item_idx")
                 )
+            pooled = joined.mapInArrow(_reduce_fn(m, mode), _vector_schema()).withColumnRenamed("v", "n")
+            nxt = h.join(pooled, "item_idx", "left").mapInArrow(
+                _combine_fn(weights[f"conv{layer}/W"], weights[f"conv{layer}/w"], width, m), _vector_schema()
+            )
             nxt.write.mode("overwrite").parquet(str(scratch / f"h{layer}"))
             width = d
         final = spark.read.parquet(str(scratch / f"h{config['num_layers']}")).mapInArrow(
             _head_fn(weights["head/G1"], weights["head/g"], weights["head/G2"]), _vector_schema()
         )
         final.write.mode("overwrite").parquet(str(scratch / "out"))
-        table = pq.read_table(scratch / "out")
-        rows = table.column("item_idx").to_numpy()
-        if len(rows) != n_items or len(np.unique(rows)) != n_items:
-            raise RuntimeError(f"Spark inference returned {len(rows)} rows for {n_items} items")
-        out = np.empty((n_items, d), dtype=np.float32)
-        out[rows] = decode(table.column("v"), d)
-        return out
+        return _read_embeddings(scratch / "out", n_items, d)
     finally:
         if own_scratch and not keep_scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _embed_gather(spark, weights: dict[str, np.ndarray], config: dict, features: np.ndarray, nbhd: Neighbourhoods,
+                  scratch: Path) -> np.ndarray:
+    """The ``gather`` plan: K + 1 map jobs over a DataFrame of item ids, no shuffle.
+
+    Vectors live in shared ``.npy`` arrays in ``scratch`` (the distributed cache; this is why
+    ``scratch`` must be a file system every executor mounts read-write): the layer-0 vectors,
+    the neighbourhoods, per layer the (N, m) projections and the (N, d) outputs. Job 0 projects
+    the layer-0 vectors into ``p1``; job k (1..K) pools layer k from ``p{k}``, combines, writes
+    ``h{k}`` and projects it into ``p{k+1}`` (the last job applies the head instead). Only item
+    ids travel through the JVM: moving the vectors through Parquet between jobs cost more than
+    the whole computation on a 2-core machine.
+    """
+    from pyspark.sql import functions as F
+
+    n_items = features.shape[0]
+    m, d, num_layers = config["hidden_dim"], config["output_dim"], config["num_layers"]
+    nb_idx, nb_w = _write_neighbourhood_arrays(scratch / "nbhd", nbhd)
+    h_in = scratch / "h0.npy"
+    h0 = np.lib.format.open_memmap(h_in, mode="w+", dtype=np.float32, shape=(n_items, weights["conv1/Q"].shape[0]))
+    for s in range(0, n_items, _ROWS_PER_FILE):
+        h0[s : s + _ROWS_PER_FILE] = input_rows(features, weights, slice(s, s + _ROWS_PER_FILE))
+    h0.flush()
+    del h0
+    parts = max(int(spark.sparkContext.defaultParallelism), -(-n_items // _ROWS_PER_FILE))
+    ids = spark.range(0, n_items, numPartitions=parts).select(F.col("id").cast("int").alias("item_idx"))
+    for layer in range(0, num_layers + 1):
+        last = layer == num_layers
+        paths = {"h_in": str(h_in), "nb_idx": nb_idx, "nb_w": nb_w}
+        if layer >= 1:
+            paths["proj"] = str(scratch / f"p{layer}.npy")
+            paths["h_out"] = _shared_array(scratch / f"h{layer}.npy", n_items, d)
+        if not last:
+            paths["next_proj"] = _shared_array(scratch / f"p{layer + 1}.npy", n_items, m)
+        fn = _gather_layer_fn(layer, last, weights, config["pooling"], paths)
+        _check_covered(ids.mapInArrow(fn, ids.schema).count(), n_items, f"layer-{layer} gather")
+        if layer >= 1:
+            h_in = Path(paths["h_out"])
+    return np.array(np.load(h_in, mmap_mode="r"))
+
+
+def _read_embeddings(path: Path, n_items: int, d: int) -> np.ndarray:
+    """Read the final (item_idx, v) table into an (N, d) array, checking every item came back once."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    rows = table.column("item_idx").to_numpy()
+    if len(rows) != n_items or len(np.unique(rows)) != n_items:
+        raise RuntimeError(f"Spark inference returned {len(rows)} rows for {n_items} items")
+    out = np.empty((n_items, d), dtype=np.float32)
+    out[rows] = decode(table.column("v"), d)
+    return out

@@ -50,7 +50,10 @@ def test_spark_equals_in_process(spark, tiny_inputs, tmp_path, monkeypatch, pool
     w = random_weights(cfg, seed=3)
     want = embed_all(w, cfg, feats, nbhd)
     got = embed_all_spark(spark, w, cfg, feats, nbhd, scratch_dir=tmp_path / "scratch", strategy=strategy)
-    assert len(list((tmp_path / "scratch" / ("nbhd" if strategy == "gather" else "edges")).glob("*.parquet"))) > 3
+    if strategy == "gather":  # the map-side join's shared arrays: projections and outputs per layer
+        assert {"p1.npy", "p2.npy", "h1.npy", "h2.npy"} <= {p.name for p in (tmp_path / "scratch").iterdir()}
+    else:
+        assert len(list((tmp_path / "scratch" / "edges").glob("*.parquet"))) > 3
     assert got.shape == (feats.shape[0], 16)
     assert np.abs(got - want).max() < 1e-4
 

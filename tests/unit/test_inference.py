@@ -97,6 +97,19 @@ def test_block_size_does_not_change_results():
     np.testing.assert_allclose(embed_all(w, cfg, feats, nb, batch_size=4), embed_all(w, cfg, feats, nb), atol=1e-6)
 
 
+def test_thread_count_does_not_change_results():
+    # every block is computed the same way on whichever thread runs it: bit-identical output
+    cfg = model_config("importance")
+    w = random_weights(cfg, seed=5)
+    feats = np.random.default_rng(5).normal(size=(57, cfg["input_dim"])).astype(np.float32)
+    nb = random_neighbourhoods(57, 6, seed=5)
+    one = embed_all(w, cfg, feats, nb, batch_size=8, num_threads=1)
+    stats = InferenceStats()
+    two = embed_all(w, cfg, feats, nb, batch_size=8, num_threads=2, stats=stats)
+    np.testing.assert_array_equal(one, two)
+    assert stats.threads == 2 and stats.dense_thread_seconds > 0 and stats.pool_thread_seconds > 0
+
+
 def test_bad_inputs_are_named():
     cfg = model_config()
     w = random_weights(cfg)
