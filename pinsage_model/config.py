@@ -164,7 +164,7 @@ class InferenceConfig:
     """
 
     backend: Literal["numpy", "spark"] = "numpy"
-    batch_size: int = 65536
+    batch_size: int = 4096  # rows per block of the numpy backend: cache-sized, see inference.embed_all
     spark_strategy: Literal["auto", "shuffle", "broadcast", "gather"] = "auto"
     spark_broadcast_max_mb: int = 1024
 

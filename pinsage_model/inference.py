@@ -4,9 +4,10 @@ The paper's MapReduce scheme computes each node's layer-k representation exactly
 every node is projected into the pooling space (Algorithm 1, line 1), then each node pools the
 projections of its importance neighbourhood and combines them with its own vector (lines 2-3);
 this repeats K times before the dense head (Algorithm 2, line 16). :func:`embed_all` does the same
-over whole arrays: per layer one projection of all N nodes (a BLAS sgemm in row blocks), one
-compiled gather-and-reduce over the neighbourhood table, one combining sgemm. The Spark backend
-(:mod:`pinsage_model.inference_spark`) runs the same plan as DataFrame jobs.
+over whole arrays: per layer one projection pass over all N nodes, then one pass that pools and
+combines, both in cache-sized row blocks spread over worker threads (BLAS sgemms plus compiled
+GIL-free kernels). The Spark backend (:mod:`pinsage_model.inference_spark`) runs the same plan as
+Spark jobs and reuses the per-block functions below.
 
 :func:`embed_nodes_naive` is Algorithm 2 applied to one target node at a time: it recomputes the
 overlapping K-hop neighbourhoods of different targets, which is what layer-wise inference avoids.
