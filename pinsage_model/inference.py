@@ -99,19 +99,21 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(nogil=True, cache=True)
-def _pool_kernel(proj, idx, wts, mode, out):  # pragma: no cover - compiled
+def _pool_kernel(proj, idx, wts, mode, out, col):  # pragma: no cover - compiled
     """Reduce neighbour projections per node: importance (0, α-weighted mean), mean (1) or max (2).
 
-    proj (N, m) float32; idx (B, T) int32 with -1 padding; wts (B, T) float32; out (B, m)
-    C-contiguous (a strided ``out`` defeats the inner loop's vectorisation). Nodes without
-    neighbours get a zero vector (projections are ReLU outputs, so >= 0). Serial and GIL-free:
-    callers run blocks of rows on their own threads.
+    proj (N, m) float32; idx (B, T) int32 with -1 padding; wts (B, T) float32; results go to
+    columns ``col:col + m`` of the C-contiguous ``out`` (B, >= col + m), e.g. the right-hand part
+    of the combine's ``[h | pooled]`` buffer (a strided view instead would defeat the inner
+    loop's vectorisation). Nodes without neighbours get a zero vector (projections are ReLU
+    outputs, so >= 0). Serial and GIL-free: callers run blocks of rows on their own threads.
     """
     b_rows, t_cols = idx.shape
     m = proj.shape[1]
     for b in range(b_rows):
+        row = out[b, col : col + m]
         for j in range(m):
-            out[b, j] = 0.0
+            row[j] = 0.0
         count = 0
         total = np.float32(0.0)
         for t in range(t_cols):
@@ -123,23 +125,23 @@ def _pool_kernel(proj, idx, wts, mode, out):  # pragma: no cover - compiled
                 a = wts[b, t]
                 total += a
                 for j in range(m):
-                    out[b, j] += a * proj[v, j]
+                    row[j] += a * proj[v, j]
             elif mode == 1:
                 for j in range(m):
-                    out[b, j] += proj[v, j]
+                    row[j] += proj[v, j]
             else:
                 for j in range(m):
-                    if count == 1 or proj[v, j] > out[b, j]:
-                        out[b, j] = proj[v, j]
+                    if count == 1 or proj[v, j] > row[j]:
+                        row[j] = proj[v, j]
         if mode == 1 and count > 0:
             inv = np.float32(1.0) / np.float32(count)
             for j in range(m):
-                out[b, j] *= inv
+                row[j] *= inv
         elif mode == 0 and total > 1e-12:
             # α-weighted mean: divide by the weights' sum (1 for L1-normalised neighbourhoods)
             inv = np.float32(1.0) / total
             for j in range(m):
-                out[b, j] *= inv
+                row[j] *= inv
 
 
 def pool_neighbours(proj: np.ndarray, idx: np.ndarray, wts: np.ndarray, pooling: str) -> np.ndarray:
@@ -161,6 +163,7 @@ def pool_neighbours(proj: np.ndarray, idx: np.ndarray, wts: np.ndarray, pooling:
         np.ascontiguousarray(wts, dtype=np.float32),
         POOLING_MODES[pooling],
         out,
+        0,
     )
     return out
 
@@ -336,12 +339,11 @@ def embed_all(
 
             def combine_block(s: int, e: int) -> tuple[float, float]:
                 b = e - s
-                pooled, cat = buffer("pooled", m)[:b], buffer("cat", fk + m)[:b]  # (B, m), (B, F_k + m)
+                cat = buffer("cat", fk + m)[:b]  # (B, F_k + m) = [h | pooled]
                 t0 = clock()
-                _pool_kernel(proj, np.asarray(nb_idx[s:e], dtype=np.int32), np.asarray(nb_w[s:e], dtype=np.float32), mode, pooled)
+                _pool_kernel(proj, np.asarray(nb_idx[s:e], dtype=np.int32), np.asarray(nb_w[s:e], dtype=np.float32), mode, cat, fk)
                 t1 = clock()
                 cat[:, :fk] = rows_of(s, e)
-                cat[:, fk:] = pooled
                 z = buffer("z", d)[:b] if last else nxt[s:e]  # (B, d)
                 np.matmul(cat, w_mat, out=z)  # (B, F_k + m) @ (F_k + m, d)
                 _bias_relu_kernel(z, w_bias, True)
