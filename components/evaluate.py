@@ -279,7 +279,7 @@ def render_report(results: dict, users: dict | None, cfg: PipelineConfig, num_te
 
 
 def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
-    from tqdm.auto import tqdm
+    from pinsage_model.progress import progress_bar
 
     from pinsage_model import plots
     from pinsage_model.io import atomic_write_json, atomic_write_text
@@ -297,7 +297,7 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     test_ranks: dict[str, np.ndarray] = {}
     spreads: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
-    for m in tqdm(methods, desc="evaluating methods"):
+    for m in progress_bar(methods, desc="evaluating methods"):
         t0 = time.perf_counter()
         results[m.name], test_ranks[m.name], sims = evaluate_method(m, test, val, n, cfg)
         if sims is not None:

@@ -273,14 +273,14 @@ def transform_items(transform_dir: str | Path, rows: dict[str, np.ndarray], batc
     """
     import tensorflow as tf
     import tensorflow_transform as tft
-    from tqdm import tqdm
+    from pinsage_model.progress import progress_bar
 
     tft_out = tft.TFTransformOutput(str(transform_dir))
     layer = tft_out.transform_features_layer()
     raw_spec = tft_out.raw_feature_spec()
     n = len(rows["item_idx"])
     chunks = []
-    for lo in tqdm(range(0, n, batch_size), desc="transform items", disable=not progress, unit="batch"):
+    for lo in progress_bar(range(0, n, batch_size), desc="transform items", disable=not progress, unit="batch"):
         hi = min(lo + batch_size, n)
         batch = {}
         for name, spec in raw_spec.items():

@@ -366,12 +366,12 @@ def embed_all(
 
 def _run_blocks(pool, fn, n_items: int, batch_size: int, stats: InferenceStats, desc: str, progress: bool) -> None:
     """Run ``fn(start, stop) -> (dense_s, pool_s)`` over row blocks on ``pool``; add up the times."""
-    from tqdm import tqdm
+    from pinsage_model.progress import progress_bar
 
     blocks = range(0, n_items, batch_size)
     futures = [pool.submit(fn, s, min(s + batch_size, n_items)) for s in blocks]
     t0 = time.perf_counter()
-    for f in tqdm(futures, desc=desc, disable=not progress, unit="block", mininterval=1.0):
+    for f in progress_bar(futures, desc=desc, disable=not progress, unit="block"):
         dense_s, pool_s = f.result()
         stats.dense_thread_seconds += dense_s
         stats.pool_thread_seconds += pool_s

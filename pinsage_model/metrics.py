@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import numpy as np
-from tqdm.auto import tqdm
+from pinsage_model.progress import progress_bar
 
 # A block of query rows times the pool is kept under this many bytes of float64 scores.
 _BLOCK_BYTES = 64 << 20
@@ -117,7 +117,7 @@ def ranks(
     target_scores = np.einsum("bd,bd->b", q, e[target_idx])  # (B,)
     out = np.empty(len(q), dtype=np.float64)
     step = _block_rows(len(pool_emb))
-    for lo in tqdm(range(0, len(q), step), desc="ranking", disable=not progress, leave=False):
+    for lo in progress_bar(range(0, len(q), step), desc="ranking", disable=not progress, leave=False):
         hi = min(lo + step, len(q))
         scores = q[lo:hi] @ pool_emb.T  # (b, C)
         out[lo:hi] = _ranks_in_block(scores, pool, target_scores[lo:hi], target_idx[lo:hi], qidx[lo:hi], tie_atol)
@@ -155,7 +155,7 @@ def score_ranks(
     pool = None if candidates is None else np.asarray(candidates, dtype=np.int64)
     out = np.empty(len(query_idx), dtype=np.float64)
     step = block_rows or _block_rows(num_items)
-    for lo in tqdm(range(0, len(query_idx), step), desc="ranking", disable=not progress, leave=False):
+    for lo in progress_bar(range(0, len(query_idx), step), desc="ranking", disable=not progress, leave=False):
         hi = min(lo + step, len(query_idx))
         s = np.asarray(score_fn(np.arange(lo, hi)), dtype=np.float64)  # (b, N)
         if s.shape != (hi - lo, num_items):
@@ -383,7 +383,7 @@ def user_topk_metrics(
     discount = 1.0 / np.log2(np.arange(2, kmax + 2))  # (kmax,)
     ideal = np.concatenate([[0.0], np.cumsum(discount)])  # ideal[n] = IDCG with n hits
     step = block_rows or _block_rows(num_items)
-    for lo in tqdm(range(0, len(positions), step), desc="user ranking", disable=not progress, leave=False):
+    for lo in progress_bar(range(0, len(positions), step), desc="user ranking", disable=not progress, leave=False):
         pos = positions[lo : lo + step]
         s = np.array(score_fn(pos), dtype=np.float64)  # (b, N)
         test = np.zeros_like(s, dtype=bool)

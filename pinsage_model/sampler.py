@@ -521,13 +521,13 @@ def compute_neighbourhoods(
     Rows are identical to :func:`sample_neighbourhoods` on the same items with the same
     config; items of degree 0 get fully padded rows.
     """
-    from tqdm.auto import tqdm
+    from pinsage_model.progress import progress_bar
 
     items = np.arange(graph.num_items, dtype=np.int32) if items is None else _check_seeds(graph, items, "items")
     n = items.shape[0]
     out_idx = np.full((n, cfg.top_t), -1, np.int32)  # (N, T)
     out_w = np.zeros((n, cfg.top_t), np.float32)  # (N, T)
-    with tqdm(total=n, desc="neighbourhoods", unit="item", disable=not progress, mininterval=1.0) as bar:
+    with progress_bar(total=n, desc="neighbourhoods", unit="item", disable=not progress) as bar:
         for start in range(0, n, _CHUNK):
             stop = min(n, start + _CHUNK)
             part = sample_neighbourhoods(

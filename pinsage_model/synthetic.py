@@ -180,7 +180,7 @@ def _sorted_unique(a: np.ndarray) -> np.ndarray:
 
 def _sample_edges(p: Preset, seed: int, progress: bool = False) -> _Edges:
     """Exactly ``num_edges`` distinct edges from the topic mixtures, in fill-sequence order."""
-    from tqdm import tqdm
+    from pinsage_model.progress import progress_bar
 
     rng = np.random.default_rng([seed, 0])
     n, c_count, k = p.num_items, p.num_collections, p.num_topics
@@ -193,7 +193,7 @@ def _sample_edges(p: Preset, seed: int, progress: bool = False) -> _Edges:
     chunks: list[np.ndarray] = []
     deficit = sizes.copy()
     rounds = 0
-    bar = tqdm(total=p.num_edges, desc="edges", unit="edge", disable=not progress, leave=False)
+    bar = progress_bar(total=p.num_edges, desc="edges", unit="edge", disable=not progress, leave=False)
     while deficit.any():
         coll = np.repeat(np.arange(c_count, dtype=np.int64), deficit)  # one draw per missing edge
         if rounds < MIXTURE_ROUNDS:

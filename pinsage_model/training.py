@@ -412,7 +412,7 @@ def train(
     import keras
     import tensorflow as tf
     from tensorflow.python.distribute import values as tf_values
-    from tqdm.auto import tqdm
+    from pinsage_model.progress import progress_bar
 
     from pinsage_model.loss import max_margin_loss, xent_loss
     from pinsage_model.model import build_model
@@ -506,7 +506,7 @@ def train(
         order = producer.epoch_order(epoch)
         batches = _Ordered(lambda s: producer.make(epoch, s, order), steps, threads, train_cfg.queue_size)
         losses, producer_s, compute_s, step_s = [], 0.0, 0.0, 0.0
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{train_cfg.epochs}", disable=not progress, unit="step")
+        bar = progress_bar(total=steps, desc=f"epoch {epoch}/{train_cfg.epochs}", disable=not progress, unit="step")
         t_prev = time.perf_counter()
         num_hard = 0
         for batch in batches:
