@@ -90,7 +90,7 @@ def scalar_metrics(metrics: dict, prefix: str = "", limit: int = 200) -> dict:
 
 def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
     from pinsage_model.contracts import ITEM_IDS, ContractError, read_table
-    from pinsage_model.index import IndexRecallError, mirror_version, publish
+    from pinsage_model.index import IndexRecallError, mirror_version, prune_versions, publish
 
     emb_dir = inputs["embeddings"]
     try:
@@ -112,6 +112,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
     digest = model.get("weights_digest", "")
     # Serve this model only if the registry made it champion (or there is no registry).
     serve = champion is None or champion["tags"].get("model_fingerprint") == digest
+    now = created_at()
     try:
         vdir = publish(
             np.asarray(emb[keep]),
@@ -119,7 +120,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
             root,
             model["model_version"],
             metrics,
-            created_at=created_at(),
+            created_at=now,
             cfg=cfg.index,
             item_idx=np.flatnonzero(keep).astype(np.int32),
             seed=cfg.seed,
@@ -129,6 +130,9 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
     except IndexRecallError as exc:
         raise StageError(f"index: {exc}") from exc
     mirror_version(vdir, out_dir)
+    pruned = prune_versions(root, cfg.index.keep_versions, now=now, grace_s=cfg.index.prune_grace_s) if cfg.index.keep_versions else []
+    if pruned:
+        log.info("index: pruned %d old version(s) from %s: %s", len(pruned), root, ", ".join(pruned))
     manifest = json.loads((vdir / "manifest.json").read_text())
     if not serve:
         log.warning(
@@ -145,6 +149,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
         "recall_at_10": manifest["recall_at_10"],
         "num_items": manifest["num_items"],
         "excluded_zero_embeddings": int((~keep).sum()),
+        "pruned_versions": pruned,
     }
 
 

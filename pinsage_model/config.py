@@ -205,6 +205,11 @@ class IndexConfig:
     ``CURRENT`` pointer across runs; empty means ``<run dir>/../published/<run dir name>``
     (beside the run directories, so successive runs into one run dir share one history). The run's own
     ``index/`` folder holds a copy of the version that run published.
+
+    ``keep_versions`` > 0 prunes the publish root after each publish down to that many newest
+    versions, never the serving one and never one younger than ``prune_grace_s`` seconds (readers
+    that resolved ``CURRENT`` just before a switch may still be loading it); 0 keeps every
+    version. Keep enough for ``pinsage rollback`` to find the previous champion's index.
     """
 
     exact_threshold: int = 200000
@@ -216,6 +221,8 @@ class IndexConfig:
     recall_floor: float = 0.95
     recall_queries: int = 1000
     publish_root: str = ""
+    keep_versions: int = 0
+    prune_grace_s: int = 3600
 
 
 @dataclass(frozen=True)
@@ -368,6 +375,8 @@ def _check_values(obj: Any, prefix: str, source: str) -> None:
             raise bad("restart_prob", "must be in [0, 1)")
     if isinstance(obj, TrainConfig) and obj.batch_size < 1:
         raise bad("batch_size", "must be >= 1")
+    if isinstance(obj, IndexConfig) and (obj.keep_versions < 0 or obj.prune_grace_s < 0):
+        raise bad("keep_versions", f"and prune_grace_s must be >= 0, got {obj.keep_versions} and {obj.prune_grace_s}")
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> PipelineConfig:

@@ -239,7 +239,45 @@ def find_version(root: str | Path, weights_digest: str) -> str | None:
 def _index_cfg(cfg: IndexConfig) -> dict:
     from pinsage_model.config import config_to_dict
 
-    return {k: v for k, v in config_to_dict(cfg).items() if k != "publish_root"}
+    # settings that do not change the index itself stay out of the version's content digest
+    return {k: v for k, v in config_to_dict(cfg).items() if k not in ("publish_root", "keep_versions", "prune_grace_s")}
+
+
+def prune_versions(root: str | Path, keep: int, *, now: str, grace_s: float = 3600.0) -> list[str]:
+    """Delete published versions beyond the ``keep`` newest; return the names deleted, oldest first.
+
+    Never deleted: the version ``CURRENT`` names, and any version created less than ``grace_s``
+    seconds before ``now`` (ISO 8601, chosen by the caller). An :class:`IndexReader` loads a
+    version whole when ``CURRENT`` first names it, so only a reader still loading a version that
+    has just stopped being current could notice its removal; the grace period covers that window.
+    A version is first renamed to a hidden name, then removed, so it disappears at once.
+    Unfinished temporary directories of crashed publishers older than the grace period go too.
+    """
+    import datetime as dt
+
+    def age_s(created: str) -> float:
+        t0 = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+        return (dt.datetime.fromisoformat(now.replace("Z", "+00:00")) - t0).total_seconds()
+
+    root = Path(root)
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    serving = current_version(root) if (root / CURRENT).exists() else None
+    versions = []
+    for manifest in (root / VERSIONS).glob(f"*/{MANIFEST_FILE}"):
+        meta = json.loads(manifest.read_text())
+        versions.append((meta.get("created_at", ""), manifest.parent.name))
+    versions.sort(reverse=True)  # newest first; names break ties deterministically
+    doomed = [name for created, name in versions[keep:] if name != serving and age_s(created) >= grace_s]
+    for name in doomed:
+        trash = root / VERSIONS / f".{name}.deleting"
+        os.rename(root / VERSIONS / name, trash)
+        shutil.rmtree(trash)
+    now_ts = dt.datetime.fromisoformat(now.replace("Z", "+00:00")).timestamp()
+    for tmp in (root / VERSIONS).glob(".*.tmp"):
+        if now_ts - tmp.stat().st_mtime >= grace_s:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return doomed[::-1]
 
 
 def current_version(root: str | Path) -> str:

@@ -1,6 +1,7 @@
 """faiss index publishing: exact/approximate kinds, recall floor, atomic versions, live readers."""
 
 import json
+import os
 import threading
 
 import numpy as np
@@ -117,3 +118,27 @@ def test_reader_never_sees_a_mixed_index_while_publishing(tmp_path):
         thread.join(timeout=30)
     assert not errors, errors[:3]
     assert set(seen) == set(names)  # every version was served at some point
+
+
+def test_prune_keeps_newest_serving_and_young_versions(tmp_path):
+    from pinsage_model.index import VERSIONS, prune_versions, set_current
+
+    days = [f"2026-11-0{i}T00:00:00Z" for i in range(1, 6)]
+    names = [publish(unit_rows(300, 8, 10 + i), IDS, tmp_path, f"m{i}", {}, created_at=day).name for i, day in enumerate(days)]
+    set_current(tmp_path, names[0])  # a rollback made the oldest version serve again
+    crashed = tmp_path / VERSIONS / ".m9-abc.x.tmp"  # a publisher that died mid-build
+    crashed.mkdir()
+    os.utime(crashed, (0, 0))
+    # now = day 5, 12:00: with a 1-day grace the day-5 version is young, the rest are old
+    pruned = prune_versions(tmp_path, 2, now="2026-11-05T12:00:00Z", grace_s=86400)
+    assert pruned == [names[1], names[2]]  # oldest first; names[0] serves, names[3:] are the 2 newest
+    left = sorted(p.name for p in (tmp_path / VERSIONS).iterdir())
+    assert left == sorted([names[0], names[3], names[4]])
+    assert (tmp_path / CURRENT).read_text().strip() == names[0]
+    assert len(IndexReader(tmp_path).related_items(IDS[0], k=3).item_ids) == 3  # the serving version still answers
+    # keep=1 with the grace period: the day-5 version is both newest and young, day-4 is old
+    assert prune_versions(tmp_path, 1, now="2026-11-05T12:00:00Z", grace_s=86400) == [names[3]]
+    # a version younger than the grace period survives even beyond `keep`
+    assert prune_versions(tmp_path, 1, now="2026-11-05T12:00:00Z", grace_s=10**7) == []
+    with pytest.raises(ValueError):
+        prune_versions(tmp_path, 0, now="2026-11-05T12:00:00Z")

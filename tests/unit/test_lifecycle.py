@@ -238,7 +238,7 @@ def add_embeddings(run_dir: Path, seed: int) -> Path:
     return run_dir
 
 
-def test_published_index_follows_champion(area, tmp_path, capsys):
+def test_published_index_follows_champion(area, tmp_path, capsys, monkeypatch):
     from components import publish_index
     from components.cli import main
     from components.tracking import track_pipeline_run
@@ -267,6 +267,16 @@ def test_published_index_follows_champion(area, tmp_path, capsys):
     conf.write_text(f"name: t\ntracking:\n  registered_model: serve-model\nindex:\n  publish_root: {root}\n")
     assert main(["rollback", "--config", str(conf), "--run-area", str(area)]) == 0
     assert f"CURRENT -> {v1['version']}" in capsys.readouterr().out
+    assert current_version(root) == v1["version"]
+
+    # pruning down to one version keeps the newest and the serving (rolled-back) one
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(4102444800))  # 2100-01-01: p4 is the newest by far
+    cfg = config_from_dict({**raw, "index": {"publish_root": str(root), "keep_versions": 1, "prune_grace_s": 0}})
+    p4 = add_embeddings(make_run(area / "p4", seed=14, hr10=0.10, mrr=0.01), 14)
+    track_pipeline_run(cfg, p4)
+    v4 = publish(p4)
+    assert not v4["serving"] and sorted(v4["pruned_versions"]) == sorted([v2["version"], v3["version"]])
+    assert sorted(p.name for p in (root / "versions").iterdir()) == sorted([v1["version"], v4["version"]])
     assert current_version(root) == v1["version"]
 
 
