@@ -28,6 +28,10 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from pinsage_model.contracts import ContractError, CSRGraph, Neighbourhoods
 
@@ -98,6 +102,31 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x * (1.0 / np.sqrt(np.maximum(sq, _NORM_EPS))).astype(np.float32)[:, None]
 
 
+@intrinsic
+def _prefetch(typingctx, arr, row, col):  # pragma: no cover - compiled
+    """Hint the CPU to fetch ``arr[row, col]``'s cache line (LLVM ``prefetch``, read, keep)."""
+    sig = types.void(arr, row, col)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        r = context.cast(builder, args[1], signature.args[1], types.intp)
+        c = context.cast(builder, args[2], signature.args[2], types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [r, c])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch"
+        )
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# Neighbours ahead whose projection rows are prefetched: a row is 8 cache lines (m = 128) that
+# the gather would otherwise wait for one node after another (about 1.5x faster pooling at 4-8).
+_PREFETCH_AHEAD = 6
+
+
 @numba.njit(nogil=True, cache=True)
 def _pool_kernel(proj, idx, wts, mode, out, col):  # pragma: no cover - compiled
     """Reduce neighbour projections per node: importance (0, α-weighted mean), mean (1) or max (2).
@@ -106,7 +135,8 @@ def _pool_kernel(proj, idx, wts, mode, out, col):  # pragma: no cover - compiled
     columns ``col:col + m`` of the C-contiguous ``out`` (B, >= col + m), e.g. the right-hand part
     of the combine's ``[h | pooled]`` buffer (a strided view instead would defeat the inner
     loop's vectorisation). Nodes without neighbours get a zero vector (projections are ReLU
-    outputs, so >= 0). Serial and GIL-free: callers run blocks of rows on their own threads.
+    outputs, so >= 0). Random row reads dominate, so the rows a few neighbours ahead are
+    prefetched. Serial and GIL-free: callers run blocks of rows on their own threads.
     """
     b_rows, t_cols = idx.shape
     m = proj.shape[1]
@@ -117,6 +147,10 @@ def _pool_kernel(proj, idx, wts, mode, out, col):  # pragma: no cover - compiled
         count = 0
         total = np.float32(0.0)
         for t in range(t_cols):
+            ahead_b, ahead_t = b + (t + _PREFETCH_AHEAD) // t_cols, (t + _PREFETCH_AHEAD) % t_cols
+            if ahead_b < b_rows and idx[ahead_b, ahead_t] >= 0:
+                for c in range(0, m, 16):  # 16 float32 = one 64-byte cache line
+                    _prefetch(proj, idx[ahead_b, ahead_t], c)
             v = idx[b, t]
             if v < 0:
                 continue
