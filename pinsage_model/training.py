@@ -524,8 +524,9 @@ def train(
             t_prev = t_done
             losses.append(loss)
             result.step_losses.append(loss)
+            # the postfix shows at the bar's next redraw: refreshing here would redraw every step
+            bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{(bar.n + 1) * global_batch / max(step_s, 1e-9):.0f}", refresh=False)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{bar.n * global_batch / max(step_s, 1e-9):.0f}")
         bar.close()
         val = hit_rate_at_k(
             lambda nodes: embed_nodes(model, nodes, data.neighbourhoods, data.features),

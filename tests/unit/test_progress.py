@@ -21,3 +21,15 @@ def test_disabled_bar_still_iterates(monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert list(progress_bar(range(3), desc="quiet", disable=True)) == [0, 1, 2]
     assert sys.stderr.getvalue() == ""
+
+
+def test_postfix_without_refresh_keeps_the_log_short(monkeypatch):
+    # the training loop sets a postfix every step with refresh=False: it waits for the next redraw
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    bar = progress_bar(total=5000, desc="epoch 1/1", unit="step")
+    for step in range(5000):
+        bar.set_postfix(loss=f"{1.0 / (step + 1):.4f}", refresh=False)
+        bar.update(1)
+    bar.close()
+    assert log.getvalue().count("\r") <= 3 and "loss=0.0002" in log.getvalue()
