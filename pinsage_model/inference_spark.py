@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,8 @@ from pinsage_model.contracts import Neighbourhoods
 from pinsage_model.inference import POOLING_MODES, check_inputs, input_rows, l2_normalize
 
 _ROWS_PER_FILE = 1 << 18
+# Rows per block of the gather plan: a multiple of the page size for any width of 4-byte values.
+GATHER_BLOCK_ROWS = 4096
 
 
 def binary_column(rows: np.ndarray):
@@ -133,46 +136,67 @@ def _write_edges(path: Path, nbhd: Neighbourhoods) -> int:
     return total
 
 
-def _write_neighbourhood_arrays(path: Path, nbhd: Neighbourhoods) -> tuple[str, str]:
-    """Write the (N, T) neighbour ids and weights as ``.npy`` files every task memory-maps."""
-    from pinsage_model.io import atomic_save_npy
+@dataclass(frozen=True)
+class SharedArray:
+    """An (rows, width) array in a header-less file that map tasks memory-map by name.
 
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_save_npy(path / "indices.npy", np.ascontiguousarray(nbhd.indices, dtype=np.int32))
-    atomic_save_npy(path / "weights.npy", np.ascontiguousarray(nbhd.weights, dtype=np.float32))
-    return str(path / "indices.npy"), str(path / "weights.npy")
-
-
-def _gather_layer_fn(layer: int, last: bool, weights: dict[str, np.ndarray], pooling: str, paths: dict[str, str]):
-    """One map job of the ``gather`` plan over a DataFrame of item ids (``layer`` 0: project only).
-
-    Each task memory-maps the shared arrays (the distributed cache): for ``layer`` >= 1 it pools
-    its nodes' neighbours from this layer's (N, m) projections ``proj`` with the compiled
-    in-process kernel, combines them with the nodes' own vectors ``h_in`` and writes the result
-    to ``h_out`` (through the dense head on the last layer); then it projects the result for
-    the next layer into ``next_proj``. Tasks write only their own nodes' rows, so a retried or
-    speculative task rewrites the same bytes.
+    Without a header, row block ``i`` of ``GATHER_BLOCK_ROWS`` rows starts at a multiple of
+    the page size, so no two tasks ever write into the same page (safe on network file systems
+    that write back whole pages).
     """
 
-    def layer_rows(batches):
+    path: str
+    rows: int
+    width: int
+    dtype: str = "float32"
+
+    def open(self, mode: str = "r") -> np.ndarray:
+        return np.memmap(self.path, dtype=self.dtype, mode=mode, shape=(self.rows, self.width))
+
+    @classmethod
+    def create(cls, path: Path, rows: int, width: int, dtype: str = "float32", fill: np.ndarray | None = None) -> "SharedArray":
+        """Create the file (zero-filled, or with ``fill``'s rows copied in blocks) and return its handle."""
+        arr = np.memmap(path, dtype=dtype, mode="w+", shape=(rows, width))
+        if fill is not None:
+            for s in range(0, rows, _ROWS_PER_FILE):
+                arr[s : s + _ROWS_PER_FILE] = fill[s : s + _ROWS_PER_FILE]
+        arr.flush()
+        del arr
+        return cls(str(path), rows, width, dtype)
+
+
+def _gather_layer_fn(layer: int, last: bool, weights: dict[str, np.ndarray], pooling: str,
+                     arrays: dict[str, SharedArray], n_items: int, block_rows: int):
+    """One map job of the ``gather`` plan over a DataFrame of row blocks (``layer`` 0: project only).
+
+    Each task memory-maps the shared arrays (the distributed cache) and, per block of
+    ``block_rows`` nodes: for ``layer`` >= 1 pools the nodes' neighbours from this
+    layer's (N, m) projections ``proj`` with the compiled in-process kernel, combines them with
+    the nodes' own vectors ``h_in`` and writes the result to ``h_out`` (through the dense head on
+    the last layer); then projects the result for the next layer into ``next_proj``. A task
+    writes only its own blocks, so a retried or speculative task rewrites the same bytes.
+    """
+
+    def layer_blocks(batches):
         from pinsage_model.inference import combine, head, pool_neighbours, project
 
-        arrays = {k: np.load(v, mmap_mode="r") for k, v in paths.items() if k in ("h_in", "proj", "nb_idx", "nb_w")}
-        out = {k: np.load(v, mmap_mode="r+") for k, v in paths.items() if k in ("h_out", "next_proj")}
+        mapped = {k: a.open("r+" if k in ("h_out", "next_proj") else "r") for k, a in arrays.items()}
         for b in batches:
-            ids = b.column("item_idx").to_numpy()
-            z = np.asarray(arrays["h_in"][ids])  # (B, F_k)
-            if layer >= 1:
-                pooled = pool_neighbours(arrays["proj"], arrays["nb_idx"][ids], arrays["nb_w"][ids], pooling)  # (B, m)
-                z = combine(z, pooled, weights, layer)  # (B, d)
-                out["h_out"][ids] = head(z, weights) if last else z
-            if not last:
-                out["next_proj"][ids] = project(z, weights, layer + 1)  # (B, m)
+            for block in b.column("block").to_numpy():
+                s, e = int(block) * block_rows, min((int(block) + 1) * block_rows, n_items)
+                z = np.asarray(mapped["h_in"][s:e])  # (B, F_k)
+                if layer >= 1:
+                    pooled = pool_neighbours(mapped["proj"], mapped["nb_idx"][s:e], mapped["nb_w"][s:e], pooling)  # (B, m)
+                    z = combine(z, pooled, weights, layer)  # (B, d)
+                    mapped["h_out"][s:e] = head(z, weights) if last else z
+                if not last:
+                    mapped["next_proj"][s:e] = project(z, weights, layer + 1)  # (B, m)
             yield b
-        for arr in out.values():
-            arr.flush()
+        for k in ("h_out", "next_proj"):
+            if k in mapped:
+                mapped[k].flush()
 
-    return layer_rows
+    return layer_blocks
 
 
 def _project_fn(q_mat: np.ndarray, q_bias: np.ndarray):
@@ -251,15 +275,9 @@ def _head_fn(g1: np.ndarray, g: np.ndarray, g2: np.ndarray):
     return head
 
 
-def _shared_array(path: Path, n_items: int, width: int) -> str:
-    """Create an (N, width) float32 ``.npy`` that map tasks fill row by row through ``mmap``."""
-    np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_items, width)).flush()
-    return str(path)
-
-
-def _check_covered(rows: int, n_items: int, what: str) -> None:
-    if rows != n_items:
-        raise RuntimeError(f"the {what} job returned {rows} rows for {n_items} items")
+def _check_covered(rows: int, expected: int, what: str) -> None:
+    if rows != expected:
+        raise RuntimeError(f"the {what} job processed {rows} row blocks, expected {expected}")
 
 
 def embed_all_spark(
@@ -343,42 +361,55 @@ def embed_all_spark(
 
 def _embed_gather(spark, weights: dict[str, np.ndarray], config: dict, features: np.ndarray, nbhd: Neighbourhoods,
                   scratch: Path) -> np.ndarray:
-    """The ``gather`` plan: K + 1 map jobs over a DataFrame of item ids, no shuffle.
+    """The ``gather`` plan: K + 1 map jobs over a DataFrame of row blocks, no shuffle.
 
-    Vectors live in shared ``.npy`` arrays in ``scratch`` (the distributed cache; this is why
+    Vectors live in shared memory-mapped files in ``scratch`` (the distributed cache; this is why
     ``scratch`` must be a file system every executor mounts read-write): the layer-0 vectors,
     the neighbourhoods, per layer the (N, m) projections and the (N, d) outputs. Job 0 projects
     the layer-0 vectors into ``p1``; job k (1..K) pools layer k from ``p{k}``, combines, writes
-    ``h{k}`` and projects it into ``p{k+1}`` (the last job applies the head instead). Only item
-    ids travel through the JVM: moving the vectors through Parquet between jobs cost more than
-    the whole computation on a 2-core machine.
+    ``h{k}`` and projects it into ``p{k+1}`` (the last job applies the head instead). Only block
+    numbers travel through the JVM: moving the vectors through Parquet between jobs cost more
+    than the whole computation on a 2-core machine.
     """
-    from pyspark.sql import functions as F
-
     n_items = features.shape[0]
     m, d, num_layers = config["hidden_dim"], config["output_dim"], config["num_layers"]
-    nb_idx, nb_w = _write_neighbourhood_arrays(scratch / "nbhd", nbhd)
-    h_in = scratch / "h0.npy"
-    h0 = np.lib.format.open_memmap(h_in, mode="w+", dtype=np.float32, shape=(n_items, weights["conv1/Q"].shape[0]))
-    for s in range(0, n_items, _ROWS_PER_FILE):
-        h0[s : s + _ROWS_PER_FILE] = input_rows(features, weights, slice(s, s + _ROWS_PER_FILE))
-    h0.flush()
-    del h0
-    parts = max(int(spark.sparkContext.defaultParallelism), -(-n_items // _ROWS_PER_FILE))
-    ids = spark.range(0, n_items, numPartitions=parts).select(F.col("id").cast("int").alias("item_idx"))
+    t_cols = nbhd.indices.shape[1]
+    shared = {
+        "nb_idx": SharedArray.create(scratch / "nbhd_indices.bin", n_items, t_cols, "int32", nbhd.indices),
+        "nb_w": SharedArray.create(scratch / "nbhd_weights.bin", n_items, t_cols, "float32", nbhd.weights),
+        "h_in": SharedArray.create(
+            scratch / "h0.bin", n_items, weights["conv1/Q"].shape[0], "float32",
+            _RowSource(lambda s, e: input_rows(features, weights, slice(s, e))),
+        ),
+    }
+    block_rows = GATHER_BLOCK_ROWS
+    n_blocks = -(-n_items // block_rows)
+    parts = min(n_blocks, max(int(spark.sparkContext.defaultParallelism), -(-n_items // _ROWS_PER_FILE)))
+    blocks = spark.range(0, n_blocks, numPartitions=parts).withColumnRenamed("id", "block")
     for layer in range(0, num_layers + 1):
         last = layer == num_layers
-        paths = {"h_in": str(h_in), "nb_idx": nb_idx, "nb_w": nb_w}
+        arrays = dict(shared)
         if layer >= 1:
-            paths["proj"] = str(scratch / f"p{layer}.npy")
-            paths["h_out"] = _shared_array(scratch / f"h{layer}.npy", n_items, d)
+            arrays["h_out"] = SharedArray.create(scratch / f"h{layer}.bin", n_items, d)
         if not last:
-            paths["next_proj"] = _shared_array(scratch / f"p{layer + 1}.npy", n_items, m)
-        fn = _gather_layer_fn(layer, last, weights, config["pooling"], paths)
-        _check_covered(ids.mapInArrow(fn, ids.schema).count(), n_items, f"layer-{layer} gather")
+            arrays["next_proj"] = SharedArray.create(scratch / f"p{layer + 1}.bin", n_items, m)
+        fn = _gather_layer_fn(layer, last, weights, config["pooling"], arrays, n_items, block_rows)
+        _check_covered(blocks.mapInArrow(fn, blocks.schema).count(), n_blocks, f"layer-{layer} gather")
         if layer >= 1:
-            h_in = Path(paths["h_out"])
-    return np.array(np.load(h_in, mmap_mode="r"))
+            shared["h_in"] = arrays["h_out"]
+        if not last:
+            shared["proj"] = arrays["next_proj"]
+    return np.array(shared["h_in"].open())
+
+
+class _RowSource:
+    """Row-range access ``src[s:e]`` over a function of (start, stop), for :meth:`SharedArray.create`."""
+
+    def __init__(self, rows_of) -> None:
+        self.rows_of = rows_of
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return self.rows_of(rows.start, rows.stop)
 
 
 def _read_embeddings(path: Path, n_items: int, d: int) -> np.ndarray:

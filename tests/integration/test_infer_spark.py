@@ -40,6 +40,7 @@ def test_spark_equals_in_process(spark, tiny_inputs, tmp_path, monkeypatch, pool
 
     # small files: several scan partitions, so items must not straddle a split
     monkeypatch.setattr(inference_spark, "_ROWS_PER_FILE", 32)
+    monkeypatch.setattr(inference_spark, "GATHER_BLOCK_ROWS", 16)  # several blocks per task, several tasks
 
     feats, nbhd = tiny_inputs
     # a node with an empty neighbourhood exercises the left join's null -> zero path
@@ -51,7 +52,7 @@ def test_spark_equals_in_process(spark, tiny_inputs, tmp_path, monkeypatch, pool
     want = embed_all(w, cfg, feats, nbhd)
     got = embed_all_spark(spark, w, cfg, feats, nbhd, scratch_dir=tmp_path / "scratch", strategy=strategy)
     if strategy == "gather":  # the map-side join's shared arrays: projections and outputs per layer
-        assert {"p1.npy", "p2.npy", "h1.npy", "h2.npy"} <= {p.name for p in (tmp_path / "scratch").iterdir()}
+        assert {"p1.bin", "p2.bin", "h1.bin", "h2.bin"} <= {p.name for p in (tmp_path / "scratch").iterdir()}
     else:
         assert len(list((tmp_path / "scratch" / "edges").glob("*.parquet"))) > 3
     assert got.shape == (feats.shape[0], 16)
@@ -149,3 +150,16 @@ def test_spark_backend_stage_equals_numpy(tiny_run, tiny_inputs):
     assert report["backend"] == "spark"
     got = np.load(run / "embeddings" / "items.npy")
     assert np.abs(got - embed_all(w, cfg, feats, nbhd)).max() < 1e-4
+
+
+def test_shared_array_blocks_start_on_page_boundaries(tmp_path):
+    import mmap
+
+    from pinsage_model.inference_spark import GATHER_BLOCK_ROWS, SharedArray
+
+    src = np.arange(10_000 * 3, dtype=np.float32).reshape(10_000, 3)
+    arr = SharedArray.create(tmp_path / "a.bin", 10_000, 3, fill=src)
+    assert (tmp_path / "a.bin").stat().st_size == src.nbytes  # no header: row 0 is at offset 0
+    np.testing.assert_array_equal(arr.open(), src)
+    for width in (1, 3, 20, 50, 64, 128):  # any width: a block is a whole number of pages
+        assert (GATHER_BLOCK_ROWS * 4 * width) % mmap.PAGESIZE == 0
