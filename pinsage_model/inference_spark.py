@@ -16,17 +16,20 @@ functions). Per layer k, with ``H`` = (item_idx, v) the layer k-1 representation
      streamed in file order; the driver writes it sorted by ``item_idx`` with one Parquet row
      group per file (Spark never splits a row group), so no shuffle of the N*T joined rows at all;
    * ``gather`` (when ``P`` fits executor memory and ``scratch_dir`` is a file system every
-     executor mounts read-write): ``P`` lives in one (N, m) ``.npy`` that map tasks fill and
-     memory-map, next to the (N, T) neighbourhood arrays (the distributed-cache map-side join);
-     pooling is the compiled in-process kernel. Steps 2-4 and the next layer's step 1 become one
-     map job per layer, so the whole plan is K + 1 map jobs without a shuffle.
+     executor mounts read-write): ``P``, ``H`` and the (N, T) neighbourhood arrays live in
+     header-less files that map tasks fill and memory-map (the distributed-cache map-side join,
+     :class:`SharedArray`); the tasks run over a DataFrame of page-aligned row blocks and pool
+     with the compiled in-process kernel. Steps 2-4 and the next layer's step 1 become one map
+     job per layer, so the whole plan is K + 1 map jobs without a shuffle, and no vector passes
+     through the JVM.
 4. map: ``H`` left-joins the pooled table (nodes without neighbours pool to zero) and a
    ``mapInArrow`` computes ``normalize(ReLU(concat(h, n) W + w))``; the result is written as
    Parquet and is the next layer's input (each layer materialised once, never recomputed).
 
-The dense head is a last map job. The driver writes the layer-0 vectors and the exploded
-neighbourhoods as Parquet into ``scratch_dir`` (a path every executor can read: a local folder
-with ``local[N]``, shared storage on a cluster) and reads the final embeddings back.
+The dense head is a last map job. For ``shuffle`` and ``broadcast`` the driver writes the layer-0
+vectors and the exploded neighbourhoods as Parquet into ``scratch_dir`` (a path every executor can
+read: a local folder with ``local[N]``, shared storage on a cluster) and reads the final
+embeddings back.
 """
 
 from __future__ import annotations
