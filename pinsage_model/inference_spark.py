@@ -183,7 +183,13 @@ def _gather_layer_fn(layer: int, last: bool, weights: dict[str, np.ndarray], poo
     def layer_blocks(batches):
         from pinsage_model.inference import combine, head, pool_neighbours, project
 
-        mapped = {k: a.open("r+" if k in ("h_out", "next_proj") else "r") for k, a in arrays.items()}
+        try:
+            mapped = {k: a.open("r+" if k in ("h_out", "next_proj") else "r") for k, a in arrays.items()}
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"inference gather plan: {exc.filename} is not visible on this executor; put the run area on a "
+                "volume every executor mounts read-write, or set inference.spark_strategy: shuffle"
+            ) from exc
         for b in batches:
             for block in b.column("block").to_numpy():
                 s, e = int(block) * block_rows, min((int(block) + 1) * block_rows, n_items)

@@ -163,3 +163,13 @@ def test_shared_array_blocks_start_on_page_boundaries(tmp_path):
     np.testing.assert_array_equal(arr.open(), src)
     for width in (1, 3, 20, 50, 64, 128):  # any width: a block is a whole number of pages
         assert (GATHER_BLOCK_ROWS * 4 * width) % mmap.PAGESIZE == 0
+
+
+def test_gather_task_names_a_missing_shared_file(tmp_path):
+    # what an executor that does not mount the scratch folder reports (run here without Spark)
+    from pinsage_model.inference_spark import SharedArray, _gather_layer_fn
+
+    arrays = {"h_in": SharedArray(str(tmp_path / "absent.bin"), 4, 2)}
+    fn = _gather_layer_fn(0, False, {}, "importance", arrays, 4, 4)
+    with pytest.raises(FileNotFoundError, match="absent.bin is not visible on this executor.*spark_strategy: shuffle"):
+        list(fn(iter([])))
