@@ -16,8 +16,9 @@ Checkpoints live outside the stage output, in ``<run-dir>/checkpoints/model/<fin
 one per epoch: if training is interrupted, running the stage again with the same config and
 inputs resumes from the last finished epoch. They are removed once the stage succeeds.
 With ``train.num_devices`` > 1 on a CPU-only machine the CPU is split into logical devices,
-which must happen before TensorFlow starts: run this stage in its own process
-(``python -m components.train``).
+which must happen before TensorFlow initialises. When an earlier stage of the same process (the
+features stage of ``pinsage run``) has already initialised it, the stage trains in a fresh
+``spawn``-ed process and returns that process's report.
 """
 
 from __future__ import annotations
@@ -84,6 +85,60 @@ def _pairs(path: Path, num_items: int, out_dir: Path):
 
 def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
     """Train PinSage on the run's training subgraph and export the model into ``out_dir``."""
+    if cfg.train.num_devices > 1 and _tensorflow_too_late(cfg.train.num_devices):
+        return _run_in_fresh_process(cfg, inputs, out_dir)
+    return _train(cfg, inputs, out_dir)
+
+
+def _tensorflow_too_late(num_devices: int) -> bool:
+    """True when TensorFlow already runs here and can no longer split the CPU into devices."""
+    if "tensorflow" not in sys.modules:
+        return False  # train() configures the devices before TensorFlow initialises
+    from pinsage_model.training import configure_devices
+
+    try:
+        configure_devices(num_devices)
+    except RuntimeError:
+        return True
+    return False
+
+
+def _run_in_fresh_process(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
+    """Run :func:`_train` in a ``spawn``-ed interpreter (TensorFlow not yet initialised there)."""
+    import multiprocessing
+    import tempfile
+
+    from pinsage_model.config import config_to_dict
+
+    log.info("model: TensorFlow is already initialised here; training on %d logical CPU devices in a fresh process",
+             cfg.train.num_devices)
+    with tempfile.TemporaryDirectory(prefix="pinsage-train-") as tmp:
+        report_path = Path(tmp) / "report.json"
+        child = multiprocessing.get_context("spawn").Process(
+            target=_child_main, name="pinsage-train",
+            args=(config_to_dict(cfg), {k: str(v) for k, v in inputs.items()}, str(out_dir), str(report_path)),
+        )
+        child.start()
+        child.join()
+        if child.exitcode != 0 or not report_path.exists():
+            raise StageError(
+                f"model: training in a fresh process (train.num_devices = {cfg.train.num_devices} logical CPU "
+                f"devices) failed with exit code {child.exitcode}; its error is in the log above"
+            )
+        return {**json.loads(report_path.read_text()), "fresh_process": True}
+
+
+def _child_main(cfg_dict: dict, inputs: dict[str, str], out_dir: str, report_path: str) -> None:
+    """Entry point of the fresh training process: train, then hand the report back as JSON."""
+    from pinsage_model.config import config_from_dict
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    report = _train(config_from_dict(cfg_dict), {k: Path(v) for k, v in inputs.items()}, Path(out_dir))
+    Path(report_path).write_text(json.dumps(report))
+
+
+def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
+    """The stage's work in this process: load the inputs, train, export."""
     import numpy as np
 
     from components.base import fingerprint

@@ -169,19 +169,12 @@ def test_two_logical_cpu_devices_match_one_device(tmp_path):
     np.testing.assert_allclose(two, one, rtol=0, atol=1e-4)
 
 
-def test_model_stage_writes_contract_outputs_that_inference_reproduces(tmp_path):
-    """The component end to end on a run dir; numpy layer-wise inference equals the Keras model."""
+def model_run_dir(tmp_path, seed: int):
+    """A run directory holding the model stage's inputs, with two bad pair rows to quarantine."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from components.base import execute
-    from components.registry import get_stage
-    from pinsage_model.config import config_from_dict
-    from pinsage_model.export import load_weights_npz
-    from pinsage_model.inference import embed_all
-    from pinsage_model.training import embed_nodes
-
-    graph, features, nb, (tq, tp), (vq, vp) = planted(11)
+    graph, features, nb, (tq, tp), (vq, vp) = planted(seed)
     run = tmp_path / "run"
     (run / "graph").mkdir(parents=True)
     (run / "features").mkdir()
@@ -198,6 +191,21 @@ def test_model_stage_writes_contract_outputs_that_inference_reproduces(tmp_path)
         "q_idx": pa.array(q, pa.int32()), "pos_idx": pa.array(p, pa.int32()), "count": pa.array(np.ones(len(q), np.int64)),
         "split": pa.array(split), "in_train_graph": pa.array(np.ones(len(q), bool)),
     }), run / "graph" / "pairs_indexed.parquet")
+    return run, features, nb, n_tr, n_val
+
+
+def test_model_stage_writes_contract_outputs_that_inference_reproduces(tmp_path):
+    """The component end to end on a run dir; numpy layer-wise inference equals the Keras model."""
+    import pyarrow.parquet as pq
+
+    from components.base import execute
+    from components.registry import get_stage
+    from pinsage_model.config import config_from_dict
+    from pinsage_model.export import load_weights_npz
+    from pinsage_model.inference import embed_all
+    from pinsage_model.training import embed_nodes
+
+    run, features, nb, n_tr, n_val = model_run_dir(tmp_path, 11)
     cfg = config_from_dict({
         "model": config_to_dict_(MODEL), "sampler": config_to_dict_(SAMPLER),
         "train": {**config_to_dict_(TRAIN), "epochs": 2, "steps_per_epoch": 3},
@@ -219,6 +227,30 @@ def test_model_stage_writes_contract_outputs_that_inference_reproduces(tmp_path)
     model = keras.saving.load_model(out / "model.keras")
     nodes = np.arange(len(features), dtype=np.int32)
     np.testing.assert_allclose(embed_nodes(model, nodes, nb, features), emb, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_model_stage_trains_on_logical_devices_after_tensorflow_started(tmp_path):
+    """As in ``pinsage run``: TensorFlow already initialised, num_devices = 2 on CPU -> fresh process."""
+    import tensorflow as tf
+
+    from components.base import execute
+    from components.registry import get_stage
+    from pinsage_model.config import config_from_dict
+    from pinsage_model.export import load_weights_npz
+
+    tf.constant(1.0)  # initialises the runtime in this process, as the features stage does
+    run, _, _, n_tr, _ = model_run_dir(tmp_path, 12)
+    cfg = config_from_dict({
+        "model": config_to_dict_(MODEL), "sampler": config_to_dict_(SAMPLER),
+        "train": {**config_to_dict_(TRAIN), "epochs": 1, "steps_per_epoch": 2, "num_devices": 2, "batch_size": 32},
+    })
+    stage = get_stage("model")
+    report = execute(stage, cfg, {name: run / name for name in stage.inputs}, run / "model")
+    assert report["fresh_process"] and report["num_devices"] == 2
+    assert report["train_pairs"] == n_tr and report["epochs_run"] == 1
+    weights, config = load_weights_npz(run / "model")
+    assert config["output_dim"] == MODEL.output_dim and np.all(np.isfinite(weights["conv1/Q"]))
 
 
 def config_to_dict_(section) -> dict:
