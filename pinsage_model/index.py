@@ -255,10 +255,10 @@ def prune_versions(root: str | Path, keep: int, *, now: str, grace_s: float = 36
     """
     import datetime as dt
 
-    def age_s(created: str) -> float:
-        t0 = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
-        return (dt.datetime.fromisoformat(now.replace("Z", "+00:00")) - t0).total_seconds()
+    def timestamp(iso: str) -> float:
+        return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
+    now_ts = timestamp(now)
     root = Path(root)
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
@@ -268,12 +268,11 @@ def prune_versions(root: str | Path, keep: int, *, now: str, grace_s: float = 36
         meta = json.loads(manifest.read_text())
         versions.append((meta.get("created_at", ""), manifest.parent.name))
     versions.sort(reverse=True)  # newest first; names break ties deterministically
-    doomed = [name for created, name in versions[keep:] if name != serving and age_s(created) >= grace_s]
+    doomed = [name for created, name in versions[keep:] if name != serving and now_ts - timestamp(created) >= grace_s]
     for name in doomed:
         trash = root / VERSIONS / f".{name}.deleting"
         os.rename(root / VERSIONS / name, trash)
         shutil.rmtree(trash)
-    now_ts = dt.datetime.fromisoformat(now.replace("Z", "+00:00")).timestamp()
     for tmp in (root / VERSIONS).glob(".*.tmp"):
         if now_ts - tmp.stat().st_mtime >= grace_s:
             shutil.rmtree(tmp, ignore_errors=True)

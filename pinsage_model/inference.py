@@ -49,7 +49,6 @@ class InferenceStats:
       dense_thread_seconds: time the worker threads spent in those products and their
         bias/ReLU/normalisation epilogues, summed over threads.
       pool_thread_seconds: time the worker threads spent in the neighbourhood gather-and-reduce.
-      wall_seconds: wall time of the block passes.
       threads: worker threads that ran the blocks.
     """
 
@@ -57,7 +56,6 @@ class InferenceStats:
     dense_flops: float = 0.0
     dense_thread_seconds: float = 0.0
     pool_thread_seconds: float = 0.0
-    wall_seconds: float = 0.0
     threads: int = 1
 
     @property
@@ -403,12 +401,10 @@ def _run_blocks(pool, fn, n_items: int, batch_size: int, stats: InferenceStats, 
 
     blocks = range(0, n_items, batch_size)
     futures = [pool.submit(fn, s, min(s + batch_size, n_items)) for s in blocks]
-    t0 = time.perf_counter()
     for f in progress_bar(futures, desc=desc, disable=not progress, unit="block"):
         dense_s, pool_s = f.result()
         stats.dense_thread_seconds += dense_s
         stats.pool_thread_seconds += pool_s
-    stats.wall_seconds += time.perf_counter() - t0
 
 
 def embed_nodes_naive(

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,12 +158,13 @@ class SharedArray:
         return np.memmap(self.path, dtype=self.dtype, mode=mode, shape=(self.rows, self.width))
 
     @classmethod
-    def create(cls, path: Path, rows: int, width: int, dtype: str = "float32", fill: np.ndarray | None = None) -> "SharedArray":
-        """Create the file (zero-filled, or with ``fill``'s rows copied in blocks) and return its handle."""
+    def create(cls, path: Path, rows: int, width: int, dtype: str = "float32",
+               fill: Callable[[int, int], np.ndarray] | None = None) -> "SharedArray":
+        """Create the file, zero-filled or with rows ``fill(start, stop)`` copied in blocks."""
         arr = np.memmap(path, dtype=dtype, mode="w+", shape=(rows, width))
         if fill is not None:
             for s in range(0, rows, _ROWS_PER_FILE):
-                arr[s : s + _ROWS_PER_FILE] = fill[s : s + _ROWS_PER_FILE]
+                arr[s : s + _ROWS_PER_FILE] = fill(s, min(s + _ROWS_PER_FILE, rows))
         arr.flush()
         del arr
         return cls(str(path), rows, width, dtype)
@@ -384,11 +386,11 @@ def _embed_gather(spark, weights: dict[str, np.ndarray], config: dict, features:
     m, d, num_layers = config["hidden_dim"], config["output_dim"], config["num_layers"]
     t_cols = nbhd.indices.shape[1]
     shared = {
-        "nb_idx": SharedArray.create(scratch / "nbhd_indices.bin", n_items, t_cols, "int32", nbhd.indices),
-        "nb_w": SharedArray.create(scratch / "nbhd_weights.bin", n_items, t_cols, "float32", nbhd.weights),
+        "nb_idx": SharedArray.create(scratch / "nbhd_indices.bin", n_items, t_cols, "int32", lambda s, e: nbhd.indices[s:e]),
+        "nb_w": SharedArray.create(scratch / "nbhd_weights.bin", n_items, t_cols, "float32", lambda s, e: nbhd.weights[s:e]),
         "h_in": SharedArray.create(
             scratch / "h0.bin", n_items, weights["conv1/Q"].shape[0], "float32",
-            _RowSource(lambda s, e: input_rows(features, weights, slice(s, e))),
+            lambda s, e: input_rows(features, weights, slice(s, e)),
         ),
     }
     block_rows = GATHER_BLOCK_ROWS
@@ -409,16 +411,6 @@ def _embed_gather(spark, weights: dict[str, np.ndarray], config: dict, features:
         if not last:
             shared["proj"] = arrays["next_proj"]
     return np.array(shared["h_in"].open())
-
-
-class _RowSource:
-    """Row-range access ``src[s:e]`` over a function of (start, stop), for :meth:`SharedArray.create`."""
-
-    def __init__(self, rows_of) -> None:
-        self.rows_of = rows_of
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        return self.rows_of(rows.start, rows.stop)
 
 
 def _read_embeddings(path: Path, n_items: int, d: int) -> np.ndarray:

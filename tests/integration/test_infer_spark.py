@@ -158,7 +158,7 @@ def test_shared_array_blocks_start_on_page_boundaries(tmp_path):
     from pinsage_model.inference_spark import GATHER_BLOCK_ROWS, SharedArray
 
     src = np.arange(10_000 * 3, dtype=np.float32).reshape(10_000, 3)
-    arr = SharedArray.create(tmp_path / "a.bin", 10_000, 3, fill=src)
+    arr = SharedArray.create(tmp_path / "a.bin", 10_000, 3, fill=lambda s, e: src[s:e])
     assert (tmp_path / "a.bin").stat().st_size == src.nbytes  # no header: row 0 is at offset 0
     np.testing.assert_array_equal(arr.open(), src)
     for width in (1, 3, 20, 50, 64, 128):  # any width: a block is a whole number of pages
