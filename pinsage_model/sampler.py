@@ -16,7 +16,11 @@ identical whatever the thread count, the batch it came in, or the position in th
 Within a block of seeds all walks advance in lockstep, so the dependent memory loads of
 different walks overlap instead of each walk waiting on its own cache misses.
 
-Ties in the top-T selection and in PPR ranks are broken by item index (ascending).
+Visit-count ties (common: at R=100, L=4, T=20 most seeds have count 1 at rank T) are broken
+by a seeded bijective hash of the item id, salted per query, never by the index: otherwise the
+lowest-index items would fill the tie slots of every neighbourhood and every hard-negative
+band. Items are ordered by the int64 key ``(maxc - count) << 32 | perm(item)``, ascending, and
+the item is recovered from the key's low 32 bits by the inverse permutation.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 # Stream salts keep the walk and sampling streams of one (seed, item) independent.
 _SALT_WALK = 0x5EED_0001
 _SALT_PICK = 0x5EED_0002
+_SALT_TIE = 0x5EED_0003
 # Walks a block holds in flight (lockstep); bounds the per-block scratch memory too.
 _WALKERS_PER_BLOCK = 2048
 # Seeds per kernel call in the chunked Python drivers (progress bars, bounded output buffers).
@@ -59,6 +64,49 @@ def _stream_key(seed, salt, a, b):
     h = _mix(np.uint64(seed) * _GOLDEN + np.uint64(salt))
     h = _mix(h ^ (np.uint64(a) * _GOLDEN))
     return _mix(h ^ (np.uint64(b) + np.uint64(0x632BE59BD9B4E019)))
+
+
+# Tie-break permutation of 32-bit ids: x -> (x ^ salt) * A, xorshift 16, * B, xorshift 16.
+# A and B are the odd lowbias32 multipliers (Wellons, hash-prospector), so each step is a
+# bijection of [0, 2**32): the xorshift by 16 of a 32-bit value is its own inverse and an odd
+# multiplier is undone by its modular inverse.
+_M32 = np.uint64(0xFFFFFFFF)
+_PERM_A = np.uint64(0x7FEB352D)
+_PERM_B = np.uint64(0x846CA68B)
+_PERM_A_INV = np.uint64(pow(0x7FEB352D, -1, 2**32))
+_PERM_B_INV = np.uint64(pow(0x846CA68B, -1, 2**32))
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _tie_salt(seed, query):
+    """32-bit salt of the tie-break permutation for one query item; a new order per query."""
+    return _stream_key(seed, _SALT_TIE, query, 0) & _M32
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _permute(x, salt):
+    """Bijection of 32-bit ids under ``salt``; ranks tied items in a seeded pseudo-random order."""
+    y = ((np.uint64(x) ^ salt) * _PERM_A) & _M32
+    y ^= y >> np.uint64(16)
+    y = (y * _PERM_B) & _M32
+    return y ^ (y >> np.uint64(16))
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _unpermute(y, salt):
+    """Inverse of :func:`_permute`: the id whose image under ``salt`` is ``y``."""
+    y = np.uint64(y)
+    y ^= y >> np.uint64(16)
+    y = (y * _PERM_B_INV) & _M32
+    y ^= y >> np.uint64(16)
+    y = (y * _PERM_A_INV) & _M32
+    return y ^ salt
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _rank_key(count, maxc, item, salt):
+    """int64 sort key: ascending order is (count desc, permuted item asc)."""
+    return (np.int64(maxc - count) << 32) | np.int64(_permute(item, salt))
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -218,25 +266,29 @@ def _insertion_sort(a, n):
 
 
 @njit(nogil=True, cache=True)
-def _top_t(items, counts, nd, top_t, hist, ties, sel, out_idx, out_w):
-    """Write the ``top_t`` items by (count desc, index asc) and their normalised counts.
+def _top_t(items, counts, nd, top_t, salt, hist, ties, sel, out_idx, out_w):
+    """Write the ``top_t`` items by (count desc, permuted item asc) and their normalised counts.
 
-    Sort keys are ``(maxc - count) << 32 | item``, so ascending key order is the wanted order.
-    A count histogram gives the threshold count; every item above it is kept and only the tie
-    group at the threshold needs a selection, never a sort of every distinct item. ``hist``,
-    ``ties`` and ``sel`` are scratch buffers (no allocation per seed).
+    Sort keys are :func:`_rank_key`, so ascending key order is the wanted order. A count
+    histogram gives the threshold count; every item above it is kept and only the tie group at
+    the threshold needs a selection, never a sort of every distinct item. ``hist``, ``ties``
+    (int64) and ``sel`` are scratch buffers (no allocation per seed).
+
+    Returns the number of slots decided by the tie-break: the slots filled from the tie group
+    at the threshold count when that group held more items than slots were left, else 0.
     """
     if nd == 0:
-        return
+        return 0
     maxc = 0
     for i in range(nd):
         if counts[i] > maxc:
             maxc = counts[i]
     k = min(nd, top_t)
     ns = 0
+    tied = 0
     if nd <= top_t:
         for i in range(nd):
-            sel[i] = (np.int64(maxc - counts[i]) << 32) | items[i]
+            sel[i] = _rank_key(counts[i], maxc, items[i], salt)
         ns = nd
     else:
         hist[: maxc + 1] = 0
@@ -252,23 +304,25 @@ def _top_t(items, counts, nd, top_t, hist, ties, sel, out_idx, out_w):
         for i in range(nd):
             c = counts[i]
             if c > thresh:
-                sel[ns] = (np.int64(maxc - c) << 32) | items[i]
+                sel[ns] = _rank_key(c, maxc, items[i], salt)
                 ns += 1
             elif c == thresh:
-                ties[nt] = items[i]
+                ties[nt] = _rank_key(c, maxc, items[i], salt)  # same high bits: order by hash
                 nt += 1
         if nt > need:
             _smallest_k(ties, nt, need)
+            tied = need
         for i in range(need):
-            sel[ns] = (np.int64(maxc - thresh) << 32) | ties[i]
+            sel[ns] = ties[i]
             ns += 1
     _insertion_sort(sel, k)
     total = 0
     for i in range(k):
         total += maxc - (sel[i] >> 32)
     for i in range(k):
-        out_idx[i] = np.int32(sel[i] & 0xFFFFFFFF)
+        out_idx[i] = np.int32(_unpermute(sel[i] & 0xFFFFFFFF, salt))
         out_w[i] = np.float32(np.float64(maxc - (sel[i] >> 32)) / total)
+    return tied
 
 
 @njit(nogil=True, cache=True)
@@ -285,7 +339,7 @@ def _table_size(n):
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _neighbourhood_kernel(ip, ii, cp, ci, seeds, num_walks, walk_length, restart_prob, top_t, seed, block, out_idx, out_w):
+def _neighbourhood_kernel(ip, ii, cp, ci, seeds, num_walks, walk_length, restart_prob, top_t, seed, block, out_idx, out_w, out_tied):
     n = seeds.shape[0]
     nblocks = (n + block - 1) // block
     per_seed = num_walks * walk_length
@@ -306,12 +360,15 @@ def _neighbourhood_kernel(ip, ii, cp, ci, seeds, num_walks, walk_length, restart
         items = np.empty(per_seed, np.int32)
         counts = np.empty(per_seed, np.int32)
         hist = np.empty(per_seed + 1, np.int32)
-        ties = np.empty(per_seed, np.int32)
+        ties = np.empty(per_seed, np.int64)
         sel = np.empty(top_t, np.int64)
         _walk_block(ip, ii, cp, ci, seeds[start:stop], num_walks, walk_length, restart_prob, seed, visits, cur, state, active, pos, low)
         for b in range(stop - start):
-            nd = _count_visits(visits, nw, walk_length, b * num_walks, num_walks, seeds[start + b], keys, vals, slots, items, counts)
-            _top_t(items, counts, nd, top_t, hist, ties, sel, out_idx[start + b], out_w[start + b])
+            u = seeds[start + b]
+            nd = _count_visits(visits, nw, walk_length, b * num_walks, num_walks, u, keys, vals, slots, items, counts)
+            out_tied[start + b] = _top_t(
+                items, counts, nd, top_t, _tie_salt(seed, u), hist, ties, sel, out_idx[start + b], out_w[start + b]
+            )
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -349,7 +406,7 @@ def _visit_count_kernel(ip, ii, cp, ci, seeds, num_walks, walk_length, restart_p
 
 @njit(parallel=True, nogil=True, cache=True)
 def _hard_negative_kernel(ip, ii, cp, ci, queries, num_walks, walk_length, restart_prob, seed, block, lo, hi, num, ex_ptr, ex_idx, out):
-    """Per query: rank visited items by (count desc, index asc), sample ``num`` in ranks [lo, hi)."""
+    """Per query: rank visited items by (count desc, permuted item asc), sample ``num`` in ranks [lo, hi)."""
     n = queries.shape[0]
     nblocks = (n + block - 1) // block
     per_seed = num_walks * walk_length
@@ -380,14 +437,15 @@ def _hard_negative_kernel(ip, ii, cp, ci, queries, num_walks, walk_length, resta
             maxc = 0
             for i in range(nd):
                 maxc = max(maxc, counts[i])
+            salt = _tie_salt(seed, q)
             key = np.empty(nd, np.int64)
             for i in range(nd):
-                key[i] = (np.int64(maxc - counts[i]) << 32) | items[i]
+                key[i] = _rank_key(counts[i], maxc, items[i], salt)
             key.sort()
             excl = np.sort(ex_idx[ex_ptr[row] : ex_ptr[row + 1]])
             m = 0
             for r in range(lo, min(hi, nd)):
-                v = np.int32(key[r] & 0xFFFFFFFF)
+                v = np.int32(_unpermute(key[r] & 0xFFFFFFFF, salt))
                 p = np.searchsorted(excl, v)
                 if p < excl.shape[0] and excl[p] == v:
                     continue
@@ -477,6 +535,7 @@ def sample_neighbourhoods(
     top_t: int,
     seed: int,
     num_threads: int = 0,
+    tie_slots: np.ndarray | None = None,
 ) -> Neighbourhoods:
     """Importance neighbourhoods of a batch of seed items (paper 3.2).
 
@@ -489,23 +548,31 @@ def sample_neighbourhoods(
       top_t: neighbourhood size (T).
       seed: random seed; a row depends only on (graph, item, seed).
       num_threads: numba threads, 0 = all.
+      tie_slots: optional (B,) int32 output: per seed, how many of its T slots the tie-break
+        decided (filled from the tie group at the threshold count when that group held more
+        items than slots were left; 0 when counts alone decide).
 
     Returns:
-      ``Neighbourhoods`` with (B, T) ``indices`` int32 ordered by visit count (desc, ties by
-      index asc), -1 padded, and (B, T) ``weights`` float32 summing to 1 over unpadded entries.
-      Seeds that reach no other item (degree 0, or only themselves) get fully padded rows.
+      ``Neighbourhoods`` with (B, T) ``indices`` int32 ordered by visit count (desc; ties in a
+      seeded hash order of the item id, salted per seed item), -1 padded, and (B, T)
+      ``weights`` float32 summing to 1 over unpadded entries. Seeds that reach no other item
+      (degree 0, or only themselves) get fully padded rows.
     """
     _check_walks(num_walks, walk_length, restart_prob)
     if top_t < 1:
         raise ValueError(f"top_t must be >= 1, got {top_t}")
     seeds = _check_seeds(graph, seeds, "seeds")
+    if tie_slots is None:
+        tie_slots = np.empty(seeds.shape[0], np.int32)
+    elif tie_slots.shape != seeds.shape or tie_slots.dtype != np.int32 or not tie_slots.flags.c_contiguous:
+        raise ValueError(f"tie_slots must be a contiguous int32 array of shape {seeds.shape}, got {tie_slots.dtype} {tie_slots.shape}")
     out_idx = np.full((seeds.shape[0], top_t), -1, np.int32)  # (B, T)
     out_w = np.zeros((seeds.shape[0], top_t), np.float32)  # (B, T)
     if seeds.size:
         with _threads(num_threads):
             _neighbourhood_kernel(
                 *_arrays(graph), seeds, num_walks, walk_length, float(restart_prob), top_t,
-                _seed64(seed), _block(num_walks, seeds.size), out_idx, out_w,
+                _seed64(seed), _block(num_walks, seeds.size), out_idx, out_w, tie_slots,
             )
     return Neighbourhoods(indices=out_idx, weights=out_w)
 
@@ -515,11 +582,13 @@ def compute_neighbourhoods(
     cfg: SamplerConfig,
     items: np.ndarray | None = None,
     progress: bool = True,
+    tie_slots: np.ndarray | None = None,
 ) -> Neighbourhoods:
     """Neighbourhoods for every item (or the given item ids), in chunks with a progress bar.
 
     Rows are identical to :func:`sample_neighbourhoods` on the same items with the same
-    config; items of degree 0 get fully padded rows.
+    config; items of degree 0 get fully padded rows. ``tie_slots``, when given, is an (n,)
+    int32 output filled as in :func:`sample_neighbourhoods`.
     """
     from pinsage_model.progress import progress_bar
 
@@ -533,6 +602,7 @@ def compute_neighbourhoods(
             part = sample_neighbourhoods(
                 graph, items[start:stop], num_walks=cfg.num_walks, walk_length=cfg.walk_length,
                 restart_prob=cfg.restart_prob, top_t=cfg.top_t, seed=cfg.seed, num_threads=cfg.num_threads,
+                tie_slots=None if tie_slots is None else tie_slots[start:stop],
             )
             out_idx[start:stop] = part.indices
             out_w[start:stop] = part.weights
@@ -612,7 +682,8 @@ def hard_negatives(
     """Hard negatives from a band of Monte Carlo Personalized PageRank ranks (paper 3.3).
 
     PPR from each query is estimated by the visit counts of ``num_walks`` walks with restart
-    (the query excluded). Visited items are ranked by count (ties by index); items never
+    (the query excluded). Visited items are ranked by count (ties in a seeded hash order of
+    the item id, salted per query, as in :func:`sample_neighbourhoods`); items never
     visited have no PPR estimate and are never ranked, so a band beyond the visited items
     yields fewer candidates. From ranks [lo, hi) the known positives are removed, and ``num``
     items are drawn uniformly without replacement; slots the band cannot fill are -1.

@@ -41,10 +41,37 @@ def components_graph() -> tuple[CSRGraph, np.ndarray]:
     return graph_from_collections(collections, 123), np.array(component)
 
 
-def rank_by_counts(counts_row: np.ndarray) -> np.ndarray:
-    """Item indices with count > 0 in (count desc, index asc) order."""
+M32 = 2**32 - 1
+
+
+def permute_reference(x: int, salt: int) -> int:
+    """The documented tie-break permutation in plain Python ints (independent of the kernel)."""
+    y = ((x ^ salt) * 0x7FEB352D) & M32
+    y ^= y >> 16
+    y = (y * 0x846CA68B) & M32
+    return y ^ (y >> 16)
+
+
+def tie_keys(items: np.ndarray, seed: int, query: int) -> np.ndarray:
+    """Each item's position in query ``query``'s tie-break order under ``seed``."""
+    salt = int(sampler._tie_salt(sampler._seed64(seed), query))
+    return np.array([permute_reference(int(i), salt) for i in items], dtype=np.int64)
+
+
+def rank_by_counts(counts_row: np.ndarray, seed: int, query: int) -> np.ndarray:
+    """Item indices with count > 0 in (count desc, tie-break permutation asc) order."""
     visited = np.flatnonzero(counts_row > 0)
-    return visited[np.lexsort((visited, -counts_row[visited]))]
+    return visited[np.lexsort((tie_keys(visited, seed, query), -counts_row[visited]))]
+
+
+def tied_slots(counts_row: np.ndarray, top_t: int) -> int:
+    """Top-T slots filled from the tie group at the threshold count when it overflows them."""
+    c = np.sort(counts_row[counts_row > 0])[::-1]
+    if len(c) <= top_t:
+        return 0
+    thresh = c[top_t - 1]
+    left = top_t - int((c > thresh).sum())
+    return left if int((c == thresh).sum()) > left else 0
 
 
 WALKS = dict(num_walks=60, walk_length=4, restart_prob=0.4)
@@ -68,8 +95,8 @@ def test_neighbourhood_invariants_on_disconnected_components(components_graph):
         assert np.all(component[kept] == component[u]), f"seed {u} reached another component"
         if len(kept):
             assert w.sum() == pytest.approx(1.0, abs=1e-6)
-            # Count desc, ties by index asc.
-            order = np.lexsort((kept, -w))
+            # Count desc, ties in the seeded permutation order of the seed item u.
+            order = np.lexsort((tie_keys(kept, 3, u), -w))
             assert np.array_equal(order, np.arange(len(kept)))
     # Degree 0 and the item alone in its collection have nothing to aggregate.
     for u in (120, 121, 122):
@@ -85,9 +112,11 @@ def test_top_t_is_the_top_of_the_raw_visit_counts(components_graph):
     seeds = np.array([0, 5, 41, 80, 119, 120, 122, 5])
     counts = sampler.visit_counts(graph, seeds, **WALKS, seed=11).toarray()  # (B, N)
     for top_t in (1, 3, 12, 40):
-        nb = sampler.sample_neighbourhoods(graph, seeds, **WALKS, top_t=top_t, seed=11)
+        tied = np.full(len(seeds), -1, np.int32)
+        nb = sampler.sample_neighbourhoods(graph, seeds, **WALKS, top_t=top_t, seed=11, tie_slots=tied)
         for row in range(len(seeds)):
-            ranked = rank_by_counts(counts[row])[:top_t]
+            assert tied[row] == tied_slots(counts[row], top_t)
+            ranked = rank_by_counts(counts[row], 11, seeds[row])[:top_t]
             expect_idx = np.full(top_t, -1)
             expect_idx[: len(ranked)] = ranked
             expect_w = np.zeros(top_t)
@@ -177,11 +206,15 @@ def test_top_t_order_agrees_with_exact_ppr(components_graph):
 def test_same_seed_same_output_on_one_and_two_threads(components_graph):
     graph, _ = components_graph
     seeds = np.arange(graph.num_items)
+    tied = [np.zeros(graph.num_items, np.int32) for _ in range(2)]
     runs = [
-        sampler.sample_neighbourhoods(graph, seeds, **WALKS, top_t=8, seed=9, num_threads=t) for t in (1, 2)
+        sampler.sample_neighbourhoods(graph, seeds, **WALKS, top_t=8, seed=9, num_threads=t, tie_slots=tied[t - 1])
+        for t in (1, 2)
     ]
     np.testing.assert_array_equal(runs[0].indices, runs[1].indices)
     np.testing.assert_array_equal(runs[0].weights, runs[1].weights)
+    np.testing.assert_array_equal(tied[0], tied[1])
+    assert tied[0].sum() > 0  # ties happen here, so the thread check covers the tie-break too
     assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS  # restored afterwards
     other = sampler.sample_neighbourhoods(graph, seeds, **WALKS, top_t=8, seed=10)
     assert not np.array_equal(other.weights, runs[0].weights)
@@ -216,6 +249,81 @@ def test_bad_arguments_are_named():
         sampler.band_ranks((0.5, 0.2), 100)
     assert sampler.band_ranks((0.02, 0.05), 5000) == (100, 250)
     assert sampler.band_ranks((2000, 5000), 10**6) == (2000, 5000)
+
+
+def test_tie_permutation_is_a_bijection_inverted_by_unpermute():
+    rng = np.random.default_rng(0)
+    values = np.r_[[0, 1, 2, 2**16 - 1, 2**16, 2**31 - 2, 2**31 - 1, 2**31, 2**32 - 1], rng.integers(0, 2**32, 3000)]
+    for salt in (0, 1, 0xDEADBEEF, M32, int(sampler._tie_salt(5, 17))):
+        images = [int(sampler._permute(int(x), np.uint64(salt))) for x in values]
+        assert images == [permute_reference(int(x), salt) for x in values]
+        assert all(0 <= y <= M32 for y in images)
+        assert [int(sampler._unpermute(y, np.uint64(salt))) for y in images] == values.tolist()
+        # Injective on the sample (an inverse on all of [0, 2**32) makes it a bijection there).
+        assert len(set(images)) == len(set(values.tolist()))
+    # Odd multipliers: the modular inverses exist and are what the kernel uses.
+    assert (0x7FEB352D * int(sampler._PERM_A_INV)) % 2**32 == 1
+    assert (0x846CA68B * int(sampler._PERM_B_INV)) % 2**32 == 1
+    # A different salt per query item: the ten tied items come out in different orders.
+    orders = {tuple(np.argsort(tie_keys(np.arange(10), 0, q))) for q in range(20)}
+    assert len(orders) == 20
+
+
+def top_t_direct(items, counts, top_t: int, salt: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``_top_t`` on hand-written visit counts: (indices, weights, tie-decided slots)."""
+    items = np.asarray(items, np.int32)
+    counts = np.asarray(counts, np.int32)
+    nd = len(items)
+    out_idx = np.full(top_t, -1, np.int32)
+    out_w = np.zeros(top_t, np.float32)
+    tied = sampler._top_t(
+        items, counts, nd, top_t, np.uint64(salt), np.empty(counts.max() + 1, np.int32),
+        np.empty(nd, np.int64), np.empty(top_t, np.int64), out_idx, out_w,
+    )
+    return out_idx, out_w, tied
+
+
+def test_top_t_tie_slots_hand_computed():
+    # Counts 5, 5, 3, 3, 3, 1 with T = 3: items 10 and 11 are above the threshold count 3; one
+    # slot is left for the three items at count 3, so exactly one slot is decided by a tie.
+    items, counts = [10, 11, 12, 13, 14, 15], [5, 5, 3, 3, 3, 1]
+    for salt in (0, 7, 0xABCDEF):
+        idx, w, tied = top_t_direct(items, counts, 3, salt)
+        assert tied == 1
+        assert set(idx[:2].tolist()) == {10, 11}
+        assert idx[2] == min((12, 13, 14), key=lambda i: permute_reference(i, salt))
+        np.testing.assert_allclose(w, [5 / 13, 5 / 13, 3 / 13], rtol=1e-6)
+    # The tie group exactly fills the slots left: counts decide, no tie slot.
+    idx, _, tied = top_t_direct(items, counts, 5, 0)
+    assert tied == 0 and set(idx.tolist()) == {10, 11, 12, 13, 14}
+    # Fewer distinct items than slots: every visited item is kept, nothing tied.
+    idx, w, tied = top_t_direct(items[:2], counts[:2], 4, 0)
+    assert tied == 0 and set(idx[:2].tolist()) == {10, 11} and np.all(idx[2:] == -1)
+    # All ten items visited once and T = 4: all four slots are ties.
+    assert top_t_direct(range(10), [1] * 10, 4, 3)[2] == 4
+
+
+def test_ties_are_not_decided_by_index():
+    """One collection of 10 items, 3 one-hop walks, T = 1: the top slot is often a tie."""
+    graph = graph_from_collections([list(range(10))], 10)
+    walks = dict(num_walks=3, walk_length=1, restart_prob=0.0, top_t=1)
+    chose_lowest, ties = 0, 0
+    for s in range(300):
+        seeds = np.array([0, 5])
+        tied = np.zeros(2, np.int32)
+        nb = sampler.sample_neighbourhoods(graph, seeds, **walks, seed=s, tie_slots=tied)
+        counts = sampler.visit_counts(graph, seeds, num_walks=3, walk_length=1, restart_prob=0.0, seed=s).toarray()
+        for row in range(2):
+            best = np.flatnonzero((counts[row] == counts[row].max()) & (counts[row] > 0))
+            if len(best) > 1:
+                ties += 1
+                assert tied[row] == 1 and nb.indices[row, 0] in best
+                chose_lowest += int(nb.indices[row, 0] == best.min())
+        again = sampler.sample_neighbourhoods(graph, seeds, **walks, seed=s)
+        np.testing.assert_array_equal(nb.indices, again.indices)  # deterministic for a fixed seed
+    assert ties > 200
+    # Index order would pick the lowest tied item every time; a hash picks it ~40% (2-3 tied).
+    assert chose_lowest < 0.6 * ties
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 33, 200])
@@ -257,7 +365,7 @@ def test_hard_negatives_lie_in_the_band_and_skip_query_and_positives(hn_graph):
     counts = sampler.visit_counts(hn_graph, queries, seed=4, **HN).toarray()
     for row, q in enumerate(queries):
         # Positives inside the band too, so exclusion is exercised, not vacuous.
-        ranked = rank_by_counts(counts[row])
+        ranked = rank_by_counts(counts[row], 4, q)
         in_band = set(ranked[30:90].tolist())
         picked = out[row][out[row] >= 0]
         assert len(picked) == 12 and len(set(picked.tolist())) == 12
@@ -272,7 +380,7 @@ def test_hard_negatives_lie_in_the_band_and_skip_query_and_positives(hn_graph):
 def test_hard_negatives_pad_when_the_band_is_exhausted(hn_graph):
     queries = np.array([5, 6])
     counts = sampler.visit_counts(hn_graph, queries, seed=1, **HN).toarray()
-    ranked = rank_by_counts(counts[0])
+    ranked = rank_by_counts(counts[0], 1, 5)
     # A band of 4 ranks holding query 5's first positive: only 3 candidates for 6 slots.
     pos = int(ranked[41])
     out = sampler.hard_negatives(
