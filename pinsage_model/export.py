@@ -3,7 +3,8 @@
 
 ``weights.npz`` keys (row-vector convention ``x @ Q``): ``conv{k}/Q`` (F_k, m), ``conv{k}/q`` (m,),
 ``conv{k}/W`` (F_k + m, d), ``conv{k}/w`` (d,), ``head/G1`` (d, d), ``head/g`` (d,),
-``head/G2`` (d, d); with learned id embeddings also ``id_embedding/E`` (N, e), in which case
+``head/G2`` (d, d); with learned id embeddings also ``id_embedding/E`` (N, e), each item's id vector
+(hashed table rows already summed; zero for items without identity), in which case
 F_1 = F + e (the id embedding is concatenated after the features).
 """
 
@@ -34,7 +35,9 @@ def model_weights(model: Any) -> dict[str, np.ndarray]:
     out["head/g"] = np.asarray(model.G1.bias.numpy(), dtype=np.float32)
     out["head/G2"] = np.asarray(model.G2.kernel.numpy(), dtype=np.float32)
     if model.id_embedding is not None:
-        out["id_embedding/E"] = np.asarray(model.id_embedding.embeddings.numpy(), dtype=np.float32)
+        # Materialised per item (hashed rows summed, zero without identity), so inference reads
+        # one (N, e) matrix whatever the table layout was in training.
+        out["id_embedding/E"] = np.asarray(model.id_vectors(), dtype=np.float32)
     return out
 
 

@@ -32,6 +32,11 @@ def l2_normalize(x: tf.Tensor) -> tf.Tensor:
     return x * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(x), axis=-1, keepdims=True), NORM_EPS))
 
 
+def _own_rows(shape: Any, dtype: Any = None) -> tf.Tensor:
+    """Default identity table: item i reads table row i in every one of its H slots."""
+    return tf.repeat(tf.range(shape[0], dtype=tf.int32)[:, None], shape[1], axis=1)
+
+
 @keras.saving.register_keras_serializable(package="pinsage")
 class PinSageConv(keras.layers.Layer):
     """CONVOLVE (Algorithm 1) over a compact neighbourhood.
@@ -119,7 +124,12 @@ class PinSageModel(keras.Model):
       pooling: γ of every layer.
       num_items: number of items N; needed only with learned id embeddings.
       id_embedding_dim: width of a learned per-item embedding concatenated to the features
-        (transductive fallback when items have no or weak features); 0 turns it off.
+        (transductive identity, or the fallback when items have no features); 0 turns it off.
+      id_table_rows: rows of the id-embedding table (default N: one per item; fewer when hashed).
+      id_num_hashes: H, table rows summed per item (:mod:`pinsage_model.identity`).
+
+    With id embeddings, :meth:`set_id_rows` loads the (N, H) row table (default: row i for item i);
+    it is a non-trainable weight, saved with the model.
     """
 
     def __init__(
@@ -132,6 +142,8 @@ class PinSageModel(keras.Model):
         pooling: str = "importance",
         num_items: int = 0,
         id_embedding_dim: int = 0,
+        id_table_rows: int = 0,
+        id_num_hashes: int = 1,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -146,8 +158,10 @@ class PinSageModel(keras.Model):
         self.pooling = pooling
         self.num_items = int(num_items)
         self.id_embedding_dim = int(id_embedding_dim)
+        self.id_table_rows = int(id_table_rows or num_items) if self.id_embedding_dim else 0
+        self.id_num_hashes = int(id_num_hashes) if self.id_embedding_dim else 1
         self.id_embedding = (
-            keras.layers.Embedding(self.num_items, self.id_embedding_dim, name="id_embedding")
+            keras.layers.Embedding(self.id_table_rows, self.id_embedding_dim, name="id_embedding")
             if self.id_embedding_dim
             else None
         )
@@ -161,6 +175,10 @@ class PinSageModel(keras.Model):
         # saved, reloaded and checkpointed before it has seen data.
         if self.id_embedding is not None:
             self.id_embedding.build((None,))
+            self.id_rows = self.add_weight(
+                name="id_rows", shape=(self.num_items, self.id_num_hashes), dtype="int32", trainable=False,
+                initializer=_own_rows,
+            )
         width = self.input_dim + self.id_embedding_dim
         for conv in self.convs:
             conv.build((None, width))
@@ -173,7 +191,10 @@ class PinSageModel(keras.Model):
         """Embeddings (n_K, d), L2-normalised, of the nodes of S^(K) in local order."""
         h = tf.convert_to_tensor(inputs["features"], dtype=self.compute_dtype)  # (n_0, F)
         if self.id_embedding is not None:
-            h = tf.concat([h, self.id_embedding(inputs["node_ids"])], axis=1)  # (n_0, F + e)
+            rows = tf.gather(self.id_rows, inputs["node_ids"])  # (n_0, H), -1 = no identity
+            ids = self.id_embedding(tf.maximum(rows, 0))  # (n_0, H, e)
+            ids = tf.reduce_sum(ids * tf.cast(rows >= 0, ids.dtype)[:, :, None], axis=1)  # (n_0, e)
+            h = tf.concat([h, ids], axis=1)  # (n_0, F + e)
         for k, conv in enumerate(self.convs, 1):
             h = conv(h, inputs[f"index_{k}"], inputs[f"weight_{k}"])  # (n_k, d)
         return l2_normalize(self.G2(self.G1(h)))  # (n_K, d)
@@ -188,7 +209,19 @@ class PinSageModel(keras.Model):
             "pooling": self.pooling,
             "num_items": self.num_items,
             "id_embedding_dim": self.id_embedding_dim,
+            "id_table_rows": self.id_table_rows,
+            "id_num_hashes": self.id_num_hashes,
         }
+
+    def set_id_rows(self, rows: Any) -> None:
+        """Load the (N, H) int32 identity table (:func:`pinsage_model.identity.identity_rows`)."""
+        self.id_rows.assign(tf.convert_to_tensor(rows, dtype=tf.int32))
+
+    def id_vectors(self) -> Any:
+        """(N, e) numpy id vector of every item (the sum of its rows; zero without identity)."""
+        from pinsage_model.identity import item_vectors
+
+        return item_vectors(self.id_embedding.embeddings.numpy(), self.id_rows.numpy())
 
     @classmethod
     def from_config(cls, config: dict) -> "PinSageModel":
@@ -206,8 +239,11 @@ def build_model(model_cfg: Any, input_dim: int, num_items: int = 0, id_embedding
     """A :class:`PinSageModel` from a ``ModelConfig`` and the data's dimensions.
 
     ``id_embedding_dim`` comes from the features stage (``feature_names.json``), which decides
-    whether items lacking content need the learned id embedding.
+    whether items lacking content need the learned id embedding. With
+    ``model_cfg.id_hash_buckets`` > 0 the table has that many rows and ``id_num_hashes`` rows per
+    item; load the row table with :meth:`PinSageModel.set_id_rows`.
     """
+    hashed = bool(id_embedding_dim and model_cfg.id_hash_buckets)
     return PinSageModel(
         input_dim=input_dim,
         num_layers=model_cfg.num_layers,
@@ -216,4 +252,6 @@ def build_model(model_cfg: Any, input_dim: int, num_items: int = 0, id_embedding
         pooling=model_cfg.pooling,
         num_items=num_items if id_embedding_dim else 0,
         id_embedding_dim=id_embedding_dim,
+        id_table_rows=model_cfg.id_hash_buckets if hashed else 0,
+        id_num_hashes=model_cfg.id_num_hashes if hashed else 1,
     )

@@ -68,9 +68,9 @@ def train_data(seed: int):
 
 
 def content_hit_rate(data) -> float:
-    from pinsage_model.training import hit_rate_at_k
+    from pinsage_model.training import validation_metrics
 
-    return hit_rate_at_k(lambda nodes: data.features[nodes], data.val_q, data.val_pos, data.num_items)["hit_rate@10"]
+    return validation_metrics(lambda nodes: data.features[nodes], data.val_q, data.val_pos, data.num_items)["hit@10"]
 
 
 def test_pinsage_beats_content_baseline_over_seeds(tmp_path):

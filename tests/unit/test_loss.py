@@ -54,3 +54,43 @@ def test_curriculum():
     assert hard_negatives_for_epoch(5, cap=6, enabled=False) == 0
     with pytest.raises(ValueError, match="1-based"):
         hard_negatives_for_epoch(0, cap=6)
+
+
+def test_max_margin_reductions():
+    # ex 0 hinge terms: shared (0, .5), hard .3; ex 1: shared (.1, 0), no valid hard negative.
+    got = np.asarray(max_margin_loss(Q, POS, NEG, HARD, HARD_MASK, margin=0.1, reduction="sum"))
+    np.testing.assert_allclose(got, [0.8, 0.1], atol=1e-6)
+    got = np.asarray(max_margin_loss(Q, POS, NEG, HARD, HARD_MASK, margin=0.1, reduction="mean_per_source"))
+    np.testing.assert_allclose(got, [0.25 + 0.3, 0.05], atol=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        max_margin_loss(Q, POS, NEG, margin=0.1, reduction="max")
+
+
+def test_xent_in_batch_negatives_and_accidental_hits():
+    # T = 1, no shared negatives that count: both shared ones are masked as accidental hits below.
+    # In-batch: ex 0's candidates are its positive (.6) and ex 1's positive [0,1] (q0·p1 = 0);
+    # ex 1's are its positive (1) and ex 0's positive [.6,.8] (q1·p0 = .8).
+    ids = dict(q_ids=np.array([10, 11]), pos_ids=np.array([20, 21]), neg_ids=np.array([20, 21]))
+    got = np.asarray(xent_loss(Q, POS, NEG, temperature=1.0, in_batch=True, **ids))
+    # ex 0: neg 20 is its own positive, neg 21 is ex 1's positive (kept as a shared negative):
+    # logits .6 | q0·[1,0] = 1 | in-batch 0 -> -log(e^.6 / (e^.6 + e^1 + e^0))
+    want0 = -np.log(np.exp(0.6) / (np.exp(0.6) + np.exp(1.0) + 1.0))
+    # ex 1: neg 21 masked, neg 20 = q1·[0,1] = 1 kept; in-batch .8 -> -log(e / (e + e + e^.8))
+    want1 = -np.log(np.e / (2 * np.e + np.exp(0.8)))
+    np.testing.assert_allclose(got, [want0, want1], atol=1e-5)
+    # The same positive twice in a batch is not its own negative.
+    same = dict(q_ids=np.array([10, 11]), pos_ids=np.array([20, 20]), neg_ids=np.array([30, 31]))
+    got = np.asarray(xent_loss(Q, POS, NEG, temperature=1.0, in_batch=True, **same))
+    want0 = -np.log(np.exp(0.6) / (np.exp(0.6) + 1.0 + np.exp(1.0)))
+    np.testing.assert_allclose(got[0], want0, atol=1e-5)
+
+
+def test_xent_log_q_correction_subtracts_log_q_from_logits():
+    # T = .5: logit = (s - T log Q) / T = s / T - log Q.
+    pos_logq = np.log(np.array([0.5, 1.0], np.float32))
+    neg_logq = np.log(np.array([2.0, 0.25], np.float32))
+    got = np.asarray(xent_loss(Q, POS, NEG, temperature=0.5, pos_logq=pos_logq, neg_logq=neg_logq))
+    l0 = np.array([0.6 / 0.5 - np.log(0.5), 0.0 / 0.5 - np.log(2.0), 1.0 / 0.5 - np.log(0.25)])
+    l1 = np.array([1.0 / 0.5 - 0.0, 1.0 / 0.5 - np.log(2.0), 0.0 / 0.5 - np.log(0.25)])
+    want = [-(l[0] - np.log(np.exp(l).sum())) for l in (l0, l1)]
+    np.testing.assert_allclose(got, want, atol=1e-5)

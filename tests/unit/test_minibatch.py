@@ -124,7 +124,7 @@ def _producer_fixture():
 
 def test_producer_shards_split_the_batch_and_hard_negatives_skip_train_positives():
     from pinsage_model.config import TrainConfig
-    from pinsage_model.training import BatchProducer, TrainData
+    from pinsage_model.batches import BatchProducer, TrainData
 
     graph, nb, feats, q, p, sampler = _producer_fixture()
     data = TrainData(feats, nb, graph, q, p, q[:2], p[:2])
@@ -159,16 +159,17 @@ def test_producer_shards_split_the_batch_and_hard_negatives_skip_train_positives
 
 
 def test_positive_exclusion_rows_are_the_queries_own():
-    from pinsage_model.training import _csr_rows, _positives_csr
+    from pinsage_model.batches import _positives_csr
+    from pinsage_model.metrics import csr_rows
 
     indptr, indices = _positives_csr(np.array([0, 0, 2]), np.array([1, 3, 1]), 4)
     # item 0: {1, 3}; item 1: {0, 2}; item 2: {1}; item 3: {0}
-    ptr, idx = _csr_rows(indptr, indices, np.array([2, 0, 3]))
-    assert ptr.tolist() == [0, 1, 3, 4] and idx.tolist() == [1, 1, 3, 0]
+    block_row, idx = csr_rows(indptr, indices, np.array([2, 0, 3]))
+    assert block_row.tolist() == [0, 1, 1, 2] and idx.tolist() == [1, 1, 3, 0]
 
 
 def test_learning_rate_warms_up_over_the_first_epoch_then_decays():
-    from pinsage_model.training import WarmupExponentialDecay
+    from pinsage_model.schedule import WarmupExponentialDecay
 
     lr = WarmupExponentialDecay(peak=0.4, warmup_steps=4, steps_per_epoch=4, decay=0.5)
     got = [float(lr(s)) for s in range(0, 13, 1)]

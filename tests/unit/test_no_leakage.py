@@ -2,7 +2,7 @@
 
 Checked on the pairs and graph outputs of a tiny pipeline run (raw -> pairs -> graph), on the
 pairs the model stage selects from them (``components.train._pairs``), and on the positives
-training derives (``training._positives_csr``, which adds each pair reversed too, so a reversed
+training derives (``batches._positives_csr``, which adds each pair reversed too, so a reversed
 test pair would leak through it).
 """
 
@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.runner import run_pipeline
-from pinsage_model import training
+from pinsage_model import batches
 from pinsage_model.config import load_config
 from pinsage_model.contracts import ITEM_IDS, PAIRS, PAIRS_INDEXED, read_table
 
@@ -48,7 +48,7 @@ def test_training_positives_exclude_test_pairs(run_dir, tmp_path):
     n = len(read_table(run_dir / "graph" / "item_ids.parquet", ITEM_IDS))
     (tq, tp), (vq, vp), counts = _pairs(run_dir / "graph" / "pairs_indexed.parquet", n, tmp_path)
     assert counts["train_pairs"] == len(tq) > 0
-    indptr, indices = training._positives_csr(tq, tp, n)
+    indptr, indices = batches._positives_csr(tq, tp, n)
     positives = {(q, int(p)) for q in range(n) for p in indices[indptr[q] : indptr[q + 1]]}
     early_stopping = set(zip(vq.tolist(), vp.tolist()))
     test = indexed[indexed["split"] == "test"]
