@@ -11,6 +11,8 @@ item-collection graph; each collection is a column of the user-item (collection-
 * ``popularity``: item degree, the same ranking for every query.
 * ``itemknn``: cosine between items' columns of ``X``.
 * ``svd``: truncated SVD ``X ~ U S V^T``; item factors ``V S``, ranked by cosine.
+* ``ease``: the closed-form item-item regression of EASE (Steck, WWW 2019); an (N, N) inverse,
+  so it is skipped (:class:`BaselineSkipped`) above a configured item count.
 """
 
 from __future__ import annotations
@@ -140,6 +142,55 @@ def svd(graph: CSRGraph, dim: int, seed: int = 0) -> Method:
     return Method("svd", embeddings=factors)
 
 
+def ease(graph: CSRGraph, l2: float) -> Method:
+    """EASE (Steck, WWW 2019): ``B = I - P diag(1 / diag(P))``, ``P = (X^T X + l2 I)^-1``.
+
+    ``X`` is the binary collection-item matrix (C, N). ``B`` is the ridge regression of every
+    item's column of ``X`` on all other columns (the constraint ``diag(B) = 0`` rules out the
+    trivial self-prediction), so a user ``x_u`` (N,) scores the items ``x_u B`` and ``B[i, j]``
+    is what holding item i adds to item j. The item->item scores of query i are therefore
+    row i, ``B[i, :]`` (a user holding i alone); a set scores ``x_u B``, the sum of its rows.
+
+    The Gram matrix is inverted in float64, in place (the division by ``diag(P)`` amplifies
+    rounding when ``l2`` is small against item degrees); ``B`` is kept as float32: 4 N^2 bytes,
+    and about 12 N^2 bytes at the peak of the build.
+
+    Args:
+      graph: bipartite item-collection graph.
+      l2: the L2 weight lambda (> 0); Steck used 500 on ML-20M (136k users).
+    """
+    import scipy.linalg
+
+    if not l2 > 0:
+        raise ValueError(f"EASE needs an L2 weight > 0 (X^T X alone may be singular), got {l2}")
+    x = collection_item_matrix(graph)  # (C, N)
+    gram = (x.T @ x).toarray()  # (N, N) float64 co-occurrence counts
+    gram[np.diag_indices_from(gram)] += l2
+    # X^T X + l2 I is symmetric positive definite, so the inverse exists and is symmetric.
+    p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)  # (N, N)
+    p /= -p.diagonal().copy()  # (N, N): column j divided by -P[j, j], so B[i, j] = -P[i, j] / P[j, j]
+    b = p.astype(np.float32)
+    np.fill_diagonal(b, 0.0)
+    n = graph.num_items
+
+    def score(items: np.ndarray) -> np.ndarray:
+        return b[items]  # (b, N)
+
+    def score_sets(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        sets = sp.csr_matrix(
+            (np.ones(len(indices), np.float32), indices, indptr), shape=(len(indptr) - 1, n)
+        )  # (G, N)
+        sets.sum_duplicates()
+        sets.data[:] = 1.0  # binary x_u, like X: an item held twice counts once
+        return sets @ b  # (G, N)
+
+    return Method("ease", score_items=score, score_sets=score_sets)
+
+
+class BaselineSkipped(Exception):
+    """A configured baseline was not built; the message says why (for the evaluation report)."""
+
+
 def pixie_boost(counts: sp.csr_matrix, indptr: np.ndarray) -> sp.csr_matrix:
     """Pixie multi-hit boosting: rows of ``counts`` grouped by ``indptr`` -> ``(sum sqrt(c))**2``.
 
@@ -191,7 +242,7 @@ def pixie(
     return Method("pixie", score_items=score, score_sets=score_sets)
 
 
-BASELINES = ("content", "pixie", "popularity", "itemknn", "svd")
+BASELINES = ("content", "pixie", "popularity", "itemknn", "svd", "ease")
 
 
 def build(
@@ -204,9 +255,15 @@ def build(
     walk_length: int,
     restart_prob: float,
     seed: int,
+    ease_lambda: float,
+    ease_max_items: int,
     num_threads: int = 0,
 ) -> Method:
-    """One baseline by name (see :data:`BASELINES`)."""
+    """One baseline by name (see :data:`BASELINES`).
+
+    Raises:
+      BaselineSkipped: ``ease`` on a graph of more than ``ease_max_items`` items.
+    """
     if name == "content":
         return content(features)
     if name == "popularity":
@@ -215,6 +272,13 @@ def build(
         return itemknn(graph)
     if name == "svd":
         return svd(graph, svd_dim, seed)
+    if name == "ease":
+        if graph.num_items > ease_max_items:
+            raise BaselineSkipped(
+                f"ease skipped: {graph.num_items} items > evaluation.ease_max_items = {ease_max_items} "
+                f"(its dense {graph.num_items} x {graph.num_items} inverse needs ~{12 * graph.num_items**2 / 2**30:.1f} GiB)"
+            )
+        return ease(graph, ease_lambda)
     if name == "pixie":
         return pixie(
             graph,

@@ -175,24 +175,31 @@ class EvaluationConfig:
 
     ``candidate_pool`` 0 ranks against all items, n > 0 against a seeded sample of n items;
     pools above ``exact_max_pool`` use faiss top-k. ``max_pairs`` > 0 evaluates a seeded sample of
-    that many pairs per split. Graph baselines (pixie, popularity, itemknn, svd) read the
+    that many pairs per split. Graph baselines (pixie, popularity, itemknn, svd, ease) read the
     ``baseline_graph`` ("full", the default: the graph PinSage's inference uses, so baselines see
     everything PinSage sees and are as strong as they can be; "train": the training subgraph).
     User-level metrics (adjacency data with a test file) use ``user_ks`` and the user's
-    ``recent_items`` latest training items.
+    ``recent_items`` latest training items. ``ease`` inverts a dense N x N matrix (about
+    12 N^2 bytes): above ``ease_max_items`` items it is skipped with a note in the report.
     """
 
     ks: tuple[int, ...] = (10, 50, 100)
     candidate_pool: int = 0
     mrr_scale: float = 1.0
     similarity_pairs: int = 100000
-    baselines: tuple[str, ...] = ("content", "pixie", "popularity", "itemknn", "svd")
+    baselines: tuple[str, ...] = ("content", "pixie", "popularity", "itemknn", "svd", "ease")
     seed: int = 0
     exact_max_pool: int = 200000
     max_pairs: int = 0
     baseline_graph: Literal["train", "full"] = "full"
     svd_dim: int = 64
     pixie_walks: int = 1000
+    # EASE's L2 weight lambda. Steck used 500 on ML-20M; validation hit@10 is flat from 250 to
+    # 1000 on ml-latest-small (0.065-0.066) and on the demo data rises to 1000 and stays
+    # (0.102 at 500, 0.111 at 1000, 0.113 at 5000), so 1000 suits both.
+    ease_lambda: float = 1000.0
+    # Above this many items EASE is skipped (the inverse is dense: 20k items need ~4.5 GiB).
+    ease_max_items: int = 20000
     user_ks: tuple[int, ...] = (20,)
     recent_items: int = 10
 

@@ -46,8 +46,9 @@ def load_pairs(graph_dir: Path, split: str, max_pairs: int, seed: int) -> dict[s
     return out
 
 
-def build_methods(cfg: PipelineConfig, inputs: dict[str, Path]) -> list:
-    """PinSage plus the configured baselines, as :class:`pinsage_model.baselines.Method`."""
+def build_methods(cfg: PipelineConfig, inputs: dict[str, Path]) -> tuple[list, dict[str, str]]:
+    """PinSage plus the configured baselines, as :class:`pinsage_model.baselines.Method`, and
+    ``{name: why}`` of the baselines skipped (EASE above ``evaluation.ease_max_items`` items)."""
     from pinsage_model import baselines
     from pinsage_model.contracts import CSRGraph
 
@@ -59,8 +60,9 @@ def build_methods(cfg: PipelineConfig, inputs: dict[str, Path]) -> list:
         )
     emb = np.load(inputs["embeddings"] / "items.npy")
     methods = [baselines.Method(PINSAGE, embeddings=emb)]
+    skipped: dict[str, str] = {}
     if not ev.baselines:
-        return methods
+        return methods, skipped
     graph_file = "train_graph.npz" if ev.baseline_graph == "train" else "graph.npz"
     graph = CSRGraph.load(inputs["graph"] / graph_file, mmap=False)
     features = np.load(inputs["features"] / "features.npy", mmap_mode="r")
@@ -70,8 +72,8 @@ def build_methods(cfg: PipelineConfig, inputs: dict[str, Path]) -> list:
             f"{graph_file} {graph.num_items}; rerun the upstream stages"
         )
     for name in ev.baselines:
-        methods.append(
-            baselines.build(
+        try:
+            method = baselines.build(
                 name,
                 graph=graph,
                 features=np.asarray(features),
@@ -80,10 +82,16 @@ def build_methods(cfg: PipelineConfig, inputs: dict[str, Path]) -> list:
                 walk_length=cfg.sampler.walk_length,
                 restart_prob=cfg.sampler.restart_prob,
                 seed=ev.seed,
+                ease_lambda=ev.ease_lambda,
+                ease_max_items=ev.ease_max_items,
                 num_threads=cfg.sampler.num_threads,
             )
-        )
-    return methods
+        except baselines.BaselineSkipped as exc:
+            log.warning("%s", exc)
+            skipped[name] = str(exc)
+            continue
+        methods.append(method)
+    return methods, skipped
 
 
 def method_ranks(method, pairs: dict[str, np.ndarray], num_items: int, cfg: PipelineConfig) -> dict:
@@ -240,8 +248,10 @@ def evaluate_method(method, test: dict, val: dict, n: int, cfg: PipelineConfig) 
     return {"test": res_test, "validation": res_val, "inductive": inductive, "similarity": sp}, ranks, sims
 
 
-def render_report(results: dict, users: dict | None, cfg: PipelineConfig, num_test: int, with_spread: bool) -> tuple[str, str]:
-    """(report.md text, the test table alone)."""
+def render_report(
+    results: dict, users: dict | None, cfg: PipelineConfig, num_test: int, with_spread: bool, skipped: dict[str, str]
+) -> tuple[str, str]:
+    """(report.md text, the test table alone); ``skipped``: {baseline: why it was not evaluated}."""
     ev = cfg.evaluation
     ks = tuple(ev.ks)
     table = format_table(
@@ -255,6 +265,7 @@ def render_report(results: dict, users: dict | None, cfg: PipelineConfig, num_te
         f"MRR scale {ev.mrr_scale}; ties take the mean of their positions; graph baselines on the "
         f"{ev.baseline_graph} graph.",
         "", "## Test split", "", table,
+        *(["", *(f"Not evaluated: {why}" for why in skipped.values())] if skipped else []),
         "", "## Validation split (for tuning)", "", val_table,
         "", "## Test pairs by whether the query is in the training subgraph", "",
         f"| method | query in train graph: n, hit@{ks[0]}, MRR | not in train graph: n, hit@{ks[0]}, MRR |",
@@ -290,7 +301,7 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     val = load_pairs(inputs["graph"], "validation", ev.max_pairs, ev.seed + 1)
     if not len(test["q"]):
         raise StageError(f"{inputs['graph'] / 'pairs_indexed.parquet'}: no test pairs to evaluate")
-    methods = build_methods(cfg, inputs)
+    methods, skipped = build_methods(cfg, inputs)
     n = methods[0].embeddings.shape[0]
 
     results: dict[str, dict] = {}
@@ -307,10 +318,11 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
         log.info("evaluated %-10s in %.1f s: %s", m.name, timings[m.name], summary)
     users = user_level(cfg, inputs, methods)
 
-    md, table = render_report(results, users, cfg, len(test["q"]), bool(spreads))
+    md, table = render_report(results, users, cfg, len(test["q"]), bool(spreads), skipped)
     atomic_write_text(out_dir / "report.md", md)
     metrics_json = {
         "methods": results,
+        "skipped_baselines": skipped,
         "user_level": users,
         "config": {"ks": list(ks), "candidate_pool": ev.candidate_pool, "mrr_scale": ev.mrr_scale,
                    "baseline_graph": ev.baseline_graph, "test_pairs": int(len(test["q"])),
@@ -327,6 +339,7 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     return {
         "test_pairs": int(len(test["q"])),
         "validation_pairs": int(len(val["q"])),
+        "skipped_baselines": skipped,
         "metrics": {name: {k: v for k, v in res["test"].items() if k.startswith(("hit", "mrr"))} for name, res in results.items()},
         "eval_seconds": timings,
     }

@@ -90,7 +90,10 @@ def test_method_needs_exactly_one_kind():
     with pytest.raises(ValueError):
         baselines.Method("bad")
     with pytest.raises(ValueError):
-        baselines.build("nope", graph=GRAPH, features=np.zeros((4, 1)), svd_dim=2, pixie_walks=1, walk_length=2, restart_prob=0.5, seed=0)
+        baselines.build(
+            "nope", graph=GRAPH, features=np.zeros((4, 1)), svd_dim=2, pixie_walks=1, walk_length=2, restart_prob=0.5,
+            seed=0, ease_lambda=1.0, ease_max_items=4,
+        )
 
 
 def test_pixie_walks_stay_in_component():
@@ -103,3 +106,58 @@ def test_pixie_walks_stay_in_component():
     boosted = m.set_scores(np.array([0, 2]), np.array([0, 3]))
     # disjoint supports: each item is hit from one query item only, so (sqrt c)^2 = c
     np.testing.assert_allclose(boosted[0], s[0] + s[1])
+
+
+def ease_by_column_ridge(x: np.ndarray, lam: float) -> np.ndarray:
+    """EASE from its objective: with diag(B) = 0, ||X - XB||^2 + lam ||B||^2 separates by column,
+    and column j is the ridge regression of item j's column on all the other items' columns."""
+    n = x.shape[1]
+    b = np.zeros((n, n))
+    for j in range(n):
+        rest = [i for i in range(n) if i != j]
+        xr = x[:, rest]
+        b[rest, j] = np.linalg.solve(xr.T @ xr + lam * np.eye(n - 1), xr.T @ x[:, j])
+    return b
+
+
+def test_ease_two_items_hand_computed():
+    # X = [[1, 1], [1, 0]]: G = [[2, 1], [1, 1]]; lam = 1: P = [[2, -1], [-1, 3]] / 5.
+    # B[0, 1] = -P[0, 1] / P[1, 1] = 1/3 (regress i1 = (1, 0) on i0 = (1, 1): 1 / (2 + 1)),
+    # B[1, 0] = -P[1, 0] / P[0, 0] = 1/2 (regress i0 on i1: 1 / (1 + 1)).
+    g = CSRGraph.from_edges(np.array([0, 1, 0]), np.array([0, 0, 1]), num_items=2, num_collections=2)
+    m = baselines.ease(g, 1.0)
+    np.testing.assert_allclose(m.item_scores(np.array([0, 1])), [[0, 1 / 3], [1 / 2, 0]], rtol=1e-6)
+
+
+def test_ease_matches_the_per_column_ridge_solution():
+    for lam in (0.5, 3.0):
+        want = ease_by_column_ridge(X, lam)
+        m = baselines.ease(GRAPH, lam)
+        # Row i scores every item for query i: the user who holds item i alone, e_i B.
+        np.testing.assert_allclose(m.item_scores(np.arange(4)), want, rtol=1e-5, atol=1e-7)
+        assert np.all(np.diag(m.item_scores(np.arange(4))) == 0)
+        # A set scores x_u B: the sum of its items' rows; an item held twice counts once.
+        s = m.set_scores(np.array([0, 2, 4, 4]), np.array([0, 2, 1, 1]))
+        np.testing.assert_allclose(s, [want[0] + want[2], want[1], np.zeros(4)], rtol=1e-5, atol=1e-7)
+
+
+def test_ease_item_without_collections_gives_and_gets_zero():
+    g = CSRGraph.from_edges(np.array([0, 1]), np.array([0, 0]), num_items=3, num_collections=1)
+    s = baselines.ease(g, 1.0).item_scores(np.arange(3))
+    np.testing.assert_allclose(s[:, 2], 0)
+    np.testing.assert_allclose(s[2], 0)
+    assert s[0, 1] == pytest.approx(0.5)  # 1 / (1 + 1)
+
+
+def test_ease_needs_a_positive_lambda():
+    with pytest.raises(ValueError, match="L2 weight"):
+        baselines.ease(GRAPH, 0.0)
+
+
+def test_ease_skipped_above_max_items():
+    common = dict(graph=GRAPH, features=np.zeros((4, 1)), svd_dim=2, pixie_walks=1, walk_length=2, restart_prob=0.5, seed=0)
+    with pytest.raises(baselines.BaselineSkipped, match="4 items > evaluation.ease_max_items = 3"):
+        baselines.build("ease", **common, ease_lambda=1.0, ease_max_items=3)
+    m = baselines.build("ease", **common, ease_lambda=1.0, ease_max_items=4)
+    np.testing.assert_allclose(m.item_scores(np.arange(4)), ease_by_column_ridge(X, 1.0), rtol=1e-5, atol=1e-7)
+    assert "ease" in baselines.BASELINES
