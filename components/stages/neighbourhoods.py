@@ -12,7 +12,11 @@ counts L1-normalised over the kept T items. Parameters come from the ``sampler``
 section (``num_walks`` R, ``walk_length`` L, ``restart_prob`` p, ``top_t`` T, ``num_threads``,
 ``seed``); the same config and graph give byte-identical files whatever the thread count.
 The report gives per-graph timings and coverage (items with at least one neighbour, items
-with a full row of T, mean neighbourhood size).
+with a full row of T, mean neighbourhood size), the share of top-T slots decided by a tie
+(visit counts did not separate the kept items from the next ones; the sampler's seeded hash
+chose) and the coverage of positives: the share of training pairs (q, pos) of
+``graph/pairs_indexed.parquet`` whose pos is in N(q). A small budget (R, L) shows as a large
+tie share and a low coverage: ties, not counts, then decide the neighbourhoods.
 """
 
 from __future__ import annotations
@@ -57,6 +61,52 @@ def coverage(graph: "CSRGraph", nb: "Neighbourhoods") -> dict:
     }
 
 
+def positive_coverage(nb: "Neighbourhoods", q: np.ndarray, pos: np.ndarray, chunk: int = 1 << 20) -> float | None:
+    """Share of pairs whose ``pos`` is in the neighbourhood of ``q`` (None without pairs).
+
+    Args:
+      nb: (N, T) neighbourhoods.
+      q, pos: (P,) item indices of the pairs; compared ``chunk`` pairs at a time, (chunk, T).
+    """
+    if not len(q):
+        return None
+    hits = 0
+    for start in range(0, len(q), chunk):
+        rows = nb.indices[q[start : start + chunk]]  # (chunk, T)
+        hits += int((rows == pos[start : start + chunk, None]).any(axis=1).sum())
+    return round(hits / len(q), 6)
+
+
+def _train_pairs(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(q, pos) int64 of the training pairs of ``pairs_indexed.parquet``."""
+    import pyarrow.compute as pc
+
+    from pinsage_model.contracts import PAIRS_INDEXED, ContractError, read_table
+
+    try:
+        table = read_table(path, PAIRS_INDEXED)
+    except ContractError as exc:
+        raise StageError(f"neighbourhoods: {exc}; rerun the graph stage") from exc
+    table = table.filter(pc.equal(table.column("split"), "train"))
+    return table.column("q_idx").to_numpy().astype(np.int64), table.column("pos_idx").to_numpy().astype(np.int64)
+
+
+def format_table(report: dict) -> str:
+    """Markdown table of the per-graph report entries (the rows of :data:`OUTPUTS`)."""
+    lines = [
+        "| neighbourhoods | items with neighbours | mean size | top-T slots decided by ties | training positives in N(q) | seconds |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for out_name, _, what in OUTPUTS:
+        r = report[out_name.removesuffix(".npz")]
+        cov = "n/a" if r["positive_coverage"] is None else f"{r['positive_coverage']:.4f}"
+        lines.append(
+            f"| {what} | {r['items_with_neighbours']} | {r['mean_neighbourhood_size']:.2f} | "
+            f"{r['tie_slot_share']:.4f} | {cov} | {r['seconds']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
     from pinsage_model.config import config_to_dict
     from pinsage_model.contracts import ContractError, CSRGraph
@@ -64,6 +114,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
 
     s = cfg.sampler
     report: dict = {"sampler": config_to_dict(s)}
+    train_q, train_pos = _train_pairs(inputs["graph"] / "pairs_indexed.parquet")
     num_items = None
     for out_name, graph_name, what in OUTPUTS:
         path = inputs["graph"] / graph_name
@@ -81,8 +132,9 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
             "neighbourhoods on the %s: %d items, %d edges, R=%d L=%d p=%.2f T=%d",
             what, graph.num_items, graph.num_edges, s.num_walks, s.walk_length, s.restart_prob, s.top_t,
         )
+        tie_slots = np.zeros(graph.num_items, np.int32)  # (N,) top-T slots decided by a tie
         t0 = time.perf_counter()
-        nb = compute_neighbourhoods(graph, s, progress=True)
+        nb = compute_neighbourhoods(graph, s, progress=True, tie_slots=tie_slots)
         seconds = time.perf_counter() - t0
         nb.validate(f"{out_name} (computed)")
         nb.save(out_dir / out_name)
@@ -92,7 +144,14 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
             "seconds": round(seconds, 3),
             "items_per_second": round(graph.num_items / seconds, 1) if seconds > 0 else None,
             **coverage(graph, nb),
+            "tie_slot_share": round(float(tie_slots.sum()) / max(1, int(nb.mask.sum())), 6),
+            "positive_coverage": positive_coverage(nb, train_q, train_pos),
         }
+    print(
+        f"\nNeighbourhoods (R={s.num_walks}, L={s.walk_length}, p={s.restart_prob}, T={s.top_t}; "
+        f"{len(train_q)} training pairs)\n{format_table(report)}\n",
+        flush=True,
+    )
     return report
 
 

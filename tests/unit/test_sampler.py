@@ -417,6 +417,9 @@ def test_hard_negatives_are_uniform_over_the_band(hn_graph):
 
 
 def test_neighbourhoods_stage_writes_train_and_full(tmp_path, components_graph):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from components.base import execute
     from components.registry import get_stage
     from pinsage_model.config import config_from_dict
@@ -432,6 +435,16 @@ def test_neighbourhoods_stage_writes_train_and_full(tmp_path, components_graph):
     (tmp_path / "graph").mkdir()
     graph.save(tmp_path / "graph" / "graph.npz")
     train.save(tmp_path / "graph" / "train_graph.npz")
+    # Training pairs: every item with its next index inside its component, plus a test pair
+    # (ignored by the coverage) and a pair whose query has no edges (never covered).
+    q = np.r_[np.arange(39), np.arange(40, 79), 0, 120]
+    pos = np.r_[np.arange(1, 40), np.arange(41, 80), 1, 5]
+    split = ["train"] * 78 + ["test", "train"]
+    pq.write_table(
+        pa.table({"q_idx": pa.array(q, pa.int32()), "pos_idx": pa.array(pos, pa.int32()), "count": pa.array([1] * 80, pa.int64()),
+                  "split": split, "in_train_graph": [True] * 80}),
+        tmp_path / "graph" / "pairs_indexed.parquet",
+    )
     cfg = config_from_dict({"sampler": {"num_walks": 30, "walk_length": 3, "top_t": 5, "seed": 1}})
     stage = get_stage("neighbourhoods")
     report = execute(stage, cfg, {"graph": tmp_path / "graph"}, tmp_path / "nb")
@@ -445,6 +458,14 @@ def test_neighbourhoods_stage_writes_train_and_full(tmp_path, components_graph):
     assert np.all(part.indices[train_deg == 0] == -1) and (train_deg == 0).sum() > 20
     assert report["full"]["items_with_edges"] == 121 and report["train"]["items_with_edges"] == int((train_deg > 0).sum())
     assert report["full"]["items_with_neighbours"] == int(full.mask.any(axis=1).sum())
+    train_rows = np.array([s == "train" for s in split])
+    for name, nb, g in (("full", full, graph), ("train", part, train)):
+        covered = [p in nb.indices[u] for u, p in zip(q[train_rows], pos[train_rows])]
+        assert report[name]["positive_coverage"] == pytest.approx(np.mean(covered), abs=1e-6)
+        tied = np.zeros(g.num_items, np.int32)
+        sampler.compute_neighbourhoods(g, cfg.sampler, progress=False, tie_slots=tied)
+        assert report[name]["tie_slot_share"] == pytest.approx(tied.sum() / nb.mask.sum(), abs=1e-6)
+    assert 0 < report["full"]["positive_coverage"] < 1 and report["full"]["tie_slot_share"] > 0
     digest = file_digest(tmp_path / "nb" / "full.npz")
     execute(stage, cfg, {"graph": tmp_path / "graph"}, tmp_path / "nb", force=True)
     assert file_digest(tmp_path / "nb" / "full.npz") == digest
