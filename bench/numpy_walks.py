@@ -2,10 +2,11 @@
 
 The same walk definition as :mod:`pinsage_model.sampler` (R walks per seed, up to L
 item->collection->item hops, the walk ends after each hop with probability p, the seed
-excluded, top T by count with ties by index, weights normalised over the kept T), written the
-way one would without a compiler: every walk of the batch advances one hop per numpy call,
-then ``np.unique`` counts (seed, item) pairs and a lexsort ranks them. It uses numpy's
-generator, so its samples differ from the compiled kernels' (same distribution).
+excluded, top T by count, weights normalised over the kept T), written the way one would
+without a compiler: every walk of the batch advances one hop per numpy call, then ``np.unique``
+counts (seed, item) pairs and a lexsort ranks them. It uses numpy's generator, so its samples
+differ from the compiled kernels' (same distribution), and it breaks count ties by index where
+the sampler uses a seeded hash: the tie order changes which tied items are kept, not the cost.
 """
 
 from __future__ import annotations
