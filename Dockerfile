@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# PinSage pipeline image: every stage runs as `python -m components.<stage>` (KFP container
+# PinSage pipeline image: every stage runs as `python -m components.stages.<stage>` (KFP container
 # components, Airflow KubernetesPodOperator, spark-submit driver). Build: docker build -t pinsage .
 
 # ---- builder: resolve the pinned environment into /opt/venv ----
@@ -48,6 +48,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/home/pinsage
 
 USER 10001:10001
-# `docker run IMAGE components.extract_pairs --config configs/demo.yaml --run-dir /data/run`
+# `docker run IMAGE components.stages.pairs --config configs/demo.yaml --run-dir /data/run`
 ENTRYPOINT ["/usr/bin/tini", "--", "python", "-m"]
 CMD ["components.cli", "--help"]

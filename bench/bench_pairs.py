@@ -4,7 +4,7 @@ Data sets: MovieLens ``ml-latest-small`` (100k ratings; ``../shared/data/ml-late
 ``--movielens PATH``) and the synthetic ``bench`` preset (10M interactions, 1M items; ``--quick``
 uses the ``demo`` preset instead). For each, the raw stage is run first (not timed here), then
 each of the "pairs" and "graph" stages runs as its own command
-(``python -m components.<stage> --force``, a fresh Spark JVM each, as a scheduler would run it)
+(``python -m components.stages.<stage> --force``, a fresh Spark JVM each, as a scheduler would run it)
 while the whole process tree (Python driver + JVM) is sampled every 0.2 s:
 
 * ``wall_s``: the command's wall time, JVM start included;
@@ -63,8 +63,8 @@ def run_measured(cmd: list[str], interval: float = 0.2) -> tuple[float, float, i
 
 def bench_dataset(name: str, data: dict, work: Path) -> dict:
     """Ingest ``data`` once, then time the pairs and graph stages on it."""
-    from components.base import execute
-    from components.registry import get_stage
+    from components.base import execute, start_time
+    from components.stages import StageContext, get_stage
     from pinsage_model.config import config_from_dict
 
     raw_cfg = {
@@ -76,10 +76,11 @@ def bench_dataset(name: str, data: dict, work: Path) -> dict:
     conf.write_text(yaml.safe_dump(raw_cfg))
     run_dir = work / name
     t0 = time.perf_counter()
-    execute(get_stage("raw"), config_from_dict(raw_cfg), {}, run_dir / "raw")
+    execute(get_stage("raw"), config_from_dict(raw_cfg), {}, run_dir / "raw", StageContext.for_run_dir(run_dir, start_time()))
     out = {"ingest_s": round(time.perf_counter() - t0, 1)}
-    for stage, module in (("pairs", "components.extract_pairs"), ("graph", "components.build_graph")):
-        cmd = [sys.executable, "-m", module, "--config", str(conf), "--run-dir", str(run_dir), "--force"]
+    for stage in (get_stage("pairs"), get_stage("graph")):
+        cmd = [sys.executable, "-m", stage.module, "--config", str(conf), "--run-dir", str(run_dir), "--force"]
+        stage = stage.name
         print(f"[{name}] {stage}: {' '.join(cmd)}", flush=True)
         wall, peak_mb, rc = run_measured(cmd)
         if rc:

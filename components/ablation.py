@@ -25,6 +25,7 @@ import logging
 import sys
 from pathlib import Path
 
+from pinsage_model import metric_keys
 from pinsage_model.config import PipelineConfig
 
 log = logging.getLogger("pinsage")
@@ -71,22 +72,23 @@ def plan(cfg: PipelineConfig, variants: list[str], t_values: list[int]) -> dict[
 
 def run_variant(label: str, vcfg: PipelineConfig, base_cfg: PipelineConfig, run_dir: Path, force: bool) -> dict:
     """Neighbourhoods (if T differs), training, inference and evaluation of one variant."""
-    from components.base import execute
-    from components.registry import get_stage
+    from components.base import execute, start_time
+    from components.stages import StageContext, get_stage
 
     # The variant that is the configured model itself reuses the run's own stage folders, so an
     # ablation after `pinsage run` does not train it again (fingerprints skip unchanged stages).
     sub = run_dir if vcfg == base_cfg else run_dir / "ablation" / label
+    ctx = StageContext.for_run_dir(run_dir, start_time())
     nbhd = run_dir / "neighbourhoods"
     if vcfg.sampler != base_cfg.sampler:
         nbhd = sub / "neighbourhoods"
-        execute(get_stage("neighbourhoods"), vcfg, {"graph": run_dir / "graph"}, nbhd, force=force)
+        execute(get_stage("neighbourhoods"), vcfg, {"graph": run_dir / "graph"}, nbhd, ctx, force=force)
     dirs = {"raw": run_dir / "raw", "graph": run_dir / "graph", "features": run_dir / "features",
             "neighbourhoods": nbhd, "model": sub / "model", "embeddings": sub / "embeddings"}
     reports = {}
     for stage_name in ("model", "embeddings", "evaluation"):
         stage = get_stage(stage_name)
-        reports[stage_name] = execute(stage, vcfg, {n: dirs[n] for n in stage.inputs}, sub / stage_name, force=force)
+        reports[stage_name] = execute(stage, vcfg, {n: dirs[n] for n in stage.inputs}, sub / stage_name, ctx, force=force)
     metrics = json.loads((sub / "evaluation" / "metrics.json").read_text())
     model_report = reports["model"]
     seconds = model_report.get("train_seconds", model_report.get("seconds"))
@@ -99,10 +101,10 @@ def table(results: dict[str, dict], ks: tuple[int, ...], baselines: tuple[str, .
     def row(label: str, m: dict, seconds: float | None) -> dict:
         return {
             "method": label,
-            **{f"hit@{k}": m["test"][f"hit@{k}"] for k in ks},
-            "mrr": m["test"]["mrr"],
+            **{metric_keys.hit_rate(k): m["test"][metric_keys.hit_rate(k)] for k in ks},
+            metric_keys.MRR: m["test"][metric_keys.MRR],
             "kurtosis": (m.get("similarity") or {}).get("kurtosis"),
-            "val_mrr": (m.get("validation") or {}).get("mrr"),
+            metric_keys.validation(metric_keys.MRR): (m.get("validation") or {}).get(metric_keys.MRR),
             "train_seconds": seconds,
         }
 
@@ -115,7 +117,9 @@ def table(results: dict[str, dict], ks: tuple[int, ...], baselines: tuple[str, .
     lines = ["| method | " + " | ".join(f"hit@{k}" for k in ks) + " | MRR | kurtosis | val MRR | train s |",
              "|---|" + "---:|" * (len(ks) + 4)]
     for r in rows:
-        cells = [fmt(r[f"hit@{k}"], 4) for k in ks] + [fmt(r["mrr"], 4), fmt(r["kurtosis"], 2), fmt(r["val_mrr"], 4), fmt(r["train_seconds"], 1)]
+        cells = [fmt(r[metric_keys.hit_rate(k)], 4) for k in ks] + [
+            fmt(r[metric_keys.MRR], 4), fmt(r["kurtosis"], 2), fmt(r[metric_keys.validation(metric_keys.MRR)], 4), fmt(r["train_seconds"], 1)
+        ]
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines), rows
 
@@ -130,7 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from components.base import StageError, cli_config
-    from components.runner import run_pipeline
+    from components.local_runner import run_pipeline
     from pinsage_model.io import atomic_write_json, atomic_write_text
 
     cfg = cli_config(args.config)

@@ -1,28 +1,28 @@
-"""What every stage component shares: its declaration, atomic execution, fingerprints and CLI.
+"""What every stage shares: atomic, fingerprinted execution, the stage CLI and report tables.
 
-A component module defines ``STAGE = Stage(...)`` and ``run(cfg, inputs, out_dir) -> report``:
-
-* ``inputs`` maps each upstream stage name to that stage's output directory;
-* ``out_dir`` is an empty temporary directory that :func:`execute` renames onto the stage's
-  output directory only when ``run`` returns, so a failing stage leaves no partial output;
-* the returned report (JSON-able dict) is written to ``report.json`` beside the outputs.
-
-The same ``execute`` serves the local runner, ``python -m components.<stage>``, the Airflow DAG
-and the Kubeflow components, so all front ends produce identical outputs.
+:func:`execute` runs one stage of :mod:`components.stages` for every front end (the local runner,
+``python -m components.stages.<stage>``, the Airflow DAG and the Kubeflow components): it checks
+the inputs, skips a stage whose fingerprint is unchanged, removes temporary folders that an
+interrupted attempt left behind, runs the stage into a fresh temporary folder and renames it into
+place only when the stage returns, so a failing stage leaves no partial output. The stage's
+report (a JSON-able dict) is written to ``report.json`` beside its outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import json
 import logging
+import os
+import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from components.stages import Stage, StageContext, get_stage
 from pinsage_model.config import ConfigError, PipelineConfig, config_to_dict, load_config, save_resolved
 from pinsage_model.io import atomic_dir, atomic_write_json, file_digest, json_digest
 
@@ -34,28 +34,6 @@ REPORT_FILE = "report.json"
 
 class StageError(RuntimeError):
     """A stage could not produce its outputs; the message says what to do next."""
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A pipeline stage's declaration.
-
-    Attributes:
-      name: stage name used by ``--from``/``--to`` and as the output folder under the run dir.
-      inputs: names of upstream stages whose outputs this stage reads.
-      config_sections: config sections whose values change this stage's outputs (fingerprint).
-      description: one line for ``--help`` and progress output.
-      module: the component module that implements ``run``.
-    """
-
-    name: str
-    inputs: tuple[str, ...]
-    config_sections: tuple[str, ...]
-    description: str
-    module: str
-
-    def load_run(self) -> Callable[[PipelineConfig, dict[str, Path], Path], dict]:
-        return importlib.import_module(self.module).run
 
 
 def external_inputs(cfg: PipelineConfig) -> list[str]:
@@ -86,14 +64,43 @@ def is_current(out: Path, fp: str) -> bool:
     return f.exists() and json.loads(f.read_text()).get("fingerprint") == fp
 
 
-def execute(stage: Stage, cfg: PipelineConfig, inputs: dict[str, Path], out: Path, force: bool = False) -> dict:
-    """Run one stage into ``out`` atomically; skip it when its fingerprint is unchanged."""
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Remove the temporary folders an interrupted attempt left beside ``out``.
+
+    ``atomic_dir`` removes its ``.<stage>.*.tmp`` folder when a stage fails, but not when the
+    process is killed (nor the ``.<stage>.old-*`` folder of a kill during the final swap); at 1M
+    items one such folder holds gigabytes. Called each time a front end gets to the stage, when
+    no other attempt of it is writing there (front ends run one attempt of a stage at a time).
+    """
+    if not out.parent.exists():
+        return []
+    stale = sorted(p for pattern in (f".{out.name}.*.tmp", f".{out.name}.old-*") for p in out.parent.glob(pattern) if p.is_dir())
+    for path in stale:
+        log.info("removing %s left by an interrupted run of stage %s", path, out.name)
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def execute(
+    stage: Stage, cfg: PipelineConfig, inputs: dict[str, Path], out: Path, ctx: StageContext, force: bool = False
+) -> dict:
+    """Run one stage into ``out`` atomically; skip it when its fingerprint is unchanged.
+
+    Args:
+      stage: the stage to run.
+      cfg: the resolved config.
+      inputs: upstream stage name -> that stage's output directory.
+      out: this stage's output directory.
+      ctx: the run's context; the stage sees it with its own scratch folder.
+      force: run even when the fingerprint is unchanged.
+    """
     for name in stage.inputs:
         if name not in inputs or not Path(inputs[name]).exists():
             raise StageError(
                 f"stage '{stage.name}' needs the output of '{name}' at {inputs.get(name)}; "
                 f"run that stage first (pinsage run --to {name})"
             )
+    remove_stale_temps(out)
     fp = fingerprint(stage, cfg, inputs)
     if not force and is_current(out, fp):
         log.info("stage %-15s unchanged, skipped (%s)", stage.name, out)
@@ -102,11 +109,13 @@ def execute(stage: Stage, cfg: PipelineConfig, inputs: dict[str, Path], out: Pat
     log.info("stage %-15s running: %s", stage.name, stage.description)
     t0 = time.perf_counter()
     run = stage.load_run()
+    stage_ctx = ctx.for_stage(stage, fp)
     with atomic_dir(out) as tmp:
-        report = run(cfg, {k: Path(v) for k, v in inputs.items()}, tmp) or {}
+        report = run(cfg, {k: Path(v) for k, v in inputs.items()}, tmp, stage_ctx) or {}
         report = {"stage": stage.name, "seconds": round(time.perf_counter() - t0, 3), **report}
         atomic_write_json(tmp / REPORT_FILE, report)
         atomic_write_json(tmp / FINGERPRINT_FILE, {"fingerprint": fp, "stage": stage.name})
+    shutil.rmtree(stage_ctx.scratch_dir, ignore_errors=True)
     log.info("stage %-15s done in %.1f s -> %s", stage.name, time.perf_counter() - t0, out)
     return {"skipped": False, **report}
 
@@ -120,25 +129,32 @@ def cli_config(path: str) -> PipelineConfig | None:
         return None
 
 
-def execute_paths(stage_name: str, config_path: str, output: str, force: bool = False, **inputs: str) -> dict:
+def execute_paths(
+    stage_name: str, config_path: str, output: str, ctx: StageContext, force: bool = False, **inputs: str
+) -> dict:
     """:func:`execute` by stage name over plain paths (the Kubeflow lightweight components)."""
-    from components.registry import get_stage
-
     cfg = load_config(config_path)
-    return execute(get_stage(stage_name), cfg, {k: Path(v) for k, v in inputs.items()}, Path(output), force=force)
+    return execute(get_stage(stage_name), cfg, {k: Path(v) for k, v in inputs.items()}, Path(output), ctx, force=force)
+
+
+def print_table(title: str, rows: list[tuple[str, object]]) -> str:
+    """Format a two-column stage report table, print it to stderr and return it."""
+    width = max([len(k) for k, _ in rows] + [10])
+    lines = [title, "-" * (width + 16)] + [f"{k:<{width}}  {v:>14}" for k, v in rows]
+    text = "\n".join(lines)
+    print(text, file=sys.stderr)
+    return text
 
 
 def stage_main(module_name: str, argv: list[str] | None = None) -> int:
-    """``python -m components.<stage>``: run one stage over a run dir or explicit paths."""
-    from components.registry import get_stage
-
-    if module_name == "__main__":  # run as `python -m components.<stage>`
+    """``python -m components.stages.<stage>``: run one stage over a run dir or explicit paths."""
+    if module_name == "__main__":  # run as `python -m components.stages.<stage>`
         module_name = sys.modules["__main__"].__spec__.name
     stage = get_stage(module_name)
-    mod = importlib.import_module(stage.module)
+    doc = importlib.import_module(stage.module).__doc__ or ""
     parser = argparse.ArgumentParser(
         prog=f"python -m {stage.module}",
-        description=f"{stage.description}\n\n{(mod.__doc__ or '').strip()}",
+        description=f"{stage.description}\n\n{doc.strip()}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="pipeline YAML config (e.g. configs/demo.yaml)")
@@ -146,23 +162,38 @@ def stage_main(module_name: str, argv: list[str] | None = None) -> int:
     for name in stage.inputs:
         parser.add_argument(f"--{name}", dest=f"in_{name}", help=f"output directory of stage '{name}'")
     parser.add_argument("--output", help=f"output directory (default: <run-dir>/{stage.name})")
+    parser.add_argument("--run-id", help="run id without --run-dir (default: the run directory's name)")
+    parser.add_argument("--run-area", help="folder runs share without --run-dir (default: orchestration.run_root)")
+    parser.add_argument("--logical-time", help="ISO 8601 instant the run stands for (default: SOURCE_DATE_EPOCH, else now)")
     parser.add_argument("--force", action="store_true", help="run even if inputs and config are unchanged")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if not args.run_dir and (not args.output or any(getattr(args, f"in_{n}") is None for n in stage.inputs)):
         parser.error("give --run-dir, or --output and every input directory")
+    if not args.run_dir and not args.run_id:
+        parser.error("give --run-dir, or --run-id with --output")
     cfg = cli_config(args.config)
     if cfg is None:
         return 2
     run_dir = Path(args.run_dir) if args.run_dir else None
     inputs = {n: Path(getattr(args, f"in_{n}") or run_dir / n) for n in stage.inputs}
     out = Path(args.output) if args.output else run_dir / stage.name
+    when = args.logical_time or start_time()
     if run_dir is not None:
+        ctx = StageContext.for_run_dir(run_dir, when)
         save_resolved(cfg, run_dir / "config.resolved.yaml")
+    else:
+        ctx = StageContext.create(args.run_area or cfg.orchestration.run_root, args.run_id, when)
     try:
-        report = execute(stage, cfg, inputs, out, force=args.force)
+        report = execute(stage, cfg, inputs, out, ctx, force=args.force)
     except StageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2, default=str))
     return 0
+
+
+def start_time() -> dt.datetime:
+    """A local run's logical time: ``SOURCE_DATE_EPOCH`` when set (reproducible manifests), else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    return dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch else dt.datetime.now(dt.timezone.utc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 
@@ -14,13 +13,13 @@ COMMANDS = {
     "generate": ("components.generate", "write the synthetic demo/bench data set"),
     "recommend": ("components.recommend", "related items for an item, or homefeed for a user"),
     "ablation": ("components.ablation", "train and evaluate the paper's Table 1/4 variants"),
-    "promote": ("components.lifecycle", "move the MLflow 'champion' alias to a model version"),
-    "rollback": ("components.lifecycle", "restore the previous 'champion' model version"),
+    "promote": ("components.champion", "move the MLflow 'champion' alias to a model version"),
+    "rollback": ("components.champion", "restore the previous 'champion' model version"),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str = "run") -> None:
-    from components.registry import STAGE_NAMES
+    from components.stages import STAGE_NAMES
 
     parser.add_argument("--config", required=True, help="pipeline YAML config, e.g. configs/demo.yaml")
     parser.add_argument("--run-dir", default=None, help="run directory (default: runs/<config name>)")
@@ -33,7 +32,7 @@ def main_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from components.base import StageError, cli_config
-    from components.runner import run_pipeline
+    from components.local_runner import run_pipeline
 
     cfg = cli_config(args.config)
     if cfg is None:
@@ -58,8 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        if importlib.util.find_spec(module) is None:
-            continue
         mod = sys.modules[__name__] if module == __name__ else importlib.import_module(module)
         doc = (mod.__doc__ or "").strip() if mod is not sys.modules[__name__] else ""
         p = sub.add_parser(

@@ -1,17 +1,15 @@
-"""Kubeflow Pipelines v2: the registered stages as one pipeline with typed artifacts.
+"""Kubeflow Pipelines v2 runner: the stages of :data:`components.stages.STAGES` as one pipeline.
 
 Each stage is one KFP component whose output is a directory artifact
 (``dsl.Output[dsl.Artifact]``); downstream components receive the upstream directories as
-``dsl.Input[dsl.Artifact]`` and only paths travel between tasks. Two flavours share the wiring:
+``dsl.Input[dsl.Artifact]`` and only paths travel between tasks. Both flavours are generated from
+the stage list, so this module holds no stage-specific code:
 
 * **cluster**: container components running the image from ``orchestration.image`` with
-  ``python -m components.<stage> --config C --<input> DIR ... --output DIR``;
+  ``python -m components.stages.<stage> --config C --run-id R --logical-time T --<input> DIR ...
+  --output DIR``;
 * **local**: lightweight Python components (for ``kfp.local``'s ``SubprocessRunner``) that call
   :func:`components.base.execute` with the same arguments in the current virtualenv.
-
-With ``tracking.enabled`` a ``track`` step (:mod:`components.tracking`: MLflow run, model
-registration, promotion gate) runs after evaluation and before index publishing, which reads
-``models:/<name>@champion``.
 
 Usage::
 
@@ -23,18 +21,18 @@ Usage::
 # No ``from __future__ import annotations``: KFP reads component annotations as real types.
 import argparse
 import dataclasses
+import datetime as dt
 import inspect
+import linecache
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Literal, Optional, Sequence
+from typing import Callable, Literal, Sequence
 
 from kfp import dsl
 
-from components.base import Stage
-from components.lifecycle import READS_CHAMPION
+from components.stages import STAGES, Stage, pipeline_stages
 from pinsage_model.config import PipelineConfig
-from components.registry import STAGES
 
 log = logging.getLogger("pinsage")
 
@@ -42,180 +40,64 @@ PIPELINE_NAME = "pinsage"
 DEFAULT_CONFIG = "configs/demo.yaml"
 # Lightweight components run in the current venv under kfp.local; this image only labels them.
 LOCAL_BASE_IMAGE = "python:3.11-slim"
+# Parameters every component takes besides its input artifacts: the stage context's run id and
+# logical time travel as pipeline parameters, so a rerun of a KFP run gets the same ones.
+RUN_PARAMETERS = ("config", "run_id", "logical_time")
 
-
-# --- lightweight components (local runs). One per stage; the signature mirrors the registry's
-# inputs (tests/integration/test_kfp.py checks it). KFP ships each function's source to the
-# executor, so the bodies import what they need (inside the executor ``kfp.dsl`` is a runtime
-# stub, so they must not import this module).
-
-@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
-def raw(config: str, output: dsl.Output[dsl.Artifact]):
-    """Load or generate interactions and items into the data contracts."""
-    from components.base import execute_paths
-
-    execute_paths("raw", config, output.path)
-
-
-@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
-def pairs(config: str, raw: dsl.Input[dsl.Artifact], output: dsl.Output[dsl.Artifact]):
-    """Engagement pairs and 70/10/20 splits (Spark)."""
-    from components.base import execute_paths
-
-    execute_paths("pairs", config, output.path, raw=raw.path)
-
-
-@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
-def graph(
-    config: str, raw: dsl.Input[dsl.Artifact], pairs: dsl.Input[dsl.Artifact], output: dsl.Output[dsl.Artifact]
-):
-    """Item-collection CSR graph and training subgraph."""
-    from components.base import execute_paths
-
-    execute_paths("graph", config, output.path, raw=raw.path, pairs=pairs.path)
-
-
-@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
-def features(
-    config: str, raw: dsl.Input[dsl.Artifact], graph: dsl.Input[dsl.Artifact], output: dsl.Output[dsl.Artifact]
-):
-    """TF Transform item features."""
-    from components.base import execute_paths
-
-    execute_paths("features", config, output.path, raw=raw.path, graph=graph.path)
-
-
-@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
-def neighbourhoods(config: str, graph: dsl.Input[dsl.Artifact], output: dsl.Output[dsl.Artifact]):
-    """Random-walk importance neighbourhoods."""
-    from components.base import execute_paths
-
-    execute_paths("neighbourhoods", config, output.path, graph=graph.path)
-
-
-@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
-def model(
+# KFP ships a lightweight component's *source* to the executor, so each one is generated as
+# source text from the stage list (and registered with linecache, where inspect.getsource looks).
+# Inside the executor ``kfp.dsl`` is a runtime stub, so the body must not import this module.
+_LIGHTWEIGHT_TEMPLATE = '''def {name}(
     config: str,
-    graph: dsl.Input[dsl.Artifact],
-    features: dsl.Input[dsl.Artifact],
-    neighbourhoods: dsl.Input[dsl.Artifact],
-    output: dsl.Output[dsl.Artifact],
+    run_id: str,
+    logical_time: str,
+{inputs}    output: dsl.Output[dsl.Artifact],
 ):
-    """PinSage training."""
-    from components.base import execute_paths
-
-    execute_paths("model", config, output.path, graph=graph.path, features=features.path, neighbourhoods=neighbourhoods.path)
-
-
-@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
-def embeddings(
-    config: str,
-    graph: dsl.Input[dsl.Artifact],
-    features: dsl.Input[dsl.Artifact],
-    neighbourhoods: dsl.Input[dsl.Artifact],
-    model: dsl.Input[dsl.Artifact],
-    output: dsl.Output[dsl.Artifact],
-):
-    """Layer-wise inference of item and collection embeddings."""
-    from components.base import execute_paths
-
-    execute_paths("embeddings", config, output.path, graph=graph.path, features=features.path, neighbourhoods=neighbourhoods.path, model=model.path)
-
-
-@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
-def evaluation(
-    config: str,
-    raw: dsl.Input[dsl.Artifact],
-    graph: dsl.Input[dsl.Artifact],
-    features: dsl.Input[dsl.Artifact],
-    neighbourhoods: dsl.Input[dsl.Artifact],
-    embeddings: dsl.Input[dsl.Artifact],
-    output: dsl.Output[dsl.Artifact],
-):
-    """Hit-rate, MRR, kurtosis vs baselines."""
-    from components.base import execute_paths
-
-    execute_paths("evaluation", config, output.path, raw=raw.path, graph=graph.path, features=features.path, neighbourhoods=neighbourhoods.path, embeddings=embeddings.path)
-
-
-@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
-def index(
-    config: str,
-    graph: dsl.Input[dsl.Artifact],
-    embeddings: dsl.Input[dsl.Artifact],
-    evaluation: dsl.Input[dsl.Artifact],
-    output: dsl.Output[dsl.Artifact],
-):
-    """faiss index publishing."""
-    from components.base import execute_paths
-
-    execute_paths("index", config, output.path, graph=graph.path, embeddings=embeddings.path, evaluation=evaluation.path)
-
-
-@dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)
-def track(
-    config: str,
-    output: dsl.Output[dsl.Artifact],
-    raw: Optional[dsl.Input[dsl.Artifact]] = None,
-    pairs: Optional[dsl.Input[dsl.Artifact]] = None,
-    graph: Optional[dsl.Input[dsl.Artifact]] = None,
-    features: Optional[dsl.Input[dsl.Artifact]] = None,
-    neighbourhoods: Optional[dsl.Input[dsl.Artifact]] = None,
-    model: Optional[dsl.Input[dsl.Artifact]] = None,
-    embeddings: Optional[dsl.Input[dsl.Artifact]] = None,
-    evaluation: Optional[dsl.Input[dsl.Artifact]] = None,
-):
-    """MLflow: log the run, register the model, apply the promotion gate (before ``index``)."""
+    """{doc}"""
     from pathlib import Path
 
-    from components.tracking import track_stage_dirs
-    from pinsage_model.config import load_config
+    from components.base import execute_paths
+    from components.stages import StageContext
 
-    given = {
-        "raw": raw,
-        "pairs": pairs,
-        "graph": graph,
-        "features": features,
-        "neighbourhoods": neighbourhoods,
-        "model": model,
-        "embeddings": embeddings,
-        "evaluation": evaluation,
-    }
-    dirs = {name: Path(art.path) for name, art in given.items() if art is not None}
-    out = Path(output.path)
-    out.mkdir(parents=True, exist_ok=True)
-    # Locally the store sits in the kfp.local run folder; on a cluster MLFLOW_TRACKING_URI is set.
-    track_stage_dirs(load_config(config), dirs, out, run_area=out.parents[1])
+    # kfp.local layout: <pipeline_root>/<run>/<task>/output; the run folder is the run area.
+    ctx = StageContext.create(Path(output.path).parents[1], run_id, logical_time)
+    execute_paths("{name}", config, output.path, ctx{paths})
+'''
 
 
-LOCAL_COMPONENTS: dict[str, Callable] = {
-    "raw": raw,
-    "pairs": pairs,
-    "graph": graph,
-    "features": features,
-    "neighbourhoods": neighbourhoods,
-    "model": model,
-    "embeddings": embeddings,
-    "evaluation": evaluation,
-    "index": index,
-}
+def lightweight_component(stage: Stage) -> Callable:
+    """A lightweight Python component (for ``kfp.local``) calling :func:`components.base.execute_paths`."""
+    source = _LIGHTWEIGHT_TEMPLATE.format(
+        name=stage.name,
+        inputs="".join(f"    {n}: dsl.Input[dsl.Artifact],\n" for n in stage.inputs),
+        doc=stage.description[:1].upper() + stage.description[1:] + ".",
+        paths="".join(f", {n}={n}.path" for n in stage.inputs),
+    )
+    filename = f"<pinsage-kfp-component-{stage.name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    namespace: dict = {"dsl": dsl}
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - source built from the stage list above
+    return dsl.component(base_image=LOCAL_BASE_IMAGE, install_kfp_package=False)(namespace[stage.name])
+
+
+LOCAL_COMPONENTS: dict[str, Callable] = {s.name: lightweight_component(s) for s in STAGES}
 
 
 def container_component(stage: Stage, image: str) -> Callable:
     """A container component running ``python -m <stage.module>`` in ``image``.
 
-    Built from the registry so the CLI flags can never drift from ``components.base.stage_main``:
-    ``--config C --<input> <input artifact path> ... --output <output artifact path>``.
+    Built from the stage list so the CLI flags can never drift from ``components.base.stage_main``:
+    ``--config C --run-id R --logical-time T --<input> <input artifact path> ... --output <output artifact path>``.
     """
 
-    def spec(*args):  # (config, *inputs, output) placeholders, in signature order
-        config, *ins, output = args
-        cli = ["--config", config]
+    def spec(*args):  # (config, run_id, logical_time, *inputs, output) placeholders, in signature order
+        config, run_id, logical_time, *ins, output = args
+        cli = ["--config", config, "--run-id", run_id, "--logical-time", logical_time]
         for name, art in zip(stage.inputs, ins):
             cli += [f"--{name}", art.path]
         return dsl.ContainerSpec(image=image, command=["python", "-m", stage.module], args=[*cli, "--output", output.path])
 
-    params = [inspect.Parameter("config", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str)]
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str) for n in RUN_PARAMETERS]
     params += [
         inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dsl.Input[dsl.Artifact])
         for n in stage.inputs
@@ -227,32 +109,13 @@ def container_component(stage: Stage, image: str) -> Callable:
     return dsl.container_component(spec)
 
 
-def container_track_component(stages: Sequence[Stage], image: str) -> Callable:
-    """The cluster ``track`` step: ``python -m components.tracking --config C --<stage> DIR ... --output DIR``."""
-    names = tuple(s.name for s in stages if s.name not in READS_CHAMPION)
-    tracked = Stage("track", names, (), "MLflow tracking, registration, promotion gate", "components.tracking")
-    return container_component(tracked, image)
-
-
-def pipeline_stages(stop_after: str = "") -> list[Stage]:
-    """Implemented stages up to ``stop_after`` (all when empty) whose inputs are all included."""
-    from components.runner import select_stages
-
-    kept: list[Stage] = []
-    for s in select_stages(None, stop_after or None):
-        if all(n in {k.name for k in kept} for n in s.inputs):
-            kept.append(s)
-    return kept
-
-
 def build_pipeline(
     target: Literal["cluster", "local"] = "cluster",
     image: str = "",
     stages: Sequence[Stage] | None = None,
     config_path: str = DEFAULT_CONFIG,
-    track_run: bool = True,
 ):
-    """Build the pipeline (a KFP graph component) over ``stages`` (default: all registered).
+    """Build the pipeline (a KFP graph component) over ``stages`` (default: all of them).
 
     Args:
       target: ``cluster`` for container components, ``local`` for lightweight ones.
@@ -260,8 +123,9 @@ def build_pipeline(
       stages: stages to include; each stage's inputs must be included too.
       config_path: default of the pipeline's ``config`` parameter (a path inside the image for
         ``cluster``; a local path for ``local``).
-      track_run: add a ``track`` step (MLflow, promotion gate) after every stage but those in
-        ``lifecycle.READS_CHAMPION``, which run after it.
+
+    The pipeline's parameters are ``config``, ``run_id`` and ``logical_time`` (ISO 8601); every
+    task gets them and the output artifacts of its stage's inputs.
     """
     stages = list(STAGES if stages is None else stages)
     names = {s.name for s in stages}
@@ -273,96 +137,87 @@ def build_pipeline(
         if not image:
             raise ValueError("a cluster pipeline needs an image (orchestration.image)")
         ops = {s.name: container_component(s, image) for s in stages}
-        track_op = container_track_component(stages, image)
     else:
         ops = {s.name: LOCAL_COMPONENTS[s.name] for s in stages}
-        track_op = track
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="PinSage: pairs, graph, features, neighbourhoods, training, inference, evaluation, index")
-    def pinsage(config: str = config_path):
+    @dsl.pipeline(name=PIPELINE_NAME, description="PinSage: " + ", ".join(s.name for s in stages))
+    def pinsage(config: str = config_path, run_id: str = "manual", logical_time: str = "1970-01-01T00:00:00Z"):
         tasks: dict[str, dsl.PipelineTask] = {}
-        tracked = None
         for s in stages:
-            if track_run and s.name in READS_CHAMPION and tracked is None:
-                tracked = track_op(config=config, **{n: t.outputs["output"] for n, t in tasks.items()})
-            task = ops[s.name](config=config, **{n: tasks[n].outputs["output"] for n in s.inputs})
-            if tracked is not None:
-                task.after(tracked)  # publishes the champion the gate just chose
+            task = ops[s.name](
+                config=config, run_id=run_id, logical_time=logical_time,
+                **{n: tasks[n].outputs["output"] for n in s.inputs},
+            )
             tasks[s.name] = task.set_display_name(s.name)
-        if track_run and tracked is None and tasks:
-            tracked = track_op(config=config, **{n: t.outputs["output"] for n, t in tasks.items()})
-        if tracked is not None:
-            tracked.set_display_name("track")
 
     return pinsage
 
 
-def compile_pipeline(
-    output: str | Path, image: str, config_path: str = DEFAULT_CONFIG, stop_after: str = "", track_run: bool = True
-) -> Path:
+def compile_pipeline(output: str | Path, image: str, config_path: str = DEFAULT_CONFIG, stop_after: str = "") -> Path:
     """Compile the cluster pipeline (container components) to a KFP v2 YAML package.
 
     Args:
       output: YAML file to write.
       image: container image of every component.
       config_path: default of the pipeline's ``config`` parameter (a path inside the image).
-      stop_after: last stage to include (all registered stages when empty).
-      track_run: end with the MLflow ``track`` step (``tracking.enabled``).
+      stop_after: last stage to include (all stages when empty).
     """
     from kfp import compiler
 
-    from components.registry import STAGE_NAMES
-
-    stages = STAGES[: STAGE_NAMES.index(stop_after) + 1] if stop_after else STAGES
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline("cluster", image, stages, config_path, track_run), str(output))
+    compiler.Compiler().compile(build_pipeline("cluster", image, pipeline_stages(stop_after), config_path), str(output))
     return output
 
 
-def run_local(config_path: str | Path, pipeline_root: str | Path, stages: Sequence[Stage] | None = None) -> dict[str, Path]:
+def run_local(
+    config_path: str | Path,
+    pipeline_root: str | Path,
+    stages: Sequence[Stage] | None = None,
+    run_id: str = "kfp-local",
+    logical_time: dt.datetime | None = None,
+) -> dict[str, Path]:
     """Run the lightweight pipeline with ``kfp.local`` (SubprocessRunner, current venv).
 
     Args:
       config_path: pipeline YAML config.
       pipeline_root: where kfp.local writes each run's task outputs.
-      stages: stages to run (default: every stage implemented in this checkout, up to the
-        config's ``orchestration.stop_after``).
-        Each stage's inputs must be included.
+      stages: stages to run (default: up to the config's ``orchestration.stop_after``); each
+        stage's inputs must be included.
+      run_id: the stages' run id.
+      logical_time: the stages' logical time (default: ``SOURCE_DATE_EPOCH``, else now).
 
     Returns:
-      Stage name -> the directory that stage's component wrote (and ``track`` -> the folder
-      holding ``tracking.json`` when ``tracking.enabled``).
+      Stage name -> the directory that stage's component wrote.
     """
     from kfp import local
 
+    from components.base import start_time
     from pinsage_model.config import load_config
 
-    cfg = load_config(config_path)
     if stages is None:
-        stages = pipeline_stages(cfg.orchestration.stop_after)
-    if not stages:
-        raise ValueError("no pipeline stage is implemented in this checkout")
+        stages = pipeline_stages(load_config(config_path).orchestration.stop_after)
     pipeline_root = Path(pipeline_root).resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
-    build_pipeline("local", stages=stages, config_path=str(Path(config_path).resolve()), track_run=cfg.tracking.enabled)()
+    when = (logical_time or start_time()).isoformat()
+    build_pipeline("local", stages=stages, config_path=str(Path(config_path).resolve()))(run_id=run_id, logical_time=when)
     new_runs = sorted(set(pipeline_root.iterdir()) - before)
     if len(new_runs) != 1:
         raise RuntimeError(f"expected one new kfp.local run under {pipeline_root}, found {new_runs}")
     # kfp.local layout: <pipeline_root>/<pipeline>-<timestamp>/<task name>/<output name>
-    names = [s.name for s in stages] + (["track"] if cfg.tracking.enabled else [])
-    return {name: new_runs[0] / name / "output" for name in names}
+    return {s.name: new_runs[0] / s.name / "output" for s in stages}
 
 
-def submit(cfg: PipelineConfig, config_path: str, run_name: str) -> str:
+def submit(cfg: PipelineConfig, config_path: str, run_name: str, logical_time: dt.datetime) -> str:
     """Compile the cluster pipeline and start a run on ``orchestration.kfp_host``; returns the run id.
 
     Args:
       cfg: the loaded config (image, KFP host, stop_after).
       config_path: the config's path inside the pipeline image (the ``config`` parameter).
-      run_name: KFP run name, e.g. keyed by the Airflow data interval.
+      run_name: KFP run name, e.g. keyed by the Airflow data interval; the stages' run id.
+      logical_time: the instant the run stands for (the stages' logical time).
     """
     import tempfile
 
@@ -372,17 +227,18 @@ def submit(cfg: PipelineConfig, config_path: str, run_name: str) -> str:
     if not orch.kfp_host:
         raise ValueError("orchestration.kfp_host is empty: set it to the KFP API endpoint to submit runs")
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(
-            Path(tmp) / "pinsage_pipeline.yaml", orch.image, config_path, orch.stop_after, cfg.tracking.enabled
-        )
+        package = compile_pipeline(Path(tmp) / "pinsage_pipeline.yaml", orch.image, config_path, orch.stop_after)
         run = kfp.Client(host=orch.kfp_host).create_run_from_pipeline_package(
-            str(package), arguments={"config": config_path}, run_name=run_name, experiment_name=PIPELINE_NAME
+            str(package),
+            arguments={"config": config_path, "run_id": run_name, "logical_time": logical_time.isoformat()},
+            run_name=run_name,
+            experiment_name=PIPELINE_NAME,
         )
     return run.run_id
 
 
 def main(argv: list[str] | None = None) -> int:
-    from components.base import cli_config
+    from components.base import cli_config, start_time
 
     parser = argparse.ArgumentParser(
         prog="python -m components.kfp_pipeline",
@@ -392,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="pipeline YAML config (default: %(default)s)")
     parser.add_argument("--output", help="compile the cluster pipeline to this YAML file")
     parser.add_argument("--image", help="container image (default: orchestration.image of the config)")
-    parser.add_argument("--run-local", metavar="PIPELINE_ROOT", help="run the implemented stages with kfp.local here")
+    parser.add_argument("--run-local", metavar="PIPELINE_ROOT", help="run the stages with kfp.local here")
     parser.add_argument("--submit", action="store_true", help="submit a run to orchestration.kfp_host")
     parser.add_argument("--kfp-host", help="KFP API endpoint for --submit (default: orchestration.kfp_host)")
     parser.add_argument("--run-name", default="pinsage-manual", help="run name for --submit")
@@ -405,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     image = args.image or cfg.orchestration.image
     if args.output:
-        path = compile_pipeline(args.output, image, args.config, cfg.orchestration.stop_after, cfg.tracking.enabled)
+        path = compile_pipeline(args.output, image, args.config, cfg.orchestration.stop_after)
         print(f"compiled pipeline (image {image}) -> {path}")
     if args.run_local:
         for name, path in run_local(args.config, args.run_local).items():
@@ -413,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.submit:
         orch = dataclasses.replace(cfg.orchestration, image=image, kfp_host=args.kfp_host or cfg.orchestration.kfp_host)
         cfg = dataclasses.replace(cfg, orchestration=orch)
-        print(f"submitted run {submit(cfg, args.config, args.run_name)}")
+        print(f"submitted run {submit(cfg, args.config, args.run_name, start_time())}")
     return 0
 
 

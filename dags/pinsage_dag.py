@@ -1,11 +1,13 @@
 """Airflow 3 DAG ``pinsage``: one task per pipeline stage, on the schedule from the config.
 
 The DAG file is configuration only: parsing it reads one small YAML file and imports no
-TensorFlow, Spark, Beam or MLflow (tests/unit/test_dag_parse.py checks). Each task calls the same
+TensorFlow, Spark, Beam or MLflow (tests/unit/dags/test_pinsage_dag.py checks). It wires the stages of
+:data:`components.stages.STAGES` and nothing else: each task calls the same
 :func:`components.base.execute` as the local runner and the Kubeflow components, over the run
 directory of its data interval, ``<orchestration.run_root>/<interval start>_<interval end>``
 (never "latest"), so a retried or cleared task rewrites exactly its own partition. Tasks pass
-directory paths through XCom, never data.
+directory paths through XCom, never data. A stage's context carries the interval key as run id
+and the logical date as logical time.
 
 With ``orchestration.submit_to_kfp`` the DAG instead has one task that compiles the Kubeflow
 pipeline and submits a run to ``orchestration.kfp_host``.
@@ -22,8 +24,7 @@ from pathlib import Path
 
 from airflow.sdk import dag, task
 
-from components.lifecycle import READS_CHAMPION
-from components.runner import select_stages
+from components.stages import pipeline_stages
 from pinsage_model.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +54,11 @@ def run_dir_for(context) -> Path:
     return Path(CFG.orchestration.run_root).resolve() / key
 
 
+def logical_time_for(context) -> datetime:
+    """The instant the DAG run stands for: its logical date, else (manual runs) when it was due."""
+    return context.get("logical_date") or context.get("data_interval_start") or context["dag_run"].run_after
+
+
 @task
 def prepare() -> str:
     """Create the interval's run directory and save the resolved config there."""
@@ -73,24 +79,15 @@ def run_stage(stage_name: str, run_dir: str, inputs: dict[str, str]) -> str:
     ``force=True``: Airflow decides when a task runs (a cleared task means "do it again"); the
     output folder is replaced atomically and identical inputs give identical bytes.
     """
+    from airflow.sdk import get_current_context
+
     from components.base import execute
-    from components.registry import get_stage
+    from components.stages import StageContext, get_stage
 
+    ctx = StageContext.for_run_dir(run_dir, logical_time_for(get_current_context()))
     out = Path(run_dir) / stage_name
-    execute(get_stage(stage_name), CFG, {k: Path(v) for k, v in inputs.items()}, out, force=True)
+    execute(get_stage(stage_name), CFG, {k: Path(v) for k, v in inputs.items()}, out, ctx, force=True)
     return str(out)
-
-
-@task
-def track(run_dir: str, outputs: dict[str, str]) -> dict:
-    """Log the run to MLflow, register the model and apply the promotion gate.
-
-    ``outputs`` (stage -> folder, from XCom) makes this task wait for those stages: every stage
-    but the ones that read the champion (index publishing), which wait for this task.
-    """
-    from components.tracking import track_pipeline_run
-
-    return track_pipeline_run(CFG, run_dir)
 
 
 @task
@@ -104,7 +101,7 @@ def submit_kfp() -> str:
     path = Path(CONFIG_PATH).resolve()
     # Inside the pipeline image the repo is the working directory: pass the repo-relative path.
     config = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-    return submit(CFG, config, f"pinsage-{run_dir_for(ctx).name}")
+    return submit(CFG, config, f"pinsage-{run_dir_for(ctx).name}", logical_time_for(ctx))
 
 
 @dag(
@@ -124,20 +121,10 @@ def pinsage():
         return
     run_dir = prepare()
     outputs: dict = {}
-    tracked = None
-    # Implemented stages up to stop_after; a stage whose inputs are not all there is left out.
-    for stage in select_stages(None, CFG.orchestration.stop_after or None):
-        if not all(n in outputs for n in stage.inputs):
-            continue
-        if CFG.tracking.enabled and stage.name in READS_CHAMPION and tracked is None:
-            tracked = track(run_dir, dict(outputs))
+    for stage in pipeline_stages(CFG.orchestration.stop_after):
         outputs[stage.name] = run_stage.override(task_id=stage.name, doc=stage.description)(
             stage.name, run_dir, {n: outputs[n] for n in stage.inputs}
         )
-        if tracked is not None:
-            tracked >> outputs[stage.name]  # index publishing reads the champion the gate chose
-    if CFG.tracking.enabled and tracked is None and outputs:
-        track(run_dir, outputs)
 
 
 pinsage()

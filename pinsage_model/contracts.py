@@ -6,7 +6,7 @@ graph every item and collection has a dense ``int32`` index assigned by the grap
 Run directory layout (one folder per stage, each replaced atomically)::
 
     raw/            interactions.parquet, items.parquet, [test_interactions.parquet], report.json
-    pairs/          pairs.parquet, quarantine.parquet, report.json
+    pairs/          pairs.parquet, interactions.parquet (cleaned), quarantine.parquet, report.json
     graph/          graph.npz, train_graph.npz, item_ids.parquet, collection_ids.parquet,
                     pairs_indexed.parquet, report.json
     features/       features.npy, feature_names.json, transform/ (TF Transform output), report.json
@@ -14,6 +14,7 @@ Run directory layout (one folder per stage, each replaced atomically)::
     model/          model.keras, weights.npz, model_config.json, history.json
     embeddings/     items.npy, collections.npy, item_flags.parquet, model.json, report.json
     evaluation/     metrics.json, report.md, *.png
+    registration/   decision.json (model version, champion before/after, the gate's metrics)
     index/          versions/<version>/..., CURRENT
 
 Tables (Parquet):
@@ -29,8 +30,9 @@ Tables (Parquet):
   ``in_train_graph`` bool (both items in the training subgraph).
 * **item_ids** / **collection_ids**: ``item_idx``/``collection_idx`` int32, ``item_id``/
   ``collection_id`` str, ``in_train_graph`` bool.
-* **quarantine**: the offending row's columns as strings plus ``reason`` str, ``source`` str
-  (file) and ``row`` int64 (0-based row number in that file).
+* **quarantine** (every stage that drops rows writes one, built by :func:`quarantine_table`): the
+  offending row's columns as strings, then ``reason`` str, ``source`` str (file) and ``row`` int64
+  (0-based row number in that file).
 
 Arrays (``.npz`` uncompressed, so members can be memory-mapped; ``.npy``):
 
@@ -55,6 +57,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -150,6 +153,43 @@ COLLECTION_IDS = TableContract(
 )
 
 SPLITS = ("train", "validation", "test")
+
+QUARANTINE = TableContract(
+    "quarantine",
+    required={"reason": pa.string(), "source": pa.string(), "row": pa.int64()},
+    optional={},
+)
+
+
+def quarantine_table(columns: dict[str, Any], reason: Any, source: str | Sequence[str], row: Any) -> pa.Table:
+    """The quarantine layout every writer shares: the rows' own columns as strings, then
+    ``reason``, ``source`` (the file they came from: one for all rows, or one per row) and
+    ``row`` (their 0-based row in it)."""
+    data = {
+        name: col.cast(pa.string()) if isinstance(col, (pa.Array, pa.ChunkedArray)) else pa.array(col, pa.string())
+        for name, col in columns.items()
+    }
+    sources = [source] * len(reason) if isinstance(source, str) else source
+    tail = {"reason": pa.array(reason, pa.string()), "source": pa.array(sources, pa.string()), "row": pa.array(row, pa.int64())}
+    return pa.table({**data, **tail}, schema=pa.schema([pa.field(c, pa.string()) for c in data] + [pa.field(c, t) for c, t in QUARANTINE.required.items()]))
+
+
+# The model files a model version is identified by (model.keras is a convenience copy).
+MODEL_IDENTITY_FILES = ("weights.npz", "model_config.json")
+
+
+def model_digest(model_dir: str | Path) -> str:
+    """SHA-256 over the names and bytes of ``weights.npz`` and ``model_config.json``: the identity
+    of a model version (the registry's ``model_fingerprint`` tag, ``embeddings/model.json``)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in MODEL_IDENTITY_FILES:
+        f = Path(model_dir) / name
+        if f.exists():
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def read_table(path: str | Path, contract: TableContract) -> pa.Table:

@@ -41,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pinsage_model.contracts import INTERACTIONS, ITEMS
+from pinsage_model.contracts import INTERACTIONS, ITEMS, QUARANTINE, quarantine_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ML100K_GENRES = (
@@ -50,7 +50,6 @@ ML100K_GENRES = (
     "War", "Western",
 )
 _INT_RE = r"\d+"
-QUARANTINE_TAIL = ("reason", "source", "row")
 
 
 class LoaderError(ValueError):
@@ -121,17 +120,14 @@ class _Quarantine:
         if not self.frames:
             return empty_quarantine()
         df = pd.concat(self.frames, ignore_index=True)
-        cols = [c for c in df.columns if c not in QUARANTINE_TAIL] + list(QUARANTINE_TAIL)
-        df = df[cols]
-        return pa.Table.from_arrays(
-            [pa.array(df[c].to_numpy(dtype=object, na_value=None), pa.int64() if c == "row" else pa.string()) for c in cols],
-            names=cols,
-        )
+        values = {c: df[c].to_numpy(dtype=object, na_value=None) for c in df.columns}
+        data = {c: v for c, v in values.items() if c not in QUARANTINE.required}
+        return quarantine_table(data, values["reason"], values["source"], values["row"])
 
 
 def empty_quarantine() -> pa.Table:
     """A quarantine table with no rows (just ``reason``, ``source``, ``row``)."""
-    return pa.table({"reason": pa.array([], pa.string()), "source": pa.array([], pa.string()), "row": pa.array([], pa.int64())})
+    return quarantine_table({}, [], [], [])
 
 
 def resolve_path(path: str | Path, what: str = "data path") -> Path:

@@ -8,11 +8,13 @@ reused when its master matches (and ``spark-submit`` sets the master before our 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pyspark is a heavy import: only for type checkers here
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
     from pinsage_model.config import SparkConfig
 
@@ -53,3 +55,25 @@ def get_spark(spark_cfg: "SparkConfig") -> "SparkSession":
     )
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def spark_to_arrow(df: "DataFrame", tmp_dir: Path, schema=None):
+    """Materialise ``df`` as Parquet under ``tmp_dir`` and read it back with pyarrow.
+
+    The frame never passes through the driver's Python objects row by row; ``tmp_dir`` is
+    removed afterwards. An empty result yields an empty table with ``schema``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    df.write.mode("overwrite").parquet(str(tmp_dir.resolve()))
+    files = sorted(tmp_dir.glob("*.parquet"))
+    tables = [pq.read_table(f) for f in files]
+    tables = [t for t in tables if t.num_rows]
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    if not tables:
+        if schema is None:
+            raise ValueError("empty Spark result and no schema to give it")
+        return schema.empty_table()
+    table = pa.concat_tables(tables).replace_schema_metadata(None)
+    return table.cast(schema) if schema is not None else table

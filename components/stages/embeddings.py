@@ -10,8 +10,8 @@ Inductive by construction: the model was trained on the training subgraph, but e
 full graph is embedded from its features (the saved feature transform) and its full-graph
 neighbourhood, so items held out of training, and items added after training, get embeddings
 too. To embed new items with an older model, rerun graph/features/neighbourhoods on the new data
-and point this stage at the old model: ``python -m components.infer --config C --run-dir R
---model OLD_RUN/model``.
+and point this stage at the old model: ``python -m components.stages.embeddings --config C
+--run-dir R --model OLD_RUN/model``.
 
 Backend (``inference.backend``): ``numpy`` (in process, row blocks of ``inference.batch_size``)
 or ``spark`` (the same plan as Spark jobs, master from ``spark.master``, join strategy from
@@ -21,7 +21,6 @@ member items' embeddings with uniform importance (the graph records membership, 
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sys
@@ -30,28 +29,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from components.base import FINGERPRINT_FILE, StageError
+from components.base import StageError, stage_main
 
 if TYPE_CHECKING:
+    from components.stages import StageContext
     from pinsage_model.config import PipelineConfig
 
 log = logging.getLogger("pinsage")
 
 
-def model_version(model_dir: Path) -> str:
-    """A stable name for the model: its stage fingerprint, else the weights' digest."""
-    from pinsage_model.io import file_digest
 
-    fp = model_dir / FINGERPRINT_FILE
-    if fp.exists():
-        return "fp-" + json.loads(fp.read_text())["fingerprint"][:12]
-    return "sha-" + file_digest(model_dir / "weights.npz")[:12]
-
-
-def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
+def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     import pyarrow as pa
 
-    from pinsage_model.contracts import ITEM_IDS, ContractError, CSRGraph, Neighbourhoods, read_table
+    from pinsage_model.contracts import ITEM_IDS, ContractError, CSRGraph, Neighbourhoods, model_digest, read_table
     from pinsage_model.export import load_weights_npz
     from pinsage_model.inference import InferenceStats, check_inputs, collection_embeddings, embed_all
     from pinsage_model.io import atomic_save_npy, atomic_write_json, atomic_write_parquet
@@ -108,12 +99,10 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
             }
         ),
     )
-    from components.tracking import model_fingerprint
-
-    version = model_version(inputs["model"])
     # The registry identifies a model version by this digest; index publishing compares it with
-    # the champion's.
-    digest = model_fingerprint(inputs["model"])
+    # the champion's, and its prefix names the embeddings' model.
+    digest = model_digest(inputs["model"])
+    version = f"sha-{digest[:12]}"
     atomic_write_json(out_dir / "model.json", {"model_version": version, "weights_digest": digest, "model_config": mcfg})
     zero_norm = np.linalg.norm(emb, axis=1) < 0.5
     held_out = ~in_train_by_idx
@@ -135,6 +124,4 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
 
 
 if __name__ == "__main__":
-    from components.base import stage_main
-
     sys.exit(stage_main(__name__))

@@ -20,11 +20,33 @@ from pathlib import Path
 import numpy as np
 
 from components.base import StageError, stage_main
+from components.stages import StageContext
+from pinsage_model import metric_keys
 from pinsage_model.config import PipelineConfig
 
 log = logging.getLogger("pinsage")
 
 PINSAGE = "pinsage"
+# The evaluator's ``name@K`` keys -> their metric_keys spelling.
+_EVALUATOR_KEYS = {"hit": metric_keys.hit_rate, "recall": metric_keys.recall, "ndcg": metric_keys.ndcg}
+
+
+def spelled(summary: dict) -> dict:
+    """An evaluator summary with its ``hit@K`` / ``recall@K`` / ``ndcg@K`` keys as in :mod:`pinsage_model.metric_keys`."""
+    out = {}
+    for key, value in summary.items():
+        name, at, k = key.partition("@")
+        out[_EVALUATOR_KEYS[name](int(k)) if at else key] = value
+    return out
+
+
+def split_digest(item_ids: np.ndarray, pairs: dict[str, np.ndarray]) -> str:
+    """Digest of the sorted (query id, positive id) pairs evaluated: two models' metrics are
+    comparable (the promotion gate) only when they come from the same pairs."""
+    import hashlib
+
+    lines = sorted(f"{item_ids[q]}\t{item_ids[p]}\n" for q, p in zip(pairs["q"], pairs["pos"]))
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def load_pairs(graph_dir: Path, split: str, max_pairs: int, seed: int) -> dict[str, np.ndarray]:
@@ -44,6 +66,16 @@ def load_pairs(graph_dir: Path, split: str, max_pairs: int, seed: int) -> dict[s
         keep = np.sort(np.random.default_rng(seed).choice(len(out["q"]), size=max_pairs, replace=False))
         out = {k: v[keep] for k, v in out.items()}
     return out
+
+
+def item_id_strings(graph_dir: Path) -> np.ndarray:
+    """(N,) item id strings by dense ``item_idx``."""
+    from pinsage_model.contracts import ITEM_IDS, read_table
+
+    items = read_table(graph_dir / "item_ids.parquet", ITEM_IDS)
+    ids = np.empty(items.num_rows, dtype=object)
+    ids[items.column("item_idx").to_numpy()] = items.column("item_id").to_pylist()
+    return ids
 
 
 def build_methods(cfg: PipelineConfig, inputs: dict[str, Path]) -> tuple[list, dict[str, str]]:
@@ -100,14 +132,14 @@ def method_ranks(method, pairs: dict[str, np.ndarray], num_items: int, cfg: Pipe
 
     ev = cfg.evaluation
     if method.embeddings is not None:
-        return metrics.evaluate_embeddings(
+        return spelled(metrics.evaluate_embeddings(
             method.embeddings, pairs["q"], pairs["pos"], ev.ks, ev.mrr_scale, ev.candidate_pool, ev.seed,
             exact_max_pool=ev.exact_max_pool,
-        )
+        ))
     q = pairs["q"]
-    return metrics.evaluate_scores(
+    return spelled(metrics.evaluate_scores(
         lambda pos: method.item_scores(q[pos]), num_items, q, pairs["pos"], ev.ks, ev.mrr_scale, ev.candidate_pool, ev.seed
-    )
+    ))
 
 
 def spread(method, num_items: int, cfg: PipelineConfig) -> dict | None:
@@ -180,14 +212,14 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
     if coll_path.exists():
         ue = metrics.l2_normalise(np.load(coll_path))
         ie = metrics.l2_normalise(methods[0].embeddings)
-        out[f"{PINSAGE}-pooled"] = metrics.user_topk_metrics(lambda pos: ue[users[pos]] @ ie.T, **common)
+        out[f"{PINSAGE}-pooled"] = spelled(metrics.user_topk_metrics(lambda pos: ue[users[pos]] @ ie.T, **common))
     for m in methods:
         def score(pos, m=m):
             rows = users[pos]
             ptr, idx = _sub_csr(rec_indptr, rec_indices, rows)
             return m.set_scores(ptr, idx)
 
-        out[f"{m.name}-recent"] = metrics.user_topk_metrics(score, **common)
+        out[f"{m.name}-recent"] = spelled(metrics.user_topk_metrics(score, **common))
     return {"methods": out, "test_interactions_dropped_unknown": dropped, "users": int(len(users))}
 
 
@@ -206,7 +238,7 @@ def format_table(rows: dict[str, dict], ks: tuple[int, ...], kurtosis: bool = Tr
     sep = "|---|" + "---:|" * (len(ks) + 1 + kurtosis)
     lines = [head, sep]
     for name, r in rows.items():
-        cells = [f"{r[f'hit@{k}']:.4f}" for k in ks] + [f"{r['mrr']:.4f}"]
+        cells = [f"{r[metric_keys.hit_rate(k)]:.4f}" for k in ks] + [f"{r[metric_keys.MRR]:.4f}"]
         if kurtosis:
             kurt = r.get("kurtosis")
             cells.append("n/a" if kurt is None or not np.isfinite(kurt) else f"{kurt:.2f}")
@@ -238,8 +270,8 @@ def evaluate_method(method, test: dict, val: dict, n: int, cfg: PipelineConfig) 
     ranks = res_test.pop("ranks")
     in_train = test["query_in_train_graph"]
     inductive = {
-        "query_in_train_graph": summarise(ranks[in_train], ev.ks, ev.mrr_scale),
-        "query_not_in_train_graph": summarise(ranks[~in_train], ev.ks, ev.mrr_scale),
+        "query_in_train_graph": spelled(summarise(ranks[in_train], ev.ks, ev.mrr_scale)),
+        "query_not_in_train_graph": spelled(summarise(ranks[~in_train], ev.ks, ev.mrr_scale)),
     }
     res_val = method_ranks(method, val, n, cfg) if len(val["q"]) else {}
     res_val.pop("ranks", None)
@@ -273,7 +305,7 @@ def render_report(
     ]
 
     def cell(s: dict) -> str:
-        return f"{s['n']}, {s[f'hit@{ks[0]}']:.4f}, {s['mrr']:.4f}" if s["n"] else "0, -, -"
+        return f"{s['n']}, {s[metric_keys.hit_rate(ks[0])]:.4f}, {s[metric_keys.MRR]:.4f}" if s["n"] else "0, -, -"
 
     for name, res in results.items():
         md.append(f"| {name} | {cell(res['inductive']['query_in_train_graph'])} | {cell(res['inductive']['query_not_in_train_graph'])} |")
@@ -282,14 +314,14 @@ def render_report(
         md += ["", f"## User-level (full ranking, training items masked; {users['users']} users)", "",
                "| user vector | " + " | ".join(f"recall@{k} | ndcg@{k}" for k in uk) + " |", "|---|" + "---:|" * (2 * len(uk))]
         for name, r in users["methods"].items():
-            md.append(f"| {name} | " + " | ".join(f"{r[f'recall@{k}']:.4f} | {r[f'ndcg@{k}']:.4f}" for k in uk) + " |")
+            md.append(f"| {name} | " + " | ".join(f"{r[metric_keys.recall(k)]:.4f} | {r[metric_keys.ndcg(k)]:.4f}" for k in uk) + " |")
     md += ["", "![hit-rate@K](hit_rate_curve.png)", ""]
     if with_spread:
         md += ["![similarity of random item pairs](similarity_all.png)", ""]
     return "\n".join(md), table
 
 
-def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
+def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageContext) -> dict:
     from pinsage_model.progress import progress_bar
 
     from pinsage_model import plots
@@ -303,6 +335,7 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
         raise StageError(f"{inputs['graph'] / 'pairs_indexed.parquet'}: no test pairs to evaluate")
     methods, skipped = build_methods(cfg, inputs)
     n = methods[0].embeddings.shape[0]
+    ids = item_id_strings(inputs["graph"])
 
     results: dict[str, dict] = {}
     test_ranks: dict[str, np.ndarray] = {}
@@ -326,7 +359,8 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
         "user_level": users,
         "config": {"ks": list(ks), "candidate_pool": ev.candidate_pool, "mrr_scale": ev.mrr_scale,
                    "baseline_graph": ev.baseline_graph, "test_pairs": int(len(test["q"])),
-                   "validation_pairs": int(len(val["q"]))},
+                   "validation_pairs": int(len(val["q"])),
+                   "split_digests": {"test": split_digest(ids, test), "validation": split_digest(ids, val)}},
     }
     atomic_write_json(out_dir / "metrics.json", _finite(metrics_json))
     for name, sims in spreads.items():

@@ -20,22 +20,22 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from components.base import StageError
+from components.base import StageError, print_table, stage_main
 
 if TYPE_CHECKING:
+    from components.stages import StageContext
     from pinsage_model.config import PipelineConfig
 
 
-def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
+def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     """Analyse and apply the feature transform for every graph item into ``out_dir``."""
     import shutil
 
     import numpy as np
     import pyarrow as pa
 
-    from components.extract_pairs import print_table
     from pinsage_model import feature_transform as ft
-    from pinsage_model.contracts import ITEM_IDS, ITEMS, CSRGraph, read_table
+    from pinsage_model.contracts import ITEM_IDS, ITEMS, CSRGraph, quarantine_table, read_table
     from pinsage_model.io import atomic_save_npy, atomic_write_json, atomic_write_parquet
 
     raw, graph_dir = Path(inputs["raw"]), Path(inputs["graph"])
@@ -75,17 +75,13 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
     })
 
     reasons = [r for _, r in rejected]
+    idx = pa.array([r for r, _ in rejected], type=pa.int64())
     qcols: dict[str, pa.Array] = {}
-    if items is not None:
-        idx = pa.array([r for r, _ in rejected], type=pa.int64())
-        for name in items.column_names:
-            qcols[name] = items.column(name).take(idx).cast(pa.string()) if name != "features" else (
-                pa.array([str(v) for v in items.column(name).take(idx).to_pylist()], type=pa.string())
-            )
-        qcols["row"] = idx
-    qcols["reason"] = pa.array(reasons, type=pa.string())
-    qcols["source"] = pa.array([str(items_path)] * len(reasons), type=pa.string())
-    atomic_write_parquet(out_dir / "quarantine.parquet", pa.table(qcols))
+    for name in items.column_names if items is not None else ():
+        taken = items.column(name).take(idx)
+        # a list column has no string cast: its rows are written as Python lists
+        qcols[name] = pa.array([str(v) for v in taken.to_pylist()]) if name == "features" else taken
+    atomic_write_parquet(out_dir / "quarantine.parquet", quarantine_table(qcols, reasons, str(items_path), idx))
 
     n_in = items.num_rows if items is not None else 0
     report = {
@@ -107,6 +103,4 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
 
 
 if __name__ == "__main__":
-    from components.base import stage_main
-
     sys.exit(stage_main(__name__))

@@ -1,7 +1,8 @@
 """Stage "graph": the bipartite item-collection graph in CSR form and the training subgraph.
 
-Reads ``raw/interactions.parquet`` (edges), ``raw/items.parquet`` (items without interactions
-still get an id, with degree 0) and ``pairs/pairs.parquet``. Writes:
+Reads ``pairs/interactions.parquet`` (the interactions the pairs stage cleaned: the edges),
+``raw/items.parquet`` (items without interactions still get an id, with degree 0) and
+``pairs/pairs.parquet``. Writes:
 
 * ``graph.npz``: the full graph (used by inference and evaluation);
 * ``train_graph.npz``: the training subgraph (paper 4.1): a seeded fraction
@@ -14,9 +15,9 @@ still get an id, with degree 0) and ``pairs/pairs.parquet``. Writes:
   validation and test pairs are kept for all items (evaluation uses the full graph) with their
   ``in_train_graph`` flag.
 
-Collections are the ``collection_id`` column when the interactions have one, else the user.
-Interactions are cleaned by the same rules as the pairs stage (without the rating filter: any
-engagement is an edge); duplicate edges are merged. Dedupe and indexing run in Spark; only the
+Collections are the ``collection_id`` column when the interactions have one, else the user (the
+pairs stage fills that in). The cleaned interactions keep rows under ``pairs.min_rating``: any
+engagement is an edge; duplicate edges are merged. Dedupe and indexing run in Spark; only the
 indexed edge list reaches the driver, which it needs to write the CSR arrays.
 """
 
@@ -27,9 +28,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from components.base import StageError
+from components.base import StageError, print_table, stage_main
 
 if TYPE_CHECKING:
+    from components.stages import StageContext
     from pyspark.sql import DataFrame
 
     from pinsage_model.config import PipelineConfig
@@ -87,30 +89,27 @@ def degree_quantiles(degree, qs=(0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)) -> dict[
     return {f"p{int(round(q * 100))}": float(v) for q, v in zip(qs, vals)}
 
 
-def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
+def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     """Build the graphs, id maps and indexed pairs into ``out_dir``."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     from pyspark.sql import functions as F
 
-    from components.extract_pairs import label_interactions, print_table, spark_to_arrow
     from pinsage_model.contracts import PAIRS, SPLITS, CSRGraph, read_table
     from pinsage_model.io import atomic_write_parquet
-    from pinsage_model.spark import get_spark
+    from pinsage_model.spark import get_spark, spark_to_arrow
 
     raw = Path(inputs["raw"])
     pairs_path = Path(inputs["pairs"]) / "pairs.parquet"
+    clean_path = Path(inputs["pairs"]) / "interactions.parquet"
     read_table(pairs_path, PAIRS)  # schema check with a clear error before Spark starts work
+    if not clean_path.exists():
+        raise StageError(f"{clean_path}: not found; rerun the pairs stage, which writes the cleaned interactions")
     spark = get_spark(cfg.spark)
     tmp = out_dir / "_spark"
 
-    labelled = label_interactions(spark, raw / "interactions.parquet", None)
-    edges = (
-        labelled.where(F.col("reason").isNull())
-        .select("item_id", "collection_id")
-        .distinct()
-    )
+    edges = spark.read.parquet(str(clean_path.resolve())).select("item_id", "collection_id").distinct()
     items = edges.select("item_id")
     items_path = raw / "items.parquet"
     if items_path.exists():
@@ -131,7 +130,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
     coll_tbl = spark_to_arrow(coll_map, tmp / "coll_map").sort_by("collection_idx")
     n_items, n_colls = item_tbl.num_rows, coll_tbl.num_rows
     if n_colls == 0:
-        raise StageError(f"{raw / 'interactions.parquet'}: no usable interactions, so the graph has no edges")
+        raise StageError(f"{clean_path}: no usable interactions, so the graph has no edges")
     if not np.array_equal(item_tbl.column("item_idx").to_numpy(), np.arange(n_items)):
         raise StageError("dense item ids are not contiguous (internal error in dense_index)")
 
@@ -226,6 +225,4 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
 
 
 if __name__ == "__main__":
-    from components.base import stage_main
-
     sys.exit(stage_main(__name__))

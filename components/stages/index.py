@@ -1,63 +1,55 @@
 """Stage "index": faiss index over the item embeddings, recall-checked and published (paper 3.5).
 
-Reads ``embeddings/items.npy`` and ``embeddings/model.json``, ``graph/item_ids.parquet`` and
-``evaluation/metrics.json``. Builds the index (exact inner product below
-``index.exact_threshold`` items, else ``index.kind`` HNSW or IVF), checks its recall@10 against
-exact search (``index.recall_floor``; below it the stage fails and nothing is published), then:
+Reads ``embeddings/items.npy`` and ``embeddings/model.json``, ``graph/item_ids.parquet``,
+``evaluation/metrics.json`` and ``registration/decision.json``. Builds the index (exact inner
+product below ``index.exact_threshold`` items, else ``index.kind`` HNSW or IVF), checks its
+recall@10 against exact search (``index.recall_floor``; below it the stage fails and nothing is
+published), then:
 
 1. publishes the version into the persistent publish root (``index.publish_root``, default
-   ``<run dir>/../published/<run dir name>``) and switches that root's ``CURRENT`` atomically:
-   this is what live readers (``IndexReader``) follow across runs;
+   ``<run area>/published/<run id>``) and, when the registration stage left this run's model as
+   the champion (or registered nothing), switches that root's ``CURRENT`` atomically: this is
+   what live readers (``IndexReader``) follow across runs;
 2. copies that version into this stage's output (``index/versions/<version>/`` + ``CURRENT``),
    so the run directory holds the index it published (``pinsage recommend --run-dir``).
 
 The stage output is replaced atomically by the runner, which is why the version history lives
-outside it. Set ``SOURCE_DATE_EPOCH`` for a reproducible ``created_at`` in the manifest.
+outside it. The manifest's ``created_at`` is the run's logical time (``ctx.logical_time``).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from components.base import StageError
+from components.base import StageError, stage_main
 
 if TYPE_CHECKING:
+    from components.stages import StageContext
     from pinsage_model.config import PipelineConfig
 
 log = logging.getLogger("pinsage")
 
+# The manifest keeps the scalar evaluation metrics, at most this many.
+MAX_MANIFEST_METRICS = 200
 
-def publish_root(cfg: "PipelineConfig", out_dir: Path) -> Path:
-    """``index.publish_root``, or ``published/<run dir name>`` beside the run directory."""
+
+def publish_root(cfg: "PipelineConfig", ctx: "StageContext") -> Path:
+    """``index.publish_root``, or ``published/<run id>`` in the run area."""
     if cfg.index.publish_root:
         return Path(cfg.index.publish_root)
-    # out_dir is the runner's temporary sibling of <run dir>/index: its parent is the run dir
-    run_dir = out_dir.resolve().parent
-    return run_dir.parent / "published" / run_dir.name
-
-
-def serving_champion(cfg: "PipelineConfig", out_dir: Path) -> dict | None:
-    """The registry's champion (``models:/<name>@champion``) when tracking is on, else None."""
-    if not cfg.tracking.enabled:
-        return None
-    from components.lifecycle import champion_version
-
-    # Same run area as the runner's tracking: the folder holding the run directory.
-    return champion_version(cfg, run_area=out_dir.resolve().parent.parent)
+    return ctx.run_area / "published" / ctx.run_id
 
 
 def follow_champion(cfg: "PipelineConfig", root: Path, run_area: Path) -> str | None:
     """Point ``<root>/CURRENT`` at the index built from the champion's weights (after a
     promotion or a rollback); returns the version, or None when no published index matches."""
-    from components.lifecycle import champion_version
+    from components.mlflow_store import champion_version
     from pinsage_model.index import find_version, set_current
 
     champion = champion_version(cfg, run_area=run_area)
@@ -67,28 +59,15 @@ def follow_champion(cfg: "PipelineConfig", root: Path, run_area: Path) -> str | 
     return version
 
 
-def created_at() -> str:
-    """Creation time for the manifest: ``SOURCE_DATE_EPOCH`` when set, else now (UTC, ISO 8601)."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch else dt.datetime.now(dt.timezone.utc)
-    return when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+def scalar_metrics(metrics: dict) -> dict:
+    """Numeric leaves of a nested metrics dict as ``{"a.b": x}``, sorted, at most
+    :data:`MAX_MANIFEST_METRICS` (histograms and lists dropped)."""
+    from components.mlflow_store import numeric_leaves
+
+    return dict(sorted(numeric_leaves(metrics).items())[:MAX_MANIFEST_METRICS])
 
 
-def scalar_metrics(metrics: dict, prefix: str = "", limit: int = 200) -> dict:
-    """Numeric leaves of a nested metrics dict as ``{"a.b": x}`` (histograms and lists dropped)."""
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(scalar_metrics(value, f"{name}.", limit))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[name] = value
-        if len(out) >= limit:
-            break
-    return dict(sorted(out.items())[:limit])
-
-
-def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
+def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     from pinsage_model.contracts import ITEM_IDS, ContractError, read_table
     from pinsage_model.index import IndexRecallError, mirror_version, prune_versions, publish
 
@@ -101,18 +80,21 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
         raise StageError(f"index: {exc}") from exc
     metrics_path = inputs["evaluation"] / "metrics.json"
     metrics = scalar_metrics(json.loads(metrics_path.read_text())) if metrics_path.exists() else {}
+    decision_path = inputs["registration"] / "decision.json"
+    if not decision_path.exists():
+        raise StageError(f"index: {decision_path} not found; rerun the registration stage")
+    decision = json.loads(decision_path.read_text())
     order = np.argsort(ids.column("item_idx").to_numpy())
     item_ids = np.asarray(ids.column("item_id").to_pylist(), dtype=object)[order]
     if len(item_ids) != emb.shape[0]:
         raise StageError(f"index: {emb.shape[0]} embeddings but {len(item_ids)} item ids; rerun the embeddings stage")
     # rows whose embedding is all zero (a dead ReLU head) cannot be ranked: keep them out of the index
     keep = np.linalg.norm(emb, axis=1) > 0.5
-    root = publish_root(cfg, out_dir)
-    champion = serving_champion(cfg, out_dir)
+    root = publish_root(cfg, ctx)
     digest = model.get("weights_digest", "")
-    # Serve this model only if the registry made it champion (or there is no registry).
-    serve = champion is None or champion["tags"].get("model_fingerprint") == digest
-    now = created_at()
+    # Serve this model only if the registry made it champion (or nothing was registered).
+    serve = not decision["tracking"] or decision["champion_weights_digest"] == digest
+    now = ctx.timestamp()
     try:
         vdir = publish(
             np.asarray(emb[keep]),
@@ -137,12 +119,12 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
     if not serve:
         log.warning(
             "index: this run's model is not the registry's champion (version %s); published %s "
-            "without switching %s/CURRENT", champion["version"], vdir.name, root,
+            "without switching %s/CURRENT", decision["champion_after"], vdir.name, root,
         )
     return {
         "version": vdir.name,
         "serving": serve,
-        "champion_version": None if champion is None else champion["version"],
+        "champion_version": decision["champion_after"],
         "publish_root": str(root),
         "model_version": model["model_version"],
         "index": manifest["index"],
@@ -154,6 +136,4 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
 
 
 if __name__ == "__main__":
-    from components.base import stage_main
-
     sys.exit(stage_main(__name__))

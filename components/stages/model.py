@@ -12,9 +12,10 @@ hit-rate@10 and MRR, hard negatives, learning rate) and ``quarantine.parquet`` (
 ids outside the graph or q == pos, with a reason). The report adds per-epoch examples/s and
 producer/compute/step seconds, the pair counts (in = kept + quarantined) and the time.
 
-Checkpoints live outside the stage output, in ``<run-dir>/checkpoints/model/<fingerprint>/``,
-one per epoch: if training is interrupted, running the stage again with the same config and
-inputs resumes from the last finished epoch. They are removed once the stage succeeds.
+Checkpoints live outside the stage output, in the stage's scratch folder (``ctx.scratch_dir``,
+keyed by the stage's fingerprint; locally ``<run-dir>/checkpoints/model/<fingerprint>/``), one per
+epoch: if training is interrupted, running the stage again with the same config and inputs
+resumes from the last finished epoch. The executor removes them once the stage succeeds.
 With ``train.num_devices`` > 1 on a CPU-only machine the CPU is split into logical devices,
 which must happen before TensorFlow initialises. When an earlier stage of the same process (the
 features stage of ``pinsage run``) has already initialised it, the stage trains in a fresh
@@ -25,22 +26,27 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from components.base import StageError, stage_main
+from pinsage_model import metric_keys
 
 if TYPE_CHECKING:
+    from components.stages import StageContext
     from pinsage_model.config import PipelineConfig
 
 log = logging.getLogger("pinsage")
 
-CURVE_KEYS = ("epoch", "loss", "loss_first", "loss_last", "val_hit_rate@10", "val_mrr", "hard_negatives", "learning_rate")
+VAL_HIT = metric_keys.validation(metric_keys.hit_rate(10))
+VAL_MRR = metric_keys.validation(metric_keys.MRR)
+# The training loop's names of its validation metrics -> their metric_keys spelling.
+_LOOP_KEYS = {"val_hit_rate@10": VAL_HIT, "val_mrr": VAL_MRR}
+CURVE_KEYS = ("epoch", "loss", "loss_first", "loss_last", VAL_HIT, VAL_MRR, "hard_negatives", "learning_rate")
 REPORT_KEYS = (
-    "epoch", "loss", "val_hit_rate@10", "val_mrr", "examples_per_s", "step_s", "producer_s_per_step",
+    "epoch", "loss", VAL_HIT, VAL_MRR, "examples_per_s", "step_s", "producer_s_per_step",
     "compute_s_per_step", "hard_negatives", "seconds",
 )
 
@@ -50,7 +56,7 @@ def _pairs(path: Path, num_items: int, out_dir: Path):
     import numpy as np
     import pyarrow as pa
 
-    from pinsage_model.contracts import PAIRS_INDEXED, read_table
+    from pinsage_model.contracts import PAIRS_INDEXED, quarantine_table, read_table
     from pinsage_model.io import atomic_write_parquet
 
     table = read_table(path, PAIRS_INDEXED)
@@ -63,12 +69,9 @@ def _pairs(path: Path, num_items: int, out_dir: Path):
     bad = out_of_range | self_pair
     rows = np.flatnonzero(bad)
     reason = np.where(out_of_range[rows], f"q_idx or pos_idx outside [0, {num_items})", "q_idx equals pos_idx")
-    quarantine = pa.table({
-        **{c: table.column(c).take(pa.array(rows)).cast(pa.string()) for c in table.column_names},
-        "reason": pa.array(reason.tolist(), pa.string()),
-        "source": pa.array([str(path)] * len(rows), pa.string()),
-        "row": pa.array(rows, pa.int64()),
-    })
+    quarantine = quarantine_table(
+        {c: table.column(c).take(pa.array(rows)) for c in table.column_names}, reason.tolist(), str(path), rows
+    )
     atomic_write_parquet(out_dir / "quarantine.parquet", quarantine)
     train = ~bad & (split == "train") & in_train
     val = ~bad & (split == "validation") & in_train
@@ -83,11 +86,11 @@ def _pairs(path: Path, num_items: int, out_dir: Path):
     return (q[train].astype(np.int32), p[train].astype(np.int32)), (q[val].astype(np.int32), p[val].astype(np.int32)), counts
 
 
-def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
+def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     """Train PinSage on the run's training subgraph and export the model into ``out_dir``."""
     if cfg.train.num_devices > 1 and _tensorflow_too_late(cfg.train.num_devices):
-        return _run_in_fresh_process(cfg, inputs, out_dir)
-    return _train(cfg, inputs, out_dir)
+        return _run_in_fresh_process(cfg, inputs, out_dir, ctx.scratch_dir)
+    return _train(cfg, inputs, out_dir, ctx.scratch_dir)
 
 
 def _tensorflow_too_late(num_devices: int) -> bool:
@@ -103,7 +106,7 @@ def _tensorflow_too_late(num_devices: int) -> bool:
     return False
 
 
-def _run_in_fresh_process(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
+def _run_in_fresh_process(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_dir: Path) -> dict:
     """Run :func:`_train` in a ``spawn``-ed interpreter (TensorFlow not yet initialised there)."""
     import multiprocessing
     import tempfile
@@ -116,7 +119,7 @@ def _run_in_fresh_process(cfg: "PipelineConfig", inputs: dict[str, Path], out_di
         report_path = Path(tmp) / "report.json"
         child = multiprocessing.get_context("spawn").Process(
             target=_child_main, name="pinsage-train",
-            args=(config_to_dict(cfg), {k: str(v) for k, v in inputs.items()}, str(out_dir), str(report_path)),
+            args=(config_to_dict(cfg), {k: str(v) for k, v in inputs.items()}, str(out_dir), str(ckpt_dir), str(report_path)),
         )
         child.start()
         child.join()
@@ -128,21 +131,19 @@ def _run_in_fresh_process(cfg: "PipelineConfig", inputs: dict[str, Path], out_di
         return {**json.loads(report_path.read_text()), "fresh_process": True}
 
 
-def _child_main(cfg_dict: dict, inputs: dict[str, str], out_dir: str, report_path: str) -> None:
+def _child_main(cfg_dict: dict, inputs: dict[str, str], out_dir: str, ckpt_dir: str, report_path: str) -> None:
     """Entry point of the fresh training process: train, then hand the report back as JSON."""
     from pinsage_model.config import config_from_dict
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    report = _train(config_from_dict(cfg_dict), {k: Path(v) for k, v in inputs.items()}, Path(out_dir))
+    report = _train(config_from_dict(cfg_dict), {k: Path(v) for k, v in inputs.items()}, Path(out_dir), Path(ckpt_dir))
     Path(report_path).write_text(json.dumps(report))
 
 
-def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
-    """The stage's work in this process: load the inputs, train, export."""
+def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_dir: Path) -> dict:
+    """The stage's work in this process: load the inputs, train (checkpoints in ``ckpt_dir``), export."""
     import numpy as np
 
-    from components.base import fingerprint
-    from components.registry import get_stage
     from pinsage_model.contracts import CSRGraph, ContractError, Neighbourhoods
     from pinsage_model.export import save_history, save_keras, save_weights_npz
     from pinsage_model.training import TrainData, train
@@ -173,9 +174,6 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dic
         raise StageError(f"{graph_dir / 'pairs_indexed.parquet'}: no train pairs inside the training graph")
     data = TrainData(np.asarray(features, dtype=np.float32), nb, graph, tq, tp, vq, vp, id_embedding_dim=id_dim)
 
-    stage = get_stage("model")
-    run_dir = graph_dir.parent
-    ckpt_dir = run_dir / "checkpoints" / "model" / fingerprint(stage, cfg, inputs)[:16]
     resumed = (ckpt_dir / "epochs" / "checkpoint").exists()
     result = train(data, cfg.model, cfg.train, cfg.sampler, checkpoint_dir=ckpt_dir, resume=True)
 
@@ -183,9 +181,9 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dic
     save_weights_npz(result.model, out_dir)
     # history.json keeps the learning curve only (reproducible in deterministic mode); the
     # timings, which vary run to run, go to the report.
-    save_history([{k: h[k] for k in CURVE_KEYS} for h in result.history], out_dir)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    epochs = [{k: round(float(h[k]), 6) for k in REPORT_KEYS} for h in result.history]
+    history = [{_LOOP_KEYS.get(k, k): v for k, v in h.items()} for h in result.history]
+    save_history([{k: h[k] for k in CURVE_KEYS} for h in history], out_dir)
+    epochs = [{k: round(float(h[k]), 6) for k in REPORT_KEYS} for h in history]
     return {
         **counts,
         "items": n,
@@ -193,7 +191,7 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dic
         "id_embedding_dim": id_dim,
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
-        "best_val_hit_rate@10": max((h["val_hit_rate@10"] for h in result.history), default=0.0),
+        f"best_{VAL_HIT}": max((h[VAL_HIT] for h in history), default=0.0),
         "stopped_early": result.stopped_early,
         "resumed": resumed,
         "num_devices": cfg.train.num_devices,

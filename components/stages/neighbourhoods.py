@@ -32,6 +32,7 @@ import numpy as np
 from components.base import StageError, stage_main
 
 if TYPE_CHECKING:
+    from components.stages import StageContext
     from pinsage_model.config import PipelineConfig
     from pinsage_model.contracts import CSRGraph, Neighbourhoods
 
@@ -107,7 +108,7 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
+def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     from pinsage_model.config import config_to_dict
     from pinsage_model.contracts import ContractError, CSRGraph
     from pinsage_model.sampler import compute_neighbourhoods

@@ -1,7 +1,10 @@
-"""Stage "pairs": engagement pairs (q, i) and their 70/10/20 splits, as a Spark job (paper 4.1).
+"""Stage "pairs": cleaned interactions, engagement pairs (q, i) and their splits, as a Spark job (paper 4.1).
 
 Reads ``raw/interactions.parquet``; writes ``pairs.parquet`` (``q_item``, ``pos_item``, ``count``,
-``split``), ``quarantine.parquet`` (unusable rows with a ``reason``) and a report.
+``split``), ``interactions.parquet`` (the cleaned interactions: every row that passed rule 1 but
+for the rating filter, which selects engagements for pairs rather than cleaning; the graph stage
+takes its edges from this file), ``quarantine.parquet`` (rows not used for pairs, with a
+``reason``) and a report.
 
 Rules, in order:
 
@@ -24,16 +27,17 @@ The same code runs under ``spark-submit`` on a cluster (the master comes from ``
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from components.base import StageError
-from pinsage_model.contracts import INTERACTIONS, SPLITS, ContractError
+from components.base import StageError, print_table, stage_main
+from pinsage_model.contracts import INTERACTIONS, QUARANTINE, SPLITS, ContractError
 from pinsage_model.io import atomic_write_parquet
+from pinsage_model.spark import spark_to_arrow
 
 if TYPE_CHECKING:
+    from components.stages import StageContext
     from pyspark.sql import DataFrame, SparkSession
 
     from pinsage_model.config import PipelineConfig
@@ -141,33 +145,28 @@ def write_quarantine(labelled: "DataFrame", source: Path, out_path: Path, tmp_di
         F.lit(str(source)).alias("source"),
         F.col("row").cast("long").alias("row"),
     )
-    schema = pa.schema([pa.field(c[4:], pa.string()) for c in raw_cols]
-                       + [pa.field("reason", pa.string()), pa.field("source", pa.string()), pa.field("row", pa.int64())])
+    schema = pa.schema([pa.field(c[4:], pa.string()) for c in raw_cols] + [pa.field(c, t) for c, t in QUARANTINE.required.items()])
     table = spark_to_arrow(bad, tmp_dir, schema).sort_by("row")
     atomic_write_parquet(out_path, table)
     return table.num_rows
 
 
-def spark_to_arrow(df: "DataFrame", tmp_dir: Path, schema=None):
-    """Materialise ``df`` as Parquet under ``tmp_dir`` and read it back with pyarrow.
+def write_clean_interactions(labelled: "DataFrame", out_path: Path, tmp_dir: Path) -> int:
+    """Write the interactions that passed cleaning (the rating filter aside), in file order.
 
-    The frame never passes through the driver's Python objects row by row; ``tmp_dir`` is
-    removed afterwards. An empty result yields an empty table with ``schema``.
+    Columns: ``user_id``, ``item_id``, ``timestamp``, ``collection_id`` (the user when the file has
+    none) and ``weight`` (null when absent), as in the interactions contract.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
 
-    df.write.mode("overwrite").parquet(str(tmp_dir.resolve()))
-    files = sorted(tmp_dir.glob("*.parquet"))
-    tables = [pq.read_table(f) for f in files]
-    tables = [t for t in tables if t.num_rows]
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    if not tables:
-        if schema is None:
-            raise ValueError("empty Spark result and no schema to give it")
-        return schema.empty_table()
-    table = pa.concat_tables(tables).replace_schema_metadata(None)
-    return table.cast(schema) if schema is not None else table
+    clean = labelled.where(F.col("reason").isNull() | (F.col("reason") == "below_min_rating"))
+    columns = ("user_id", "item_id", "timestamp", "collection_id", "weight")
+    contract = {**INTERACTIONS.required, **INTERACTIONS.optional}
+    schema = pa.schema([pa.field(c, contract[c]) for c in columns] + [pa.field("row", pa.int64())])
+    table = spark_to_arrow(clean.select(*columns, F.col("row").cast("long").alias("row")), tmp_dir, schema)
+    atomic_write_parquet(out_path, table.sort_by("row").drop_columns(["row"]))
+    return table.num_rows
 
 
 def extract_pairs(labelled: "DataFrame", cfg: "PipelineConfig") -> tuple["DataFrame", "DataFrame"]:
@@ -244,16 +243,7 @@ def transition_stats(labelled: "DataFrame", transitions: "DataFrame", max_gap_s:
     return {k: int(row[k] or 0) for k in row.asDict()}
 
 
-def print_table(title: str, rows: list[tuple[str, object]]) -> str:
-    """Format a two-column report table, print it to stderr and return it."""
-    width = max([len(k) for k, _ in rows] + [10])
-    lines = [title, "-" * (width + 16)] + [f"{k:<{width}}  {v:>14}" for k, v in rows]
-    text = "\n".join(lines)
-    print(text, file=sys.stderr)
-    return text
-
-
-def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
+def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     """Extract pairs from ``inputs["raw"]/interactions.parquet`` into ``out_dir``."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -279,6 +269,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
                 f"{source}: all {n_in} interactions were quarantined ({quarantined}); "
                 f"see {out_dir.name}/quarantine.parquet and check pairs.min_rating"
             )
+        n_clean = write_clean_interactions(labelled, out_dir / "interactions.parquet", out_dir / "_spark_clean")
         transitions, pairs = extract_pairs(labelled, cfg)
         # read twice (stats, pairs): keep the sorted windows instead of recomputing them
         transitions = transitions.persist(StorageLevel.MEMORY_AND_DISK)
@@ -303,6 +294,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
         "interactions_read": n_in,
         "interactions_kept": n_kept,
         "interactions_quarantined": n_quarantined,
+        "clean_interactions": n_clean,
         "quarantined_by_reason": quarantined,
         "same_timestamp_event_share": stats["tied_events"] / n_kept,
         "transitions": stats["transitions"],
@@ -322,6 +314,4 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path) -> dict:
 
 
 if __name__ == "__main__":
-    from components.base import stage_main
-
     sys.exit(stage_main(__name__))

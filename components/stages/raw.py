@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.base import stage_main
+from components.stages import StageContext
 from pinsage_model.config import DataConfig, PipelineConfig
 from pinsage_model.contracts import INTERACTIONS, ITEMS
 from pinsage_model.io import atomic_write_parquet
@@ -97,7 +98,7 @@ def _ids_table(*tables: pa.Table | None) -> pa.Table:
     return pa.table({"item_id": pc.unique(ids).sort()})
 
 
-def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
+def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageContext) -> dict:
     result, extra = load(cfg.data)
     kept = result.interactions.num_rows
     if kept == 0:

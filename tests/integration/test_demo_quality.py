@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.base import execute
-from components.registry import get_stage
-from components.runner import run_pipeline
+from components.local_runner import run_pipeline
+from components.stages import StageContext, get_stage
 from pinsage_model.baselines import content
 from pinsage_model.config import load_config
 from pinsage_model.metrics import evaluate_embeddings
@@ -35,12 +35,13 @@ def test_pinsage_beats_content_on_demo_validation(tmp_path):
     content_hit = evaluate_embeddings(content(features).embeddings, q, pos, ks=(10,))["hit@10"]
 
     inputs = {name: run / name for name in ("graph", "features", "neighbourhoods")}
+    ctx = StageContext.for_run_dir(run, "2026-01-12T00:00:00Z")
     for seed in SEEDS:
         seeded = load_config("configs/demo.yaml", overrides={**base, "train": {**base["train"], "seed": seed}})
         model_dir = tmp_path / f"model-{seed}"
-        execute(get_stage("model"), seeded, inputs, model_dir)
+        execute(get_stage("model"), seeded, inputs, model_dir, ctx)
         emb_dir = tmp_path / f"embeddings-{seed}"
-        execute(get_stage("embeddings"), seeded, {**inputs, "model": model_dir}, emb_dir)
+        execute(get_stage("embeddings"), seeded, {**inputs, "model": model_dir}, emb_dir, ctx)
         hit = evaluate_embeddings(np.load(emb_dir / "items.npy"), q, pos, ks=(10,))["hit@10"]
         print(f"seed {seed}: validation hit@10 PinSage {hit:.4f}, content {content_hit:.4f}")
         assert hit >= content_hit + 0.015, f"seed {seed}: PinSage {hit:.4f} vs content {content_hit:.4f}"

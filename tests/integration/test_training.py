@@ -199,7 +199,7 @@ def test_model_stage_writes_contract_outputs_that_inference_reproduces(tmp_path)
     import pyarrow.parquet as pq
 
     from components.base import execute
-    from components.registry import get_stage
+    from components.stages import StageContext, get_stage
     from pinsage_model.config import config_from_dict
     from pinsage_model.export import load_weights_npz
     from pinsage_model.inference import embed_all
@@ -211,14 +211,17 @@ def test_model_stage_writes_contract_outputs_that_inference_reproduces(tmp_path)
         "train": {**config_to_dict_(TRAIN), "epochs": 2, "steps_per_epoch": 3},
     })
     stage = get_stage("model")
-    report = execute(stage, cfg, {name: run / name for name in stage.inputs}, run / "model")
+    ctx = StageContext.for_run_dir(run, "2026-01-12T00:00:00Z")
+    report = execute(stage, cfg, {name: run / name for name in stage.inputs}, run / "model", ctx)
     out = run / "model"
     assert report["pairs_in"] == n_tr + n_val + 2 and report["pairs_quarantined"] == 2
     assert report["train_pairs"] == n_tr and report["validation_pairs"] == n_val
     assert report["epochs_run"] == 2 and len(report["epochs"]) == 2
     reasons = pq.read_table(out / "quarantine.parquet").column("reason").to_pylist()
     assert sorted(reasons) == ["q_idx equals pos_idx", "q_idx or pos_idx outside [0, 300)"]
-    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2]
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert {"val_hit_rate_at_10", "val_mrr"} <= set(history[0])  # the metric_keys spelling
     assert not (run / "checkpoints" / "model").exists() or not any((run / "checkpoints" / "model").iterdir())
     weights, config = load_weights_npz(out)
     emb = embed_all(weights, config, features, nb)  # numpy, layer-wise
@@ -235,7 +238,7 @@ def test_model_stage_trains_on_logical_devices_after_tensorflow_started(tmp_path
     import tensorflow as tf
 
     from components.base import execute
-    from components.registry import get_stage
+    from components.stages import StageContext, get_stage
     from pinsage_model.config import config_from_dict
     from pinsage_model.export import load_weights_npz
 
@@ -246,7 +249,8 @@ def test_model_stage_trains_on_logical_devices_after_tensorflow_started(tmp_path
         "train": {**config_to_dict_(TRAIN), "epochs": 1, "steps_per_epoch": 2, "num_devices": 2, "batch_size": 32},
     })
     stage = get_stage("model")
-    report = execute(stage, cfg, {name: run / name for name in stage.inputs}, run / "model")
+    ctx = StageContext.for_run_dir(run, "2026-01-12T00:00:00Z")
+    report = execute(stage, cfg, {name: run / name for name in stage.inputs}, run / "model", ctx)
     assert report["fresh_process"] and report["num_devices"] == 2
     assert report["train_pairs"] == n_tr and report["epochs_run"] == 1
     weights, config = load_weights_npz(run / "model")

@@ -1,7 +1,7 @@
 """No leakage: held-out (validation/test) pairs are never training positives.
 
 Checked on the pairs and graph outputs of a tiny pipeline run (raw -> pairs -> graph), on the
-pairs the model stage selects from them (``components.train._pairs``), and on the positives
+pairs the model stage selects from them (``components.stages.model._pairs``), and on the positives
 training derives (``batches._positives_csr``, which adds each pair reversed too, so a reversed
 test pair would leak through it).
 """
@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from components.runner import run_pipeline
+from components.local_runner import run_pipeline
 from pinsage_model import batches
 from pinsage_model.config import load_config
 from pinsage_model.contracts import ITEM_IDS, PAIRS, PAIRS_INDEXED, read_table
@@ -42,7 +42,7 @@ def test_pair_splits_are_disjoint_in_both_directions(run_dir):
 
 def test_training_positives_exclude_test_pairs(run_dir, tmp_path):
     """The pairs the model stage trains and early-stops on, and the positives it derives."""
-    from components.train import _pairs
+    from components.stages.model import _pairs
 
     indexed = read_table(run_dir / "graph" / "pairs_indexed.parquet", PAIRS_INDEXED).to_pandas()
     n = len(read_table(run_dir / "graph" / "item_ids.parquet", ITEM_IDS))

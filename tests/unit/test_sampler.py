@@ -421,7 +421,7 @@ def test_neighbourhoods_stage_writes_train_and_full(tmp_path, components_graph):
     import pyarrow.parquet as pq
 
     from components.base import execute
-    from components.registry import get_stage
+    from components.stages import StageContext, get_stage
     from pinsage_model.config import config_from_dict
     from pinsage_model.io import file_digest
 
@@ -447,7 +447,8 @@ def test_neighbourhoods_stage_writes_train_and_full(tmp_path, components_graph):
     )
     cfg = config_from_dict({"sampler": {"num_walks": 30, "walk_length": 3, "top_t": 5, "seed": 1}})
     stage = get_stage("neighbourhoods")
-    report = execute(stage, cfg, {"graph": tmp_path / "graph"}, tmp_path / "nb")
+    ctx = StageContext.create(tmp_path, "test", "2026-01-12T00:00:00Z")
+    report = execute(stage, cfg, {"graph": tmp_path / "graph"}, tmp_path / "nb", ctx)
     full = Neighbourhoods.load(tmp_path / "nb" / "full.npz")
     part = Neighbourhoods.load(tmp_path / "nb" / "train.npz")
     expect = sampler.compute_neighbourhoods(graph, cfg.sampler, progress=False)
@@ -467,7 +468,7 @@ def test_neighbourhoods_stage_writes_train_and_full(tmp_path, components_graph):
         assert report[name]["tie_slot_share"] == pytest.approx(tied.sum() / nb.mask.sum(), abs=1e-6)
     assert 0 < report["full"]["positive_coverage"] < 1 and report["full"]["tie_slot_share"] > 0
     digest = file_digest(tmp_path / "nb" / "full.npz")
-    execute(stage, cfg, {"graph": tmp_path / "graph"}, tmp_path / "nb", force=True)
+    execute(stage, cfg, {"graph": tmp_path / "graph"}, tmp_path / "nb", ctx, force=True)
     assert file_digest(tmp_path / "nb" / "full.npz") == digest
 
 

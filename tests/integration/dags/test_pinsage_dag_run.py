@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 DRIVE = """
 import json, sys
@@ -25,7 +25,7 @@ from pathlib import Path
 from airflow.dag_processing.dagbag import DagBag
 
 sys.path.insert(0, sys.argv[2])
-from test_airflow_dag import digests
+from run_fixtures import digests
 
 bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
@@ -39,21 +39,6 @@ for _ in range(2):
     result["runs"].append({"state": str(run.state), "tis": tis, "dirs": run_dirs, "digests": digests(Path(run_dirs[0]))})
 print("RESULT" + json.dumps(result))
 """
-
-
-def digests(run_dir: Path) -> dict[str, str]:
-    """sha256 of every output file; ``report.json`` without its wall-clock ``seconds``."""
-    import hashlib
-
-    out = {}
-    for f in sorted(p for p in run_dir.rglob("*") if p.is_file()):
-        data = f.read_bytes()
-        if f.name == "report.json":
-            rep = json.loads(data)
-            rep.pop("seconds", None)
-            data = json.dumps(rep, sort_keys=True).encode()
-        out[str(f.relative_to(run_dir))] = hashlib.sha256(data).hexdigest()
-    return out
 
 
 @pytest.mark.slow
@@ -76,7 +61,7 @@ def test_dag_runs_on_tiny_data_and_reruns_identically(tmp_path):
     migrate = subprocess.run([str(airflow), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
     assert migrate.returncode == 0, migrate.stderr[-3000:]
     proc = subprocess.run(
-        [sys.executable, "-c", DRIVE, str(REPO / "dags"), str(Path(__file__).parent), str(tmp_path / "runs")],
+        [sys.executable, "-c", DRIVE, str(REPO / "dags"), str(Path(__file__).parents[1]), str(tmp_path / "runs")],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

@@ -10,7 +10,7 @@ import pytest
 pytestmark = pytest.mark.slow  # compiles the sampler's numba kernels (Pixie)
 
 from components.base import execute
-from components.registry import get_stage
+from components.stages import StageContext, get_stage
 from pinsage_model.config import config_from_dict
 from pinsage_model.contracts import CSRGraph
 
@@ -84,7 +84,7 @@ CFG = config_from_dict({
 def _run(run_dir, out_name):
     stage = get_stage("evaluation")
     inputs = {n: run_dir / n for n in stage.inputs}
-    return execute(stage, CFG, inputs, run_dir / out_name, force=True)
+    return execute(stage, CFG, inputs, run_dir / out_name, StageContext.for_run_dir(run_dir, "2026-01-12T00:00:00Z"), force=True)
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +96,15 @@ def evaluated(run_dir):
 def test_pinsage_ranks_every_partner_first(evaluated):
     _, m = evaluated
     t = m["methods"]["pinsage"]["test"]
-    assert t["hit@1"] == 1.0 and t["mrr"] == 1.0 and t["n"] == 4 and t["pool"] == 8
-    assert m["methods"]["pinsage"]["validation"]["hit@1"] == 1.0
+    assert t["hit_rate_at_1"] == 1.0 and t["mrr"] == 1.0 and t["n"] == 4 and t["pool"] == 8
+    assert m["methods"]["pinsage"]["validation"]["hit_rate_at_1"] == 1.0
 
 
 def test_popularity_hand_computed_with_ties(evaluated):
     _, m = evaluated
     t = m["methods"]["popularity"]["test"]
     # 0->1: tie with item 2 -> 1.5; 2->3: 0, 1 higher, 4..7 tied -> 5; 4->5 and 6->7: 3 higher, 3 tied -> 5.5
-    assert t["hit@1"] == 0.0 and t["hit@5"] == 0.5
+    assert t["hit_rate_at_1"] == 0.0 and t["hit_rate_at_5"] == 0.5
     assert t["mrr"] == pytest.approx((1 / 2 + 1 / 5 + 1 / 6 + 1 / 6) / 4)
     assert m["methods"]["popularity"]["similarity"] is None
 
@@ -116,7 +116,7 @@ def test_itemknn_hand_computed(evaluated):
     # 0->1: cosine 1, alone -> 1. 2->3: 0.707, tied with item 4 -> 1.5.
     # 4->5: 0; items 3 (1) and 2 (0.707) higher, 0, 1, 6, 7 tied at 0 -> 1 + 2 + 4/2 = 5.
     # 6->7: cosine 1, tied with item 5 -> 1.5.
-    assert t["hit@1"] == 0.25 and t["hit@5"] == 1.0
+    assert t["hit_rate_at_1"] == 0.25 and t["hit_rate_at_5"] == 1.0
     assert t["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 5 + 1 / 2) / 4)
     assert np.isfinite(m["methods"]["itemknn"]["similarity"]["kurtosis"])
 
@@ -125,6 +125,19 @@ def test_inductive_breakdown(evaluated):
     _, m = evaluated
     ind = m["methods"]["pinsage"]["inductive"]
     assert ind["query_in_train_graph"]["n"] == 3 and ind["query_not_in_train_graph"]["n"] == 1
+    assert ind["query_in_train_graph"]["hit_rate_at_1"] == 1.0
+
+
+def test_metric_keys_have_one_spelling_and_splits_a_digest(evaluated):
+    """Every ranking key in metrics.json is MLflow-safe (no '@'), as the registry logs it."""
+    import hashlib
+
+    _, m = evaluated
+    assert "@" not in json.dumps(m)
+    assert set(m["methods"]["pinsage"]["test"]) >= {"hit_rate_at_1", "hit_rate_at_5", "mrr"}
+    lines = "".join(sorted(f"i{q}\ti{p}\n" for q, p in VALIDATION))
+    assert m["config"]["split_digests"]["validation"] == hashlib.sha256(lines.encode()).hexdigest()
+    assert m["config"]["split_digests"]["test"] != m["config"]["split_digests"]["validation"]
 
 
 def test_user_level_metrics(evaluated):
@@ -132,7 +145,7 @@ def test_user_level_metrics(evaluated):
     u = m["user_level"]
     assert u["users"] == 2 and u["test_interactions_dropped_unknown"] == 1  # u9 is unknown
     pooled = u["methods"]["pinsage-pooled"]
-    assert pooled["recall@1"] == 1.0 and pooled["ndcg@1"] == 1.0
+    assert pooled["recall_at_1"] == 1.0 and pooled["ndcg_at_1"] == 1.0
     assert {"content-recent", "pixie-recent", "popularity-recent", "itemknn-recent", "svd-recent"} <= set(u["methods"])
 
 

@@ -98,12 +98,13 @@ def tiny_run(tmp_path_factory, tiny_inputs):
 
 def _execute(stage_name: str, run, **overrides):
     from components.base import execute
-    from components.registry import get_stage
+    from components.stages import StageContext, get_stage
     from pinsage_model.config import config_from_dict
 
     stage = get_stage(stage_name)
     cfg = config_from_dict({"spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"}, **overrides})
-    return execute(stage, cfg, {n: run / n for n in stage.inputs}, run / stage.name, force=True)
+    ctx = StageContext.for_run_dir(run, "2026-01-12T00:00:00Z")
+    return execute(stage, cfg, {n: run / n for n in stage.inputs}, run / stage.name, ctx, force=True)
 
 
 def test_embeddings_index_and_recommend_stages(tiny_run, tiny_inputs, capsys):
@@ -123,6 +124,8 @@ def test_embeddings_index_and_recommend_stages(tiny_run, tiny_inputs, capsys):
     colls = np.load(run / "embeddings" / "collections.npy")
     assert colls.shape[0] == report["num_collections"]
 
+    decision = _execute("registration", run, tracking={"enabled": False})
+    assert decision["model_version"] is None and decision["promoted"] is False  # nothing registered: the model serves
     rep = _execute("index", run)
     assert rep["index"] == {"kind": "flat_ip"} and rep["recall_at_10"] == 1.0
     published = run.parent / "published" / "tiny"

@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from components import kfp_pipeline
-from components.lifecycle import READS_CHAMPION
-from components.registry import STAGES, get_stage
-from test_airflow_dag import digests
+from components.stages import STAGES, get_stage
+from run_fixtures import digests, make_run
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
+RUN_PARAMETERS = ["--config", "--run-id", "--logical-time"]
 
 
 @pytest.fixture(scope="module")
@@ -36,55 +36,68 @@ def test_compiled_pipeline_has_every_stage_as_container(compiled):
 
     image = load_config(REPO / "configs" / "tiny.yaml").orchestration.image
     executors = compiled["deploymentSpec"]["executors"]
-    assert set(executors) == {f"exec-{s.name}" for s in STAGES} | {"exec-track"}
-    tracked = [s.name for s in STAGES if s.name != "index"]
-    for name, module, inputs in [(s.name, s.module, s.inputs) for s in STAGES] + [("track", "components.tracking", tracked)]:
-        c = executors[f"exec-{name}"]["container"]
+    assert set(executors) == {f"exec-{s.name}" for s in STAGES}
+    for s in STAGES:
+        c = executors[f"exec-{s.name}"]["container"]
         assert c["image"] == image
-        assert c["command"] == ["python", "-m", module]
+        assert c["command"] == ["python", "-m", f"components.stages.{s.name}"]
         flags = [a for a in c["args"] if isinstance(a, str) and a.startswith("--")]
-        assert flags == ["--config", *[f"--{n}" for n in inputs], "--output"]
-    assert compiled["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"] == "configs/tiny.yaml"
+        assert flags == [*RUN_PARAMETERS, *[f"--{n}" for n in s.inputs], "--output"]
+    params = compiled["root"]["inputDefinitions"]["parameters"]
+    assert params["config"]["defaultValue"] == "configs/tiny.yaml"
+    assert set(params) == {"config", "run_id", "logical_time"}
 
 
-def test_compiled_dag_follows_registry_inputs(compiled):
+def test_compiled_dag_follows_stage_inputs(compiled):
     tasks = compiled["root"]["dag"]["tasks"]
-    assert set(tasks) == {s.name for s in STAGES} | {"track"}
+    assert set(tasks) == {s.name for s in STAGES}
     for s in STAGES:
         arts = tasks[s.name].get("inputs", {}).get("artifacts", {})
         assert {k: v["taskOutputArtifact"]["producerTask"] for k, v in arts.items()} == {n: n for n in s.inputs}
-        # index publishing reads models:/pinsage@champion, so it waits for the gate in `track`
-        extra = {"track"} if s.name == "index" else set()
-        assert set(tasks[s.name].get("dependentTasks", [])) == set(s.inputs) | extra
-    assert set(tasks["track"]["dependentTasks"]) == {s.name for s in STAGES} - {"index"}
+        # only data dependencies: the index reads the gate's decision as an input like any other
+        assert set(tasks[s.name].get("dependentTasks", [])) == set(s.inputs)
+    assert set(tasks["index"]["dependentTasks"]) == {"graph", "embeddings", "evaluation", "registration"}
 
 
-def test_lightweight_components_mirror_registry():
+def test_lightweight_components_are_generated_from_the_stage_list():
     for s in STAGES:
         spec = kfp_pipeline.LOCAL_COMPONENTS[s.name].component_spec
-        assert set(spec.inputs) == {"config", *s.inputs}
+        assert list(spec.inputs) == ["config", "run_id", "logical_time", *s.inputs]
         assert set(spec.outputs) == {"output"}
-    track = kfp_pipeline.track.component_spec
-    tracked = [s.name for s in STAGES if s.name not in READS_CHAMPION]
-    assert set(track.inputs) == {"config", *tracked}
-    assert all(track.inputs[n].optional for n in tracked)
+        assert spec.name == s.name and spec.description.lower().startswith(s.description.lower())
+
+
+def test_lightweight_registration_logs_to_the_kfp_local_run_folder(tmp_path, monkeypatch):
+    """The generated component's body, called as the kfp.local executor calls it: its context's run
+    area is the kfp.local run folder, where the registration stage keeps the SQLite store."""
+    from types import SimpleNamespace
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    conf = tmp_path / "c.yaml"
+    conf.write_text("name: t\ntracking:\n  registered_model: kfp-model\n")
+    run = make_run(tmp_path / "upstream", seed=3, hr10=0.3, mrr=0.1)
+    run_folder = tmp_path / "pinsage-20260112"
+    output = SimpleNamespace(path=str(run_folder / "registration" / "output"))
+    fn = kfp_pipeline.LOCAL_COMPONENTS["registration"].python_func
+    fn(config=str(conf), run_id="kfp-run", logical_time="2026-01-12T00:00:00Z", output=output,
+       model=SimpleNamespace(path=str(run / "model")), evaluation=SimpleNamespace(path=str(run / "evaluation")))
+    decision = json.loads((run_folder / "registration" / "output" / "decision.json").read_text())
+    assert decision["tracking_uri"] == f"sqlite:///{run_folder.resolve() / 'mlflow.db'}"
+    assert decision["model_version"] == 1 and decision["promoted"] is True
+    assert len(decision["mlflow_run_id"]) == 32
 
 
 def test_stop_after_truncates_the_cluster_pipeline(tmp_path):
-    path = kfp_pipeline.compile_pipeline(tmp_path / "p.yaml", "img:1", stop_after="graph", track_run=False)
-    assert set(yaml.safe_load(path.read_text())["root"]["dag"]["tasks"]) == {"raw", "pairs", "graph"}
     path = kfp_pipeline.compile_pipeline(tmp_path / "p.yaml", "img:1", stop_after="graph")
-    tasks = yaml.safe_load(path.read_text())["root"]["dag"]["tasks"]
-    assert set(tasks["track"]["dependentTasks"]) == {"raw", "pairs", "graph"}
+    assert set(yaml.safe_load(path.read_text())["root"]["dag"]["tasks"]) == {"raw", "pairs", "graph"}
     with pytest.raises(ValueError, match="needs"):
         kfp_pipeline.build_pipeline("cluster", "img:1", [get_stage("pairs")])
 
 
 @pytest.mark.slow
-def test_kfp_local_run_equals_local_runner(tmp_path, spark, monkeypatch):
-    """kfp.local (one subprocess per component) writes the same bytes as the in-process runner,
-    and its ``track`` step logs the run to a SQLite store in the kfp.local run folder."""
-    from components.runner import run_pipeline
+def test_kfp_local_run_equals_local_runner(tmp_path, spark):
+    """kfp.local (one subprocess per component) writes the same bytes as the in-process runner."""
+    from components.local_runner import run_pipeline
     from pinsage_model.config import config_to_dict, load_config
 
     # The session fixture's master, so the in-process runner reuses that SparkSession.
@@ -94,7 +107,6 @@ def test_kfp_local_run_equals_local_runner(tmp_path, spark, monkeypatch):
     conf.write_text(yaml.safe_dump(config_to_dict(cfg)))
     stages = [get_stage(name) for name in ("raw", "pairs", "graph", "features")]
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     outputs = kfp_pipeline.run_local(conf, tmp_path / "kfp", stages)
     run_pipeline(load_config(conf), tmp_path / "local", stop="features")
 
@@ -111,7 +123,3 @@ def test_kfp_local_run_equals_local_runner(tmp_path, spark, monkeypatch):
         assert kfp_files == local_files, s.name
     run_folder = outputs["raw"].parent.parent
     assert run_folder.parent == (tmp_path / "kfp").resolve()
-    tracking = json.loads((outputs["track"] / "tracking.json").read_text())
-    assert tracking["tracking_uri"] == f"sqlite:///{run_folder / 'mlflow.db'}"
-    assert tracking["model_version"] is None and tracking["promotion"] is None  # no model stage ran
-    assert len(tracking["run_id"]) == 32

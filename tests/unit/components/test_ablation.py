@@ -33,9 +33,9 @@ def test_t_sweep_reuses_the_configured_t():
 
 def test_table_rows_and_baselines_once():
     def res(hit, mrr, kurt, with_baseline):
-        methods = {"pinsage": {"test": {"hit@10": hit, "mrr": mrr}, "validation": {"mrr": mrr / 2}, "similarity": {"kurtosis": kurt}}}
+        methods = {"pinsage": {"test": {"hit_rate_at_10": hit, "mrr": mrr}, "validation": {"mrr": mrr / 2}, "similarity": {"kurtosis": kurt}}}
         if with_baseline:
-            methods["popularity"] = {"test": {"hit@10": 0.1, "mrr": 0.05}, "validation": {"mrr": 0.04}, "similarity": None}
+            methods["popularity"] = {"test": {"hit_rate_at_10": 0.1, "mrr": 0.05}, "validation": {"mrr": 0.04}, "similarity": None}
         return {"metrics": {"methods": methods}, "train_seconds": 12.0}
 
     results = {"pinsage": res(0.5, 0.4, 0.5, True), "mean-pooling": res(0.3, 0.2, 1.0, False)}

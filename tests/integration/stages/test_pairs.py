@@ -23,11 +23,12 @@ import pytest
 import yaml
 
 from components.base import execute
-from components.registry import get_stage
+from components.stages import StageContext, get_stage
 from pinsage_model.config import config_from_dict
 from pinsage_model.contracts import ContractError
 
 pytestmark = pytest.mark.slow
+WHEN = "2026-01-12T00:00:00Z"
 
 # (user, item, timestamp as written, weight). max_gap_s = 100 in these tests.
 HAND = [
@@ -92,7 +93,7 @@ def run_dir(tmp_path_factory, spark, spark_section):
     d = tmp_path_factory.mktemp("pairs_run")
     (d / "raw").mkdir()
     pq.write_table(_log(), d / "raw" / "interactions.parquet", row_group_size=5000)
-    report = execute(get_stage("pairs"), _cfg(spark_section), {"raw": d / "raw"}, d / "pairs")
+    report = execute(get_stage("pairs"), _cfg(spark_section), {"raw": d / "raw"}, d / "pairs", StageContext.create(d, "test", WHEN))
     return d, report
 
 
@@ -121,6 +122,19 @@ def test_quarantine_and_row_accounting(run_dir):
     # X/Y plus the 400 tied users share a timestamp with another of their user's events
     assert report["same_timestamp_event_share"] == pytest.approx((2 + 2 * N_TIED_USERS) / kept)
     assert report["repeat_transitions"] == 1 and report["over_gap_transitions"] == 1
+
+
+def test_cleaned_interactions_are_the_kept_rows_in_file_order(run_dir):
+    d, report = run_dir
+    clean = pq.read_table(d / "pairs" / "interactions.parquet")
+    bad_rows = {row for row, _ in EXPECTED_QUARANTINE}
+    kept = [r for i, r in enumerate(_log().to_pylist()) if i not in bad_rows]
+    assert clean.num_rows == report["clean_interactions"] == report["interactions_kept"] == len(kept)
+    assert clean.column("item_id").to_pylist() == [r["item_id"] for r in kept]
+    assert clean.column("timestamp").to_pylist() == [int(r["timestamp"]) for r in kept]
+    # no collection column in the log: each user is their own collection
+    assert clean.column("collection_id").to_pylist() == [r["user_id"] for r in kept]
+    assert clean.schema.field("timestamp").type == pa.int64() and clean.schema.field("weight").type == pa.float64()
 
 
 def test_same_timestamp_ties_are_not_ordered_by_item_id(run_dir):
@@ -159,35 +173,39 @@ def test_pairs_identical_on_local_1_with_other_partitioning(run_dir, spark_secti
         "pairs": {"max_gap_s": 100},
     }))
     proc = subprocess.run(
-        [sys.executable, "-m", "components.extract_pairs", "--config", str(conf),
-         "--raw", str(raw2), "--output", str(tmp_path / "pairs1")],
-        capture_output=True, text=True, cwd=Path(__file__).parents[2],
+        [sys.executable, "-m", "components.stages.pairs", "--config", str(conf),
+         "--raw", str(raw2), "--output", str(tmp_path / "pairs1"), "--run-id", "local1", "--run-area", str(tmp_path)],
+        capture_output=True, text=True, cwd=Path(__file__).parents[3],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "pairs1" / "pairs.parquet").read_bytes() == (d / "pairs" / "pairs.parquet").read_bytes()
+    for name in ("pairs.parquet", "interactions.parquet"):
+        assert (tmp_path / "pairs1" / name).read_bytes() == (d / "pairs" / name).read_bytes(), name
 
 
-def test_rating_filter_and_min_support(spark_section, tmp_path):
+def test_rating_filter_and_min_support(spark_section, tmp_path, stage_ctx):
     (tmp_path / "raw").mkdir()
     users, items, ts, weight = (list(c) for c in zip(*HAND[:12]))
     pq.write_table(pa.table({"user_id": users, "item_id": items, "timestamp": ts, "weight": weight}),
                    tmp_path / "raw" / "interactions.parquet")
     cfg = _cfg(spark_section, min_rating=3.0, min_item_support=2)
-    report = execute(get_stage("pairs"), cfg, {"raw": tmp_path / "raw"}, tmp_path / "pairs")
+    report = execute(get_stage("pairs"), cfg, {"raw": tmp_path / "raw"}, tmp_path / "pairs", stage_ctx)
     # C (weight 2) is filtered, so u1 reads A B B | D E: B -> D is over the gap. Support:
     # A 3, B 4, D 1, E 1, X 1, Y 1 -> only pairs among A and B survive.
     assert {k: v[0] for k, v in _pairs(tmp_path / "pairs").items()} == {("A", "B"): 3, ("B", "A"): 1}
     assert report["quarantined_by_reason"] == {"below_min_rating": 1}
     assert report["interactions_kept"] == 11
+    # the rating selects engagements for pairs; the cleaned interactions (graph edges) keep C
+    clean = pq.read_table(tmp_path / "pairs" / "interactions.parquet")
+    assert clean.num_rows == report["clean_interactions"] == 12 and "C" in clean.column("item_id").to_pylist()
 
 
-def test_errors_name_the_file_and_column(spark_section, tmp_path):
+def test_errors_name_the_file_and_column(spark_section, tmp_path, stage_ctx):
     (tmp_path / "raw").mkdir()
     pq.write_table(pa.table({"user_id": ["u"], "item_id": ["A"]}), tmp_path / "raw" / "interactions.parquet")
     with pytest.raises(ContractError, match=r"interactions.parquet: missing required column 'timestamp'"):
-        execute(get_stage("pairs"), _cfg(spark_section), {"raw": tmp_path / "raw"}, tmp_path / "pairs")
+        execute(get_stage("pairs"), _cfg(spark_section), {"raw": tmp_path / "raw"}, tmp_path / "pairs", stage_ctx)
     pq.write_table(pa.table({"user_id": ["u", "u"], "item_id": ["A", "B"], "timestamp": [1, 2], "weight": [1.0, 1.0]}),
                    tmp_path / "raw" / "interactions.parquet")
     with pytest.raises(Exception, match=r"all 2 interactions were quarantined"):
-        execute(get_stage("pairs"), _cfg(spark_section, min_rating=3.0), {"raw": tmp_path / "raw"}, tmp_path / "pairs")
+        execute(get_stage("pairs"), _cfg(spark_section, min_rating=3.0), {"raw": tmp_path / "raw"}, tmp_path / "pairs", stage_ctx)
     assert not (tmp_path / "pairs").exists()  # a failed stage leaves nothing behind

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 HEAVY = ("tensorflow", "pyspark", "apache_beam", "tensorflow_transform", "mlflow", "faiss", "keras", "kfp")
 
 PARSE = """
@@ -40,6 +40,7 @@ print("RESULT" + json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "heavy": heavy,
     "tasks": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks} if dag else None,
+    "order": [t.task_id for t in dag.tasks] if dag else None,
     "retries": sorted({t.retries for t in dag.tasks}) if dag else None,
     "schedule": str(dag.schedule) if dag else None,
     "keys": key,
@@ -82,17 +83,14 @@ def test_dag_has_no_import_errors_and_no_heavy_imports(local_dag):
     assert local_dag["heavy"] == []
 
 
-def test_dag_wires_stages_from_registry_and_config(local_dag):
-    from components.runner import select_stages
+def test_dag_wires_the_stage_list_and_the_config(local_dag):
+    from components.stages import pipeline_stages
 
-    stages = [s for s in select_stages(None, "graph")]
     expected = {"prepare": []}
-    for s in stages:
+    for s in pipeline_stages("graph"):
         expected[s.name] = sorted({"prepare", *s.inputs})
-    expected["track"] = sorted(expected)
-    tasks = local_dag["tasks"]
-    # each stage waits for its registry inputs (through their XCom paths) and the run dir
-    assert {k: v for k, v in tasks.items()} == expected
+    # each stage waits for its inputs (through their XCom paths) and the run dir, nothing else
+    assert local_dag["tasks"] == expected
     assert local_dag["retries"] == [4]
     assert local_dag["schedule"] == "@daily"
 
@@ -106,16 +104,50 @@ def test_run_directory_is_keyed_by_interval(local_dag):
     ]
 
 
-def test_index_publishing_waits_for_the_promotion_gate(tmp_path):
-    from components.registry import STAGE_NAMES, available_stages
+def test_dag_runs_every_stage_registration_before_index(tmp_path):
+    from components.stages import STAGES
 
     out = parse_dag(tmp_path, f"name: t\norchestration:\n  run_root: {tmp_path / 'runs'}\n")
     assert out["errors"] == {}
     tasks = out["tasks"]
-    assert [s.name for s in available_stages()] == list(STAGE_NAMES)
-    assert set(tasks) == {"prepare", "track", *STAGE_NAMES}
-    assert set(tasks["track"]) == {"prepare", *STAGE_NAMES} - {"index"}
-    assert set(tasks["index"]) == {"prepare", "track", "graph", "embeddings", "evaluation"}
+    assert set(tasks) == {"prepare", *(s.name for s in STAGES)}
+    assert set(tasks["registration"]) == {"prepare", "model", "evaluation"}
+    assert set(tasks["index"]) == {"prepare", "graph", "embeddings", "evaluation", "registration"}
+
+
+def test_dag_kfp_graph_and_pinsage_run_list_the_same_stages_in_the_same_order(tmp_path, monkeypatch):
+    """One stage list, three front ends: the DAG's tasks in creation order, the compiled KFP
+    graph (tasks, their dependencies, and no task before its inputs) and ``pinsage run``."""
+    import yaml
+
+    from components import kfp_pipeline
+    from components.local_runner import run_pipeline
+    from components.stages import STAGE_NAMES, STAGES, Stage
+    from pinsage_model.config import config_from_dict
+
+    dag = parse_dag(tmp_path, f"name: t\norchestration:\n  run_root: {tmp_path / 'runs'}\n")
+    assert dag["order"] == ["prepare", *STAGE_NAMES]
+
+    package = kfp_pipeline.compile_pipeline(tmp_path / "p.yaml", "img:1")
+    kfp_tasks = yaml.safe_load(package.read_text())["root"]["dag"]["tasks"]
+    assert set(kfp_tasks) == set(STAGE_NAMES)
+    for s in STAGES:
+        deps = kfp_tasks[s.name].get("dependentTasks", [])
+        assert set(deps) == set(s.inputs), s.name
+        assert all(STAGE_NAMES.index(d) < STAGE_NAMES.index(s.name) for d in deps)
+        assert kfp_tasks[s.name]["taskInfo"]["name"] == s.name
+
+    ran: list[str] = []
+
+    def fake_run(self):
+        def run(cfg, inputs, out_dir, ctx):
+            ran.append(self.name)
+            return {}
+        return run
+
+    monkeypatch.setattr(Stage, "load_run", fake_run)
+    reports = run_pipeline(config_from_dict({"name": "t"}), tmp_path / "run")
+    assert ran == list(reports) == list(STAGE_NAMES)
 
 
 def test_submit_to_kfp_makes_a_single_task(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from pinsage_model.inference import embed_all, random_weights
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TOLERANCE = 1e-4  # max abs difference of L2-normalised embeddings
 
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.base import execute
-from components.registry import get_stage
+from components.stages import StageContext, get_stage
 from pinsage_model.config import config_from_dict
 from pinsage_model.contracts import CSRGraph
 
@@ -58,7 +58,7 @@ def feat_run(tmp_path_factory):
     CSRGraph.from_edges(np.array([0, 0, 1, 2, 4, 5]), np.array([0, 1, 0, 1, 0, 1]), 6, 2).save(graph / "graph.npz")
     cfg = config_from_dict({"features": {"text_hash_buckets": BUCKETS, "categorical_vocab_top_k": 5,
                                          "categorical_oov_buckets": 1}})
-    report = execute(get_stage("features"), cfg, {"raw": raw, "graph": graph}, root / "features")
+    report = execute(get_stage("features"), cfg, {"raw": raw, "graph": graph}, root / "features", StageContext.create(root, "test", "2026-01-12T00:00:00Z"))
     x = np.load(root / "features" / "features.npy")
     names = json.loads((root / "features" / "feature_names.json").read_text())
     return root, report, x, names
@@ -120,7 +120,7 @@ def test_saved_transform_featurises_new_items_like_training(feat_run):
     assert np.array_equal(new, expected)
 
 
-def test_no_item_table_falls_back_to_degree_only(tmp_path):
+def test_no_item_table_falls_back_to_degree_only(tmp_path, stage_ctx):
     """Data without an item table (e.g. adjacency lists) under ``missing_features: zeros``."""
     raw, graph = tmp_path / "raw", tmp_path / "graph"
     raw.mkdir()
@@ -131,7 +131,7 @@ def test_no_item_table_falls_back_to_degree_only(tmp_path):
     }), graph / "item_ids.parquet")
     CSRGraph.from_edges(np.array([0, 0, 2]), np.array([0, 1, 1]), 3, 2).save(graph / "graph.npz")
     cfg = config_from_dict({"features": {"missing_features": "zeros"}})
-    report = execute(get_stage("features"), cfg, {"raw": raw, "graph": graph}, tmp_path / "features")
+    report = execute(get_stage("features"), cfg, {"raw": raw, "graph": graph}, tmp_path / "features", stage_ctx)
     x = np.load(tmp_path / "features" / "features.npy")
     assert np.array_equal(x, np.log1p(np.array([[2], [0], [1]], np.float64)).astype(np.float32))
     names = json.loads((tmp_path / "features" / "feature_names.json").read_text())

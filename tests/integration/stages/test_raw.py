@@ -1,4 +1,4 @@
-"""Stage ``raw`` (components.ingest) through the shared executor and the stage CLI."""
+"""Stage ``raw`` through the shared executor and the stage CLI."""
 
 import json
 
@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.base import execute, stage_main
-from components.registry import get_stage
+from components.stages import get_stage
 from pinsage_model.config import config_from_dict
 from pinsage_model.loaders import LoaderError
 
@@ -17,27 +17,27 @@ def _cfg(**data):
     return config_from_dict({"data": data}, "<test>")
 
 
-def test_synthetic_tiny_is_written_and_reproducible(tmp_path):
+def test_synthetic_tiny_is_written_and_reproducible(tmp_path, stage_ctx):
     cfg = _cfg(source="synthetic", preset="tiny", seed=0)
-    rep = execute(STAGE, cfg, {}, tmp_path / "a" / "raw")
-    execute(STAGE, cfg, {}, tmp_path / "b" / "raw")
+    rep = execute(STAGE, cfg, {}, tmp_path / "a" / "raw", stage_ctx)
+    execute(STAGE, cfg, {}, tmp_path / "b" / "raw", stage_ctx)
     for name in ("interactions.parquet", "items.parquet", "quarantine.parquet"):
         assert (tmp_path / "a" / "raw" / name).read_bytes() == (tmp_path / "b" / "raw" / name).read_bytes()
     assert rep["interactions"] == 3000 and rep["items"] == 300 and rep["items_with_features"] == 300
     assert rep["rows"] == {"in": 3000, "kept": 3000, "quarantined": 0}
     assert rep["degree_stats"]["edges"] == 3000
     assert not (tmp_path / "a" / "raw" / "test_interactions.parquet").exists()
-    again = execute(STAGE, cfg, {}, tmp_path / "a" / "raw")
+    again = execute(STAGE, cfg, {}, tmp_path / "a" / "raw", stage_ctx)
     assert again["skipped"]
 
 
-def test_movielens_quarantine_file_and_report(tmp_path):
+def test_movielens_quarantine_file_and_report(tmp_path, stage_ctx):
     ml = tmp_path / "ml"
     ml.mkdir()
     (ml / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4,10\n1,2,5,20\nx,2,5,30\n2,1,3,\n")
     (ml / "movies.csv").write_text("movieId,title,genres\n1,One,Drama\n2,Two,Comedy\n")
     out = tmp_path / "run" / "raw"
-    rep = execute(STAGE, _cfg(source="movielens", path=str(ml)), {}, out)
+    rep = execute(STAGE, _cfg(source="movielens", path=str(ml)), {}, out, stage_ctx)
     assert rep["interactions"] == 2 and rep["items"] == 2 and rep["users"] == 1
     assert rep["rows"] == {"in": 6, "kept": 4, "quarantined": 2}
     assert rep["quarantine_reasons"] == {"bad int userId": 1, "unparsable timestamp": 1}
@@ -46,31 +46,31 @@ def test_movielens_quarantine_file_and_report(tmp_path):
     assert json.loads((out / "report.json").read_text())["quarantine_reasons"] == rep["quarantine_reasons"]
 
 
-def test_adjacency_folder_writes_test_interactions_and_id_items(tmp_path):
+def test_adjacency_folder_writes_test_interactions_and_id_items(tmp_path, stage_ctx):
     data = tmp_path / "gowalla"
     data.mkdir()
     (data / "train.txt").write_text("0 1 2\n1 2 3\n")
     (data / "test.txt").write_text("0 3\n1 4\n")
     out = tmp_path / "raw"
-    rep = execute(STAGE, _cfg(source="adjacency", path=str(data)), {}, out)
+    rep = execute(STAGE, _cfg(source="adjacency", path=str(data)), {}, out, stage_ctx)
     assert rep["interactions"] == 4 and rep["test_interactions"] == 2
     assert pq.read_table(out / "test_interactions.parquet")["item_id"].to_pylist() == ["3", "4"]
     assert pq.read_table(out / "items.parquet")["item_id"].to_pylist() == ["1", "2", "3", "4"]
 
 
-def test_empty_or_unusable_input_fails_and_leaves_nothing(tmp_path):
+def test_empty_or_unusable_input_fails_and_leaves_nothing(tmp_path, stage_ctx):
     bad = tmp_path / "train.txt"
     bad.write_text("a b c\n")
     out = tmp_path / "raw"
     with pytest.raises(LoaderError, match=r"no usable interactions .*'bad int user_id': 2"):
-        execute(STAGE, _cfg(source="adjacency", interactions_path=str(bad)), {}, out)
+        execute(STAGE, _cfg(source="adjacency", interactions_path=str(bad)), {}, out, stage_ctx)
     assert not out.exists()
     with pytest.raises(LoaderError, match="'data.interactions_path' must be set for data.source 'table'"):
-        execute(STAGE, _cfg(source="table"), {}, out)
+        execute(STAGE, _cfg(source="table"), {}, out, stage_ctx)
 
 
 def test_stage_cli_on_the_tiny_config(tmp_path, capsys):
-    rc = stage_main("components.ingest", ["--config", "configs/tiny.yaml", "--run-dir", str(tmp_path)])
+    rc = stage_main("components.stages.raw", ["--config", "configs/tiny.yaml", "--run-dir", str(tmp_path)])
     assert rc == 0
     assert json.loads(capsys.readouterr().out)["interactions"] == 3000
     assert (tmp_path / "raw" / "interactions.parquet").exists()
@@ -98,7 +98,7 @@ def test_generate_cli_writes_identical_files_and_prints_degree_stats(tmp_path, c
     assert CSRGraph.load(tmp_path / "g" / "graph.npz").num_edges == 3000
 
 
-def test_table_source_with_mapping_and_npy_vectors(tmp_path, monkeypatch):
+def test_table_source_with_mapping_and_npy_vectors(tmp_path, monkeypatch, stage_ctx):
     import numpy as np
 
     monkeypatch.chdir(tmp_path)  # relative config paths resolve against the working directory
@@ -107,7 +107,7 @@ def test_table_source_with_mapping_and_npy_vectors(tmp_path, monkeypatch):
     (tmp_path / "ids.txt").write_text("a\nb\n")
     cfg = _cfg(source="table", interactions_path="events.csv", item_vectors_path="vec.npy",
                item_vector_ids_path="ids.txt", user_column="who", item_column="what", timestamp_column="at")
-    rep = execute(STAGE, cfg, {}, tmp_path / "raw")
+    rep = execute(STAGE, cfg, {}, tmp_path / "raw", stage_ctx)
     assert rep["interactions"] == 3 and rep["users"] == 2 and rep["collections"] == 2
     assert rep["items"] == 2 and rep["items_with_features"] == 2
     items = pq.read_table(tmp_path / "raw" / "items.parquet").to_pydict()

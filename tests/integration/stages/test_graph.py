@@ -1,6 +1,7 @@
 """Stage "graph" on a hand-written log with collections and a hand-written pairs table.
 
-Hand part: items A-D (+ Z, catalogue only), collections c1-c3. Filler part: 2 000 collections
+The edges come from the cleaned interactions the pairs stage writes (its cleaning runs on the
+hand-written log here). Hand part: items A-D (+ Z, catalogue only), collections c1-c3. Filler part: 2 000 collections
 ``d<i>`` with items ``f<j>``; their ids sort after the hand ids, so A-D, Z keep the dense ids
 0-4 and c1-c3 keep 0-2, and the many collections make the sampled fraction measurable.
 """
@@ -13,18 +14,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.base import execute
-from components.registry import get_stage
+from components.stages import StageContext, get_stage
+from components.stages.pairs import label_interactions, write_clean_interactions
 from pinsage_model.config import config_from_dict
 from pinsage_model.contracts import CSRGraph
 from pinsage_model.io import file_digest
 
 pytestmark = pytest.mark.slow
+WHEN = "2026-01-12T00:00:00Z"
 
 N_FILLER = 2000
 FRACTION = 0.3
 
 
-def _inputs(root):
+def _inputs(root, spark):
     raw, pairs = root / "raw", root / "pairs"
     raw.mkdir()
     pairs.mkdir()
@@ -39,6 +42,8 @@ def _inputs(root):
         rows += [(f"v{i}", f"f{i % 500:03d}", 10, f"d{i:04d}"), (f"v{i}", f"f{(i * 7 + 1) % 500:03d}", 11, f"d{i:04d}")]
     u, it, ts, c = (list(x) for x in zip(*rows))
     pq.write_table(pa.table({"user_id": u, "item_id": it, "timestamp": ts, "collection_id": c}), raw / "interactions.parquet")
+    labelled = label_interactions(spark, raw / "interactions.parquet", None)
+    write_clean_interactions(labelled, pairs / "interactions.parquet", root / "_spark_clean")
     pq.write_table(pa.table({"item_id": ["A", "B", "C", "D", "Z"]}), raw / "items.parquet")
     q, p, s = [], [], []
     for a, b, split in [("A", "B", "train"), ("B", "C", "train"), ("C", "D", "validation"), ("D", "A", "test")]:
@@ -67,8 +72,8 @@ def _cfg(spark_section, **spark):
 @pytest.fixture(scope="module")
 def graph_run(tmp_path_factory, spark, spark_section):
     root = tmp_path_factory.mktemp("graph_run")
-    inputs = _inputs(root)
-    report = execute(get_stage("graph"), _cfg(spark_section), inputs, root / "graph")
+    inputs = _inputs(root, spark)
+    report = execute(get_stage("graph"), _cfg(spark_section), inputs, root / "graph", StageContext.create(root, "test", WHEN))
     return root, inputs, report
 
 
@@ -125,8 +130,8 @@ def test_every_training_pair_is_inside_the_training_subgraph(graph_run):
     assert train.sum() + report["train_pairs_dropped_outside_train_graph"] == src.count("train")
 
 
-def test_outputs_identical_with_other_partitioning(graph_run, spark_section, tmp_path):
+def test_outputs_identical_with_other_partitioning(graph_run, spark_section, tmp_path, stage_ctx):
     root, inputs, _ = graph_run
-    execute(get_stage("graph"), _cfg(spark_section, shuffle_partitions=9), inputs, tmp_path / "graph")
+    execute(get_stage("graph"), _cfg(spark_section, shuffle_partitions=9), inputs, tmp_path / "graph", stage_ctx)
     for name in ("graph.npz", "train_graph.npz", "item_ids.parquet", "collection_ids.parquet", "pairs_indexed.parquet"):
         assert file_digest(tmp_path / "graph" / name) == file_digest(root / "graph" / name), name

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from components.build_graph import degree_quantiles
-from components.extract_pairs import check_interactions_schema
+from components.stages.graph import degree_quantiles
+from components.stages.pairs import check_interactions_schema
 from pinsage_model.contracts import ContractError
 from pinsage_model.feature_transform import item_rows
 
