@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test test-fast bench kfp lint clean venv
+.PHONY: demo test test-fast bench kfp clean venv
 
 venv: $(STAMP)
 
