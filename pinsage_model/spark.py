@@ -3,6 +3,7 @@
 Locally this is ``local[N]`` with the venv's interpreter for the Python workers; under
 ``spark-submit`` on a cluster the submitted master wins, because an already running session is
 reused when its master matches (and ``spark-submit`` sets the master before our code runs).
+:func:`spark_to_arrow` brings a Spark result to the driver as one Arrow table (through Parquet).
 """
 
 from __future__ import annotations

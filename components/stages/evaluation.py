@@ -6,8 +6,11 @@ ranked by the same evaluator (:mod:`pinsage_model.metrics`) over the same candid
 
 Outputs: ``metrics.json`` (test metrics per method, validation metrics reported separately for
 tuning, the inductive split of test pairs by whether the query is in the training subgraph, and
-for adjacency-format data the user-level recall/NDCG), ``report.md`` (the table), PNGs (one
-similarity histogram per method, their overlay, the hit-rate@K curve).
+for adjacency-format data the user-level recall/NDCG; keys spelled as in
+:mod:`pinsage_model.metric_keys`, e.g. ``hit_rate_at_10``; ``config.split_digests`` names the
+validation and test pairs evaluated, so the registration stage only compares models evaluated on
+the same pairs), ``report.md`` (the table), PNGs (one similarity histogram per method, their
+overlay, the hit-rate@K curve).
 """
 
 from __future__ import annotations
