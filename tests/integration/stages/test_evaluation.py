@@ -81,10 +81,10 @@ CFG = config_from_dict({
 })
 
 
-def _run(run_dir, out_name):
+def _run(run_dir, out_name, cfg=CFG):
     stage = get_stage("evaluation")
     inputs = {n: run_dir / n for n in stage.inputs}
-    return execute(stage, CFG, inputs, run_dir / out_name, StageContext.for_run_dir(run_dir, "2026-01-12T00:00:00Z"), force=True)
+    return execute(stage, cfg, inputs, run_dir / out_name, StageContext.for_run_dir(run_dir, "2026-01-12T00:00:00Z"), force=True)
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +162,38 @@ def test_outputs_written_and_deterministic(run_dir, evaluated):
     again = run_dir / "evaluation_again"
     for f in ("metrics.json", "report.md", "hit_rate_curve.png", "similarity_all.png"):
         assert (out / f).read_bytes() == (again / f).read_bytes(), f
+
+
+def _ease_cfg(max_items: int):
+    return config_from_dict({
+        "sampler": {"walk_length": 4, "restart_prob": 0.5, "num_walks": 10, "top_t": 3},
+        "evaluation": {"ks": [1, 5], "similarity_pairs": 500, "baselines": ["popularity", "ease"],
+                       "ease_lambda": 1.0, "ease_max_items": max_items, "user_ks": [1, 3], "recent_items": 2},
+    })
+
+
+def test_ease_hand_computed(run_dir):
+    _run(run_dir, "evaluation_ease", _ease_cfg(8))
+    m = json.loads((run_dir / "evaluation_ease" / "metrics.json").read_text())
+    assert m["skipped_baselines"] == {}
+    # lambda = 1. Block {5, 6, 7} (all in c3): G + I = J + I, P = I - J/4, B[i, j] = (1/4)/(3/4) = 1/3;
+    # the blocks do not interact, so B is exactly 0 across them. The block {0..4} gives (as the
+    # per-column ridge of test_baselines.py) row 0 = (0, 11/18, 1/5, -1/21, -1/21, 0, 0, 0),
+    # row 2 = (1/6, 1/6, 0, 5/21, 5/21, 0, 0, 0), row 4 = (-1/18, -1/18, 1/3, 8/21, 0, 0, 0, 0).
+    # Ranks: 0->1: 1. 2->3: tied with item 4 -> 1.5. 4->5: items 3, 2 higher, 6 and 7 tied at 0
+    # -> 1 + 2 + 2/2 = 4. 6->7: tied with item 5 -> 1.5.
+    t = m["methods"]["ease"]["test"]
+    assert t["hit_rate_at_1"] == 0.25 and t["hit_rate_at_5"] == 1.0
+    assert t["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 4 + 1 / 2) / 4)
+    assert m["methods"]["ease"]["similarity"] is None
+    assert "ease-recent" in m["user_level"]["methods"]
+
+
+def test_ease_skipped_above_max_items_with_a_note(run_dir):
+    report = _run(run_dir, "evaluation_ease_skipped", _ease_cfg(7))
+    out = run_dir / "evaluation_ease_skipped"
+    m = json.loads((out / "metrics.json").read_text())
+    assert "ease" not in m["methods"] and "popularity" in m["methods"]
+    assert m["skipped_baselines"]["ease"].startswith("ease skipped: 8 items > evaluation.ease_max_items = 7")
+    assert report["skipped_baselines"] == m["skipped_baselines"]
+    assert "Not evaluated: ease skipped: 8 items" in (out / "report.md").read_text()
