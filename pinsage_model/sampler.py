@@ -73,8 +73,8 @@ def _stream_key(seed, salt, a, b):
 _M32 = np.uint64(0xFFFFFFFF)
 _PERM_A = np.uint64(0x7FEB352D)
 _PERM_B = np.uint64(0x846CA68B)
-_PERM_A_INV = np.uint64(pow(0x7FEB352D, -1, 2**32))
-_PERM_B_INV = np.uint64(pow(0x846CA68B, -1, 2**32))
+_PERM_A_INV = np.uint64(pow(int(_PERM_A), -1, 2**32))
+_PERM_B_INV = np.uint64(pow(int(_PERM_B), -1, 2**32))
 
 
 @njit(inline="always", nogil=True, cache=True)
