@@ -110,6 +110,12 @@ class BatchProducer:
         if train_cfg.batch_size % num_replicas:
             raise ValueError(f"train.batch_size {train_cfg.batch_size} must be divisible by num_devices {num_replicas}")
         self.data = data
+        # (P,) or (2P,) with reversed pairs: similarity is symmetric, so (i, q) is as much an
+        # example as (q, i); the known-positive exclusion below already covers both directions.
+        self.train_q, self.train_pos = (
+            (np.concatenate([data.train_q, data.train_pos]), np.concatenate([data.train_pos, data.train_q]))
+            if train_cfg.reverse_pairs else (data.train_q, data.train_pos)
+        )
         self.num_layers = num_layers
         self.cfg = train_cfg
         self.sampler_cfg = sampler_cfg
@@ -117,17 +123,18 @@ class BatchProducer:
         if hard_negative_fn is None:
             from pinsage_model.sampler import hard_negatives as hard_negative_fn
         self.hard_negative_fn = hard_negative_fn
-        self.batch_size = min(train_cfg.batch_size, len(data.train_q) - len(data.train_q) % num_replicas)
+        n_pairs = len(self.train_q)
+        self.batch_size = min(train_cfg.batch_size, n_pairs - n_pairs % num_replicas)
         if self.batch_size < num_replicas:
-            raise ValueError(f"{len(data.train_q)} training pairs cannot fill {num_replicas} replicas")
+            raise ValueError(f"{n_pairs} training pairs cannot fill {num_replicas} replicas")
         degree = data.graph.item_degree()
         pool = np.flatnonzero(degree > 0).astype(np.int32)
         self.negative_pool = pool if len(pool) else np.arange(data.num_items, dtype=np.int32)
         self.pos_indptr, self.pos_indices = _positives_csr(data.train_q, data.train_pos, data.num_items)
-        full = len(data.train_q) // self.batch_size
+        full = n_pairs // self.batch_size
         self.steps_per_epoch = train_cfg.steps_per_epoch or max(1, full)
         self.logq = candidate_log_q(
-            data.train_pos, self.negative_pool, data.num_items, train_cfg.num_negatives,
+            self.train_pos, self.negative_pool, data.num_items, train_cfg.num_negatives,
             self.batch_size // num_replicas if train_cfg.in_batch_negatives else 0,
         )
 
@@ -135,7 +142,8 @@ class BatchProducer:
         """Pair order of an epoch; enough permutations are chained to cover ``steps_per_epoch``."""
         need = self.steps_per_epoch * self.batch_size
         rng = np.random.default_rng([self.cfg.seed, epoch, 0])
-        parts = [rng.permutation(len(self.data.train_q)) for _ in range(-(-need // len(self.data.train_q)))]
+        n_pairs = len(self.train_q)
+        parts = [rng.permutation(n_pairs) for _ in range(-(-need // n_pairs))]
         return np.concatenate(parts)[:need]
 
     def make(self, epoch: int, step: int, order: np.ndarray) -> dict:
@@ -144,8 +152,8 @@ class BatchProducer:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, epoch, step + 1])
         sel = order[step * self.batch_size : (step + 1) * self.batch_size]
-        q = self.data.train_q[sel].astype(np.int32)  # (B,)
-        p = self.data.train_pos[sel].astype(np.int32)  # (B,)
+        q = self.train_q[sel].astype(np.int32)  # (B,)
+        p = self.train_pos[sel].astype(np.int32)  # (B,)
         # Shared negatives (paper: 500 per minibatch), uniform over the training graph's items.
         few = len(self.negative_pool) < cfg.num_negatives
         negatives = rng.choice(self.negative_pool, size=cfg.num_negatives, replace=few).astype(np.int32)  # (n,)

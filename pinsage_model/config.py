@@ -70,7 +70,13 @@ class PairsConfig:
     max_gap_s: int = 86400
     min_rating: float | None = None
     min_item_support: int = 1
-    split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    # temporal (default): each user's latest events (temporal_scope "user") or the events after
+    # a global time cut ("global") are validation and test, and only earlier events reach the
+    # graph; hash: a seeded hash of the unordered pair decides (paper-style), the graph holds
+    # every event. fractions: (train, validation, test) shares of events (temporal) or pairs (hash).
+    split: Literal["temporal", "hash"] = "temporal"
+    temporal_scope: Literal["user", "global"] = "user"
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     seed: int = 0
 
 
@@ -121,6 +127,12 @@ class ModelConfig:
     # paper's purely feature-based, inductive model (the features stage may still request one
     # for items that have no features at all).
     id_embedding_dim: int = 0
+    # Identity table of the learned id embedding: 0 = one row per item; B > 0 = B rows shared
+    # through ``id_num_hashes`` seeded hash functions (an item's vector is the sum of its rows),
+    # so the table stays bounded at web scale. Items absent from the training graph get no
+    # identity (feature-only path): their id vector is zero.
+    id_hash_buckets: int = 0
+    id_num_hashes: int = 2
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,8 @@ class TrainConfig:
     base_lr: float = 1e-2
     lr_decay: float = 0.9
     margin: float = 0.1
+    # How Eq. 1 is reduced over an example's negatives (pinsage_model.loss.max_margin_loss).
+    margin_reduction: Literal["mean", "mean_per_source", "sum"] = "mean"
     num_negatives: int = 500
     max_hard_negatives: int = 6
     use_hard_negatives: bool = True
@@ -148,6 +162,12 @@ class TrainConfig:
     seed: int = 0
     # Softmax temperature of the cross-entropy ablation loss (embeddings are unit vectors).
     xent_temperature: float = 0.1
+    # xent only: the other examples' positives are negatives too, and logits are corrected by
+    # -log Q (expected draws of the item as a candidate; Yi et al. 2019).
+    in_batch_negatives: bool = False
+    logq_correction: bool = False
+    # Train on (i, q) as well as (q, i): embeddings are compared by a symmetric cosine.
+    reverse_pairs: bool = False
     # Early-stopping evaluation ranks each validation positive among all items when there are at
     # most this many, else among this many sampled items plus the positives.
     eval_candidates: int = 20000
@@ -371,8 +391,8 @@ def _check_values(obj: Any, prefix: str, source: str) -> None:
         return ConfigError(f"{source}: key '{prefix + '.' if prefix else ''}{key}' {why}")
 
     if isinstance(obj, PairsConfig):
-        if abs(sum(obj.split) - 1.0) > 1e-6 or min(obj.split) < 0:
-            raise bad("split", f"must be three non-negative fractions summing to 1, got {obj.split}")
+        if abs(sum(obj.fractions) - 1.0) > 1e-6 or min(obj.fractions) < 0:
+            raise bad("fractions", f"must be three non-negative fractions summing to 1, got {obj.fractions}")
     if isinstance(obj, GraphConfig) and not 0.0 < obj.train_collection_fraction <= 1.0:
         raise bad("train_collection_fraction", "must be in (0, 1]")
     if isinstance(obj, SamplerConfig):

@@ -1,6 +1,7 @@
 """Stage "graph": the bipartite item-collection graph in CSR form and the training subgraph.
 
-Reads ``pairs/interactions.parquet`` (the interactions the pairs stage cleaned: the edges),
+Reads ``pairs/interactions.parquet`` (the interactions the pairs stage cleaned; its ``train``
+rows are the edges: validation and test engagements never reach the graph),
 ``raw/items.parquet`` (items without interactions still get an id, with degree 0) and
 ``pairs/pairs.parquet``. Writes:
 
@@ -109,7 +110,10 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     spark = get_spark(cfg.spark)
     tmp = out_dir / "_spark"
 
-    edges = spark.read.parquet(str(clean_path.resolve())).select("item_id", "collection_id").distinct()
+    clean = spark.read.parquet(str(clean_path.resolve()))
+    if "split" not in clean.columns:
+        raise StageError(f"{clean_path}: no 'split' column; rerun the pairs stage")
+    edges = clean.where(F.col("split") == SPLITS[0]).select("item_id", "collection_id").distinct()
     items = edges.select("item_id")
     items_path = raw / "items.parquet"
     if items_path.exists():
@@ -190,7 +194,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         "count": ptbl.column("count").filter(pa.array(keep)).cast(pa.int64()),
         "split": ptbl.column("split").filter(pa.array(keep)),
         "in_train_graph": pa.array(both_in[keep]),
-    }).sort_by([("q_idx", "ascending"), ("pos_idx", "ascending")])
+    }).sort_by([("q_idx", "ascending"), ("pos_idx", "ascending"), ("split", "ascending")])
     n_train_kept = int(np.sum(is_train & both_in))
     if n_train_kept == 0:
         raise StageError(

@@ -146,6 +146,7 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
 
     from pinsage_model.contracts import CSRGraph, ContractError, Neighbourhoods
     from pinsage_model.export import save_history, save_keras, save_weights_npz
+    from pinsage_model.identity import identity_rows
     from pinsage_model.training import TrainData, train
 
     t0 = time.perf_counter()
@@ -157,6 +158,8 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
             raise ContractError(f"{features_path}: not found (run the features stage)")
         features = np.load(features_path, mmap_mode="r")
         nb = Neighbourhoods.load(nb_dir / "train.npz")
+        # model selection embeds validation items as inference will: full-graph neighbourhoods
+        val_nb = Neighbourhoods.load(nb_dir / "full.npz")
     except ContractError as exc:
         raise StageError(str(exc)) from exc
     n = graph.num_items
@@ -172,7 +175,9 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
     (tq, tp), (vq, vp), counts = _pairs(graph_dir / "pairs_indexed.parquet", n, out_dir)
     if counts["train_pairs"] == 0:
         raise StageError(f"{graph_dir / 'pairs_indexed.parquet'}: no train pairs inside the training graph")
-    data = TrainData(np.asarray(features, dtype=np.float32), nb, graph, tq, tp, vq, vp, id_embedding_dim=id_dim)
+    identity = identity_rows(graph.item_degree() > 0, cfg.model.id_hash_buckets, cfg.model.id_num_hashes, cfg.seed)
+    data = TrainData(np.asarray(features, dtype=np.float32), nb, graph, tq, tp, vq, vp, id_embedding_dim=id_dim,
+                     val_neighbourhoods=val_nb, identity=identity)
 
     resumed = (ckpt_dir / "epochs" / "checkpoint").exists()
     result = train(data, cfg.model, cfg.train, cfg.sampler, checkpoint_dir=ckpt_dir, resume=True)

@@ -19,8 +19,12 @@ Rules, in order:
    repeat pairs with the next item).
 4. Pairs are deduplicated with a count; pairs touching an item with fewer than
    ``pairs.min_item_support`` kept interactions are dropped.
-5. The split comes from a hash of the unordered pair {q, i} and the seed, so it does not depend
-   on partitioning, and (q, i) and (i, q) always share a split (no reversed-pair leakage).
+5. ``pairs.split: temporal`` (default): each user's last cleaned events (``pairs.fractions``,
+   per user or after a global time cut, ``temporal_scope``) are test and validation events; a
+   pair takes the split of its later event, and only train events reach the graph
+   (:func:`event_splits`), because a deployed model predicts engagements not yet in its graph.
+   ``hash``: the split comes from a hash of the unordered pair {q, i} and the seed, so it does not
+   depend on partitioning, and (q, i) and (i, q) always share a split; the graph holds every event.
 
 The same code runs under ``spark-submit`` on a cluster (the master comes from ``spark.master``).
 """
@@ -151,72 +155,116 @@ def write_quarantine(labelled: "DataFrame", source: Path, out_path: Path, tmp_di
     return table.num_rows
 
 
-def write_clean_interactions(labelled: "DataFrame", out_path: Path, tmp_dir: Path) -> int:
-    """Write the interactions that passed cleaning (the rating filter aside), in file order.
+def event_splits(labelled: "DataFrame", cfg: "PipelineConfig") -> "DataFrame":
+    """The cleaned events (rule 1 passed, the rating filter aside) with ``split`` and order keys.
 
-    Columns: ``user_id``, ``item_id``, ``timestamp``, ``collection_id`` (the user when the file has
-    none) and ``weight`` (null when absent), as in the interactions contract.
-    """
-    import pyarrow as pa
-    from pyspark.sql import functions as F
+    ``pairs.split: temporal``: per user (``temporal_scope: user``) the last ``fractions[2]`` of the
+    user's cleaned events are ``test`` and the ``fractions[1]`` before them ``validation``; with
+    ``global`` the events after the time quantiles ``1 - f_val - f_test`` and ``1 - f_test`` are.
+    Only ``train`` events become graph edges, so every later stage and every baseline sees only
+    the engagements before the ones it is scored on. ``hash``: every event is ``train``; the
+    pair hash decides the pair's split (rule 5).
 
-    clean = labelled.where(F.col("reason").isNull() | (F.col("reason") == "below_min_rating"))
-    columns = ("user_id", "item_id", "timestamp", "collection_id", "weight")
-    contract = {**INTERACTIONS.required, **INTERACTIONS.optional}
-    schema = pa.schema([pa.field(c, contract[c]) for c in columns] + [pa.field("row", pa.int64())])
-    table = spark_to_arrow(clean.select(*columns, F.col("row").cast("long").alias("row")), tmp_dir, schema)
-    atomic_write_parquet(out_path, table.sort_by("row").drop_columns(["row"]))
-    return table.num_rows
-
-
-def extract_pairs(labelled: "DataFrame", cfg: "PipelineConfig") -> tuple["DataFrame", "DataFrame"]:
-    """Ordered consecutive-event transitions and the deduplicated, split pairs.
-
-    Returns:
-      ``(transitions, pairs)``: one row per kept event with its successor (``next_item``,
-      ``gap``, ``tied`` = same timestamp as the successor) and the final pairs frame with
-      ``q_item``, ``pos_item``, ``count``, ``split``.
+    Columns: the labelled columns plus ``tie`` (rule 2) and ``split``.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     p = cfg.pairs
-    kept = labelled.where(F.col("reason").isNull()).select("user_id", "item_id", "timestamp", "row")
+    clean = labelled.where(F.col("reason").isNull() | (F.col("reason") == "below_min_rating"))
     # Seeded tie-break for same-timestamp events; the file row only separates 64-bit collisions.
-    tie = F.xxhash64("user_id", "item_id", "timestamp", F.lit(p.seed))
+    clean = clean.withColumn("tie", F.xxhash64("user_id", "item_id", "timestamp", F.lit(p.seed)))
+    if p.split == "hash":
+        return clean.withColumn("split", F.lit(SPLITS[0]))
+    f_val, f_test = p.fractions[1], p.fractions[2]
+    if p.temporal_scope == "user":
+        order = Window.partitionBy("user_id").orderBy("timestamp", "tie", "row")
+        position = F.row_number().over(order).cast("double")  # 1 = the user's first event
+        events = F.count(F.lit(1)).over(Window.partitionBy("user_id")).cast("double")
+        is_test = position > events * (1.0 - f_test)
+        is_held = position > events * (1.0 - f_test - f_val)
+    else:
+        t_val, t_test = clean.approxQuantile("timestamp", [1.0 - f_test - f_val, 1.0 - f_test], 0.0) or [0, 0]
+        is_test = (F.col("timestamp") > F.lit(t_test)) if f_test > 0 else F.lit(False)
+        is_held = (F.col("timestamp") > F.lit(t_val)) if f_val + f_test > 0 else F.lit(False)
+    return clean.withColumn("split", F.when(is_test, SPLITS[2]).when(is_held, SPLITS[1]).otherwise(SPLITS[0]))
+
+
+def write_clean_interactions(events: "DataFrame", out_path: Path, tmp_dir: Path) -> int:
+    """Write the cleaned events of :func:`event_splits`, in file order.
+
+    Columns: ``user_id``, ``item_id``, ``timestamp``, ``collection_id`` (the user when the file has
+    none) and ``weight`` (null when absent), as in the interactions contract, plus ``split``: the
+    graph stage takes its edges from the ``train`` rows.
+    """
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    columns = ("user_id", "item_id", "timestamp", "collection_id", "weight")
+    contract = {**INTERACTIONS.required, **INTERACTIONS.optional}
+    schema = pa.schema([pa.field(c, contract[c]) for c in columns]
+                       + [pa.field("split", pa.string()), pa.field("row", pa.int64())])
+    table = spark_to_arrow(events.select(*columns, "split", F.col("row").cast("long").alias("row")), tmp_dir, schema)
+    atomic_write_parquet(out_path, table.sort_by("row").drop_columns(["row"]))
+    return table.num_rows
+
+
+def extract_pairs(events: "DataFrame", cfg: "PipelineConfig") -> tuple["DataFrame", "DataFrame"]:
+    """Ordered consecutive-event transitions and the deduplicated, split pairs.
+
+    Args:
+      events: :func:`event_splits`; pairs come from its rows that passed the rating filter too.
+
+    Returns:
+      ``(transitions, pairs)``: one row per kept event with its successor (``next_item``,
+      ``gap``) and the final pairs frame with ``q_item``, ``pos_item``, ``count``, ``split``. A
+      temporal split gives a pair the split of its later event (the engagement to predict), so
+      one (q, i) can occur once per split; the hash split gives it the split of the unordered pair.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    p = cfg.pairs
+    kept = events.where(F.col("reason").isNull()).select("user_id", "item_id", "timestamp", "row", "tie", "split")
     w = Window.partitionBy("user_id").orderBy("timestamp", "tie", "row")
     transitions = (
-        kept.withColumn("tie", tie)
-        .withColumn("next_item", F.lead("item_id").over(w))
+        kept.withColumn("next_item", F.lead("item_id").over(w))
         .withColumn("next_ts", F.lead("timestamp").over(w))
+        .withColumn("next_split", F.lead("split").over(w))
         .select(
             "user_id",
             "item_id",
             "next_item",
             (F.col("next_ts") - F.col("timestamp")).alias("gap"),
+            "next_split",
         )
     )
+    if p.split == "hash":
+        u = F.pmod(
+            F.xxhash64(F.least("item_id", "next_item"), F.greatest("item_id", "next_item"), F.lit(p.seed)),
+            F.lit(_SPLIT_BUCKETS),
+        )
+        lo, mid = p.fractions[0] * _SPLIT_BUCKETS, (p.fractions[0] + p.fractions[1]) * _SPLIT_BUCKETS
+        pair_split = F.when(u < F.lit(lo), SPLITS[0]).when(u < F.lit(mid), SPLITS[1]).otherwise(SPLITS[2])
+    else:
+        pair_split = F.col("next_split")
     pairs = (
         transitions.where(
             F.col("next_item").isNotNull()
             & (F.col("next_item") != F.col("item_id"))
             & (F.col("gap") <= F.lit(p.max_gap_s))
         )
-        .groupBy(F.col("item_id").alias("q_item"), F.col("next_item").alias("pos_item"))
+        .groupBy(F.col("item_id").alias("q_item"), F.col("next_item").alias("pos_item"), pair_split.alias("split"))
         .agg(F.count(F.lit(1)).cast("long").alias("count"))
     )
     if p.min_item_support > 1:
-        support = kept.groupBy("item_id").count().where(F.col("count") >= p.min_item_support).select("item_id")
+        # support counts what the graph will hold: training events only
+        support = kept.where(F.col("split") == SPLITS[0]).groupBy("item_id").count()
+        support = support.where(F.col("count") >= p.min_item_support).select("item_id")
         pairs = pairs.join(support.withColumnRenamed("item_id", "q_item"), "q_item", "left_semi").join(
             support.withColumnRenamed("item_id", "pos_item"), "pos_item", "left_semi"
         )
-    u = F.pmod(
-        F.xxhash64(F.least("q_item", "pos_item"), F.greatest("q_item", "pos_item"), F.lit(p.seed)),
-        F.lit(_SPLIT_BUCKETS),
-    )
-    lo, mid = p.split[0] * _SPLIT_BUCKETS, (p.split[0] + p.split[1]) * _SPLIT_BUCKETS
-    split = F.when(u < F.lit(lo), SPLITS[0]).when(u < F.lit(mid), SPLITS[1]).otherwise(SPLITS[2])
-    return transitions, pairs.withColumn("split", split).select("q_item", "pos_item", "count", "split")
+    return transitions.drop("next_split"), pairs.select("q_item", "pos_item", "count", "split")
 
 
 def transition_stats(labelled: "DataFrame", transitions: "DataFrame", max_gap_s: int) -> dict[str, int]:
@@ -255,7 +303,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     source = Path(inputs["raw"]) / "interactions.parquet"
     spark = get_spark(cfg.spark)
     labelled = label_interactions(spark, source, cfg.pairs.min_rating).persist(StorageLevel.MEMORY_AND_DISK)
-    transitions = None
+    transitions = events = None
     try:
         counts = reason_counts(labelled)
         n_in = sum(counts.values())
@@ -269,16 +317,21 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
                 f"{source}: all {n_in} interactions were quarantined ({quarantined}); "
                 f"see {out_dir.name}/quarantine.parquet and check pairs.min_rating"
             )
-        n_clean = write_clean_interactions(labelled, out_dir / "interactions.parquet", out_dir / "_spark_clean")
-        transitions, pairs = extract_pairs(labelled, cfg)
+        # read three times (clean file, event counts, pairs): keep the per-user windows
+        events = event_splits(labelled, cfg).persist(StorageLevel.MEMORY_AND_DISK)
+        n_clean = write_clean_interactions(events, out_dir / "interactions.parquet", out_dir / "_spark_clean")
+        transitions, pairs = extract_pairs(events, cfg)
         # read twice (stats, pairs): keep the sorted windows instead of recomputing them
         transitions = transitions.persist(StorageLevel.MEMORY_AND_DISK)
         stats = transition_stats(labelled, transitions, cfg.pairs.max_gap_s)
         schema = pa.schema([(c, PAIRS.required[c]) for c in ("q_item", "pos_item", "count", "split")])
-        table = spark_to_arrow(pairs, out_dir / "_spark_pairs", schema).sort_by([("q_item", "ascending"), ("pos_item", "ascending")])
+        table = spark_to_arrow(pairs, out_dir / "_spark_pairs", schema).sort_by(
+            [("q_item", "ascending"), ("pos_item", "ascending"), ("split", "ascending")])
+        events_per_split = {r["split"]: int(r["count"]) for r in events.groupBy("split").count().collect()}
     finally:
-        if transitions is not None:
-            transitions.unpersist()
+        for frame in (transitions, events):
+            if frame is not None:
+                frame.unpersist()
         labelled.unpersist()
     if table.num_rows == 0:
         raise StageError(
@@ -295,6 +348,8 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         "interactions_kept": n_kept,
         "interactions_quarantined": n_quarantined,
         "clean_interactions": n_clean,
+        "split_protocol": cfg.pairs.split if cfg.pairs.split == "hash" else f"temporal ({cfg.pairs.temporal_scope})",
+        "events_per_split": {s: events_per_split.get(s, 0) for s in SPLITS},
         "quarantined_by_reason": quarantined,
         "same_timestamp_event_share": stats["tied_events"] / n_kept,
         "transitions": stats["transitions"],

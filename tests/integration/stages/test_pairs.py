@@ -80,7 +80,9 @@ def _log() -> pa.Table:
 
 
 def _cfg(spark_section: dict, **pairs) -> object:
-    return config_from_dict({"spark": spark_section, "pairs": {"max_gap_s": 100, **pairs}})
+    # the hash split: these logs check pair extraction and the pair hash (test_pairs_temporal.py
+    # checks the temporal split)
+    return config_from_dict({"spark": spark_section, "pairs": {"max_gap_s": 100, "split": "hash", **pairs}})
 
 
 def _pairs(out: Path) -> dict[tuple[str, str], tuple[int, str]]:
@@ -170,7 +172,7 @@ def test_pairs_identical_on_local_1_with_other_partitioning(run_dir, spark_secti
     conf = tmp_path / "local1.yaml"
     conf.write_text(yaml.safe_dump({
         "spark": {**spark_section, "master": "local[1]", "shuffle_partitions": 3},
-        "pairs": {"max_gap_s": 100},
+        "pairs": {"max_gap_s": 100, "split": "hash"},
     }))
     proc = subprocess.run(
         [sys.executable, "-m", "components.stages.pairs", "--config", str(conf),

@@ -25,7 +25,7 @@ def test_demo_config_loads_and_is_frozen():
     cfg = load_config("configs/demo.yaml")
     assert cfg.data.preset == "demo"
     assert cfg.sampler.top_t == 20
-    assert cfg.pairs.split == (0.7, 0.1, 0.2)
+    assert cfg.pairs.fractions == (0.7, 0.1, 0.2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 3  # type: ignore[misc]
 
@@ -59,7 +59,8 @@ def test_unknown_section(tmp_path):
         ("train:\n  epochs: 2.5\n", "train.epochs", "an integer"),
         ("train:\n  deterministic: 1\n", "train.deterministic", "a boolean"),
         ("model:\n  pooling: sum\n", "model.pooling", "one of"),
-        ("pairs:\n  split: [0.7, 0.3]\n", "pairs.split", "a list of 3 items"),
+        ("pairs:\n  fractions: [0.7, 0.3]\n", "pairs.fractions", "a list of 3 items"),
+        ("pairs:\n  split: random\n", "pairs.split", "one of 'temporal', 'hash'"),
         ("sampler: 5\n", "sampler", "a mapping"),
     ],
 )
@@ -70,8 +71,8 @@ def test_wrong_types(tmp_path, text, key, expected):
 
 
 def test_value_ranges(tmp_path):
-    with pytest.raises(ConfigError, match="pairs.split"):
-        load_config(write(tmp_path, "pairs:\n  split: [0.5, 0.1, 0.1]\n"))
+    with pytest.raises(ConfigError, match="pairs.fractions"):
+        load_config(write(tmp_path, "pairs:\n  fractions: [0.5, 0.1, 0.1]\n"))
     with pytest.raises(ConfigError, match="restart_prob"):
         load_config(write(tmp_path, "sampler:\n  restart_prob: 1.0\n"))
 
