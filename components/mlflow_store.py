@@ -139,6 +139,7 @@ def alias_version(client, name: str, alias: str) -> int | None:
 
 
 def version_tags(client, name: str, version: int) -> dict[str, str]:
+    """The tags of one model version (the gate reads its metrics and split digest there)."""
     return dict(client.get_model_version(name, str(version)).tags)
 
 

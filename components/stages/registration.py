@@ -159,7 +159,7 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
     return {k: decision[k] for k in ("model_version", "champion_before", "champion_after", "promoted", "reason")}
 
 
-def _register(cfg, model_dir: Path, eval_dir: Path, metrics: dict, ctx: StageContext, digest: str,
+def _register(cfg: PipelineConfig, model_dir: Path, eval_dir: Path, metrics: dict, ctx: StageContext, digest: str,
               candidate: dict[str, float], splits: dict[str, str]) -> dict:
     """The MLflow part of :func:`run`: one run logged, one version registered and gated."""
     import mlflow
