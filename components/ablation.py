@@ -70,14 +70,19 @@ def plan(cfg: PipelineConfig, variants: list[str], t_values: list[int]) -> dict[
     return out
 
 
-def run_variant(label: str, vcfg: PipelineConfig, base_cfg: PipelineConfig, run_dir: Path, force: bool) -> dict:
-    """Neighbourhoods (if T differs), training, inference and evaluation of one variant."""
+def run_variant(label: str, vcfg: PipelineConfig, base_cfg: PipelineConfig, run_dir: Path, force: bool,
+                folder: str = "ablation") -> dict:
+    """Neighbourhoods (if the sampler differs), training, inference and evaluation of one variant.
+
+    The variant's stage folders go to ``<run_dir>/<folder>/<label>/`` (``pinsage tune`` uses
+    ``folder="tune"``); returns ``{"metrics": evaluation metrics.json, "train_seconds", "dir"}``.
+    """
     from components.base import execute, start_time
     from components.stages import StageContext, get_stage
 
     # The variant that is the configured model itself reuses the run's own stage folders, so an
     # ablation after `pinsage run` does not train it again (fingerprints skip unchanged stages).
-    sub = run_dir if vcfg == base_cfg else run_dir / "ablation" / label
+    sub = run_dir if vcfg == base_cfg else run_dir / folder / label
     ctx = StageContext.for_run_dir(run_dir, start_time())
     nbhd = run_dir / "neighbourhoods"
     if vcfg.sampler != base_cfg.sampler:

@@ -13,6 +13,7 @@ COMMANDS = {
     "generate": ("components.generate", "write the synthetic demo/bench data set"),
     "recommend": ("components.recommend", "related items for an item, or homefeed for a user"),
     "ablation": ("components.ablation", "train and evaluate the paper's Table 1/4 variants"),
+    "tune": ("components.tune", "Optuna search of PinSage's settings on the validation split"),
     "promote": ("components.champion", "move the MLflow 'champion' alias to a model version"),
     "rollback": ("components.champion", "restore the previous 'champion' model version"),
 }

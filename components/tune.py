@@ -1,0 +1,204 @@
+"""``pinsage tune``: Optuna search of PinSage's settings on the **validation** split.
+
+Runs the config's upstream stages once (raw .. neighbourhoods, skipped when unchanged), then each
+trial trains, embeds and evaluates one sampled setting into ``<run-dir>/tune/trial-NNN/`` (new
+neighbourhoods only when the trial changes the sampler), exactly as ``pinsage ablation`` runs a
+variant. The objective is the validation hit-rate@10 of PinSage (MRR breaks ties); test metrics
+are computed by the evaluation stage but never read here, and trials evaluate no baselines.
+
+Every trial is a nested MLflow run under one parent run (its sampled params and validation
+metrics); the best setting is written as a complete YAML config (``--output``) that
+``pinsage run`` takes as it is, plus ``tune/trials.json`` and ``tune/report.md``. The search is
+seeded (``--seed``, TPE), so the same command proposes the same trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from pinsage_model import metric_keys
+from pinsage_model.config import PipelineConfig, config_from_dict, config_to_dict
+
+log = logging.getLogger("pinsage")
+
+HIT = metric_keys.hit_rate(10)
+
+
+def _lr(trial) -> dict:
+    return {"train.base_lr": trial.suggest_float("train.base_lr", 3e-4, 1e-2, log=True)}
+
+
+def _loss(trial) -> dict:
+    loss = trial.suggest_categorical("train.loss", ["xent", "max_margin"])
+    if loss == "xent":
+        return {"train.loss": loss, "train.xent_temperature": trial.suggest_float("train.xent_temperature", 0.03, 0.3, log=True)}
+    return {"train.loss": loss, "train.margin": trial.suggest_float("train.margin", 0.05, 0.5, log=True),
+            "train.margin_reduction": trial.suggest_categorical("train.margin_reduction", ["mean", "mean_per_source"])}
+
+
+def _walks(trial) -> dict:
+    return {
+        "sampler.num_walks": trial.suggest_categorical("sampler.num_walks", [200, 1000, 2000]),
+        "sampler.walk_length": trial.suggest_categorical("sampler.walk_length", [3, 5, 10]),
+        "sampler.top_t": trial.suggest_categorical("sampler.top_t", [10, 20, 50]),
+    }
+
+
+def _network(trial) -> dict:
+    return {
+        "model.num_layers": trial.suggest_int("model.num_layers", 1, 2),
+        "model.hidden_dim": trial.suggest_categorical("model.hidden_dim", [64, 128, 256]),
+        "model.id_embedding_dim": trial.suggest_categorical("model.id_embedding_dim", [0, 16, 32, 64]),
+    }
+
+
+def _band(trial) -> dict:
+    lo = trial.suggest_float("sampler.hard_negative_band_lo", 0.005, 0.05, log=True)
+    return {"sampler.hard_negative_band": [lo, 3 * lo]}
+
+
+# Search dimensions by name: ``--space`` picks a subset so a short search spends its trials
+# where the validation numbers moved most (see the README's quality section).
+SPACES: dict[str, Callable[[Any], dict]] = {"lr": _lr, "loss": _loss, "walks": _walks, "network": _network, "band": _band}
+
+
+def apply(cfg: PipelineConfig, params: dict[str, Any]) -> PipelineConfig:
+    """``cfg`` with dotted ``section.key`` values replaced (validated like a config file)."""
+    raw = config_to_dict(cfg)
+    for dotted, value in params.items():
+        section, key = dotted.split(".", 1)
+        raw[section][key] = value
+    return config_from_dict(raw, source="pinsage tune")
+
+
+def trial_config(cfg: PipelineConfig, params: dict[str, Any]) -> PipelineConfig:
+    """A trial's config: ``params`` applied, baselines off (they do not depend on the trial)."""
+    out = apply(cfg, params)
+    return dataclasses.replace(out, evaluation=dataclasses.replace(out.evaluation, baselines=()))
+
+
+def validation_score(metrics: dict) -> tuple[float, float]:
+    """(hit-rate@10, MRR) of PinSage on the validation split from ``evaluation/metrics.json``."""
+    val = metrics["methods"]["pinsage"]["validation"]
+    return float(val[HIT]), float(val[metric_keys.MRR])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="pipeline YAML config to start from, e.g. configs/demo.yaml")
+    parser.add_argument("--trials", type=int, required=True, help="number of Optuna trials")
+    parser.add_argument("--run-dir", default=None, help="run directory (default: runs/<config name>); trials go to <run-dir>/tune/")
+    parser.add_argument("--space", default=",".join(SPACES), help=f"comma-separated search dimensions (default: all: {','.join(SPACES)})")
+    parser.add_argument("--output", default=None, help="best config as YAML (default: <run-dir>/tune/best.yaml)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+
+
+def main(args: argparse.Namespace) -> int:
+    import optuna
+    import yaml
+
+    from components.ablation import run_variant
+    from components.base import StageError, cli_config
+    from components.local_runner import run_pipeline
+    from pinsage_model.io import atomic_write_json, atomic_write_text
+
+    cfg = cli_config(args.config)
+    if cfg is None:
+        return 2
+    dims = [d for d in args.space.split(",") if d]
+    unknown = [d for d in dims if d not in SPACES]
+    if unknown or args.trials < 1:
+        print(f"error: --space must name dimensions among {', '.join(SPACES)} and --trials be >= 1 "
+              f"(got space {args.space!r}, trials {args.trials})", file=sys.stderr)
+        return 2
+    run_dir = Path(args.run_dir or f"runs/{Path(args.config).stem}")
+    tune_dir = run_dir / "tune"
+    output = Path(args.output or tune_dir / "best.yaml")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tracker = _Tracker(cfg, run_dir, args)
+    results: list[dict] = []
+
+    def objective(trial) -> float:
+        params: dict[str, Any] = {}
+        for d in dims:
+            params.update(SPACES[d](trial))
+        tcfg = trial_config(cfg, params)
+        label = f"trial-{trial.number:03d}"
+        res = run_variant(label, tcfg, cfg, run_dir, force=False, folder="tune")
+        hit, mrr = validation_score(res["metrics"])
+        results.append({"trial": trial.number, "params": params, HIT: hit, metric_keys.MRR: mrr,
+                        "train_seconds": res["train_seconds"]})
+        tracker.trial(label, params, hit, mrr)
+        log.info("tune %s: validation hit@10 %.4f MRR %.4f %s", label, hit, mrr, params)
+        return hit + 1e-3 * mrr  # MRR only separates equal hit-rates
+
+    try:
+        run_pipeline(cfg, run_dir, stop="neighbourhoods")
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=args.seed))
+        with tracker:
+            study.optimize(objective, n_trials=args.trials)
+    except (StageError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    best = max(results, key=lambda r: (r[HIT], r[metric_keys.MRR]))
+    best_cfg = apply(cfg, best["params"])
+    header = (f"# Output of: pinsage tune --config {args.config} --trials {args.trials} --space {','.join(dims)} "
+              f"--seed {args.seed}\n# best trial {best['trial']}: validation hit@10 {best[HIT]:.4f}, "
+              f"MRR {best[metric_keys.MRR]:.4f}\n")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output, header + yaml.safe_dump(config_to_dict(best_cfg), sort_keys=False))
+    atomic_write_json(tune_dir / "trials.json", {"config": args.config, "space": dims, "seed": args.seed, "trials": results})
+    atomic_write_text(tune_dir / "report.md", _report(results, args.config))
+    print(_report(results, args.config))
+    print(f"best config: {output}")
+    return 0
+
+
+def _report(results: list[dict], config: str) -> str:
+    lines = [f"# Tuning on the validation split ({config})", "", "| trial | val hit@10 | val MRR | train s | params |",
+             "|---:|---:|---:|---:|---|"]
+    for r in sorted(results, key=lambda r: -r[HIT]):
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+        lines.append(f"| {r['trial']} | {r[HIT]:.4f} | {r[metric_keys.MRR]:.4f} | {r['train_seconds'] or 0:.0f} | {params} |")
+    return "\n".join(lines) + "\n"
+
+
+class _Tracker:
+    """One parent MLflow run for the search and a nested run per trial (off with tracking.enabled: false)."""
+
+    def __init__(self, cfg: PipelineConfig, run_dir: Path, args: argparse.Namespace):
+        self.cfg, self.run_dir, self.args = cfg, run_dir, args
+        self.enabled = cfg.tracking.enabled
+
+    def __enter__(self) -> "_Tracker":
+        if self.enabled:
+            import mlflow
+
+            from components import mlflow_store
+
+            client = mlflow_store.client_for(self.cfg, self.run_dir.resolve().parent)
+            self.experiment = mlflow_store.experiment_id(client, self.cfg, self.run_dir.resolve().parent)
+            mlflow.start_run(experiment_id=self.experiment, run_name=f"tune {self.cfg.name}")
+            mlflow.log_params({"tune.config": self.args.config, "tune.trials": self.args.trials,
+                               "tune.space": self.args.space, "tune.seed": self.args.seed})
+        return self
+
+    def trial(self, label: str, params: dict, hit: float, mrr: float) -> None:
+        if not self.enabled:
+            return
+        import mlflow
+
+        with mlflow.start_run(experiment_id=self.experiment, run_name=label, nested=True):
+            mlflow.log_params({k: str(v) for k, v in params.items()})
+            mlflow.log_metrics({metric_keys.validation(HIT): hit, metric_keys.validation(metric_keys.MRR): mrr})
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.end_run("FAILED" if exc[0] else "FINISHED")

@@ -1,0 +1,45 @@
+"""``pinsage tune`` helpers: overrides are validated, trials skip baselines, only validation is read."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from components import tune
+from pinsage_model.config import ConfigError, load_config
+
+
+def test_apply_overrides_dotted_keys_and_validates():
+    cfg = load_config("configs/tiny.yaml")
+    out = tune.apply(cfg, {"train.base_lr": 0.003, "sampler.top_t": 50, "sampler.hard_negative_band": [0.01, 0.03]})
+    assert (out.train.base_lr, out.sampler.top_t, out.sampler.hard_negative_band) == (0.003, 50, (0.01, 0.03))
+    assert out.model == cfg.model
+    with pytest.raises(ConfigError, match="train.loss"):
+        tune.apply(cfg, {"train.loss": "hinge"})
+
+
+def test_trials_evaluate_no_baselines():
+    cfg = load_config("configs/tiny.yaml")
+    assert cfg.evaluation.baselines
+    assert tune.trial_config(cfg, {"train.epochs": 2}).evaluation.baselines == ()
+
+
+def test_the_objective_reads_the_validation_split_only():
+    metrics = {"methods": {"pinsage": {
+        "validation": {"hit_rate_at_10": 0.2, "mrr": 0.1},
+        "test": {"hit_rate_at_10": 0.9, "mrr": 0.8},
+    }}}
+    assert tune.validation_score(metrics) == (0.2, 0.1)
+
+
+@pytest.mark.parametrize("dims", [["lr"], ["loss"], list(tune.SPACES)])
+def test_every_search_dimension_yields_a_valid_config(dims):
+    cfg = load_config("configs/tiny.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        params = {}
+        for d in dims:
+            params.update(tune.SPACES[d](trial))
+        tune.trial_config(cfg, params)  # raises ConfigError on any out-of-schema value
+        study.tell(trial, 0.0)
