@@ -23,6 +23,8 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import numpy as np
+
+from pinsage_model import metric_keys
 from pinsage_model.progress import progress_bar
 
 # A block of query rows times the pool is kept under this many bytes of float64 scores.
@@ -222,9 +224,9 @@ def sample_candidates(num_items: int, size: int, seed: int) -> np.ndarray | None
 
 
 def summarise(r: np.ndarray, ks: Iterable[int], mrr_scale: float) -> dict:
-    """``{"hit@10": ..., "mrr": ..., "median_rank": ..., "n": ...}`` from ranks."""
+    """``{"hit_rate_at_10": ..., "mrr": ..., "median_rank": ..., "n": ...}`` from ranks (:mod:`metric_keys` spelling)."""
     r = np.asarray(r, dtype=np.float64)
-    out = {f"hit@{k}": hit_rate(r, k) for k in ks}
+    out = {metric_keys.hit_rate(k): hit_rate(r, k) for k in ks}
     out["mrr"] = mrr(r, mrr_scale)
     out["median_rank"] = float(np.median(r)) if len(r) else float("nan")
     out["n"] = int(len(r))
@@ -370,7 +372,7 @@ def user_topk_metrics(
       block_rows: users scored per call (default: about 64 MB of scores).
 
     Returns:
-      ``{"recall@K": ..., "ndcg@K": ..., "users": evaluated user count}``; recall@K is
+      ``{"recall_at_K": ..., "ndcg_at_K": ..., "users": evaluated user count}``; recall@K is
       ``|top-K ∩ test| / |test|`` and NDCG@K divides DCG by the ideal DCG of
       ``min(|test|, K)`` hits, both averaged over users.
     """
@@ -379,7 +381,7 @@ def user_topk_metrics(
     users = np.asarray(users, dtype=np.int64)
     has_test = np.diff(test_indptr)[users] > 0
     positions = np.flatnonzero(has_test)
-    sums = {f"recall@{k}": 0.0 for k in ks} | {f"ndcg@{k}": 0.0 for k in ks}
+    sums = {metric_keys.recall(k): 0.0 for k in ks} | {metric_keys.ndcg(k): 0.0 for k in ks}
     discount = 1.0 / np.log2(np.arange(2, kmax + 2))  # (kmax,)
     ideal = np.concatenate([[0.0], np.cumsum(discount)])  # ideal[n] = IDCG with n hits
     step = block_rows or _block_rows(num_items)
@@ -397,8 +399,8 @@ def user_topk_metrics(
         n_test = test.sum(axis=1)
         for k in ks:
             kk = min(k, k_eff)
-            sums[f"recall@{k}"] += float(np.sum(rel[:, :kk].sum(axis=1) / n_test))
+            sums[metric_keys.recall(k)] += float(np.sum(rel[:, :kk].sum(axis=1) / n_test))
             dcg = rel[:, :kk] @ discount[:kk]
-            sums[f"ndcg@{k}"] += float(np.sum(dcg / ideal[np.minimum(n_test, k)]))
+            sums[metric_keys.ndcg(k)] += float(np.sum(dcg / ideal[np.minimum(n_test, k)]))
     n = len(positions)
     return {key: (val / n if n else float("nan")) for key, val in sums.items()} | {"users": int(n)}

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pinsage_model import metric_keys
 from pinsage_model.batches import BatchProducer, HardNegativeFn, TrainData
 from pinsage_model.config import ModelConfig, SamplerConfig, TrainConfig
 from pinsage_model.contracts import Neighbourhoods
@@ -40,6 +41,7 @@ from pinsage_model.minibatch import build_minibatch
 log = logging.getLogger("pinsage")
 
 HIT_K = 10
+HIT = metric_keys.hit_rate(HIT_K)
 
 __all__ = ["TrainData", "TrainResult", "configure_devices", "embed_nodes", "train", "validation_metrics"]
 
@@ -140,7 +142,7 @@ def validation_metrics(
       num_items: N.
 
     Returns:
-      ``{"hit@10": ..., "mrr": ...}``.
+      ``{"hit_rate_at_10": ..., "mrr": ...}`` (:mod:`pinsage_model.metric_keys`).
     """
     from pinsage_model.metrics import ranks, sample_candidates, summarise
 
@@ -151,7 +153,7 @@ def validation_metrics(
     full[nodes] = emb
     r = ranks(full[q], pos, full, q, pool)
     out = summarise(r, (HIT_K,), 1.0)
-    return {f"hit@{HIT_K}": out[f"hit@{HIT_K}"], "mrr": out["mrr"]}
+    return {HIT: out[HIT], metric_keys.MRR: out[metric_keys.MRR]}
 
 
 def validation_sample(data: TrainData, train_cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -383,11 +385,11 @@ def train(
         val = validation_metrics(
             lambda nodes: embed_nodes(model, nodes, val_nb, data.features),
             val_q, val_pos, data.num_items, max_candidates=train_cfg.eval_candidates, seed=train_cfg.seed,
-        ) if len(val_q) else {f"hit@{HIT_K}": 0.0, "mrr": 0.0}
-        hit = val[f"hit@{HIT_K}"]
+        ) if len(val_q) else {HIT: 0.0, metric_keys.MRR: 0.0}
+        hit = val[HIT]
         metrics.update({
-            f"val_hit_rate@{HIT_K}": hit,
-            "val_mrr": val["mrr"],
+            metric_keys.validation(HIT): hit,
+            metric_keys.validation(metric_keys.MRR): val[metric_keys.MRR],
             "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
             "seconds": time.perf_counter() - t_epoch,
         })

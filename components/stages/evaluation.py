@@ -30,19 +30,6 @@ from pinsage_model.config import PipelineConfig
 log = logging.getLogger("pinsage")
 
 PINSAGE = "pinsage"
-# The evaluator's ``name@K`` keys -> their metric_keys spelling.
-_EVALUATOR_KEYS = {"hit": metric_keys.hit_rate, "recall": metric_keys.recall, "ndcg": metric_keys.ndcg}
-
-
-def spelled(summary: dict) -> dict:
-    """An evaluator summary with its ``hit@K`` / ``recall@K`` / ``ndcg@K`` keys as in :mod:`pinsage_model.metric_keys`."""
-    out = {}
-    for key, value in summary.items():
-        name, at, k = key.partition("@")
-        out[_EVALUATOR_KEYS[name](int(k)) if at else key] = value
-    return out
-
-
 def split_digest(item_ids: np.ndarray, pairs: dict[str, np.ndarray]) -> str:
     """Digest of the sorted (query id, positive id) pairs evaluated: two models' metrics are
     comparable (the promotion gate) only when they come from the same pairs."""
@@ -135,14 +122,14 @@ def method_ranks(method, pairs: dict[str, np.ndarray], num_items: int, cfg: Pipe
 
     ev = cfg.evaluation
     if method.embeddings is not None:
-        return spelled(metrics.evaluate_embeddings(
+        return metrics.evaluate_embeddings(
             method.embeddings, pairs["q"], pairs["pos"], ev.ks, ev.mrr_scale, ev.candidate_pool, ev.seed,
             exact_max_pool=ev.exact_max_pool,
-        ))
+        )
     q = pairs["q"]
-    return spelled(metrics.evaluate_scores(
+    return metrics.evaluate_scores(
         lambda pos: method.item_scores(q[pos]), num_items, q, pairs["pos"], ev.ks, ev.mrr_scale, ev.candidate_pool, ev.seed
-    ))
+    )
 
 
 def spread(method, num_items: int, cfg: PipelineConfig) -> dict | None:
@@ -215,14 +202,14 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
     if coll_path.exists():
         ue = metrics.l2_normalise(np.load(coll_path))
         ie = metrics.l2_normalise(methods[0].embeddings)
-        out[f"{PINSAGE}-pooled"] = spelled(metrics.user_topk_metrics(lambda pos: ue[users[pos]] @ ie.T, **common))
+        out[f"{PINSAGE}-pooled"] = metrics.user_topk_metrics(lambda pos: ue[users[pos]] @ ie.T, **common)
     for m in methods:
         def score(pos, m=m):
             rows = users[pos]
             ptr, idx = _sub_csr(rec_indptr, rec_indices, rows)
             return m.set_scores(ptr, idx)
 
-        out[f"{m.name}-recent"] = spelled(metrics.user_topk_metrics(score, **common))
+        out[f"{m.name}-recent"] = metrics.user_topk_metrics(score, **common)
     return {"methods": out, "test_interactions_dropped_unknown": dropped, "users": int(len(users))}
 
 
@@ -273,8 +260,8 @@ def evaluate_method(method, test: dict, val: dict, n: int, cfg: PipelineConfig) 
     ranks = res_test.pop("ranks")
     in_train = test["query_in_train_graph"]
     inductive = {
-        "query_in_train_graph": spelled(summarise(ranks[in_train], ev.ks, ev.mrr_scale)),
-        "query_not_in_train_graph": spelled(summarise(ranks[~in_train], ev.ks, ev.mrr_scale)),
+        "query_in_train_graph": summarise(ranks[in_train], ev.ks, ev.mrr_scale),
+        "query_not_in_train_graph": summarise(ranks[~in_train], ev.ks, ev.mrr_scale),
     }
     res_val = method_ranks(method, val, n, cfg) if len(val["q"]) else {}
     res_val.pop("ranks", None)

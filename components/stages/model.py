@@ -42,8 +42,6 @@ log = logging.getLogger("pinsage")
 
 VAL_HIT = metric_keys.validation(metric_keys.hit_rate(10))
 VAL_MRR = metric_keys.validation(metric_keys.MRR)
-# The training loop's names of its validation metrics -> their metric_keys spelling.
-_LOOP_KEYS = {"val_hit_rate@10": VAL_HIT, "val_mrr": VAL_MRR}
 CURVE_KEYS = ("epoch", "loss", "loss_first", "loss_last", VAL_HIT, VAL_MRR, "hard_negatives", "learning_rate")
 REPORT_KEYS = (
     "epoch", "loss", VAL_HIT, VAL_MRR, "examples_per_s", "step_s", "producer_s_per_step",
@@ -186,9 +184,8 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
     save_weights_npz(result.model, out_dir)
     # history.json keeps the learning curve only (reproducible in deterministic mode); the
     # timings, which vary run to run, go to the report.
-    history = [{_LOOP_KEYS.get(k, k): v for k, v in h.items()} for h in result.history]
-    save_history([{k: h[k] for k in CURVE_KEYS} for h in history], out_dir)
-    epochs = [{k: round(float(h[k]), 6) for k in REPORT_KEYS} for h in history]
+    save_history([{k: h[k] for k in CURVE_KEYS} for h in result.history], out_dir)
+    epochs = [{k: round(float(h[k]), 6) for k in REPORT_KEYS} for h in result.history]
     return {
         **counts,
         "items": n,
@@ -196,7 +193,7 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
         "id_embedding_dim": id_dim,
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
-        f"best_{VAL_HIT}": max((h[VAL_HIT] for h in history), default=0.0),
+        f"best_{VAL_HIT}": max((h[VAL_HIT] for h in result.history), default=0.0),
         "stopped_early": result.stopped_early,
         "resumed": resumed,
         "num_devices": cfg.train.num_devices,

@@ -32,7 +32,7 @@ def test_pinsage_beats_content_on_demo_validation(tmp_path):
     val = pairs[pairs["split"] == "validation"]
     q, pos = val["q_idx"].to_numpy(), val["pos_idx"].to_numpy()
     features = np.load(run / "features" / "features.npy")
-    content_hit = evaluate_embeddings(content(features).embeddings, q, pos, ks=(10,))["hit@10"]
+    content_hit = evaluate_embeddings(content(features).embeddings, q, pos, ks=(10,))["hit_rate_at_10"]
 
     inputs = {name: run / name for name in ("graph", "features", "neighbourhoods")}
     ctx = StageContext.for_run_dir(run, "2026-01-12T00:00:00Z")
@@ -42,7 +42,7 @@ def test_pinsage_beats_content_on_demo_validation(tmp_path):
         execute(get_stage("model"), seeded, inputs, model_dir, ctx)
         emb_dir = tmp_path / f"embeddings-{seed}"
         execute(get_stage("embeddings"), seeded, {**inputs, "model": model_dir}, emb_dir, ctx)
-        hit = evaluate_embeddings(np.load(emb_dir / "items.npy"), q, pos, ks=(10,))["hit@10"]
+        hit = evaluate_embeddings(np.load(emb_dir / "items.npy"), q, pos, ks=(10,))["hit_rate_at_10"]
         print(f"seed {seed}: validation hit@10 PinSage {hit:.4f}, content {content_hit:.4f}")
         assert hit >= content_hit + 0.015, f"seed {seed}: PinSage {hit:.4f} vs content {content_hit:.4f}"
         assert hit >= 1.5 * content_hit, f"seed {seed}: PinSage {hit:.4f} vs content {content_hit:.4f}"

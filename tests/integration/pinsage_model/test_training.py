@@ -70,7 +70,7 @@ def train_data(seed: int):
 def content_hit_rate(data) -> float:
     from pinsage_model.training import validation_metrics
 
-    return validation_metrics(lambda nodes: data.features[nodes], data.val_q, data.val_pos, data.num_items)["hit@10"]
+    return validation_metrics(lambda nodes: data.features[nodes], data.val_q, data.val_pos, data.num_items)["hit_rate_at_10"]
 
 
 def test_pinsage_beats_content_baseline_over_seeds(tmp_path):
@@ -84,7 +84,7 @@ def test_pinsage_beats_content_baseline_over_seeds(tmp_path):
             data, MODEL, replace(TRAIN, seed=seed), SAMPLER, checkpoint_dir=tmp_path / f"s{seed}",
             progress=False, on_epoch_end=lambda e, m: logged.append((e, m)),
         )
-        best = max(h["val_hit_rate@10"] for h in result.history)
+        best = max(h["val_hit_rate_at_10"] for h in result.history)
         base = content_hit_rate(data)
         seen.append((seed, best, base))
         assert [e for e, _ in logged] == [h["epoch"] for h in result.history]

@@ -116,9 +116,9 @@ def test_evaluate_embeddings_pool_is_seeded():
     assert a["pool"] == 60 and np.array_equal(a["ranks"], b["ranks"])
     assert a["ranks"].max() <= 61  # 60 candidates (minus the query) plus the target
     full = metrics.evaluate_embeddings(emb, q, t, ks=(1, 10))
-    assert full["pool"] == 200 and full["hit@10"] == metrics.hit_rate(full["ranks"], 10)
+    assert full["pool"] == 200 and full["hit_rate_at_10"] == metrics.hit_rate(full["ranks"], 10)
     via_faiss = metrics.evaluate_embeddings(emb, q, t, ks=(1, 10), exact_max_pool=100)
-    assert via_faiss["hit@10"] == full["hit@10"]
+    assert via_faiss["hit_rate_at_10"] == full["hit_rate_at_10"]
 
 
 def test_excess_kurtosis_hand_computed():
@@ -149,12 +149,12 @@ def test_user_recall_ndcg_hand_computed():
     assert out["users"] == 2
     # user 0: item 0 masked, top-2 = [1, 2], hits [1, 0] of test {1, 3}
     ndcg0 = 1.0 / (1 + 1 / math.log2(3))
-    assert out["recall@2"] == pytest.approx((0.5 + 1.0) / 2)
-    assert out["ndcg@2"] == pytest.approx((ndcg0 + 1.0) / 2)
+    assert out["recall_at_2"] == pytest.approx((0.5 + 1.0) / 2)
+    assert out["ndcg_at_2"] == pytest.approx((ndcg0 + 1.0) / 2)
     # K beyond the item count: every test item is found; user 0 finds item 3 at position 3
-    assert out["recall@10"] == 1.0
+    assert out["recall_at_10"] == 1.0
     ndcg0_10 = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
-    assert out["ndcg@10"] == pytest.approx((ndcg0_10 + 1.0) / 2)
+    assert out["ndcg_at_10"] == pytest.approx((ndcg0_10 + 1.0) / 2)
 
 
 def test_csr_rows():
