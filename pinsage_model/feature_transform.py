@@ -13,7 +13,8 @@ Output: one dense float32 row ``x`` of fixed width, the concatenation (in this o
 
 * the vector, z-scored per dimension with mean and variance over the items that HAVE a vector
   (missing vectors become 0, i.e. the mean);
-* ``log_degree`` (not rescaled, so a reader can recognise it);
+* ``log_degree`` z-scored over all items (mean and variance from the analysis): unscaled it was
+  the largest input of the model, a popularity signal louder than the content;
 * ``has_features``, only when ``features.missing_features == "id_embedding"``: the trainer then
   learns an id embedding (``features.id_embedding_dim``) for the items flagged 0, the paper's
   transductive fallback; with ``"zeros"`` the content block of such items is simply zero;
@@ -166,7 +167,12 @@ def make_preprocessing_fn(columns: tuple[str, ...], cfg: "FeaturesConfig") -> Ca
             scale = tf.where(var > 0, tf.math.rsqrt(tf.where(var > 0, var, 1.0)), 1.0)
             z = tf.where(m > 0, (x - mean) * scale, 0.0)  # missing -> 0 (the mean)
             parts.append(tf.cast(z, tf.float32))
-        parts.append(tf.expand_dims(inputs["log_degree"], 1))
+        # float64 analysers for the same reason as the vector's: reruns give identical bytes
+        degree = tf.cast(inputs["log_degree"], tf.float64)  # (B,)
+        d_mean = tft.mean(degree)
+        d_var = tft.var(degree)
+        d_scale = tf.where(d_var > 0, tf.math.rsqrt(tf.where(d_var > 0, d_var, 1.0)), 1.0)
+        parts.append(tf.expand_dims(tf.cast((degree - d_mean) * d_scale, tf.float32), 1))
         if cfg.missing_features == "id_embedding":
             parts.append(tf.expand_dims(inputs["has_features"], 1))
         if "title" in columns:

@@ -30,6 +30,19 @@ from pinsage_model.config import PipelineConfig
 log = logging.getLogger("pinsage")
 
 PINSAGE = "pinsage"
+def content_columns(features_dir: Path) -> list[int]:
+    """Feature columns that describe an item's content: all but the degree and ``has_features``.
+
+    The content baseline is what the item's own features say; the log degree (popularity) and
+    the constant-for-most ``has_features`` flag would make it part popularity ranking.
+    """
+    import json
+
+    names = json.loads((features_dir / "feature_names.json").read_text())["names"]
+    keep = [i for i, name in enumerate(names) if name not in ("log_degree", "has_features")]
+    return keep or list(range(len(names)))
+
+
 def split_digest(item_ids: np.ndarray, pairs: dict[str, np.ndarray]) -> str:
     """Digest of the sorted (query id, positive id) pairs evaluated: two models' metrics are
     comparable (the promotion gate) only when they come from the same pairs."""
@@ -93,12 +106,13 @@ def build_methods(cfg: PipelineConfig, inputs: dict[str, Path]) -> tuple[list, d
             f"item counts differ: embeddings {emb.shape[0]}, features {features.shape[0]}, "
             f"{graph_file} {graph.num_items}; rerun the upstream stages"
         )
+    content_features = np.asarray(features)[:, content_columns(inputs["features"])]
     for name in ev.baselines:
         try:
             method = baselines.build(
                 name,
                 graph=graph,
-                features=np.asarray(features),
+                features=content_features,
                 svd_dim=ev.svd_dim,
                 pixie_walks=ev.pixie_walks,
                 walk_length=cfg.sampler.walk_length,

@@ -57,6 +57,7 @@ def run_dir(tmp_path_factory):
         root / "graph" / "pairs_indexed.parquet",
     )
     np.save(root / "features" / "features.npy", np.eye(8, 3, dtype=np.float32))
+    (root / "features" / "feature_names.json").write_text(json.dumps({"names": ["log_degree", "f1", "f2"]}))
     (root / "neighbourhoods" / "full.npz").write_bytes(b"unused here")
     emb = _emb()
     np.save(root / "embeddings" / "items.npy", emb)
@@ -197,3 +198,10 @@ def test_ease_skipped_above_max_items_with_a_note(run_dir):
     assert m["skipped_baselines"]["ease"].startswith("ease skipped: 8 items > evaluation.ease_max_items = 7")
     assert report["skipped_baselines"] == m["skipped_baselines"]
     assert "Not evaluated: ease skipped: 8 items" in (out / "report.md").read_text()
+
+
+def test_content_baseline_reads_content_columns_only(tmp_path):
+    from components.stages.evaluation import content_columns
+
+    (tmp_path / "feature_names.json").write_text(json.dumps({"names": ["log_degree", "has_features", "title_hash_0", "genres=Drama"]}))
+    assert content_columns(tmp_path) == [2, 3]

@@ -24,6 +24,12 @@ pytestmark = pytest.mark.slow
 
 IDS = ["A", "B", "C", "D", "E", "F"]
 DEGREE = [2, 1, 1, 0, 1, 1]
+
+
+def _zscore(v) -> np.ndarray:
+    """The features stage's degree scaling: mean 0, unit (population) variance over all items."""
+    v = np.asarray(v, np.float64)
+    return (v - v.mean()) / v.std()
 ITEMS = {
     "item_id": ["A", "B", "C", "D", "E", "Q", "A"],
     "features": [[1.0, 2.0], [3.0, 4.0], [5.0, 0.0], [math.inf, 1.0], None, [0.0, 0.0], [9.0, 9.0]],
@@ -77,7 +83,7 @@ def test_matrix_matches_hand_computed_features(feat_run):
     z = np.array([[-2 / s, 0], [0, 2 / s], [2 / s, -2 / s], [0, 0], [0, 0], [0, 0]], np.float32)
     np.testing.assert_allclose(x[:, :2], z, rtol=1e-6, atol=1e-7)
     assert names["names"][:4] == ["vector_0", "vector_1", "log_degree", "has_features"]
-    np.testing.assert_allclose(_col(x, names, "log_degree"), np.log1p(DEGREE), rtol=1e-6)
+    np.testing.assert_allclose(_col(x, names, "log_degree"), _zscore(np.log1p(DEGREE)), rtol=1e-6)
     assert _col(x, names, "has_features").tolist() == [1, 1, 1, 1, 1, 0]
     title = x[:, 4:4 + BUCKETS]
     for i, text in enumerate(["Toy Story (1995)", "Story of toys", "", "Up", "Heat", ""]):
@@ -113,11 +119,12 @@ def test_saved_transform_featurises_new_items_like_training(feat_run):
         "title": ["toy story"], "genres": ["Horror|Western"],
     }), np.array([3]))[0]
     expected = np.zeros(x.shape[1], np.float32)
-    expected[2], expected[3] = np.log1p(3), 1.0
+    log_deg = np.log1p(np.asarray(DEGREE, np.float64))
+    expected[2], expected[3] = (np.log1p(3) - log_deg.mean()) / log_deg.std(), 1.0
     expected[4:4 + BUCKETS] = _hash_row("toy story")
     expected[names["names"].index("genres=Horror")] = 1.0
     expected[names["names"].index("genres_oov_0")] = 1.0
-    assert np.array_equal(new, expected)
+    np.testing.assert_allclose(new, expected, rtol=1e-6, atol=1e-7)
 
 
 def test_no_item_table_falls_back_to_degree_only(tmp_path, stage_ctx):
@@ -133,7 +140,7 @@ def test_no_item_table_falls_back_to_degree_only(tmp_path, stage_ctx):
     cfg = config_from_dict({"features": {"missing_features": "zeros"}})
     report = execute(get_stage("features"), cfg, {"raw": raw, "graph": graph}, tmp_path / "features", stage_ctx)
     x = np.load(tmp_path / "features" / "features.npy")
-    assert np.array_equal(x, np.log1p(np.array([[2], [0], [1]], np.float64)).astype(np.float32))
+    np.testing.assert_allclose(x, _zscore(np.log1p(np.array([[2], [0], [1]], np.float64))).astype(np.float32), rtol=1e-6)
     names = json.loads((tmp_path / "features" / "feature_names.json").read_text())
     assert names["names"] == ["log_degree"] and names["has_features_column"] is None
     assert report["items_without_features"] == 3 and report["item_rows_read"] == 0
