@@ -183,6 +183,7 @@ def model_run_dir(tmp_path, seed: int):
     np.save(run / "features" / "features.npy", features)
     (run / "features" / "feature_names.json").write_text(json.dumps({"id_embedding_dim": 0, "items_without_features": 0}))
     nb.save(run / "neighbourhoods" / "train.npz")
+    nb.save(run / "neighbourhoods" / "full.npz")  # validation embeds with full-graph neighbourhoods
     n_tr, n_val = len(tq), len(vq)
     q = np.concatenate([tq, vq, [0, 5000]]).astype(np.int32)  # two bad rows: q == pos, out of range
     p = np.concatenate([tp, vp, [0, 1]]).astype(np.int32)

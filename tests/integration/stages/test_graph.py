@@ -15,7 +15,7 @@ import pytest
 
 from components.base import execute
 from components.stages import StageContext, get_stage
-from components.stages.pairs import label_interactions, write_clean_interactions
+from components.stages.pairs import event_splits, label_interactions, write_clean_interactions
 from pinsage_model.config import config_from_dict
 from pinsage_model.contracts import CSRGraph
 from pinsage_model.io import file_digest
@@ -42,8 +42,9 @@ def _inputs(root, spark):
         rows += [(f"v{i}", f"f{i % 500:03d}", 10, f"d{i:04d}"), (f"v{i}", f"f{(i * 7 + 1) % 500:03d}", 11, f"d{i:04d}")]
     u, it, ts, c = (list(x) for x in zip(*rows))
     pq.write_table(pa.table({"user_id": u, "item_id": it, "timestamp": ts, "collection_id": c}), raw / "interactions.parquet")
-    labelled = label_interactions(spark, raw / "interactions.parquet", None)
-    write_clean_interactions(labelled, pairs / "interactions.parquet", root / "_spark_clean")
+    # the hash split keeps every cleaned event a training event: all of them are edges here
+    events = event_splits(label_interactions(spark, raw / "interactions.parquet", None), config_from_dict({"pairs": {"split": "hash"}}))
+    write_clean_interactions(events, pairs / "interactions.parquet", root / "_spark_clean")
     pq.write_table(pa.table({"item_id": ["A", "B", "C", "D", "Z"]}), raw / "items.parquet")
     q, p, s = [], [], []
     for a, b, split in [("A", "B", "train"), ("B", "C", "train"), ("C", "D", "validation"), ("D", "A", "test")]:
