@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test test-fast bench kfp clean venv
+.PHONY: demo test test-fast bench quality kfp clean venv
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all
+
+# PinSage vs the baselines on the test split, 3 model seeds, for the shipped configs (README tables).
+quality: $(STAMP)
+	$(PY) -m bench.quality --config configs/demo.yaml --seeds 0,1,2
+	$(PY) -m bench.quality --config configs/ml-latest-small.yaml --seeds 0,1,2
 
 kfp: $(STAMP)
 	$(PY) -m components.kfp_pipeline --output build/pinsage_pipeline.yaml

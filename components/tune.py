@@ -3,7 +3,7 @@
 Runs the config's upstream stages once (raw .. neighbourhoods, skipped when unchanged), then each
 trial trains, embeds and evaluates one sampled setting into ``<run-dir>/tune/trial-NNN/`` (new
 neighbourhoods only when the trial changes the sampler), exactly as ``pinsage ablation`` runs a
-variant. The objective is the validation hit-rate@10 of PinSage (MRR breaks ties); test metrics
+variant; trial 0 is the config as given. The objective is the validation hit-rate@10 of PinSage (MRR breaks ties); test metrics
 are computed by the evaluation stage but never read here, and trials evaluate no baselines.
 
 Every trial is a nested MLflow run under one parent run (its sampled params and validation
@@ -77,6 +77,35 @@ def apply(cfg: PipelineConfig, params: dict[str, Any]) -> PipelineConfig:
     return config_from_dict(raw, source="pinsage tune")
 
 
+def starting_point(cfg: PipelineConfig, dims: list[str]) -> dict[str, Any]:
+    """The config's own values of the searched parameters: trial 0 evaluates the config as given,
+    so the search's best is never worse on validation than where it started."""
+    probe = _ConfigTrial(cfg)
+    for d in dims:
+        SPACES[d](probe)
+    return probe.params
+
+
+class _ConfigTrial:
+    """Answers a search dimension's ``suggest_*`` calls with the config's current values."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg, self.params = cfg, {}
+
+    def _take(self, name: str, *_: Any, **__: Any) -> Any:
+        self.params[name] = _current(self.cfg, name)
+        return self.params[name]
+
+    suggest_float = suggest_int = suggest_categorical = _take
+
+
+def _current(cfg: PipelineConfig, name: str) -> Any:
+    if name == "sampler.hard_negative_band_lo":
+        return cfg.sampler.hard_negative_band[0]
+    section, key = name.split(".", 1)
+    return getattr(getattr(cfg, section), key)
+
+
 def trial_config(cfg: PipelineConfig, params: dict[str, Any]) -> PipelineConfig:
     """A trial's config: ``params`` applied, baselines off (they do not depend on the trial)."""
     out = apply(cfg, params)
@@ -140,6 +169,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         run_pipeline(cfg, run_dir, stop="neighbourhoods")
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=args.seed))
+        study.enqueue_trial(starting_point(cfg, dims))
         with tracker:
             study.optimize(objective, n_trials=args.trials)
     except (StageError, ValueError) as exc:

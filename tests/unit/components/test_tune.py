@@ -43,3 +43,12 @@ def test_every_search_dimension_yields_a_valid_config(dims):
             params.update(tune.SPACES[d](trial))
         tune.trial_config(cfg, params)  # raises ConfigError on any out-of-schema value
         study.tell(trial, 0.0)
+
+
+def test_trial_zero_is_the_config_as_given():
+    cfg = load_config("configs/tiny.yaml")
+    start = tune.starting_point(cfg, ["lr", "loss", "band"])
+    assert start["train.base_lr"] == cfg.train.base_lr and start["train.loss"] == cfg.train.loss
+    assert start["sampler.hard_negative_band_lo"] == cfg.sampler.hard_negative_band[0]
+    # the loss branch follows the config: max-margin asks for its margin, not a temperature
+    assert ("train.margin" in start) == (cfg.train.loss == "max_margin")

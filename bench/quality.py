@@ -1,0 +1,119 @@
+"""``make quality``: PinSage against the baselines on the TEST split, over several model seeds.
+
+    python -m bench.quality --config configs/ml-latest-small.yaml --seeds 0,1,2
+
+Runs the config's pipeline up to the neighbourhoods once (the data, its split and the graph are
+the same for every seed), then for each seed trains, embeds and evaluates PinSage with
+``sampler.seed`` and ``train.seed`` set to it (``<run-dir>/quality/seed-<s>/``, as
+``pinsage ablation`` runs a variant). The baselines are deterministic given the split and are
+evaluated once. Prints a table of mean ± sd over the seeds and writes
+``bench/results/quality_<config name>.json`` with every number, the split protocol and the
+command. Test metrics are read here, once per final config; tuning never reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pinsage_model import metric_keys
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def seed_config(cfg, seed: int, with_baselines: bool):
+    """The config with the model's seeds set; the split and the graph keep theirs."""
+    out = dataclasses.replace(
+        cfg,
+        sampler=dataclasses.replace(cfg.sampler, seed=seed),
+        train=dataclasses.replace(cfg.train, seed=seed),
+    )
+    if not with_baselines:
+        out = dataclasses.replace(out, evaluation=dataclasses.replace(out.evaluation, baselines=()))
+    return out
+
+
+def summarise(per_seed: list[dict], keys: list[str]) -> dict:
+    """``{key: {"mean", "sd", "values"}}`` over seeds (sd with ddof=1; 0 for one seed)."""
+    out = {}
+    for key in keys:
+        v = np.array([s[key] for s in per_seed], dtype=np.float64)
+        out[key] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "values": v.tolist()}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from components.ablation import run_variant
+    from components.base import StageError, cli_config
+    from components.local_runner import run_pipeline
+    from pinsage_model.io import atomic_write_json
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated model seeds")
+    parser.add_argument("--run-dir", default=None, help="default: runs/<config name>")
+    args = parser.parse_args(argv)
+    cfg = cli_config(args.config)
+    if cfg is None:
+        return 2
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    run_dir = Path(args.run_dir or f"runs/{Path(args.config).stem}")
+    ks = tuple(cfg.evaluation.ks)
+    keys = [metric_keys.hit_rate(k) for k in ks] + [metric_keys.MRR]
+    try:
+        reports = run_pipeline(cfg, run_dir, stop="neighbourhoods")
+        runs = {s: run_variant(f"seed-{s}", seed_config(cfg, s, i == 0), cfg, run_dir, force=False, folder="quality")
+                for i, s in enumerate(seeds)}
+    except (StageError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    first = runs[seeds[0]]["metrics"]["methods"]
+    pinsage = {split: summarise([runs[s]["metrics"]["methods"]["pinsage"][split] for s in seeds], keys)
+               for split in ("test", "validation")}
+    base = {name: {split: {k: m[split][k] for k in keys} for split in ("test", "validation") if m.get(split)}
+            for name, m in first.items() if name != "pinsage"}
+    best = {k: max((b["test"][k] for b in base.values()), default=float("nan")) for k in keys}
+    protocol = reports["pairs"].get("split_protocol", "")
+    result = {
+        "command": f"python -m bench.quality --config {args.config} --seeds {args.seeds}",
+        "config": args.config,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "split_protocol": protocol,
+        "test_pairs": runs[seeds[0]]["metrics"]["config"]["test_pairs"],
+        "seeds": seeds,
+        "pinsage": pinsage,
+        "baselines": base,
+        "best_baseline_test": best,
+        "pinsage_over_best_baseline": {k: pinsage["test"][k]["mean"] / best[k] for k in keys if best[k] > 0},
+        "train_seconds": [runs[s]["train_seconds"] for s in seeds],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    atomic_write_json(RESULTS / f"quality_{cfg.name}.json", result)
+    print(table(result, keys))
+    return 0
+
+
+def table(result: dict, keys: list[str]) -> str:
+    """Markdown: PinSage (mean ± sd over seeds) and every baseline, test split, best marked."""
+    head = "| method | " + " | ".join(k.replace("hit_rate_at_", "hit@").replace("mrr", "MRR") for k in keys) + " |"
+    lines = [f"{result['config']}: {result['split_protocol']} split, {result['test_pairs']} test pairs, "
+             f"seeds {result['seeds']}", "", head, "|---|" + "---:|" * len(keys)]
+    p = result["pinsage"]["test"]
+    lines.append("| **pinsage** | " + " | ".join(f"**{p[k]['mean']:.4f} ± {p[k]['sd']:.4f}**" for k in keys) + " |")
+    for name, b in result["baselines"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{b['test'][k]:.4f}" for k in keys) + " |")
+    ratio = result["pinsage_over_best_baseline"]
+    lines.append("| pinsage / best baseline | " + " | ".join(f"{ratio[k]:.2f}×" if k in ratio else "n/a" for k in keys) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
