@@ -37,7 +37,11 @@ def _lr(trial) -> dict:
 def _loss(trial) -> dict:
     loss = trial.suggest_categorical("train.loss", ["xent", "max_margin"])
     if loss == "xent":
-        return {"train.loss": loss, "train.xent_temperature": trial.suggest_float("train.xent_temperature", 0.03, 0.3, log=True)}
+        # in-batch negatives are drawn by popularity, so they come with the log-Q correction;
+        # uniform shared negatives alone leave popularity in the scores
+        in_batch = trial.suggest_categorical("train.in_batch_negatives", [True, False])
+        return {"train.loss": loss, "train.xent_temperature": trial.suggest_float("train.xent_temperature", 0.03, 0.3, log=True),
+                "train.in_batch_negatives": in_batch, "train.logq_correction": in_batch}
     return {"train.loss": loss, "train.margin": trial.suggest_float("train.margin", 0.05, 0.5, log=True),
             "train.margin_reduction": trial.suggest_categorical("train.margin_reduction", ["mean", "mean_per_source"])}
 
