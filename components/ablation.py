@@ -88,7 +88,7 @@ def run_variant(label: str, vcfg: PipelineConfig, base_cfg: PipelineConfig, run_
     if vcfg.sampler != base_cfg.sampler:
         nbhd = sub / "neighbourhoods"
         execute(get_stage("neighbourhoods"), vcfg, {"graph": run_dir / "graph"}, nbhd, ctx, force=force)
-    dirs = {"raw": run_dir / "raw", "graph": run_dir / "graph", "features": run_dir / "features",
+    dirs = {"raw": run_dir / "raw", "pairs": run_dir / "pairs", "graph": run_dir / "graph", "features": run_dir / "features",
             "neighbourhoods": nbhd, "model": sub / "model", "embeddings": sub / "embeddings"}
     reports = {}
     for stage_name in ("model", "embeddings", "evaluation"):

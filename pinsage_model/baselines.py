@@ -9,8 +9,10 @@ item-collection graph; each collection is a column of the user-item (collection-
 * ``pixie``: random-walk visit counts from the query (Pixie, Eksombatchai et al. 2018); several
   query items are combined by Pixie's multi-hit boosting ``(sum_q sqrt(count_q))**2``.
 * ``popularity``: item degree, the same ranking for every query.
-* ``itemknn``: cosine between items' columns of ``X``.
-* ``svd``: truncated SVD ``X ~ U S V^T``; item factors ``V S``, ranked by cosine.
+* ``itemknn``: cosine between items' columns of ``X``; a user's score is the sum of the cosines
+  to the user's items.
+* ``svd``: truncated SVD ``X ~ U S V^T``; item factors ``V S``, ranked by cosine; a user's score
+  is PureSVD's ``x_u V V^T``.
 * ``ease``: the closed-form item-item regression of EASE (Steck, WWW 2019); an (N, N) inverse,
   so it is skipped (:class:`BaselineSkipped`) above a configured item count.
 """
@@ -75,6 +77,14 @@ class Method:
         return out
 
 
+def set_matrix(indptr: np.ndarray, indices: np.ndarray, num_items: int) -> sp.csr_matrix:
+    """Binary (G, N) rows x_u of item sets given in CSR form; an item held twice counts once."""
+    sets = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(indptr) - 1, num_items))
+    sets.sum_duplicates()
+    sets.data[:] = 1.0
+    return sets
+
+
 def collection_item_matrix(graph: CSRGraph) -> sp.csr_matrix:
     """Binary ``X`` (C, N): X[c, i] = 1 when item i is in collection c."""
     data = np.ones(graph.num_edges, dtype=np.float64)
@@ -126,7 +136,12 @@ def itemknn(graph: CSRGraph) -> Method:
     def pair_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.asarray(xn[a].multiply(xn[b]).sum(axis=1)).ravel()
 
-    return Method("itemknn", score_items=score, pair_similarity=pair_similarity)
+    def score_sets(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        # item-based CF's user score: the sum of the cosines to the user's items, x_u Xn Xn^T,
+        # without forming the N x N similarity matrix (a held item's own 1 is masked by the evaluator)
+        return np.asarray(((set_matrix(indptr, indices, xn.shape[0]) @ xn) @ xn.T).todense())  # (G, N)
+
+    return Method("itemknn", score_items=score, score_sets=score_sets, pair_similarity=pair_similarity)
 
 
 def svd(graph: CSRGraph, dim: int, seed: int = 0) -> Method:
@@ -139,7 +154,13 @@ def svd(graph: CSRGraph, dim: int, seed: int = 0) -> Method:
     _, s, vt = svds(x, k=k, random_state=np.random.default_rng(seed))
     order = np.argsort(-s)
     factors = (vt[order].T * s[order]).astype(np.float32)  # (N, k)
-    return Method("svd", embeddings=factors)
+    v = vt[order].T  # (N, k) unit right singular vectors
+
+    def score_sets(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        # PureSVD's user score: x_u projected on the top-k item space, x_u V V^T
+        return np.asarray(set_matrix(indptr, indices, len(v)) @ v) @ v.T  # (G, N)
+
+    return Method("svd", embeddings=factors, score_sets=score_sets)
 
 
 def ease(graph: CSRGraph, l2: float) -> Method:
@@ -177,12 +198,7 @@ def ease(graph: CSRGraph, l2: float) -> Method:
         return b[items]  # (b, N)
 
     def score_sets(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        sets = sp.csr_matrix(
-            (np.ones(len(indices), np.float32), indices, indptr), shape=(len(indptr) - 1, n)
-        )  # (G, N)
-        sets.sum_duplicates()
-        sets.data[:] = 1.0  # binary x_u, like X: an item held twice counts once
-        return sets @ b  # (G, N)
+        return set_matrix(indptr, indices, n) @ b  # (G, N)
 
     return Method("ease", score_items=score, score_sets=score_sets)
 

@@ -198,8 +198,8 @@ class EvaluationConfig:
     that many pairs per split. Graph baselines (pixie, popularity, itemknn, svd, ease) read the
     ``baseline_graph`` ("full", the default: the graph PinSage's inference uses, so baselines see
     everything PinSage sees and are as strong as they can be; "train": the training subgraph).
-    User-level metrics (adjacency data with a test file) use ``user_ks`` and the user's
-    ``recent_items`` latest training items. ``ease`` inverts a dense N x N matrix (about
+    User-level metrics (adjacency data with a test file, or the temporal split of user-item data)
+    use ``user_ks`` and the user's ``recent_items`` latest training items (0 = all of them). ``ease`` inverts a dense N x N matrix (about
     12 N^2 bytes): above ``ease_max_items`` items it is skipped with a note in the report.
     """
 
@@ -221,7 +221,7 @@ class EvaluationConfig:
     # Above this many items EASE is skipped (the inverse is dense: 20k items need ~4.5 GiB).
     ease_max_items: int = 20000
     user_ks: tuple[int, ...] = (20,)
-    recent_items: int = 10
+    recent_items: int = 0
 
 
 @dataclass(frozen=True)

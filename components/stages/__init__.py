@@ -109,7 +109,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("neighbourhoods", ("graph",), ("sampler",), "random-walk importance neighbourhoods"),
     Stage("model", ("graph", "features", "neighbourhoods"), ("model", "train", "sampler"), "PinSage training"),
     Stage("embeddings", ("graph", "features", "neighbourhoods", "model"), ("inference", "spark"), "layer-wise inference of item and collection embeddings"),
-    Stage("evaluation", ("raw", "graph", "features", "neighbourhoods", "embeddings"), ("evaluation", "sampler"), "hit-rate, MRR, kurtosis vs baselines"),
+    Stage("evaluation", ("raw", "pairs", "graph", "features", "neighbourhoods", "embeddings"), ("evaluation", "sampler", "pairs"), "hit-rate, MRR, kurtosis vs baselines"),
     Stage("registration", ("model", "evaluation"), ("tracking",), "MLflow run, model version and the validation-split promotion gate"),
     Stage("index", ("graph", "embeddings", "evaluation", "registration"), ("index",), "faiss index publishing"),
 )

@@ -160,56 +160,84 @@ def spread(method, num_items: int, cfg: PipelineConfig) -> dict | None:
     return {"kurtosis": metrics.excess_kurtosis(sims), "mean": float(sims.mean()), "std": float(sims.std()), "similarities": sims}
 
 
-def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> dict | None:
-    """Recall/NDCG@K per method for data with a user test file (adjacency format), else None.
+def user_events(cfg: PipelineConfig, inputs: dict[str, Path]):
+    """``(test events, training events, source)`` for user-level evaluation, or None.
 
-    User vectors: (a) ``pinsage-pooled``: the user's pooled collection embedding; (b) every method
-    from the user's ``recent_items`` latest training items (best cosine over them, Pixie's
-    multi-hit boosting for Pixie).
+    Test events come from the data's own test file (adjacency format), else, under the temporal
+    split when every collection is a user (MovieLens, user-item logs), from the users' test-split
+    events. Training events are the cleaned ``train`` rows: exactly the graph's edges.
+    """
+    import pandas as pd
+
+    from pinsage_model.contracts import INTERACTIONS, read_table
+
+    clean = pd.read_parquet(inputs["pairs"] / "interactions.parquet", columns=["user_id", "item_id", "timestamp", "collection_id", "split"])
+    train = clean[clean["split"] == "train"]
+    test_path = inputs["raw"] / "test_interactions.parquet"
+    if test_path.exists():
+        return read_table(test_path, INTERACTIONS).to_pandas(), train, f"test file {test_path.name}"
+    if cfg.pairs.split == "temporal" and len(clean) and (clean["collection_id"] == clean["user_id"]).all():
+        return clean[clean["split"] == "test"], train, f"temporal split: each user's last {cfg.pairs.fractions[2]:.0%} of events"
+    return None
+
+
+def _user_csr(frame, coll_of: dict, item_of: dict, num_users: int):
+    """The frame's rows whose user and item the graph knows, with dense ``u``/``i``; and how many it did not."""
+    u = frame["user_id"].map(coll_of)
+    i = frame["item_id"].map(item_of)
+    known = u.notna() & i.notna()
+    rows = frame.assign(u=u, i=i)[known].astype({"u": np.int64, "i": np.int64})
+    return rows, int((~known).sum())
+
+
+def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> dict | None:
+    """Recall/NDCG@K per method with full ranking and the user's training items masked, or None.
+
+    User vectors: (a) ``pinsage-pooled``: the user's collection vector (``embeddings/collections.npy``);
+    (b) every method from the user's training items (``evaluation.recent_items`` latest ones, 0 =
+    all): its own user score where it has one (ItemKNN's sum of cosines, PureSVD's projection,
+    EASE's ``x_u B``, Pixie's multi-hit boosting), else the best cosine over the items.
     """
     import pyarrow.parquet as pq
 
     from pinsage_model import metrics
-    from pinsage_model.contracts import INTERACTIONS, CSRGraph, read_table
+    from pinsage_model.contracts import CSRGraph
 
-    test_path = inputs["raw"] / "test_interactions.parquet"
-    if not test_path.exists():
+    events = user_events(cfg, inputs)
+    if events is None:
         return None
+    test_frame, train_frame, source = events
     ev = cfg.evaluation
     item_ids = pq.read_table(inputs["graph"] / "item_ids.parquet", columns=["item_idx", "item_id"]).to_pandas()
     coll_ids = pq.read_table(inputs["graph"] / "collection_ids.parquet", columns=["collection_idx", "collection_id"]).to_pandas()
     item_of = dict(zip(item_ids["item_id"], item_ids["item_idx"]))
     coll_of = dict(zip(coll_ids["collection_id"], coll_ids["collection_idx"]))
     graph = CSRGraph.load(inputs["graph"] / "graph.npz", mmap=False)
-
-    test = read_table(test_path, INTERACTIONS).to_pandas()
-    test["u"] = test["user_id"].map(coll_of)
-    test["i"] = test["item_id"].map(item_of)
-    known = test["u"].notna() & test["i"].notna()
-    dropped = int((~known).sum())
-    test = test[known].astype({"u": np.int64, "i": np.int64}).drop_duplicates(["u", "i"]).sort_values(["u", "i"])
     num_users = graph.num_collections
+
+    test, dropped = _user_csr(test_frame, coll_of, item_of, num_users)
+    test = test.drop_duplicates(["u", "i"]).sort_values(["u", "i"])
     test_indptr = np.zeros(num_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(test["u"].to_numpy(), minlength=num_users), out=test_indptr[1:])
     test_indices = test["i"].to_numpy()
 
-    train = read_table(inputs["raw"] / "interactions.parquet", INTERACTIONS).to_pandas()
-    train["u"] = train["user_id"].map(coll_of)
-    train["i"] = train["item_id"].map(item_of)
-    train = train.dropna(subset=["u", "i"]).astype({"u": np.int64, "i": np.int64})
-    recent = train.sort_values(["u", "timestamp", "i"], kind="stable").groupby("u").tail(ev.recent_items)
+    train, _ = _user_csr(train_frame, coll_of, item_of, num_users)
+    recent = train.sort_values(["u", "timestamp", "i"], kind="stable").drop_duplicates(["u", "i"], keep="last")
+    if ev.recent_items:
+        recent = recent.groupby("u").tail(ev.recent_items)
     recent = recent.sort_values(["u"], kind="stable")
     rec_indptr = np.zeros(num_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(recent["u"].to_numpy(), minlength=num_users), out=rec_indptr[1:])
     rec_indices = recent["i"].to_numpy()
+    longest = int(np.diff(rec_indptr).max()) if num_users else 1
 
     users = np.flatnonzero(np.diff(test_indptr) > 0)
     n = graph.num_items
     common = dict(
         users=users, train_indptr=np.asarray(graph.coll_indptr), train_indices=np.asarray(graph.coll_indices),
         test_indptr=test_indptr, test_indices=test_indices, num_items=n, ks=ev.user_ks,
-        # set scores hold one (N,) row per recent item before the max: keep the block small
-        block_rows=max(1, (64 << 20) // (8 * n * max(1, ev.recent_items))),
+        # set scores hold one (N,) row per history item before the max: keep the block small
+        block_rows=max(1, (64 << 20) // (8 * n * max(1, longest))),
     )
     out: dict[str, dict] = {}
     coll_path = inputs["embeddings"] / "collections.npy"
@@ -224,7 +252,7 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
             return m.set_scores(ptr, idx)
 
         out[f"{m.name}-recent"] = metrics.user_topk_metrics(score, **common)
-    return {"methods": out, "test_interactions_dropped_unknown": dropped, "users": int(len(users))}
+    return {"methods": out, "test_interactions_dropped_unknown": dropped, "users": int(len(users)), "source": source}
 
 
 def _sub_csr(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

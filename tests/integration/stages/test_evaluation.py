@@ -1,5 +1,6 @@
 """The evaluation stage on a hand-built run directory with hand-computed expectations."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -33,7 +34,7 @@ def _emb() -> np.ndarray:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("evalrun")
-    for d in ("raw", "graph", "features", "neighbourhoods", "embeddings"):
+    for d in ("raw", "pairs", "graph", "features", "neighbourhoods", "embeddings"):
         (root / d).mkdir()
     items, colls = np.array(EDGES).T
     CSRGraph.from_edges(items, colls, 8, 4).save(root / "graph" / "graph.npz")
@@ -66,6 +67,14 @@ def run_dir(tmp_path_factory):
         pa.table({"user_id": [f"u{c}" for _, c in EDGES], "item_id": [f"i{i}" for i, _ in EDGES],
                   "timestamp": pa.array(range(len(EDGES)), pa.int64())}),
         root / "raw" / "interactions.parquet",
+    )
+    # the pairs stage's cleaned interactions: every edge is a training event (the test events
+    # are in the raw test file)
+    pq.write_table(
+        pa.table({"user_id": [f"u{c}" for _, c in EDGES], "item_id": [f"i{i}" for i, _ in EDGES],
+                  "timestamp": pa.array(range(len(EDGES)), pa.int64()), "collection_id": [f"u{c}" for _, c in EDGES],
+                  "split": ["train"] * len(EDGES)}),
+        root / "pairs" / "interactions.parquet",
     )
     pq.write_table(
         pa.table({"user_id": ["u0", "u2", "u9"], "item_id": ["i3", "i5", "i1"], "timestamp": pa.array([100, 101, 102], pa.int64())}),
@@ -205,3 +214,24 @@ def test_content_baseline_reads_content_columns_only(tmp_path):
 
     (tmp_path / "feature_names.json").write_text(json.dumps({"names": ["log_degree", "has_features", "title_hash_0", "genres=Drama"]}))
     assert content_columns(tmp_path) == [2, 3]
+
+
+def test_user_level_from_the_temporal_split_without_a_test_file(run_dir, tmp_path):
+    """User-item data under the temporal split: each user's test events are the targets."""
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(run_dir, root, ignore=shutil.ignore_patterns("evaluation*"))
+    (root / "raw" / "test_interactions.parquet").unlink()
+    clean = pq.read_table(root / "pairs" / "interactions.parquet").to_pydict()
+    for user, item in (("u0", "i3"), ("u2", "i5")):  # later engagements, not graph edges
+        for key, value in (("user_id", user), ("item_id", item), ("timestamp", 999), ("collection_id", user), ("split", "test")):
+            clean[key].append(value)
+    pq.write_table(pa.table({**clean, "timestamp": pa.array(clean["timestamp"], pa.int64())}), root / "pairs" / "interactions.parquet")
+    _run(root, "evaluation")
+    u = json.loads((root / "evaluation" / "metrics.json").read_text())["user_level"]
+    assert u["users"] == 2 and u["source"].startswith("temporal split")
+    assert u["methods"]["pinsage-pooled"]["recall_at_1"] == 1.0
+    # with a hash split there is no user-level protocol for this data
+    _run(root, "evaluation_hash", cfg=dataclasses.replace(CFG, pairs=dataclasses.replace(CFG.pairs, split="hash")))
+    assert json.loads((root / "evaluation_hash" / "metrics.json").read_text())["user_level"] is None

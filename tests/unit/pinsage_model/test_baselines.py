@@ -161,3 +161,18 @@ def test_ease_skipped_above_max_items():
     m = baselines.build("ease", **common, ease_lambda=1.0, ease_max_items=4)
     np.testing.assert_allclose(m.item_scores(np.arange(4)), ease_by_column_ridge(X, 1.0), rtol=1e-5, atol=1e-7)
     assert "ease" in baselines.BASELINES
+
+
+def test_itemknn_user_score_sums_the_cosines_to_the_users_items():
+    m = baselines.itemknn(GRAPH)
+    # user {0, 2} (item 0 listed twice counts once): cos rows of i0 (1, 1, .5, 0) + i2 (.5, .5, 1, .707)
+    got = m.set_scores(np.array([0, 3]), np.array([0, 2, 0]))
+    np.testing.assert_allclose(got[0], [1.5, 1.5, 1.5, 1 / np.sqrt(2)])
+
+
+def test_svd_user_score_is_the_projection_on_the_item_factors():
+    m = baselines.svd(GRAPH, dim=2, seed=0)
+    _, _, vt = np.linalg.svd(X, full_matrices=False)
+    v = vt[:2].T  # (N, 2): the top-2 right singular vectors (sign-free: V V^T is unique)
+    x_u = np.array([[0.0, 1.0, 0.0, 1.0]])
+    np.testing.assert_allclose(m.set_scores(np.array([0, 2]), np.array([1, 3])), x_u @ v @ v.T, atol=1e-6)
