@@ -312,10 +312,24 @@ def evaluate_method(method, test: dict, val: dict, n: int, cfg: PipelineConfig) 
     return {"test": res_test, "validation": res_val, "inductive": inductive, "similarity": sp}, ranks, sims
 
 
+def random_kurtosis(num_items: int, dim: int, cfg: PipelineConfig) -> float:
+    """Similarity kurtosis of random unit vectors of PinSage's width, by the same pair sample.
+
+    The reference beside every kurtosis: for d = 64 it is about -0.09, so a kurtosis near 0 alone
+    is not the paper's Figure 4 effect; what matters is the spread compared with the baselines'.
+    """
+    from pinsage_model import metrics
+
+    vectors = np.random.default_rng([cfg.evaluation.seed, 5]).normal(size=(num_items, dim))
+    return float(metrics.similarity_spread(vectors, cfg.evaluation.similarity_pairs, cfg.evaluation.seed)["kurtosis"])
+
+
 def render_report(
-    results: dict, users: dict | None, cfg: PipelineConfig, num_test: int, with_spread: bool, skipped: dict[str, str]
+    results: dict, users: dict | None, cfg: PipelineConfig, num_test: int, with_spread: bool, skipped: dict[str, str],
+    reference_kurtosis: float,
 ) -> tuple[str, str]:
-    """(report.md text, the test table alone); ``skipped``: {baseline: why it was not evaluated}."""
+    """(report.md text, the test table alone); ``skipped``: {baseline: why it was not evaluated};
+    ``reference_kurtosis``: :func:`random_kurtosis`."""
     ev = cfg.evaluation
     ks = tuple(ev.ks)
     table = format_table(
@@ -327,7 +341,8 @@ def render_report(
         "",
         f"Test pairs: {num_test}; candidate pool: {results[PINSAGE]['test']['pool']} items; "
         f"MRR scale {ev.mrr_scale}; ties take the mean of their positions; graph baselines on the "
-        f"{ev.baseline_graph} graph.",
+        f"{ev.baseline_graph} graph. Kurtosis reference: random unit vectors of the same width give "
+        f"{reference_kurtosis:.2f}.",
         "", "## Test split", "", table,
         *(["", *(f"Not evaluated: {why}" for why in skipped.values())] if skipped else []),
         "", "## Validation split (for tuning)", "", val_table,
@@ -382,8 +397,9 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
         summary = {k: round(v, 4) for k, v in results[m.name]["test"].items() if k.startswith(("hit", "mrr"))}
         log.info("evaluated %-10s in %.1f s: %s", m.name, timings[m.name], summary)
     users = user_level(cfg, inputs, methods)
+    reference = random_kurtosis(n, methods[0].embeddings.shape[1], cfg)
 
-    md, table = render_report(results, users, cfg, len(test["q"]), bool(spreads), skipped)
+    md, table = render_report(results, users, cfg, len(test["q"]), bool(spreads), skipped, reference)
     atomic_write_text(out_dir / "report.md", md)
     metrics_json = {
         "methods": results,
@@ -392,7 +408,8 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
         "config": {"ks": list(ks), "candidate_pool": ev.candidate_pool, "mrr_scale": ev.mrr_scale,
                    "baseline_graph": ev.baseline_graph, "test_pairs": int(len(test["q"])),
                    "validation_pairs": int(len(val["q"])),
-                   "split_digests": {"test": split_digest(ids, test), "validation": split_digest(ids, val)}},
+                   "split_digests": {"test": split_digest(ids, test), "validation": split_digest(ids, val)},
+                   "kurtosis_of_random_unit_vectors": reference},
     }
     atomic_write_json(out_dir / "metrics.json", _finite(metrics_json))
     for name, sims in spreads.items():

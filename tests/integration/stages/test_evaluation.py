@@ -235,3 +235,11 @@ def test_user_level_from_the_temporal_split_without_a_test_file(run_dir, tmp_pat
     # with a hash split there is no user-level protocol for this data
     _run(root, "evaluation_hash", cfg=dataclasses.replace(CFG, pairs=dataclasses.replace(CFG.pairs, split="hash")))
     assert json.loads((root / "evaluation_hash" / "metrics.json").read_text())["user_level"] is None
+
+
+def test_kurtosis_reference_is_that_of_random_unit_vectors():
+    from components.stages.evaluation import random_kurtosis
+
+    cfg = config_from_dict({"evaluation": {"similarity_pairs": 200_000}})
+    # cosine of random unit vectors in d dims: excess kurtosis -6 / (d + 2), about -0.09 for d = 64
+    assert random_kurtosis(5000, 64, cfg) == pytest.approx(-6 / 66, abs=0.03)
