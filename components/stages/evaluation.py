@@ -312,6 +312,16 @@ def evaluate_method(method, test: dict, val: dict, n: int, cfg: PipelineConfig) 
     return {"test": res_test, "validation": res_val, "inductive": inductive, "similarity": sp}, ranks, sims
 
 
+def split_protocol(cfg: PipelineConfig) -> str:
+    """How the held-out pairs were chosen, in words, for every report that quotes a number."""
+    p = cfg.pairs
+    if p.split == "hash":
+        return f"hash of the unordered pair (train/validation/test {p.fractions}); the graph holds every event"
+    where = "each user's latest events" if p.temporal_scope == "user" else "events after a global time cut"
+    return (f"temporal ({where}: train/validation/test {p.fractions}); validation and test engagements "
+            "are not in the graph any method reads")
+
+
 def random_kurtosis(num_items: int, dim: int, cfg: PipelineConfig) -> float:
     """Similarity kurtosis of random unit vectors of PinSage's width, by the same pair sample.
 
@@ -339,6 +349,7 @@ def render_report(
     md = [
         "# Offline evaluation",
         "",
+        f"Split protocol: {split_protocol(cfg)}. "
         f"Test pairs: {num_test}; candidate pool: {results[PINSAGE]['test']['pool']} items; "
         f"MRR scale {ev.mrr_scale}; ties take the mean of their positions; graph baselines on the "
         f"{ev.baseline_graph} graph. Kurtosis reference: random unit vectors of the same width give "
@@ -409,7 +420,7 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
                    "baseline_graph": ev.baseline_graph, "test_pairs": int(len(test["q"])),
                    "validation_pairs": int(len(val["q"])),
                    "split_digests": {"test": split_digest(ids, test), "validation": split_digest(ids, val)},
-                   "kurtosis_of_random_unit_vectors": reference},
+                   "kurtosis_of_random_unit_vectors": reference, "split_protocol": split_protocol(cfg)},
     }
     atomic_write_json(out_dir / "metrics.json", _finite(metrics_json))
     for name, sims in spreads.items():
