@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ks = tuple(cfg.evaluation.ks)
     keys = [metric_keys.hit_rate(k) for k in ks] + [metric_keys.MRR]
     try:
-        reports = run_pipeline(cfg, run_dir, stop="neighbourhoods")
+        run_pipeline(cfg, run_dir, stop="neighbourhoods")
         runs = {s: run_variant(f"seed-{s}", seed_config(cfg, s, i == 0), cfg, run_dir, force=False, folder="quality")
                 for i, s in enumerate(seeds)}
     except (StageError, ValueError) as exc:
@@ -80,13 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     base = {name: {split: {k: m[split][k] for k in keys} for split in ("test", "validation") if m.get(split)}
             for name, m in first.items() if name != "pinsage"}
     best = {k: max((b["test"][k] for b in base.values()), default=float("nan")) for k in keys}
-    protocol = reports["pairs"].get("split_protocol", "")
     result = {
         "command": f"python -m bench.quality --config {args.config} --seeds {args.seeds}",
         "config": args.config,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-        "split_protocol": protocol,
+        "split_protocol": runs[seeds[0]]["metrics"]["config"]["split_protocol"],
         "test_pairs": runs[seeds[0]]["metrics"]["config"]["test_pairs"],
         "seeds": seeds,
         "pinsage": pinsage,
@@ -104,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 def table(result: dict, keys: list[str]) -> str:
     """Markdown: PinSage (mean ± sd over seeds) and every baseline, test split, best marked."""
     head = "| method | " + " | ".join(k.replace("hit_rate_at_", "hit@").replace("mrr", "MRR") for k in keys) + " |"
-    lines = [f"{result['config']}: {result['split_protocol']} split, {result['test_pairs']} test pairs, "
-             f"seeds {result['seeds']}", "", head, "|---|" + "---:|" * len(keys)]
+    lines = [f"{result['config']}: {result['test_pairs']} test pairs, model seeds {result['seeds']}; split: "
+             f"{result['split_protocol']}", "", head, "|---|" + "---:|" * len(keys)]
     p = result["pinsage"]["test"]
     lines.append("| **pinsage** | " + " | ".join(f"**{p[k]['mean']:.4f} ± {p[k]['sd']:.4f}**" for k in keys) + " |")
     for name, b in result["baselines"].items():
