@@ -1,6 +1,7 @@
 """Shared fixtures for the integration tests: one SparkSession for the whole test session.
 
-Starting Spark costs 7-17 s, so every Spark test shares this session. Stage tests put the
+Starting Spark costs 7-17 s, so every Spark test shares this session (restarted only after a
+test ran Spark with another master). Stage tests put the
 ``spark_section`` fixture (the ``spark`` config section of :data:`SPARK_TEST` as a dict) into
 their config so that ``get_spark`` finds and reuses this session (same master).
 """
@@ -22,11 +23,13 @@ def spark_section() -> dict:
     return dataclasses.asdict(SPARK_TEST)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def spark():
-    """The session-wide SparkSession (stopped when the test session ends)."""
+    """The shared SparkSession, live at the start of each module.
+
+    A stage run with another master (``configs/tiny.yaml``'s ``local[1]``) stops this session and
+    starts its own (one JVM holds one SparkContext); ``get_spark`` then restarts this one.
+    """
     from pinsage_model.spark import get_spark
 
-    session = get_spark(SPARK_TEST)
-    yield session
-    session.stop()
+    return get_spark(SPARK_TEST)
