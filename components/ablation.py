@@ -138,17 +138,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from components.base import StageError, cli_config
+    from components.base import StageError, cli_config, cli_names
     from components.local_runner import run_pipeline
     from pinsage_model.io import atomic_write_json, atomic_write_text
 
     cfg = cli_config(args.config)
     if cfg is None:
         return 2
-    variants = [v for v in args.variants.split(",") if v]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        print(f"error: unknown variant '{unknown[0]}'; known: {', '.join(VARIANTS)}", file=sys.stderr)
+    variants = cli_names("variant", args.variants, VARIANTS)
+    if variants is None:
         return 2
     try:
         t_values = [int(t) for t in args.t_values.split(",") if t]

@@ -129,6 +129,17 @@ def cli_config(path: str) -> PipelineConfig | None:
         return None
 
 
+def cli_names(what: str, text: str, known) -> list[str] | None:
+    """The names in a comma-separated command option; on an unknown ``what`` print it and the
+    known names and return None."""
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        print(f"error: unknown {what} '{unknown[0]}'; known: {', '.join(known)}", file=sys.stderr)
+        return None
+    return names
+
+
 def execute_paths(
     stage_name: str, config_path: str, output: str, ctx: StageContext, force: bool = False, **inputs: str
 ) -> dict:

@@ -136,18 +136,18 @@ def main(args: argparse.Namespace) -> int:
     import yaml
 
     from components.ablation import run_variant
-    from components.base import StageError, cli_config
+    from components.base import StageError, cli_config, cli_names
     from components.local_runner import run_pipeline
     from pinsage_model.io import atomic_write_json, atomic_write_text
 
     cfg = cli_config(args.config)
     if cfg is None:
         return 2
-    dims = [d for d in args.space.split(",") if d]
-    unknown = [d for d in dims if d not in SPACES]
-    if unknown or args.trials < 1:
-        print(f"error: --space must name dimensions among {', '.join(SPACES)} and --trials be >= 1 "
-              f"(got space {args.space!r}, trials {args.trials})", file=sys.stderr)
+    dims = cli_names("search dimension (--space)", args.space, SPACES)
+    if dims is None:
+        return 2
+    if args.trials < 1:
+        print(f"error: --trials must be >= 1, got {args.trials}", file=sys.stderr)
         return 2
     run_dir = Path(args.run_dir or f"runs/{Path(args.config).stem}")
     tune_dir = run_dir / "tune"

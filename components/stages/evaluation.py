@@ -181,7 +181,7 @@ def user_events(cfg: PipelineConfig, inputs: dict[str, Path]):
     return None
 
 
-def _user_csr(frame, coll_of: dict, item_of: dict, num_users: int):
+def _known_rows(frame, coll_of: dict, item_of: dict):
     """The frame's rows whose user and item the graph knows, with dense ``u``/``i``; and how many it did not."""
     u = frame["user_id"].map(coll_of)
     i = frame["item_id"].map(item_of)
@@ -215,13 +215,13 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
     graph = CSRGraph.load(inputs["graph"] / "graph.npz", mmap=False)
     num_users = graph.num_collections
 
-    test, dropped = _user_csr(test_frame, coll_of, item_of, num_users)
+    test, dropped = _known_rows(test_frame, coll_of, item_of)
     test = test.drop_duplicates(["u", "i"]).sort_values(["u", "i"])
     test_indptr = np.zeros(num_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(test["u"].to_numpy(), minlength=num_users), out=test_indptr[1:])
     test_indices = test["i"].to_numpy()
 
-    train, _ = _user_csr(train_frame, coll_of, item_of, num_users)
+    train, _ = _known_rows(train_frame, coll_of, item_of)
     recent = train.sort_values(["u", "timestamp", "i"], kind="stable").drop_duplicates(["u", "i"], keep="last")
     if ev.recent_items:
         recent = recent.groupby("u").tail(ev.recent_items)
