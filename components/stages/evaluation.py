@@ -171,12 +171,14 @@ def user_events(cfg: PipelineConfig, inputs: dict[str, Path]):
 
     from pinsage_model.contracts import INTERACTIONS, read_table
 
+    test_path = inputs["raw"] / "test_interactions.parquet"
+    if not test_path.exists() and cfg.pairs.split != "temporal":
+        return None  # no held-out user events to rank (and no need to read the interactions)
     clean = pd.read_parquet(inputs["pairs"] / "interactions.parquet", columns=["user_id", "item_id", "timestamp", "collection_id", "split"])
     train = clean[clean["split"] == "train"]
-    test_path = inputs["raw"] / "test_interactions.parquet"
     if test_path.exists():
         return read_table(test_path, INTERACTIONS).to_pandas(), train, f"test file {test_path.name}"
-    if cfg.pairs.split == "temporal" and len(clean) and (clean["collection_id"] == clean["user_id"]).all():
+    if len(clean) and (clean["collection_id"] == clean["user_id"]).all():
         return clean[clean["split"] == "test"], train, f"temporal split: each user's last {cfg.pairs.fractions[2]:.0%} of events"
     return None
 
