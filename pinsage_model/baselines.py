@@ -46,6 +46,8 @@ class Method:
         None, an item's score is its best score over the set.
       pair_similarity: cosine of item pairs ``(a, b) -> (P,)`` for the similarity spread, when
         there are no dense embeddings (ItemKNN); None: the method has no similarity spread.
+      query_shift: (d,) vector added to a query item's unit embedding before the inner product
+        with the candidates' unit embeddings (PinSage's learned shift), or None.
     """
 
     name: str
@@ -53,16 +55,19 @@ class Method:
     score_items: ItemScoreFn | None = None
     score_sets: SetScoreFn | None = None
     pair_similarity: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    query_shift: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if (self.embeddings is None) == (self.score_items is None):
             raise ValueError(f"method '{self.name}' needs exactly one of embeddings or score_items")
 
     def item_scores(self, items: np.ndarray) -> np.ndarray:
-        """(b, N) scores of all items for query items ``items`` (cosine for embeddings)."""
+        """(b, N) scores of all items for query items ``items`` (cosine for embeddings, plus
+        the shift's inner product with each candidate)."""
         if self.embeddings is not None:
             e = l2_normalise(self.embeddings)
-            return e[np.asarray(items)] @ e.T
+            q = e[np.asarray(items)]
+            return (q if self.query_shift is None else q + self.query_shift[None, :]) @ e.T
         return self.score_items(np.asarray(items))
 
     def set_scores(self, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:

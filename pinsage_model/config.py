@@ -133,6 +133,11 @@ class ModelConfig:
     # identity (feature-only path): their id vector is zero.
     id_hash_buckets: int = 0
     id_num_hashes: int = 2
+    # A learned vector w added to every query embedding: a candidate's score z_q·z_c gains w·z_c,
+    # a per-candidate prior (how often an item is engaged next, whatever the query) that unit
+    # vectors compared by cosine cannot express. Candidates stay unit vectors, so one inner-product
+    # index serves related items (query z_q + w) and homefeed (user vector + w).
+    query_shift: bool = False
 
 
 @dataclass(frozen=True)

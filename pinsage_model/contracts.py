@@ -12,7 +12,7 @@ Run directory layout (one folder per stage, each replaced atomically)::
     features/       features.npy, feature_names.json, transform/ (TF Transform output), report.json
     neighbourhoods/ train.npz, full.npz, report.json
     model/          model.keras, weights.npz, model_config.json, history.json
-    embeddings/     items.npy, collections.npy, item_flags.parquet, model.json, report.json
+    embeddings/     items.npy, collections.npy, query_shift.npy, item_flags.parquet, model.json, report.json
     evaluation/     metrics.json, report.md, *.png
     registration/   decision.json (model version, champion before/after, the gate's metrics)
     index/          versions/<version>/..., CURRENT
@@ -49,6 +49,8 @@ Arrays (``.npz`` uncompressed, so members can be memory-mapped; ``.npy``):
   ``model_config.json`` holds ``num_layers``, ``hidden_dim`` (m), ``output_dim`` (d),
   ``pooling``, ``input_dim`` (F).
 * **embeddings**: ``items.npy`` float32 (N, d) L2-normalised; ``collections.npy`` (C, d);
+  ``query_shift.npy`` float32 (d,), added to a query's vector before the inner product with items
+  (zero when the model learns none; absent in runs older than the shift: read as zero);
   ``item_flags.parquet`` (``item_idx``, ``in_train_graph``, neighbourhood size) and ``model.json``
   (the model version the embeddings came from).
 """
@@ -190,6 +192,17 @@ def model_digest(model_dir: str | Path) -> str:
             h.update(f.name.encode())
             h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def read_query_shift(embeddings_dir: str | Path, dim: int) -> np.ndarray:
+    """(dim,) float32 query shift of an embeddings folder; zero when the file is absent (older runs)."""
+    path = Path(embeddings_dir) / "query_shift.npy"
+    if not path.exists():
+        return np.zeros(dim, np.float32)
+    shift = np.load(path, allow_pickle=False)
+    if shift.shape != (dim,):
+        raise ContractError(f"{path}: shape {shift.shape}, expected ({dim},) like the item embeddings")
+    return shift.astype(np.float32)
 
 
 def read_table(path: str | Path, contract: TableContract) -> pa.Table:

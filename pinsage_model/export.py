@@ -5,7 +5,8 @@
 ``conv{k}/W`` (F_k + m, d), ``conv{k}/w`` (d,), ``head/G1`` (d, d), ``head/g`` (d,),
 ``head/G2`` (d, d); with learned id embeddings also ``id_embedding/E`` (N, e), each item's id vector
 (hashed table rows already summed; zero for items without identity), in which case
-F_1 = F + e (the id embedding is concatenated after the features).
+F_1 = F + e (the id embedding is concatenated after the features); with a learned query shift
+(``query_shift: true`` in the config) also ``head/query_shift`` (d,), added to query embeddings.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def model_weights(model: Any) -> dict[str, np.ndarray]:
         # Materialised per item (hashed rows summed, zero without identity), so inference reads
         # one (N, e) matrix whatever the table layout was in training.
         out["id_embedding/E"] = np.asarray(model.id_vectors(), dtype=np.float32)
+    if model.query_shift is not None:
+        out["head/query_shift"] = np.asarray(model.query_shift.numpy(), dtype=np.float32)
     return out
 
 
@@ -51,6 +54,7 @@ def model_config(model: Any) -> dict:
         "input_dim": model.input_dim,
         "id_embedding_dim": model.id_embedding_dim,
         "num_items": model.num_items,
+        "query_shift": model.use_query_shift,
     }
 
 
@@ -73,6 +77,8 @@ def load_weights_npz(model_dir: str | Path) -> tuple[dict[str, np.ndarray], dict
     K, m, d, F = config["num_layers"], config["hidden_dim"], config["output_dim"], config["input_dim"]
     width = F + config.get("id_embedding_dim", 0)
     expected = {"head/G1": (d, d), "head/g": (d,), "head/G2": (d, d)}
+    if config.get("query_shift", False):
+        expected["head/query_shift"] = (d,)
     for k in range(1, K + 1):
         expected.update({f"conv{k}/Q": (width, m), f"conv{k}/q": (m,), f"conv{k}/W": (width + m, d), f"conv{k}/w": (d,)})
         width = d
@@ -96,6 +102,7 @@ def model_from_weights(weights: dict[str, np.ndarray], config: dict) -> Any:
         pooling=config["pooling"],
         num_items=config.get("num_items", 0) if config.get("id_embedding_dim", 0) else 0,
         id_embedding_dim=config.get("id_embedding_dim", 0),
+        query_shift=config.get("query_shift", False),
     )
     for k, conv in enumerate(model.convs, 1):
         for name in ("Q", "q", "W", "w"):
@@ -105,6 +112,8 @@ def model_from_weights(weights: dict[str, np.ndarray], config: dict) -> Any:
     model.G2.kernel.assign(weights["head/G2"])
     if model.id_embedding is not None:
         model.id_embedding.embeddings.assign(weights["id_embedding/E"])
+    if model.query_shift is not None:
+        model.query_shift.assign(weights["head/query_shift"])
     return model
 
 

@@ -86,11 +86,23 @@ def check_weights(weights: dict[str, np.ndarray], config: dict, source: str = "<
         fk = config["input_dim"] + id_dim if k == 1 else d
         expected.update({f"conv{k}/Q": (fk, m), f"conv{k}/q": (m,), f"conv{k}/W": (fk + m, d), f"conv{k}/w": (d,)})
     expected.update({"head/G1": (d, d), "head/g": (d,), "head/G2": (d, d)})
+    if config.get("query_shift", False):
+        expected["head/query_shift"] = (d,)
     for key, shape in expected.items():
         if key not in weights:
             raise ContractError(f"{source}: missing weight '{key}'")
         if tuple(weights[key].shape) != shape:
             raise ContractError(f"{source}: weight '{key}' has shape {weights[key].shape}, expected {shape}")
+
+
+def query_shift(weights: dict[str, np.ndarray], config: dict) -> np.ndarray:
+    """(d,) float32 vector added to every query embedding (zero for a model without the shift).
+
+    Item embeddings are the candidates; a related-items query for item q is ``items[q] + shift``
+    and a homefeed query ``user vector + shift``, both scored by inner product.
+    """
+    shift = weights.get("head/query_shift")
+    return np.zeros(config["output_dim"], np.float32) if shift is None else np.asarray(shift, np.float32)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

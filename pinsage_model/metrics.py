@@ -244,6 +244,7 @@ def evaluate_embeddings(
     *,
     exact_max_pool: int = 200_000,
     progress: bool = False,
+    query_shift: np.ndarray | None = None,
 ) -> dict:
     """Hit-rate@K and scaled MRR of (q, pos) pairs ranked by item-embedding cosine similarity.
 
@@ -256,6 +257,8 @@ def evaluate_embeddings(
       seed: seed of the candidate sample.
       exact_max_pool: pools larger than this use faiss top-k (ranks beyond max(ks) and the MRR
         horizon become inf).
+      query_shift: (d,) added to each query's unit embedding (the candidates stay unit vectors),
+        so the ranking is by ``(e_q + shift)·e_c``; None = plain cosine.
 
     Returns:
       dict from :func:`summarise` plus ``pool`` (the pool size) and ``ranks`` (np.ndarray).
@@ -264,11 +267,14 @@ def evaluate_embeddings(
     pool = sample_candidates(len(item_emb), candidate_pool, seed)
     pool_size = len(item_emb) if pool is None else len(pool)
     q_idx = np.asarray(pairs_q, dtype=np.int64)
+    queries = l2_normalise(item_emb[q_idx])  # (P, d)
+    if query_shift is not None:
+        queries = queries + query_shift[None, :]
     if pool is None and pool_size > exact_max_pool:
         horizon = max(max(ks), int(np.ceil(mrr_scale)) * 100)
-        r = ranks_faiss(item_emb[q_idx], pairs_pos, item_emb, q_idx, max_rank=horizon)
+        r = ranks_faiss(queries, pairs_pos, item_emb, q_idx, max_rank=horizon)
     else:
-        r = ranks(item_emb[q_idx], pairs_pos, item_emb, q_idx, pool, progress=progress)
+        r = ranks(queries, pairs_pos, item_emb, q_idx, pool, progress=progress)
     return {**summarise(r, ks, mrr_scale), "pool": pool_size, "ranks": r}
 
 

@@ -127,6 +127,8 @@ class PinSageModel(keras.Model):
         (transductive identity, or the fallback when items have no features); 0 turns it off.
       id_table_rows: rows of the id-embedding table (default N: one per item; fewer when hashed).
       id_num_hashes: H, table rows summed per item (:mod:`pinsage_model.identity`).
+      query_shift: learn a (d,) vector ``w`` added to query embeddings only (``shift_queries``);
+        the model's output, the candidate side, is unchanged.
 
     With id embeddings, :meth:`set_id_rows` loads the (N, H) row table (default: row i for item i);
     it is a non-trainable weight, saved with the model.
@@ -144,6 +146,7 @@ class PinSageModel(keras.Model):
         id_embedding_dim: int = 0,
         id_table_rows: int = 0,
         id_num_hashes: int = 1,
+        query_shift: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -160,6 +163,7 @@ class PinSageModel(keras.Model):
         self.id_embedding_dim = int(id_embedding_dim)
         self.id_table_rows = int(id_table_rows or num_items) if self.id_embedding_dim else 0
         self.id_num_hashes = int(id_num_hashes) if self.id_embedding_dim else 1
+        self.use_query_shift = bool(query_shift)
         self.id_embedding = (
             keras.layers.Embedding(self.id_table_rows, self.id_embedding_dim, name="id_embedding")
             if self.id_embedding_dim
@@ -185,6 +189,12 @@ class PinSageModel(keras.Model):
             width = self.output_dim
         self.G1.build((None, self.output_dim))
         self.G2.build((None, self.output_dim))
+        # Zero at start: training begins from the paper's plain cosine scores.
+        self.query_shift = (
+            self.add_weight(name="query_shift", shape=(self.output_dim,), initializer="zeros")
+            if self.use_query_shift
+            else None
+        )
         self.built = True
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -211,7 +221,12 @@ class PinSageModel(keras.Model):
             "id_embedding_dim": self.id_embedding_dim,
             "id_table_rows": self.id_table_rows,
             "id_num_hashes": self.id_num_hashes,
+            "query_shift": self.use_query_shift,
         }
+
+    def shift_queries(self, z: tf.Tensor) -> tf.Tensor:
+        """(b, d) query vectors of (b, d) embeddings: ``z + w`` with the learned shift, else ``z``."""
+        return z if self.query_shift is None else z + self.query_shift[None, :]
 
     def set_id_rows(self, rows: Any) -> None:
         """Load the (N, H) int32 identity table (:func:`pinsage_model.identity.identity_rows`)."""
@@ -254,4 +269,5 @@ def build_model(model_cfg: Any, input_dim: int, num_items: int = 0, id_embedding
         id_embedding_dim=id_embedding_dim,
         id_table_rows=model_cfg.id_hash_buckets if hashed else 0,
         id_num_hashes=model_cfg.id_num_hashes if hashed else 1,
+        query_shift=model_cfg.query_shift,
     )

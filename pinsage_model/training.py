@@ -129,6 +129,7 @@ def validation_metrics(
     *,
     max_candidates: int = 20000,
     seed: int = 0,
+    query_shift: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Hit-rate@10 and MRR of validation pairs, ranked as the evaluation stage ranks them.
 
@@ -140,6 +141,7 @@ def validation_metrics(
       embed: maps (n,) item ids to (n, d) vectors.
       q, pos: (V,) validation pairs.
       num_items: N.
+      query_shift: (d,) learned query shift added to the query embeddings, or None.
 
     Returns:
       ``{"hit_rate_at_10": ..., "mrr": ...}`` (:mod:`pinsage_model.metric_keys`).
@@ -151,7 +153,8 @@ def validation_metrics(
     emb = embed(nodes)  # (n, d)
     full = np.zeros((num_items, emb.shape[1]), dtype=np.float32)  # rows outside ``nodes`` are never read
     full[nodes] = emb
-    r = ranks(full[q], pos, full, q, pool)
+    queries = full[q] if query_shift is None else full[q] + query_shift[None, :]  # (V, d)
+    r = ranks(queries, pos, full, q, pool)
     out = summarise(r, (HIT_K,), 1.0)
     return {HIT: out[HIT], metric_keys.MRR: out[metric_keys.MRR]}
 
@@ -186,8 +189,9 @@ class _Ordered:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _loss_fn(train_cfg: TrainConfig) -> Callable[..., Any]:
-    """Per-example loss of one replica's shard: ``fn(z, inputs) -> (b,)``."""
+def _loss_fn(train_cfg: TrainConfig, shift_queries: Callable[[Any], Any]) -> Callable[..., Any]:
+    """Per-example loss of one replica's shard: ``fn(z, inputs) -> (b,)``; ``shift_queries`` maps
+    query embeddings to query vectors (:meth:`PinSageModel.shift_queries`)."""
     import tensorflow as tf
 
     from pinsage_model.loss import max_margin_loss, xent_loss
@@ -195,6 +199,7 @@ def _loss_fn(train_cfg: TrainConfig) -> Callable[..., Any]:
     def fn(z, inputs):
         hard = tf.gather(z, inputs["h_pos"])  # (b, h, d)
         q, pos, neg = (tf.gather(z, inputs[key]) for key in ("q_pos", "p_pos", "n_pos"))  # (b|n, d)
+        q = shift_queries(q)  # (b, d)
         if train_cfg.loss == "max_margin":
             return max_margin_loss(q, pos, neg, hard, inputs["h_mask"], margin=train_cfg.margin,
                                    reduction=train_cfg.margin_reduction)
@@ -234,7 +239,7 @@ def _step_fn(model: Any, optimizer: Any, strategy: Any, train_cfg: TrainConfig, 
     import tensorflow as tf
     from tensorflow.python.distribute import values as tf_values
 
-    per_example = _loss_fn(train_cfg)
+    per_example = _loss_fn(train_cfg, model.shift_queries)
 
     def replica_step(inputs):
         with tf.GradientTape() as tape:
@@ -385,6 +390,7 @@ def train(
         val = validation_metrics(
             lambda nodes: embed_nodes(model, nodes, val_nb, data.features),
             val_q, val_pos, data.num_items, max_candidates=train_cfg.eval_candidates, seed=train_cfg.seed,
+            query_shift=None if model.query_shift is None else model.query_shift.numpy(),
         ) if len(val_q) else {HIT: 0.0, metric_keys.MRR: 0.0}
         hit = val[HIT]
         metrics.update({

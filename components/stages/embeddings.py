@@ -3,7 +3,8 @@
 Reads ``graph/graph.npz`` and ``graph/item_ids.parquet``, ``features/features.npy``,
 ``neighbourhoods/full.npz`` (neighbourhoods on the FULL graph) and ``model/weights.npz`` +
 ``model_config.json``. Writes ``items.npy`` (N, d), ``collections.npy`` (C, d), both
-L2-normalised, ``item_flags.parquet`` (``item_idx``, ``in_train_graph``, ``neighbourhood_size``)
+L2-normalised, ``query_shift.npy`` (d,): the model's learned query shift, zero without one
+(query vectors are ``items[q] + shift`` or ``collection + shift``), ``item_flags.parquet`` (``item_idx``, ``in_train_graph``, ``neighbourhood_size``)
 and ``model.json`` (which model made these embeddings).
 
 Inductive by construction: the model was trained on the training subgraph, but every item of the
@@ -44,7 +45,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
 
     from pinsage_model.contracts import ITEM_IDS, ContractError, CSRGraph, Neighbourhoods, model_digest, read_table
     from pinsage_model.export import load_weights_npz
-    from pinsage_model.inference import InferenceStats, check_inputs, collection_embeddings, embed_all
+    from pinsage_model.inference import InferenceStats, check_inputs, collection_embeddings, embed_all, query_shift
     from pinsage_model.io import atomic_save_npy, atomic_write_json, atomic_write_parquet
 
     try:
@@ -83,6 +84,8 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     colls = collection_embeddings(emb, graph)
     atomic_save_npy(out_dir / "items.npy", emb)
     atomic_save_npy(out_dir / "collections.npy", colls)
+    shift = query_shift(weights, mcfg)
+    atomic_save_npy(out_dir / "query_shift.npy", shift)
 
     in_train = item_ids.column("in_train_graph").to_numpy(zero_copy_only=False)
     order = item_ids.column("item_idx").to_numpy()
@@ -117,6 +120,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         "held_out_with_neighbourhood": int((held_out & (nb_size > 0)).sum()),
         "items_without_neighbourhood": int((nb_size == 0).sum()),
         "zero_embeddings": int(zero_norm.sum()),
+        "query_shift_norm": round(float(np.linalg.norm(shift)), 4),
         "empty_collections": int((graph.collection_degree() == 0).sum()),
         "projections_per_layer": stats.projections if backend == "numpy" else None,
         "dense_gflops": round(stats.dense_gflops, 2) if backend == "numpy" else None,

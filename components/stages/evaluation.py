@@ -93,8 +93,11 @@ def build_methods(cfg: PipelineConfig, inputs: dict[str, Path]) -> tuple[list, d
         raise StageError(
             f"evaluation.baselines: unknown '{unknown[0]}'; known: {', '.join(baselines.BASELINES)}"
         )
+    from pinsage_model.contracts import read_query_shift
+
     emb = np.load(inputs["embeddings"] / "items.npy")
-    methods = [baselines.Method(PINSAGE, embeddings=emb)]
+    shift = read_query_shift(inputs["embeddings"], emb.shape[1])
+    methods = [baselines.Method(PINSAGE, embeddings=emb, query_shift=shift if np.any(shift) else None)]
     skipped: dict[str, str] = {}
     if not ev.baselines:
         return methods, skipped
@@ -138,7 +141,7 @@ def method_ranks(method, pairs: dict[str, np.ndarray], num_items: int, cfg: Pipe
     if method.embeddings is not None:
         return metrics.evaluate_embeddings(
             method.embeddings, pairs["q"], pairs["pos"], ev.ks, ev.mrr_scale, ev.candidate_pool, ev.seed,
-            exact_max_pool=ev.exact_max_pool,
+            exact_max_pool=ev.exact_max_pool, query_shift=method.query_shift,
         )
     q = pairs["q"]
     return metrics.evaluate_scores(
@@ -246,6 +249,8 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
     if coll_path.exists():
         ue = metrics.l2_normalise(np.load(coll_path))
         ie = metrics.l2_normalise(methods[0].embeddings)
+        if methods[0].query_shift is not None:
+            ue = ue + methods[0].query_shift[None, :]
         out[f"{PINSAGE}-pooled"] = metrics.user_topk_metrics(lambda pos: ue[users[pos]] @ ie.T, **common)
     for m in methods:
         def score(pos, m=m):

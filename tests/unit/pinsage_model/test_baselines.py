@@ -86,6 +86,15 @@ def test_default_set_scores_take_best_item():
     assert np.all(np.isneginf(s[1]))  # an empty set scores nothing
 
 
+def test_query_shift_adds_its_inner_product_with_each_candidate():
+    m = baselines.Method("e", embeddings=np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), query_shift=np.array([0.0, 1.0]))
+    r = 1 / np.sqrt(2)
+    # query item 0 = (1, 0) + shift = (1, 1) against unit candidates (1, 0), (0, 1), (r, r)
+    np.testing.assert_allclose(m.item_scores(np.array([0])), [[1, 1, 2 * r]])
+    # a set takes each candidate's best item score; the shift term is common to the set's items
+    np.testing.assert_allclose(m.set_scores(np.array([0, 2]), np.array([0, 1]))[0], [1, 2, 2 * r])
+
+
 def test_method_needs_exactly_one_kind():
     with pytest.raises(ValueError):
         baselines.Method("bad")

@@ -82,3 +82,13 @@ def test_atomic_dir_and_deterministic_parquet(tmp_path):
 def test_load_npz_falls_back_for_compressed(tmp_path):
     np.savez_compressed(tmp_path / "c.npz", x=np.arange(3))
     assert load_npz(tmp_path / "c.npz")["x"].tolist() == [0, 1, 2]
+
+
+def test_read_query_shift(tmp_path):
+    from pinsage_model.contracts import ContractError, read_query_shift
+
+    assert np.array_equal(read_query_shift(tmp_path, 3), np.zeros(3, np.float32))  # older runs: no file
+    np.save(tmp_path / "query_shift.npy", np.float32([1, 2, 3]))
+    assert read_query_shift(tmp_path, 3).tolist() == [1.0, 2.0, 3.0]
+    with pytest.raises(ContractError, match=r"expected \(4,\)"):
+        read_query_shift(tmp_path, 4)

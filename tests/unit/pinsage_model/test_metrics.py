@@ -160,3 +160,16 @@ def test_user_recall_ndcg_hand_computed():
 def test_csr_rows():
     rows, cols = metrics.csr_rows(np.array([0, 2, 2, 5]), np.array([7, 8, 1, 2, 3]), np.array([2, 0]))
     assert rows.tolist() == [0, 0, 0, 1, 1] and cols.tolist() == [1, 2, 3, 7, 8]
+
+
+def test_query_shift_adds_a_candidate_prior():
+    # Query item 0 = (1, 0), shifted by (0, 1.5) to (1, 1.5); candidates are the unit rows. Scores:
+    # item 1 (0.8, 0.6) 1.7, item 2 (0, 1) 1.5, item 3 (-1, 0) -1, item 4 (0.6, 0.8) 1.8 and
+    # item 5 (unit: exactly item 1) 1.7. Plain cosine puts item 4 third (after items 1 and 5).
+    shift = np.float32([0, 1.5])
+    r = metrics.evaluate_embeddings(ITEMS, np.array([0, 0, 0]), np.array([4, 2, 1]), ks=(1,), query_shift=shift)["ranks"]
+    assert list(r) == [1.0, 4.0, 2.5]  # item 4 first; item 2 after 4, 1 and 5; items 1 and 5 tie
+    via_faiss = metrics.evaluate_embeddings(ITEMS, np.array([0]), np.array([4]), ks=(1,), query_shift=shift, exact_max_pool=2)
+    assert via_faiss["ranks"][0] == 1.0
+    plain = metrics.evaluate_embeddings(ITEMS, np.array([0]), np.array([4]), ks=(1,))["ranks"]
+    assert plain[0] == 3.0

@@ -96,5 +96,32 @@ def test_weights_npz_round_trip(tmp_path):
     weights, config = load_weights_npz(tmp_path)
     assert weights["conv1/Q"].shape == (3, 4) and weights["conv2/W"].shape == (3 + 4, 3)
     assert weights["head/G1"].shape == (3, 3) and weights["head/g"].shape == (3,)
-    assert config == {"num_layers": 2, "hidden_dim": 4, "output_dim": 3, "pooling": "importance", "input_dim": 3, "id_embedding_dim": 0, "num_items": 0}
+    assert config == {"num_layers": 2, "hidden_dim": 4, "output_dim": 3, "pooling": "importance", "input_dim": 3, "id_embedding_dim": 0, "num_items": 0, "query_shift": False}
     np.testing.assert_allclose(np.asarray(model_from_weights(weights, config)(x)), np.asarray(model(x)), atol=1e-6)
+
+
+def test_query_shift_moves_queries_only_and_round_trips(tmp_path):
+    from pinsage_model.contracts import ContractError
+    from pinsage_model.export import load_weights_npz, model_from_weights, save_weights_npz
+
+    rng = np.random.default_rng(2)
+    model = PinSageModel(input_dim=3, num_layers=2, hidden_dim=4, output_dim=3, query_shift=True)
+    x = _inputs(rng)
+    z = np.asarray(model(x))
+    # Starts at zero: the scores begin as the paper's cosine.
+    np.testing.assert_array_equal(np.asarray(model.shift_queries(z)), z)
+    model.query_shift.assign([0.5, -1.0, 2.0])
+    np.testing.assert_allclose(np.asarray(model.shift_queries(z)), z + [0.5, -1.0, 2.0], atol=1e-7)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(model(x)), axis=1), 1.0, atol=1e-5)  # candidates stay unit
+    assert "query_shift" in {v.name for v in model.trainable_variables}
+    save_weights_npz(model, tmp_path)
+    weights, config = load_weights_npz(tmp_path)
+    assert config["query_shift"] is True
+    np.testing.assert_array_equal(weights["head/query_shift"], np.float32([0.5, -1.0, 2.0]))
+    again = model_from_weights(weights, config)
+    np.testing.assert_array_equal(again.query_shift.numpy(), model.query_shift.numpy())
+    np.savez(tmp_path / "weights.npz", **{k: v for k, v in weights.items() if k != "head/query_shift"})
+    with pytest.raises(ContractError, match="head/query_shift"):
+        load_weights_npz(tmp_path)
+    plain = PinSageModel(input_dim=3, num_layers=2, hidden_dim=4, output_dim=3)
+    assert plain.query_shift is None and np.array_equal(np.asarray(plain.shift_queries(z)), z)
