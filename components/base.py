@@ -36,6 +36,31 @@ class StageError(RuntimeError):
     """A stage could not produce its outputs; the message says what to do next."""
 
 
+# Errors of the input or the setup, not of the code: every front end prints them as one line
+# (``error_line``) and exits non-zero, never with a traceback. ``LoaderError``, ``ContractError``,
+# ``ConfigError`` and pyarrow's ``ArrowInvalid`` are ``ValueError``s (as are numpy's read errors);
+# file-system errors and pyarrow's ``ArrowIOError`` are ``OSError``s.
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (StageError, ValueError, OSError, EOFError)
+
+
+def error_line(exc: BaseException) -> str:
+    """The one-line message every front end prints for a known error."""
+    return "error: " + " ".join(str(exc).split())
+
+
+def exit_on_known_error(fn, *args, **kwargs):
+    """Call ``fn``; on a known error print :func:`error_line` to stderr and exit with status 1.
+
+    For front ends that run a stage inside a host process (the Kubeflow lightweight components,
+    the Airflow tasks): ``SystemExit`` fails the task with that one line and no traceback.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except KNOWN_ERRORS as exc:
+        print(error_line(exc), file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
 def external_inputs(cfg: PipelineConfig) -> list[str]:
     """Files outside the run dir that the ingest stage reads (their bytes enter its fingerprint)."""
     d = cfg.data
@@ -125,7 +150,7 @@ def cli_config(path: str) -> PipelineConfig | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return None
 
 
@@ -143,9 +168,14 @@ def cli_names(what: str, text: str, known) -> list[str] | None:
 def execute_paths(
     stage_name: str, config_path: str, output: str, ctx: StageContext, force: bool = False, **inputs: str
 ) -> dict:
-    """:func:`execute` by stage name over plain paths (the Kubeflow lightweight components)."""
-    cfg = load_config(config_path)
-    return execute(get_stage(stage_name), cfg, {k: Path(v) for k, v in inputs.items()}, Path(output), ctx, force=force)
+    """:func:`execute` by stage name over plain paths (the Kubeflow lightweight components); a known
+    error prints its one line and exits with status 1 (:func:`exit_on_known_error`)."""
+
+    def go() -> dict:
+        cfg = load_config(config_path)
+        return execute(get_stage(stage_name), cfg, {k: Path(v) for k, v in inputs.items()}, Path(output), ctx, force=force)
+
+    return exit_on_known_error(go)
 
 
 def print_table(title: str, rows: list[tuple[str, object]]) -> str:
@@ -190,15 +220,15 @@ def stage_main(module_name: str, argv: list[str] | None = None) -> int:
     inputs = {n: Path(getattr(args, f"in_{n}") or run_dir / n) for n in stage.inputs}
     out = Path(args.output) if args.output else run_dir / stage.name
     when = args.logical_time or start_time()
-    if run_dir is not None:
-        ctx = StageContext.for_run_dir(run_dir, when)
-        save_resolved(cfg, run_dir / "config.resolved.yaml")
-    else:
-        ctx = StageContext.create(args.run_area or cfg.orchestration.run_root, args.run_id, when)
     try:
+        if run_dir is not None:
+            ctx = StageContext.for_run_dir(run_dir, when)
+            save_resolved(cfg, run_dir / "config.resolved.yaml")
+        else:
+            ctx = StageContext.create(args.run_area or cfg.orchestration.run_root, args.run_id, when)
         report = execute(stage, cfg, inputs, out, ctx, force=args.force)
-    except StageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KNOWN_ERRORS as exc:
+        print(error_line(exc), file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2, default=str))
     return 0

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "run") -> None
 def main_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from components.base import StageError, cli_config
+    from components.base import KNOWN_ERRORS, cli_config, error_line
     from components.local_runner import run_pipeline
 
     cfg = cli_config(args.config)
@@ -41,8 +41,8 @@ def main_run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or f"runs/{Path(args.config).stem}")
     try:
         reports = run_pipeline(cfg, run_dir, args.start, args.stop, force=args.force)
-    except (StageError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KNOWN_ERRORS as exc:
+        print(error_line(exc), file=sys.stderr)
         return 1
     print(f"\n{'stage':<16}{'status':<10}{'seconds':>9}")
     for name, rep in reports.items():

@@ -81,12 +81,13 @@ def run_stage(stage_name: str, run_dir: str, inputs: dict[str, str]) -> str:
     """
     from airflow.sdk import get_current_context
 
-    from components.base import execute
+    from components.base import execute, exit_on_known_error
     from components.stages import StageContext, get_stage
 
     ctx = StageContext.for_run_dir(run_dir, logical_time_for(get_current_context()))
     out = Path(run_dir) / stage_name
-    execute(get_stage(stage_name), CFG, {k: Path(v) for k, v in inputs.items()}, out, ctx, force=True)
+    # A known error (bad input, config) fails the task with the same one line as `pinsage run`.
+    exit_on_known_error(execute, get_stage(stage_name), CFG, {k: Path(v) for k, v in inputs.items()}, out, ctx, force=True)
     return str(out)
 
 

@@ -36,6 +36,11 @@ class DataConfig:
     (``interactions_path``/``test_path`` name the files directly). The ``*_column`` fields map a
     generic table's columns (``table`` source); empty collection/weight columns mean
     ``collection_id`` / ``weight`` or ``rating`` when present.
+
+    Bad-input rules (README, "Bad input"): timestamps later than the run's logical time plus
+    ``future_tolerance_s`` are quarantined; ``timestamp_unit`` is the unit of integer timestamps
+    (``auto``: detected from their magnitude, with a note in the report); test pairs that also
+    occur in train are an error unless ``allow_leaks``.
     """
 
     source: Literal["synthetic", "movielens", "adjacency", "table"] = "synthetic"
@@ -53,6 +58,9 @@ class DataConfig:
     collection_column: str = ""
     weight_column: str = ""
     vector_column: str = "features"
+    future_tolerance_s: int = 86_400
+    timestamp_unit: Literal["auto", "s", "ms", "us", "ns"] = "auto"
+    allow_leaks: bool = False
 
 
 @dataclass(frozen=True)
@@ -395,6 +403,8 @@ def _check_values(obj: Any, prefix: str, source: str) -> None:
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"{source}: key '{prefix + '.' if prefix else ''}{key}' {why}")
 
+    if isinstance(obj, DataConfig) and obj.future_tolerance_s < 0:
+        raise bad("future_tolerance_s", f"must be >= 0, got {obj.future_tolerance_s}")
     if isinstance(obj, PairsConfig):
         if abs(sum(obj.fractions) - 1.0) > 1e-6 or min(obj.fractions) < 0:
             raise bad("fractions", f"must be three non-negative fractions summing to 1, got {obj.fractions}")

@@ -7,8 +7,12 @@ Relative paths resolve against the working directory, then the repository root.
 
 Writes ``interactions.parquet``, ``items.parquet`` (for sources without an item file: the
 distinct item ids), ``test_interactions.parquet`` (adjacency test file only) and
-``quarantine.parquet`` (unusable rows with ``reason``, ``source``, ``row``). The report counts
-rows in / kept / quarantined by file and reason; a source with no usable interaction fails.
+``quarantine.parquet`` (unusable rows with ``reason``, ``source``, ``row``, ``line``). The report
+lists per input file ``in`` (counted from the file itself), ``kept``, ``quarantined`` by reason
+and ``notes`` (conversions: latin-1 lines, timestamp units), and the cross-file ``findings``
+(items missing from the item table, cold test users and items, leaks, a missing movies file).
+A source with no usable interaction fails naming its file, and so do test pairs that also occur
+in train unless ``data.allow_leaks``. The README's "Bad input" table lists every rule.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pinsage_model.contracts import INTERACTIONS, ITEMS
 from pinsage_model.io import atomic_write_parquet
 from pinsage_model.loaders import (
     ColumnMap,
+    InputRules,
     LoaderError,
     LoadResult,
     empty_quarantine,
@@ -48,7 +53,7 @@ def _load_synthetic(d: DataConfig) -> tuple[LoadResult, dict]:
     data = synthetic.generate(d.preset, d.seed, progress=True)
     source = f"synthetic:{d.preset}:seed={d.seed}"
     n = data.interactions.num_rows
-    counts = {source: {"in": n, "kept": n, "quarantined": 0, "reasons": {}}}
+    counts = {source: {"in": n, "kept": n, "quarantined": 0, "reasons": {}, "notes": []}}
     result = LoadResult(data.interactions, data.items, None, empty_quarantine(), counts)
     return result, {"degree_stats": synthetic.degree_stats(synthetic.graph_of(data))}
 
@@ -71,14 +76,21 @@ def _adjacency_files(d: DataConfig) -> tuple[Path, Path | None]:
     return train, test
 
 
-def load(d: DataConfig) -> tuple[LoadResult, dict]:
-    """Load the configured source; returns the tables and extra report fields."""
+def load(d: DataConfig, now: int | None = None) -> tuple[LoadResult, dict]:
+    """Load the configured source; returns the tables and extra report fields.
+
+    Args:
+      d: the data config.
+      now: the run's logical time (Unix seconds) for the future-timestamp rule; None: no check.
+    """
     if d.source == "synthetic":
         return _load_synthetic(d)
+    rules = InputRules(now=now, future_tolerance_s=d.future_tolerance_s, timestamp_unit=d.timestamp_unit,
+                       allow_leaks=d.allow_leaks)
     if d.source == "movielens":
-        return load_movielens(resolve_path(_setting(d.path, "path", d.source), "data.path")), {}
+        return load_movielens(resolve_path(_setting(d.path, "path", d.source), "data.path"), rules), {}
     if d.source == "adjacency":
-        return load_adjacency(*_adjacency_files(d)), {}
+        return load_adjacency(*_adjacency_files(d), rules=rules), {}
     columns = ColumnMap(
         user=d.user_column, item=d.item_column, timestamp=d.timestamp_column,
         collection=d.collection_column, weight=d.weight_column, vector=d.vector_column,
@@ -89,7 +101,7 @@ def load(d: DataConfig) -> tuple[LoadResult, dict]:
                            ("item_vector_ids_path", d.item_vector_ids_path))
     }
     path = resolve_path(_setting(d.interactions_path, "interactions_path", d.source), "data.interactions_path")
-    return load_table(path, columns=columns, **optional), {}
+    return load_table(path, columns=columns, rules=rules, **optional), {}
 
 
 def _ids_table(*tables: pa.Table | None) -> pa.Table:
@@ -98,15 +110,27 @@ def _ids_table(*tables: pa.Table | None) -> pa.Table:
     return pa.table({"item_id": pc.unique(ids).sort()})
 
 
+def _no_usable(result: LoadResult, source: str) -> LoaderError:
+    """The error for a source without one usable interaction: its file, counts and first bad line."""
+    src = result.sources.get("interactions", f"data.source '{source}'")
+    c = result.counts.get(src, {"in": 0, "reasons": {}})
+    if not c["in"]:
+        return LoaderError(f"{src}: no records (only a header or blank lines), expected interactions; "
+                           "check data.path / data.interactions_path")
+    q = result.quarantine.filter(pc.equal(result.quarantine["source"], src)).slice(0, 1).to_pylist()
+    first = ""
+    if q:
+        where = f"line {q[0]['line']}" if q[0].get("line") else f"row {q[0]['row']}"
+        first = f"; first at {where}: {q[0]['reason']}"
+    reasons = ", ".join(f"{r}: {n}" for r, n in c["reasons"].items())
+    return LoaderError(f"{src}: no usable interactions: all {c['in']} records quarantined ({reasons}){first}")
+
+
 def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageContext) -> dict:
-    result, extra = load(cfg.data)
+    result, extra = load(cfg.data, now=int(ctx.logical_time.timestamp()))
     kept = result.interactions.num_rows
     if kept == 0:
-        reasons = {r: n for c in result.counts.values() for r, n in c["reasons"].items()}
-        raise LoaderError(
-            f"no usable interactions from data.source '{cfg.data.source}' "
-            f"({sum(reasons.values())} rows quarantined: {reasons or 'input is empty'})"
-        )
+        raise _no_usable(result, cfg.data.source)
     interactions = INTERACTIONS.validate(result.interactions, "raw/interactions")
     items = ITEMS.validate(
         result.items if result.items is not None else _ids_table(interactions, result.test_interactions),
@@ -128,6 +152,7 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
         "rows": total,
         "quarantine_reasons": dict(sorted(reasons.items())),
         "files": result.counts,
+        "findings": result.findings,
         "interactions": kept,
         "test_interactions": result.test_interactions.num_rows if result.test_interactions is not None else 0,
         "items": items.num_rows,

@@ -62,7 +62,7 @@ def test_empty_or_unusable_input_fails_and_leaves_nothing(tmp_path, stage_ctx):
     bad = tmp_path / "train.txt"
     bad.write_text("a b c\n")
     out = tmp_path / "raw"
-    with pytest.raises(LoaderError, match=r"no usable interactions .*'bad int user_id': 2"):
+    with pytest.raises(LoaderError, match=r"train\.txt: no usable interactions: all 2 records quarantined \(bad int user_id: 2\); first at line 1"):
         execute(STAGE, _cfg(source="adjacency", interactions_path=str(bad)), {}, out, stage_ctx)
     assert not out.exists()
     with pytest.raises(LoaderError, match="'data.interactions_path' must be set for data.source 'table'"):

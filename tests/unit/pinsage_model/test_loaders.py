@@ -73,10 +73,10 @@ def test_movielens_csv_flavour_with_malformed_rows(tmp_path):
     assert items["title"][0] == "Heat, Part One (1995)"
     assert items["genres"] == ["Action|Crime", None, "Drama"]
     assert items["tags"] == ["heist|pacino", None, None]
-    assert _quarantined(r, tmp_path / "movies.csv") == [(2, "duplicate movieId")]
+    assert _quarantined(r, tmp_path / "movies.csv") == [(2, "duplicate movieId with other values (first copy kept)")]
     assert _quarantined(r, tmp_path / "tags.csv") == [(3, "bad int movieId"), (4, "null tag")]
     _balanced(r)
-    assert {"reason", "source", "row", "userId", "line"} <= set(r.quarantine.column_names)
+    assert {"reason", "source", "row", "userId", "line", "text"} <= set(r.quarantine.column_names)
     assert r.quarantine.column_names[-3:] == ["reason", "source", "row"]
 
 
@@ -113,7 +113,7 @@ def test_movielens_missing_files_and_columns(tmp_path):
     with pytest.raises(LoaderError, match="no MovieLens ratings file"):
         load_movielens(tmp_path)
     _write(tmp_path / "ratings.csv", "userId,movieId,stars,timestamp\n1,2,3,4\n")
-    with pytest.raises(LoaderError, match=r"ratings\.csv: missing required column 'rating'"):
+    with pytest.raises(LoaderError, match=r"ratings\.csv: line 1: missing required column 'rating'"):
         load_movielens(tmp_path)
 
 
@@ -128,7 +128,7 @@ def test_adjacency_lists(tmp_path):
     assert t["collection_id"] == t["user_id"] and t["weight"] == [1.0] * 6
     assert _quarantined(r, train) == [(1, "bad int item_id"), (3, "bad int user_id")]
     assert r.counts[str(train)] == {"in": 8, "kept": 6, "quarantined": 2,
-                                    "reasons": {"bad int item_id": 1, "bad int user_id": 1}}
+                                    "reasons": {"bad int item_id": 1, "bad int user_id": 1}, "notes": []}
     assert r.test_interactions["item_id"].to_pylist() == ["9"]
     assert _quarantined(r, test) == [(1, "bad int item_id")]
     assert r.items is None
@@ -154,7 +154,7 @@ def test_generic_csv_with_column_mapping(tmp_path):
     assert t["collection_id"] == ["b1", "b1"] and t["weight"] == [1.0, 2.5]
     assert _quarantined(r, src) == [(2, "null iid"), (3, "unparsable when"), (4, "bad number score")]
     _balanced(r)
-    with pytest.raises(LoaderError, match=r"events\.csv: missing required column 'user_id'"):
+    with pytest.raises(LoaderError, match=r"events\.csv: line 1: missing required column 'user_id'"):
         load_table(src)
 
 
@@ -180,7 +180,7 @@ def test_generic_parquet_with_item_vectors_column(tmp_path):
     assert r.items["features"].to_pylist() == [[1.0, 2.0], [3.0, 4.0]]
     assert r.items["title"].to_pylist() == ["A", "D"]
     assert _quarantined(r, items) == [
-        (1, "non-finite feature (NaN or inf)"), (2, "features length != 2"), (4, "duplicate item_id"),
+        (1, "non-finite feature (NaN or inf)"), (2, "features length != 2"), (4, "duplicate item_id with other values (first copy kept)"),
     ]
     _balanced(r)
 
