@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,9 @@ class StageError(RuntimeError):
 # Errors of the input or the setup, not of the code: every front end prints them as one line
 # (``error_line``) and exits non-zero, never with a traceback. ``LoaderError``, ``ContractError``,
 # ``ConfigError`` and pyarrow's ``ArrowInvalid`` are ``ValueError``s (as are numpy's read errors);
-# file-system errors and pyarrow's ``ArrowIOError`` are ``OSError``s.
-KNOWN_ERRORS: tuple[type[BaseException], ...] = (StageError, ValueError, OSError, EOFError)
+# file-system errors and pyarrow's ``ArrowIOError`` are ``OSError``s; a corrupt ``.npz`` is a
+# ``BadZipFile``.
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (StageError, ValueError, OSError, EOFError, zipfile.BadZipFile)
 
 
 def error_line(exc: BaseException) -> str:
