@@ -10,8 +10,14 @@ Aliases, not stages (stages are deprecated since MLflow 2.9):
 
 Where: ``MLFLOW_TRACKING_URI`` if set, else ``tracking.tracking_uri``, else a SQLite store
 ``<run area>/mlflow.db`` with artifacts in ``<run area>/mlartifacts`` (the run area is the folder
-successive runs share, so they share one registry). The registration stage logs and gates;
-``pinsage promote`` / ``rollback`` move the champion by hand.
+successive runs share, so they share one registry). A tracking server behind MLflow's basic-auth
+app takes ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` from the environment (MLflow
+reads them itself); they are never logged, and :func:`redacted` strips any credential written
+into a URI before it is reported.
+
+Each registered version is the pyfunc model of :mod:`components.servable` (:func:`log_servable`):
+the version's item embeddings, id map and faiss index, servable with ``mlflow models serve``.
+The registration stage logs and gates; ``pinsage promote`` / ``rollback`` move the champion by hand.
 """
 
 from __future__ import annotations
@@ -46,6 +52,16 @@ def tracking_uri(cfg: PipelineConfig, run_area: str | Path) -> str:
     area = Path(run_area).resolve()
     area.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{area / 'mlflow.db'}"
+
+
+def redacted(uri: str) -> str:
+    """``uri`` without a ``user:password@`` part (what run folders and logs may show)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if not parts.netloc or "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def client_for(cfg: PipelineConfig, run_area: str | Path):
@@ -107,23 +123,61 @@ def numeric_leaves(obj: Any, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def register_model(client, name: str, run_id: str, tags: dict[str, str]) -> int:
-    """Register the active run's ``model/`` artifacts as a version (reusing one with the same
-    ``model_fingerprint`` tag) and point ``challenger`` at it; returns the version number."""
+def log_servable(bundle: dict[str, Path], example_item: str, example_recent: list[str]):
+    """Log the pyfunc model of :mod:`components.servable` in the active run; returns its ``ModelInfo``.
+
+    Args:
+      bundle: artifact name -> file or folder (``index``: a published index version,
+        ``query_shift``, the training outputs), copied into the model.
+      example_item, example_recent: item ids of the input example (one related-items row, one
+        homefeed row), which MLflow also runs through the model once as a check.
+
+    The model's code is the file itself ("models from code", no pickle); the library it imports
+    (``pinsage_model``) travels with it as code, so any environment with its pinned requirements
+    loads it.
+    """
+    import mlflow
+
+    import pinsage_model
+    from components import servable
+
+    return mlflow.pyfunc.log_model(
+        name="pinsage",
+        python_model=servable.__file__,
+        artifacts={k: str(v) for k, v in bundle.items()},
+        code_paths=[str(Path(pinsage_model.__file__).parent)],
+        signature=servable.signature(),
+        input_example=(servable.input_example(example_item, example_recent), {"k": 5}),
+        pip_requirements=SERVING_REQUIREMENTS,
+    )
+
+
+def _pin(package: str) -> str:
+    from importlib.metadata import version
+
+    return f"{package}=={version(package)}"
+
+
+# What loading and serving the pyfunc imports (the versions of this environment).
+SERVING_REQUIREMENTS = [_pin(p) for p in ("mlflow", "numpy", "pandas", "pyarrow", "faiss-cpu", "PyYAML")]
+
+
+def register_model(client, name: str, run_id: str, tags: dict[str, str], model_id: str) -> int:
+    """Register the logged model ``model_id`` (of run ``run_id``) as a version of ``name``, reusing
+    one with the same ``model_fingerprint`` tag, and point ``challenger`` at it; returns the version."""
     from mlflow.exceptions import MlflowException
 
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="PinSage item embedding model (weights.npz contract)")
+        client.create_registered_model(name, description="PinSage related items and homefeed (pyfunc over a faiss index)")
     fp = tags["model_fingerprint"]
     existing = [v for v in client.search_model_versions(f"name='{name}'") if v.tags.get("model_fingerprint") == fp]
     if existing:
         mv = min(existing, key=lambda v: int(v.version))
         log.info("model %s already registered as version %s; not registering again", fp[:12], mv.version)
     else:
-        source = f"{client.get_run(run_id).info.artifact_uri}/model"
-        mv = client.create_model_version(name, source=source, run_id=run_id, tags=tags)
+        mv = client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id)
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     return int(mv.version)
 
@@ -194,9 +248,11 @@ def champion_version(cfg: PipelineConfig, run_area: str | Path) -> dict | None:
 
 
 def download_champion(cfg: PipelineConfig, dst: str | Path, run_area: str | Path) -> Path:
-    """Download the champion's model files (``weights.npz``, ``model_config.json`` ...) into ``dst``."""
+    """Download the champion's pyfunc model into ``dst``; returns the folder of its bundled files
+    (``weights.npz``, ``model_config.json``, the index version, ``query_shift.npy`` ...)."""
     import mlflow
 
     client_for(cfg, run_area)
     Path(dst).mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=champion_uri(cfg.tracking.registered_model), dst_path=str(dst)))
+    model = Path(mlflow.artifacts.download_artifacts(artifact_uri=champion_uri(cfg.tracking.registered_model), dst_path=str(dst)))
+    return model / "artifacts"

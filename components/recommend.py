@@ -4,6 +4,8 @@
 ``--user ID``: (a) items closest to any of the user's most recent items (homefeed, paper 4.1),
 and (b) items closest to the user's collection embedding (the pooled embedding of the
 collections the user engaged with), both excluding items the user already engaged with.
+Every query vector gets the model's learned query shift (``embeddings/query_shift.npy``, zero
+when absent) before the inner product with the unit item vectors of the index.
 
 The index is the one the run published (``<run dir>/index``) unless ``--index-root`` names a
 publish root (whose ``CURRENT`` version is used). Titles come from ``raw/items.parquet`` when it
@@ -78,11 +80,35 @@ def user_vector(run_dir: Path, collection_ids: list[str]) -> np.ndarray | None:
     return l2_normalize(np.asarray(emb[rows], dtype=np.float32).mean(axis=0, keepdims=True))
 
 
+def query_shift(run_dir: Path, dim: int) -> np.ndarray:
+    """The run's (dim,) query shift; zero for runs without one."""
+    from pinsage_model.contracts import read_query_shift
+
+    return read_query_shift(run_dir / "embeddings", dim)
+
+
 def _print(title: str, nb, titles: dict[str, str]) -> None:
     print(f"{title}  (index version {nb.version})")
     for rank, (item, score) in enumerate(zip(nb.item_ids, nb.scores), 1):
         label = f"  {titles[item]}" if item in titles else ""
         print(f"{rank:>3}. {item:<16} {score:7.4f}{label}")
+
+
+def homefeed(reader, recent: list[str], k: int, shift: np.ndarray):
+    """Items closest to any of ``recent`` (each queried with the shift), recent items excluded;
+    unknown ids skipped, none known raises KeyError (as ``IndexReader.homefeed``)."""
+    from pinsage_model.index import Neighbours
+
+    v = reader.current()
+    known = [i for i in recent if i in v.row_of]
+    if not known:
+        raise KeyError(f"none of the recent items is in index version {v.name}")
+    best: dict[str, float] = {}
+    for nb in reader.search_vectors(np.asarray(v.embeddings[v.rows(known)]) + shift, k, [known] * len(known)):
+        for item, score in zip(nb.item_ids, nb.scores):
+            best[item] = max(score, best.get(item, -np.inf))
+    top = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    return Neighbours(v.name, [t[0] for t in top], [t[1] for t in top])
 
 
 def main(args: argparse.Namespace) -> int:
@@ -92,22 +118,25 @@ def main(args: argparse.Namespace) -> int:
     reader = IndexReader(args.index_root or run_dir / "index")
     titles = titles_of(run_dir)
     try:
+        version = reader.current()
+        shift = query_shift(run_dir, version.embeddings.shape[1])
         if args.item:
-            nb = reader.related_items(args.item, args.k)
+            row = version.rows([args.item])
+            (nb,) = reader.search_vectors(np.asarray(version.embeddings[row]) + shift, args.k, exclude=[[args.item]])
             head = f"items related to {args.item}" + (f" ({titles[args.item]})" if args.item in titles else "")
             _print(head, nb, titles)
             return 0
         items, colls = user_history(run_dir, args.user)
         recent = items[: args.recent]
         print(f"user {args.user}: {len(items)} items, most recent: {', '.join(recent)}\n")
-        feed = reader.homefeed(recent, args.k + len(items))
+        feed = homefeed(reader, recent, args.k + len(items), shift)
         kept = [(i, s) for i, s in zip(feed.item_ids, feed.scores) if i not in set(items)][: args.k]
         feed = Neighbours(feed.version, [i for i, _ in kept], [s for _, s in kept])
         _print("closest to the most recent items (homefeed)", feed, titles)
         vec = user_vector(run_dir, colls)
         if vec is not None:
             print()
-            (by_coll,) = reader.search_vectors(vec, args.k, exclude=[items])
+            (by_coll,) = reader.search_vectors(vec + shift, args.k, exclude=[items])
             _print(f"closest to the user's collection embedding ({len(colls)} collections)", by_coll, titles)
         return 0
     except (KeyError, FileNotFoundError, IndexVersionError) as exc:

@@ -110,7 +110,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("model", ("graph", "features", "neighbourhoods"), ("model", "train", "sampler"), "PinSage training"),
     Stage("embeddings", ("graph", "features", "neighbourhoods", "model"), ("inference", "spark"), "layer-wise inference of item and collection embeddings"),
     Stage("evaluation", ("raw", "pairs", "graph", "features", "neighbourhoods", "embeddings"), ("evaluation", "sampler", "pairs"), "hit-rate, MRR, kurtosis vs baselines"),
-    Stage("registration", ("model", "evaluation"), ("tracking",), "MLflow run, model version and the validation-split promotion gate"),
+    Stage("registration", ("graph", "model", "embeddings", "evaluation"), ("tracking", "index"), "MLflow run, servable model version (pyfunc over the faiss index) and the validation-split promotion gate"),
     Stage("index", ("graph", "embeddings", "evaluation", "registration"), ("index",), "faiss index publishing"),
 )
 

@@ -67,9 +67,16 @@ def scalar_metrics(metrics: dict) -> dict:
     return dict(sorted(numeric_leaves(metrics).items())[:MAX_MANIFEST_METRICS])
 
 
-def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
+def publish_embeddings(cfg: "PipelineConfig", inputs: dict[str, Path], root: Path, ctx: "StageContext", make_current: bool) -> tuple[Path, dict, int]:
+    """Build, check and publish the index of ``inputs["embeddings"]`` (ids from ``inputs["graph"]``,
+    metrics from ``inputs["evaluation"]`` when given) under ``root``.
+
+    Returns the version directory, the embeddings' ``model.json`` and how many all-zero rows were
+    left out. The version name is a digest of the content, so the registration stage (which bundles
+    the index into the registered model) and this stage publish the same version.
+    """
     from pinsage_model.contracts import ITEM_IDS, ContractError, read_table
-    from pinsage_model.index import IndexRecallError, mirror_version, prune_versions, publish
+    from pinsage_model.index import IndexRecallError, publish
 
     emb_dir = inputs["embeddings"]
     try:
@@ -78,23 +85,14 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         model = json.loads((emb_dir / "model.json").read_text())
     except (ContractError, FileNotFoundError) as exc:
         raise StageError(f"index: {exc}") from exc
-    metrics_path = inputs["evaluation"] / "metrics.json"
-    metrics = scalar_metrics(json.loads(metrics_path.read_text())) if metrics_path.exists() else {}
-    decision_path = inputs["registration"] / "decision.json"
-    if not decision_path.exists():
-        raise StageError(f"index: {decision_path} not found; rerun the registration stage")
-    decision = json.loads(decision_path.read_text())
+    metrics_path = inputs["evaluation"] / "metrics.json" if "evaluation" in inputs else None
+    metrics = scalar_metrics(json.loads(metrics_path.read_text())) if metrics_path and metrics_path.exists() else {}
     order = np.argsort(ids.column("item_idx").to_numpy())
     item_ids = np.asarray(ids.column("item_id").to_pylist(), dtype=object)[order]
     if len(item_ids) != emb.shape[0]:
         raise StageError(f"index: {emb.shape[0]} embeddings but {len(item_ids)} item ids; rerun the embeddings stage")
     # rows whose embedding is all zero (a dead ReLU head) cannot be ranked: keep them out of the index
     keep = np.linalg.norm(emb, axis=1) > 0.5
-    root = publish_root(cfg, ctx)
-    digest = model.get("weights_digest", "")
-    # Serve this model only if the registry made it champion (or nothing was registered).
-    serve = not decision["tracking"] or decision["champion_weights_digest"] == digest
-    now = ctx.timestamp()
     try:
         vdir = publish(
             np.asarray(emb[keep]),
@@ -102,15 +100,32 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
             root,
             model["model_version"],
             metrics,
-            created_at=now,
+            created_at=ctx.timestamp(),
             cfg=cfg.index,
             item_idx=np.flatnonzero(keep).astype(np.int32),
             seed=cfg.seed,
-            make_current=serve,
-            weights_digest=digest,
+            make_current=make_current,
+            weights_digest=model.get("weights_digest", ""),
         )
     except IndexRecallError as exc:
         raise StageError(f"index: {exc}") from exc
+    return vdir, model, int((~keep).sum())
+
+
+def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
+    from pinsage_model.index import mirror_version, prune_versions, set_current
+
+    decision_path = inputs["registration"] / "decision.json"
+    if not decision_path.exists():
+        raise StageError(f"index: {decision_path} not found; rerun the registration stage")
+    decision = json.loads(decision_path.read_text())
+    root = publish_root(cfg, ctx)
+    now = ctx.timestamp()
+    vdir, model, excluded = publish_embeddings(cfg, inputs, root, ctx, make_current=False)
+    # Serve this model only if the registry made it champion (or nothing was registered).
+    serve = not decision["tracking"] or decision["champion_weights_digest"] == model.get("weights_digest", "")
+    if serve:
+        set_current(root, vdir.name)
     mirror_version(vdir, out_dir)
     pruned = prune_versions(root, cfg.index.keep_versions, now=now, grace_s=cfg.index.prune_grace_s) if cfg.index.keep_versions else []
     if pruned:
@@ -130,7 +145,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         "index": manifest["index"],
         "recall_at_10": manifest["recall_at_10"],
         "num_items": manifest["num_items"],
-        "excluded_zero_embeddings": int((~keep).sum()),
+        "excluded_zero_embeddings": excluded,
         "pruned_versions": pruned,
     }
 

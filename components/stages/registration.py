@@ -153,17 +153,42 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
         "reason": "tracking.enabled is false: nothing registered, the model serves",
     }
     if cfg.tracking.enabled:
-        decision.update(_register(cfg, model_dir, eval_dir, metrics, ctx, digest, candidate, splits))
+        decision.update(_register(cfg, inputs, metrics, ctx, digest, candidate, splits))
     atomic_write_json(out_dir / "decision.json", decision)
     log.info("registration: %s", decision["reason"])
     return {k: decision[k] for k in ("model_version", "champion_before", "champion_after", "promoted", "reason")}
 
 
-def _register(cfg: PipelineConfig, model_dir: Path, eval_dir: Path, metrics: dict, ctx: StageContext, digest: str,
+def _servable_bundle(cfg: PipelineConfig, inputs: dict[str, Path], ctx: StageContext) -> tuple[dict[str, Path], list[str]]:
+    """The files of the registered pyfunc model, built in the stage's scratch folder, and the item
+    ids of its input example (the first few of the index).
+
+    The index is published exactly as the index stage publishes it (same content, same version
+    name), so the registered model answers what the published index of its weights answers.
+    """
+    import pyarrow.parquet as pq
+
+    from components.stages.index import publish_embeddings
+
+    root = ctx.scratch_dir / "servable"
+    vdir, _, _ = publish_embeddings(cfg, inputs, root, ctx, make_current=False)
+    bundle = {"index": vdir}
+    shift = inputs["embeddings"] / "query_shift.npy"
+    if shift.exists():
+        bundle["query_shift"] = shift
+    for f in MODEL_FILES[:2]:  # the weights and their config; model.keras stays a run artifact
+        if (inputs["model"] / f).exists():
+            bundle[f.split(".")[0]] = inputs["model"] / f
+    ids = pq.read_table(vdir / "ids.parquet", columns=["item_id"]).column("item_id").to_pylist()
+    return bundle, ids[:4]
+
+
+def _register(cfg: PipelineConfig, inputs: dict[str, Path], metrics: dict, ctx: StageContext, digest: str,
               candidate: dict[str, float], splits: dict[str, str]) -> dict:
-    """The MLflow part of :func:`run`: one run logged, one version registered and gated."""
+    """The MLflow part of :func:`run`: one run logged, one servable version registered and gated."""
     import mlflow
 
+    model_dir, eval_dir = inputs["model"], inputs["evaluation"]
     client = mlflow_store.client_for(cfg, ctx.run_area)
     exp_id = mlflow_store.experiment_id(client, cfg, ctx.run_area)
     name = cfg.tracking.registered_model
@@ -190,16 +215,20 @@ def _register(cfg: PipelineConfig, model_dir: Path, eval_dir: Path, metrics: dic
         for f in MODEL_FILES:
             if (model_dir / f).exists():
                 mlflow.log_artifact(str(model_dir / f), artifact_path="model")
-        version_tags = {"model_fingerprint": digest, SPLIT_TAG: splits.get(GATE_SPLIT, "")}
+        bundle, example = _servable_bundle(cfg, inputs, ctx)
+        model_info = mlflow_store.log_servable(bundle, example[0], example[1:])
+        version_tags = {"model_fingerprint": digest, SPLIT_TAG: splits.get(GATE_SPLIT, ""), "index_version": bundle["index"].name}
         version_tags.update({k: repr(v) for k, v in candidate.items()})
-        version = mlflow_store.register_model(client, name, run_id, version_tags)
+        version = mlflow_store.register_model(client, name, run_id, version_tags, model_info.model_id)
     decided = promote(client, name, version, cfg.tracking.promotion_tolerance)
     after = mlflow_store.alias_version(client, name, mlflow_store.CHAMPION)
     log.info("tracked run %s in %s (model version %s)", run_id, client.tracking_uri, version)
     return {
         "mlflow_run_id": run_id,
-        "tracking_uri": client.tracking_uri,
+        # a URI may carry user:password@; what lands in the run folder never does
+        "tracking_uri": mlflow_store.redacted(client.tracking_uri),
         "model_version": version,
+        "model_uri": f"models:/{name}/{version}",
         "champion_before": decided.champion,
         "champion_after": after,
         "champion_weights_digest": mlflow_store.version_tags(client, name, after).get("model_fingerprint") if after else None,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pinsage_model.io import atomic_save_npz, atomic_write_json
+from pinsage_model.contracts import model_digest
+from pinsage_model.io import atomic_save_npy, atomic_save_npz, atomic_write_json, atomic_write_parquet
 
 
 def digests(run_dir: Path) -> dict[str, str]:
@@ -24,11 +25,17 @@ def digests(run_dir: Path) -> dict[str, str]:
     return out
 
 
-def make_run(run_dir: Path, seed: int, hr10: float, mrr: float, split: str = "v1", test: tuple[float, float] | None = None) -> Path:
-    """A run dir with the model and evaluation outputs registration reads; weights differ by ``seed``.
+def make_run(
+    run_dir: Path, seed: int, hr10: float, mrr: float, split: str = "v1", test: tuple[float, float] | None = None,
+    num_items: int = 6, dim: int = 4, query_shift: np.ndarray | None = None,
+) -> Path:
+    """A run dir with the graph ids, model, embeddings and evaluation outputs registration and the
+    index read; weights and embeddings differ by ``seed``.
 
     ``hr10``/``mrr`` are PinSage's validation metrics (what the gate reads); ``test`` its test
-    metrics (default: the same numbers); ``split`` names the validation pairs evaluated.
+    metrics (default: the same numbers); ``split`` names the validation pairs evaluated. Items are
+    ``i0`` .. ``i<num_items - 1>`` with random unit ``dim``-wide embeddings; ``query_shift`` is
+    written as ``embeddings/query_shift.npy`` when given.
     """
     rng = np.random.default_rng(seed)
     model = run_dir / "model"
@@ -51,4 +58,25 @@ def make_run(run_dir: Path, seed: int, hr10: float, mrr: float, split: str = "v1
     })
     (ev / "report.md").write_text("# report\n")
     (ev / "hit_rate.png").write_bytes(b"\x89PNG fake")
+    return add_embeddings(run_dir, seed, num_items, dim, query_shift)
+
+
+def add_embeddings(run_dir: Path, seed: int, num_items: int = 6, dim: int = 4, query_shift: np.ndarray | None = None) -> Path:
+    """Item ids and unit embeddings made by this run's model (what the index and the servable model read)."""
+    import pyarrow as pa
+
+    emb = np.random.default_rng(seed).standard_normal((num_items, dim)).astype(np.float32)
+    atomic_save_npy(run_dir / "embeddings" / "items.npy", emb / np.linalg.norm(emb, axis=1, keepdims=True))
+    if query_shift is not None:
+        atomic_save_npy(run_dir / "embeddings" / "query_shift.npy", np.asarray(query_shift, np.float32))
+    digest = model_digest(run_dir / "model")
+    atomic_write_json(run_dir / "embeddings" / "model.json", {"model_version": f"sha-{digest[:12]}", "weights_digest": digest})
+    atomic_write_parquet(
+        run_dir / "graph" / "item_ids.parquet",
+        pa.table({
+            "item_idx": pa.array(range(num_items), pa.int32()),
+            "item_id": [f"i{k}" for k in range(num_items)],
+            "in_train_graph": [True] * num_items,
+        }),
+    )
     return run_dir

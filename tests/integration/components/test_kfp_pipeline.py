@@ -80,7 +80,7 @@ def test_lightweight_registration_logs_to_the_kfp_local_run_folder(tmp_path, mon
     output = SimpleNamespace(path=str(run_folder / "registration" / "output"))
     fn = kfp_pipeline.LOCAL_COMPONENTS["registration"].python_func
     fn(config=str(conf), run_id="kfp-run", logical_time="2026-01-12T00:00:00Z", output=output,
-       model=SimpleNamespace(path=str(run / "model")), evaluation=SimpleNamespace(path=str(run / "evaluation")))
+       **{n: SimpleNamespace(path=str(run / n)) for n in ("graph", "model", "embeddings", "evaluation")})
     decision = json.loads((run_folder / "registration" / "output" / "decision.json").read_text())
     assert decision["tracking_uri"] == f"sqlite:///{run_folder.resolve() / 'mlflow.db'}"
     assert decision["model_version"] == 1 and decision["promoted"] is True

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pytest
 
 from components import mlflow_store
@@ -20,7 +18,6 @@ from components.stages import StageContext, get_stage
 from components.stages.registration import GATE_METRICS, gate, split_metrics
 from pinsage_model.config import config_from_dict
 from pinsage_model.contracts import model_digest
-from pinsage_model.io import atomic_write_json, atomic_write_parquet
 from run_fixtures import make_run
 
 WHEN = "2026-01-12T00:00:00Z"
@@ -216,24 +213,11 @@ def test_stage_cli_with_separate_stage_folders(area, tmp_path):
     conf.write_text("name: t\ntracking:\n  registered_model: cli-track-model\n")
     out = tmp_path / "registration-out"
     args = ["--config", str(conf), "--output", str(out), "--run-area", str(area), "--run-id", "kfp-1", "--logical-time", WHEN]
-    assert stage_main("components.stages.registration", [*args, "--model", str(run / "model"), "--evaluation", str(run / "evaluation")]) == 0
+    ins = [f"--{n}={run / n}" for n in ("graph", "model", "embeddings", "evaluation")]
+    assert stage_main("components.stages.registration", [*args, *ins]) == 0
     decision = json.loads((out / "decision.json").read_text())
     assert decision["model_version"] == 1 and decision["promoted"] is True
     assert mlflow_store.champion_version(cfg_for("cli-track-model"), area)["tags"]["mrr"] == "0.2"
-
-
-def add_embeddings(run_dir: Path, seed: int) -> Path:
-    """The files the index stage reads besides registration: item ids, embeddings made by this run's model."""
-    emb = np.random.default_rng(seed).standard_normal((6, 4)).astype(np.float32)
-    (run_dir / "embeddings").mkdir()
-    np.save(run_dir / "embeddings" / "items.npy", emb / np.linalg.norm(emb, axis=1, keepdims=True))
-    digest = model_digest(run_dir / "model")
-    atomic_write_json(run_dir / "embeddings" / "model.json", {"model_version": f"sha-{digest[:12]}", "weights_digest": digest})
-    atomic_write_parquet(
-        run_dir / "graph" / "item_ids.parquet",
-        pa.table({"item_idx": pa.array(range(6), pa.int32()), "item_id": [f"i{k}" for k in range(6)], "in_train_graph": [True] * 6}),
-    )
-    return run_dir
 
 
 def test_published_index_follows_champion(area, tmp_path, capsys):
@@ -252,7 +236,7 @@ def test_published_index_follows_champion(area, tmp_path, capsys):
 
     versions = {}
     for name, seed, hr10, mrr in (("p1", 11, 0.30, 0.10), ("p2", 12, 0.20, 0.05), ("p3", 13, 0.40, 0.12)):
-        versions[name] = publish(add_embeddings(make_run(area / name, seed=seed, hr10=hr10, mrr=mrr), seed), cfg)
+        versions[name] = publish(make_run(area / name, seed=seed, hr10=hr10, mrr=mrr), cfg)
 
     v1, v2, v3 = versions["p1"], versions["p2"], versions["p3"]
     assert (v1["serving"], v2["serving"], v3["serving"]) == (True, False, True)
@@ -269,7 +253,7 @@ def test_published_index_follows_champion(area, tmp_path, capsys):
 
     # pruning down to one version keeps the newest and the serving (rolled-back) one
     cfg = config_from_dict({**raw, "index": {"publish_root": str(root), "keep_versions": 1, "prune_grace_s": 0}})
-    p4 = add_embeddings(make_run(area / "p4", seed=14, hr10=0.10, mrr=0.01), 14)
+    p4 = make_run(area / "p4", seed=14, hr10=0.10, mrr=0.01)
     v4 = publish(p4, cfg, when="2100-01-01T00:00:00Z")  # p4 is the newest by far
     assert not v4["serving"] and sorted(v4["pruned_versions"]) == sorted([v2["version"], v3["version"]])
     assert sorted(p.name for p in (root / "versions").iterdir()) == sorted([v1["version"], v4["version"]])

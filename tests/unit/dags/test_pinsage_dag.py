@@ -111,7 +111,7 @@ def test_dag_runs_every_stage_registration_before_index(tmp_path):
     assert out["errors"] == {}
     tasks = out["tasks"]
     assert set(tasks) == {"prepare", *(s.name for s in STAGES)}
-    assert set(tasks["registration"]) == {"prepare", "model", "evaluation"}
+    assert set(tasks["registration"]) == {"prepare", "graph", "model", "embeddings", "evaluation"}
     assert set(tasks["index"]) == {"prepare", "graph", "embeddings", "evaluation", "registration"}
 
 
