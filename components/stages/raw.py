@@ -127,7 +127,10 @@ def _no_usable(result: LoadResult, source: str) -> LoaderError:
 
 
 def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageContext) -> dict:
-    result, extra = load(cfg.data, now=int(ctx.logical_time.timestamp()))
+    # The future-timestamp rule reads the run's logical time; a run at the Unix epoch (the Kubeflow
+    # pipeline's default parameter, i.e. none given) has no "now" to compare with.
+    now = int(ctx.logical_time.timestamp())
+    result, extra = load(cfg.data, now=now if now > 0 else None)
     kept = result.interactions.num_rows
     if kept == 0:
         raise _no_usable(result, cfg.data.source)
@@ -153,6 +156,9 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
         "quarantine_reasons": dict(sorted(reasons.items())),
         "files": result.counts,
         "findings": result.findings,
+        "future_timestamps_after": (
+            ctx.timestamp() if now > 0 and cfg.data.source != "synthetic" else None
+        ),
         "interactions": kept,
         "test_interactions": result.test_interactions.num_rows if result.test_interactions is not None else 0,
         "items": items.num_rows,

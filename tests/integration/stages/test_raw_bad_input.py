@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bad_input_corpus import CASES, NOW, Case, count_records
+from bad_input_corpus import CASES, FUTURE_REASON, NOW, Case, count_records
 
 from components import cli
 from components.base import stage_main
@@ -180,3 +180,23 @@ def test_a_bug_is_not_swallowed():
 
     with pytest.raises(KeyError):
         exit_on_known_error(bug)
+
+
+def test_future_rule_follows_the_logical_time_and_is_off_at_the_epoch(tmp_path):
+    """A timestamp is "in the future" relative to the run's logical time; the Kubeflow pipeline's
+    default logical time (the Unix epoch, none given) turns the rule off rather than refusing all."""
+    from components.base import execute
+    from components.stages import StageContext, get_stage
+    from pinsage_model.config import config_from_dict
+
+    (tmp_path / "in").mkdir()
+    cfg = config_from_dict({"data": BY_NAME["csv_bad_values"].build(tmp_path / "in")})
+    reports = {}
+    for when in ("2026-01-01T00:00:00Z", "2200-01-01T00:00:00Z", "1970-01-01T00:00:00Z"):
+        ctx = StageContext.create(tmp_path / "runs", "r", when)
+        reports[when] = execute(get_stage("raw"), cfg, {}, tmp_path / when[:4] / "raw", ctx)
+    reasons = {w: next(iter(r["files"].values()))["reasons"] for w, r in reports.items()}
+    assert reasons["2026-01-01T00:00:00Z"] == {"negative weight": 1, FUTURE_REASON: 1, "negative timestamp": 1}
+    assert reasons["2200-01-01T00:00:00Z"] == reasons["1970-01-01T00:00:00Z"] == {"negative weight": 1, "negative timestamp": 1}
+    assert reports["2026-01-01T00:00:00Z"]["future_timestamps_after"] == "2026-01-01T00:00:00Z"
+    assert reports["1970-01-01T00:00:00Z"]["future_timestamps_after"] is None
