@@ -195,7 +195,9 @@ def ease(graph: CSRGraph, l2: float) -> Method:
     # X^T X + l2 I is symmetric positive definite, so the inverse exists and is symmetric.
     p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)  # (N, N)
     p /= -p.diagonal().copy()  # (N, N): column j divided by -P[j, j], so B[i, j] = -P[i, j] / P[j, j]
-    b = p.astype(np.float32)
+    # inv returns Fortran order; the row gathers and sparse products below need C order (a
+    # Fortran B is copied whole by scipy on every x_u B: 1 s per user at 10k items).
+    b = np.ascontiguousarray(p, dtype=np.float32)
     np.fill_diagonal(b, 0.0)
     n = graph.num_items
 
