@@ -6,7 +6,8 @@ Runs the config's pipeline up to the neighbourhoods once (the data, its split an
 the same for every seed), then for each seed trains, embeds and evaluates PinSage with
 ``sampler.seed`` and ``train.seed`` set to it (``<run-dir>/quality/seed-<s>/``, as
 ``pinsage ablation`` runs a variant). The baselines are deterministic given the split and are
-evaluated once. Prints a table of mean ± sd over the seeds and writes
+evaluated once. Prints a table of mean ± sd over the seeds (and, where the data has held-out
+user events, the user→item recall/NDCG table) and writes
 ``bench/results/quality_<config name>.json`` with every number, the split protocol and the
 command. Test metrics are read here, once per final config; tuning never reads them.
 """
@@ -93,11 +94,42 @@ def main(argv: list[str] | None = None) -> int:
         "best_baseline_test": best,
         "pinsage_over_best_baseline": {k: pinsage["test"][k]["mean"] / best[k] for k in keys if best[k] > 0},
         "train_seconds": [runs[s]["train_seconds"] for s in seeds],
+        "user_level": user_level(runs, seeds, cfg.evaluation.user_ks),
     }
     RESULTS.mkdir(exist_ok=True)
     atomic_write_json(RESULTS / f"quality_{cfg.name}.json", result)
     print(table(result, keys))
+    if result["user_level"]:
+        print("\n" + user_table(result["user_level"]))
     return 0
+
+
+def user_level(runs: dict, seeds: list[int], user_ks) -> dict | None:
+    """User→item recall/NDCG@K on the test users: PinSage's user vectors (mean ± sd over seeds)
+    and the baselines' (deterministic: from the first seed's run), or None without user events."""
+    first = runs[seeds[0]]["metrics"].get("user_level")
+    if not first:
+        return None
+    keys = [f(k) for k in user_ks for f in (metric_keys.recall, metric_keys.ndcg)]
+    out = {"users": first["users"], "source": first["source"], "methods": {}}
+    for name, m in first["methods"].items():
+        if name.startswith("pinsage"):
+            out["methods"][name] = summarise([runs[s]["metrics"]["user_level"]["methods"][name] for s in seeds], keys)
+        else:
+            out["methods"][name] = {k: {"mean": m[k], "sd": 0.0, "values": [m[k]]} for k in keys}
+    return out
+
+
+def user_table(users: dict) -> str:
+    """Markdown: user→item recall/NDCG per user vector (PinSage: mean ± sd over seeds)."""
+    keys = list(next(iter(users["methods"].values())))
+    lines = [f"user→item, {users['users']} test users ({users['source']}); full ranking, training items masked", "",
+             "| user vector | " + " | ".join(k.replace("recall_at_", "recall@").replace("ndcg_at_", "NDCG@") for k in keys) + " |",
+             "|---|" + "---:|" * len(keys)]
+    for name, m in users["methods"].items():
+        cells = [f"{m[k]['mean']:.4f} ± {m[k]['sd']:.4f}" if name.startswith("pinsage") else f"{m[k]['mean']:.4f}" for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table(result: dict, keys: list[str]) -> str:

@@ -59,6 +59,7 @@ def _network(trial) -> dict:
         "model.num_layers": trial.suggest_int("model.num_layers", 1, 2),
         "model.hidden_dim": trial.suggest_categorical("model.hidden_dim", [64, 128, 256]),
         "model.id_embedding_dim": trial.suggest_categorical("model.id_embedding_dim", [0, 16, 32, 64]),
+        "model.query_shift": trial.suggest_categorical("model.query_shift", [True, False]),
     }
 
 
