@@ -10,22 +10,19 @@ brute force with numpy.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
-from components import mlflow_store
 from components.base import execute
 from components.stages import StageContext, get_stage
 from pinsage_model.config import config_from_dict
 from run_fixtures import make_run
+from service_fixtures import VENV_BIN, free_port, service, venv_env
 
 NAME = "servable-model"
 K = 5
@@ -53,9 +50,7 @@ def registry(tmp_path_factory):
         execute(stage, cfg, {n: run / n for n in stage.inputs}, run / "registration", StageContext.create(area, "run1", "2026-01-12T00:00:00Z"))
     decision = json.loads((run / "registration" / "decision.json").read_text())
     assert decision["champion_after"] == 1 and decision["model_uri"] == f"models:/{NAME}/1"
-    # the scoring server execs uvicorn from PATH: the venv's bin first, as with an activated venv
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env = venv_env(MLFLOW_TRACKING_URI=uri)
     yield env, np.load(run / "embeddings" / "items.npy"), area
 
 
@@ -109,42 +104,15 @@ def test_champion_loads_by_alias_in_a_fresh_process(registry):
     print(f"fresh-process load and predict: {time.perf_counter() - t0:.1f} s")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    """Poll ``url`` until it answers 200; fail with the server's log when it exits or times out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode} before answering {url}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.mark.slow
 def test_scoring_server_answers_over_http(registry):
     env, emb, area = registry
     port = free_port()
-    log = area / "serve.log"
+    base = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
-             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-            env=env, cwd=area, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(f"{base}/ping", proc, log, timeout_s=150)
+    cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
+           "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    with service(cmd, env, area / "serve.log", f"{base}/ping", timeout_s=150, cwd=area):
         resp = requests.post(f"{base}/invocations", json={"dataframe_records": QUERIES, "params": {"k": K}}, timeout=60)
         assert resp.status_code == 200, resp.text
         check_answers(resp.json()["predictions"], emb)
@@ -155,7 +123,3 @@ def test_scoring_server_answers_over_http(registry):
         assert resp.status_code == 200 and "unknown item id" in resp.json()["predictions"][0]["error"]
         assert requests.get(f"{base}/ping", timeout=5).status_code == 200
         print(f"scoring server start and queries: {time.perf_counter() - t0:.1f} s")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)  # the server and its uvicorn worker: the group this test started
-        proc.wait(timeout=30)
