@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from components.logs import setup_logging
 from components.stages import Stage, StageContext, get_stage
 from pinsage_model.config import ConfigError, PipelineConfig, config_to_dict, load_config, save_resolved
 from pinsage_model.io import atomic_dir, atomic_write_json, file_digest, json_digest
@@ -209,8 +210,9 @@ def stage_main(module_name: str, argv: list[str] | None = None) -> int:
     parser.add_argument("--run-area", help="folder runs share without --run-dir (default: orchestration.run_root)")
     parser.add_argument("--logical-time", help="ISO 8601 instant the run stands for (default: SOURCE_DATE_EPOCH, else now)")
     parser.add_argument("--force", action="store_true", help="run even if inputs and config are unchanged")
+    parser.add_argument("--verbose", action="store_true", help="every library's log lines on the console, at DEBUG")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging(args.verbose)
     if not args.run_dir and (not args.output or any(getattr(args, f"in_{n}") is None for n in stage.inputs)):
         parser.error("give --run-dir, or --output and every input directory")
     if not args.run_dir and not args.run_id:

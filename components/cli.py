@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
+
+from components.logs import DEFAULT_LOG_FILE, setup_logging
 
 # subcommand -> (module, one-line help). Modules expose ``add_arguments(parser)`` and ``main(args)``.
 COMMANDS = {
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="pinsage",
         description="PinSage item embeddings and recommendations as a pipeline (see README.md).",
     )
+    parser.add_argument("--verbose", action="store_true", help="every library's log lines on the console, at DEBUG")
+    parser.add_argument("--log-file", default=DEFAULT_LOG_FILE, help="where library log lines go (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         mod = sys.modules[__name__] if module == __name__ else importlib.import_module(module)
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         adder = getattr(mod, "add_arguments")
         adder(p, name) if name in ("run", "promote", "rollback") else adder(p)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging(args.verbose, args.log_file)
     if args.command == "run":
         return main_run(args)
     module = importlib.import_module(COMMANDS[args.command][0])

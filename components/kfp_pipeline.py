@@ -31,6 +31,7 @@ from typing import Callable, Literal, Sequence
 
 from kfp import dsl
 
+from components.logs import setup_logging
 from components.stages import STAGES, Stage, pipeline_stages
 from pinsage_model.config import PipelineConfig
 
@@ -252,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--submit", action="store_true", help="submit a run to orchestration.kfp_host")
     parser.add_argument("--kfp-host", help="KFP API endpoint for --submit (default: orchestration.kfp_host)")
     parser.add_argument("--run-name", default="pinsage-manual", help="run name for --submit")
+    parser.add_argument("--verbose", action="store_true", help="every library's log lines on the console, at DEBUG")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging(args.verbose)
     if not (args.output or args.run_local or args.submit):
         parser.error("give --output, --run-local or --submit")
     cfg = cli_config(args.config)

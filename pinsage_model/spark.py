@@ -20,6 +20,40 @@ if TYPE_CHECKING:  # pyspark is a heavy import: only for type checkers here
     from pinsage_model.config import SparkConfig
 
 
+# log4j2 for the driver JVM unless PINSAGE_VERBOSE: Spark's banner and WARN lines go to the file
+# $PINSAGE_SPARK_LOG (the command's log folder), only errors reach the console.
+_QUIET_LOG4J2 = """status = error
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+appender.console.filter.threshold.type = ThresholdFilter
+appender.console.filter.threshold.level = error
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = ${sys:pinsage.spark.log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+rootLogger.level = warn
+rootLogger.appenderRef.console.ref = console
+rootLogger.appenderRef.file.ref = file
+"""
+
+
+def _quiet_java_options() -> str:
+    """``-D`` options pointing log4j2 at :data:`_QUIET_LOG4J2` (written once per process)."""
+    import tempfile
+
+    from pinsage_model.io import atomic_write_text
+
+    log = os.environ.get("PINSAGE_SPARK_LOG") or str(Path(tempfile.gettempdir()) / "pinsage-spark.log")
+    conf = Path(tempfile.gettempdir()) / f"pinsage-log4j2-{os.getpid()}.properties"
+    if not conf.exists():
+        atomic_write_text(conf, _QUIET_LOG4J2)
+    return f"-Dlog4j2.configurationFile=file:{conf} -Dpinsage.spark.log={log}"
+
+
 def get_spark(spark_cfg: "SparkConfig") -> "SparkSession":
     """Return a SparkSession configured from ``spark_cfg``.
 
@@ -44,8 +78,11 @@ def get_spark(spark_cfg: "SparkConfig") -> "SparkSession":
             active.conf.set("spark.sql.shuffle.partitions", str(spark_cfg.shuffle_partitions))
             return active
         active.stop()
+    builder = SparkSession.builder
+    if os.environ.get("PINSAGE_VERBOSE", "") in ("", "0"):
+        builder = builder.config("spark.driver.extraJavaOptions", _quiet_java_options())
     spark = (
-        SparkSession.builder.master(spark_cfg.master)
+        builder.master(spark_cfg.master)
         .appName(spark_cfg.app_name)
         .config("spark.driver.memory", spark_cfg.driver_memory)
         .config("spark.sql.shuffle.partitions", str(spark_cfg.shuffle_partitions))

@@ -1,0 +1,82 @@
+"""Logging every command sets up: the console shows the pipeline's own lines, the rest goes to a file.
+
+At the default level the console shows INFO and above from the ``pinsage`` logger and WARNING and
+above from everyone else; every line of every logger at INFO and above (faiss's six "could not
+load AVX..." lines on each index load, MLflow's database chatter) goes to the log file. Two
+sources do not log through Python and are handled at theirs:
+
+* Spark's JVM (its banner and WARN lines): :func:`pinsage_model.spark.get_spark` points log4j at
+  a configuration that writes them to ``$PINSAGE_SPARK_LOG`` (set here beside the log file);
+* TensorFlow's C++ lines: ``TF_CPP_MIN_LOG_LEVEL=3`` before TensorFlow is imported. (Its
+  absl-logged start-up lines, oneDNN and "Could not find cuda drivers", ignore it and still reach
+  stderr.)
+
+``--verbose`` (``PINSAGE_VERBOSE=1``, inherited by child processes such as the Kubeflow local
+components and the Airflow tasks) brings everything back to the console at DEBUG.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+OWN_LOGGER = "pinsage"
+VERBOSE_ENV, SPARK_LOG_ENV = "PINSAGE_VERBOSE", "PINSAGE_SPARK_LOG"
+DEFAULT_LOG_FILE = "runs/pinsage.log"
+FORMAT = "%(asctime)s %(levelname)s %(message)s"
+FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _ConsoleFilter(logging.Filter):
+    """The pipeline's own INFO lines, and only warnings and errors of the libraries."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        own = record.name == OWN_LOGGER or record.name.startswith(OWN_LOGGER + ".")
+        return own or record.levelno >= logging.WARNING
+
+
+def is_verbose() -> bool:
+    """Whether this process (or the command that started it) asked for ``--verbose``."""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def setup_logging(verbose: bool = False, log_file: str | Path | None = DEFAULT_LOG_FILE) -> Path | None:
+    """Configure the root logger once for a command; returns the log file (None without one).
+
+    Args:
+      verbose: everything to the console at DEBUG (also exported as ``PINSAGE_VERBOSE=1``).
+      log_file: where the lines kept off the console go (its folder is created); None: nowhere.
+    """
+    verbose = verbose or is_verbose()
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_pinsage", False):
+            root.removeHandler(h)
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter(FORMAT))
+    console.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        console.addFilter(_ConsoleFilter())
+    handlers: list[logging.Handler] = [console]
+    path = None
+    if log_file:
+        path = Path(log_file).resolve()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            file = logging.FileHandler(path, encoding="utf-8")
+        except OSError:  # a read-only folder: keep the console, lose only the library chatter
+            path = None
+        else:
+            file.setFormatter(logging.Formatter(FILE_FORMAT))
+            handlers.append(file)
+            os.environ.setdefault(SPARK_LOG_ENV, str(path.with_name("spark.log")))
+    for h in handlers:
+        h._pinsage = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    return path

@@ -1,0 +1,70 @@
+"""Logs a person can read: at the default level the console holds the pipeline's own lines, while
+Spark's banner and WARN lines and faiss's AVX loader lines go to the log files; ``--verbose``
+brings them back. Each command runs in a fresh process, as a person at a terminal runs it.
+
+Not covered: TensorFlow 2.21's absl-logged start-up lines (oneDNN, "Could not find cuda drivers")
+are written to the process's stderr before absl is initialised and ignore
+``TF_CPP_MIN_LOG_LEVEL``; only redirecting file descriptor 2 around the import would hide them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+PINSAGE = Path(sys.executable).parent / "pinsage"
+NOISE = ("Setting default log level", "NativeCodeLoader", "swigfaiss", "Could not load library")
+LIBRARIES = """
+import sys
+from components.logs import setup_logging
+setup_logging(verbose=sys.argv[1] == "1", log_file=sys.argv[2])
+import faiss
+print(faiss.IndexFlatIP(4).ntotal)
+"""
+
+
+def noisy(text: str) -> list[str]:
+    return [line for line in text.splitlines() if any(n in line for n in NOISE)]
+
+
+@pytest.mark.slow
+def test_spark_stages_keep_the_console_to_the_pipeline(tmp_path):
+    cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    cfg["tracking"] = {"enabled": False}
+    conf = tmp_path / "tiny.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    log = tmp_path / "logs" / "pinsage.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("PINSAGE_VERBOSE", "PINSAGE_SPARK_LOG")}
+    proc = subprocess.run(
+        [str(PINSAGE), "--log-file", str(log), "run", "--config", str(conf), "--run-dir", str(tmp_path / "run"), "--to", "pairs"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    console = proc.stdout + proc.stderr
+    assert proc.returncode == 0, console[-3000:]
+    assert "stage pairs" in console and "run directory:" in console
+    assert noisy(console) == [], noisy(console)
+    assert [l for l in console.splitlines() if " WARN " in l] == []
+    spark_log = log.with_name("spark.log")
+    assert spark_log.exists(), "Spark's lines went nowhere"
+    assert log.exists()
+
+
+@pytest.mark.slow
+def test_faiss_loader_lines_go_to_the_file_and_verbose_brings_them_back(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PINSAGE_VERBOSE"}
+    quiet = subprocess.run([sys.executable, "-c", LIBRARIES, "0", str(tmp_path / "q.log")], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert quiet.stdout.strip() == "0"
+    assert noisy(quiet.stdout + quiet.stderr) == [], noisy(quiet.stderr)
+    assert "faiss.loader" in (tmp_path / "q.log").read_text()  # kept, in the file
+    loud = subprocess.run([sys.executable, "-c", LIBRARIES, "1", str(tmp_path / "v.log")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 0, loud.stderr[-3000:]
+    assert any("faiss.loader" in l or "Loading faiss" in l for l in loud.stderr.splitlines())
