@@ -86,6 +86,11 @@ class PairsConfig:
     temporal_scope: Literal["user", "global"] = "user"
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     seed: int = 0
+    # Training pairs also join each event to its next ``train_window`` - 1 events after the
+    # successor (each within max_gap_s of the event): a wider co-engagement context, as a
+    # skip-gram window, for data whose consecutive events are only loosely ordered (ratings
+    # entered in bulk). Validation and test pairs stay consecutive: the protocol is unchanged.
+    train_window: int = 1
 
 
 @dataclass(frozen=True)
@@ -408,6 +413,8 @@ def _check_values(obj: Any, prefix: str, source: str) -> None:
     if isinstance(obj, PairsConfig):
         if abs(sum(obj.fractions) - 1.0) > 1e-6 or min(obj.fractions) < 0:
             raise bad("fractions", f"must be three non-negative fractions summing to 1, got {obj.fractions}")
+        if obj.train_window < 1:
+            raise bad("train_window", f"must be >= 1 (1 = consecutive pairs only), got {obj.train_window}")
     if isinstance(obj, GraphConfig) and not 0.0 < obj.train_collection_fraction <= 1.0:
         raise bad("train_collection_fraction", "must be in (0, 1]")
     if isinstance(obj, SamplerConfig):

@@ -220,6 +220,8 @@ def extract_pairs(events: "DataFrame", cfg: "PipelineConfig") -> tuple["DataFram
       ``gap``) and the final pairs frame with ``q_item``, ``pos_item``, ``count``, ``split``. A
       temporal split gives a pair the split of its later event (the engagement to predict), so
       one (q, i) can occur once per split; the hash split gives it the split of the unordered pair.
+      With ``pairs.train_window`` W > 1, an event and each of its next W events within
+      ``max_gap_s`` form a pair too, kept only when that pair's split is train.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -239,6 +241,23 @@ def extract_pairs(events: "DataFrame", cfg: "PipelineConfig") -> tuple["DataFram
             "next_split",
         )
     )
+    if p.train_window > 1:
+        # Successors 2..W of each event, kept below only as training pairs (see pair_split).
+        wider = [
+            kept.select(
+                "user_id", "item_id",
+                F.lead("item_id", d).over(w).alias("next_item"),
+                (F.lead("timestamp", d).over(w) - F.col("timestamp")).alias("gap"),
+                F.lead("split", d).over(w).alias("next_split"),
+                F.lit(d).alias("lag"),
+            )
+            for d in range(2, p.train_window + 1)
+        ]
+        candidates = transitions.withColumn("lag", F.lit(1))
+        for frame in wider:
+            candidates = candidates.unionByName(frame)
+    else:
+        candidates = transitions.withColumn("lag", F.lit(1))
     if p.split == "hash":
         u = F.pmod(
             F.xxhash64(F.least("item_id", "next_item"), F.greatest("item_id", "next_item"), F.lit(p.seed)),
@@ -249,10 +268,11 @@ def extract_pairs(events: "DataFrame", cfg: "PipelineConfig") -> tuple["DataFram
     else:
         pair_split = F.col("next_split")
     pairs = (
-        transitions.where(
+        candidates.where(
             F.col("next_item").isNotNull()
             & (F.col("next_item") != F.col("item_id"))
             & (F.col("gap") <= F.lit(p.max_gap_s))
+            & ((F.col("lag") == 1) | (pair_split == F.lit(SPLITS[0])))
         )
         .groupBy(F.col("item_id").alias("q_item"), F.col("next_item").alias("pos_item"), pair_split.alias("split"))
         .agg(F.count(F.lit(1)).cast("long").alias("count"))

@@ -72,3 +72,15 @@ def test_global_time_cut(tmp_path, spark_section, stage_ctx):
                  ("J1", "J2"): "test", ("J2", "J3"): "test", ("J3", "J4"): "test"})
     assert pairs == want
     assert _edges(tmp_path) == {("u1", f"I{k}") for k in range(8)}
+
+
+def test_train_window_widens_training_pairs_only(tmp_path, spark_section, stage_ctx):
+    # W = 3: each event also pairs with the events two and three later, kept only when that
+    # later event is a training event; held-out pairs stay the consecutive ones above.
+    _, pairs = _run(tmp_path, spark_section, stage_ctx, train_window=3)
+    want = {(f"I{k}", f"I{k + 1}"): "train" for k in range(5)}
+    want.update({(f"I{k}", f"I{k + d}"): "train" for d in (2, 3) for k in range(6 - d)})
+    want.update({("I5", "I6"): "validation", ("I6", "I7"): "validation", ("I7", "I8"): "test", ("I8", "I9"): "test"})
+    want.update({("J0", "J1"): "train", ("J1", "J2"): "train", ("J0", "J2"): "train",
+                 ("J2", "J3"): "validation", ("J3", "J4"): "test"})
+    assert pairs == want

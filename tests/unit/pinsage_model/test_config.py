@@ -75,6 +75,8 @@ def test_value_ranges(tmp_path):
         load_config(write(tmp_path, "pairs:\n  fractions: [0.5, 0.1, 0.1]\n"))
     with pytest.raises(ConfigError, match="restart_prob"):
         load_config(write(tmp_path, "sampler:\n  restart_prob: 1.0\n"))
+    with pytest.raises(ConfigError, match="pairs.train_window"):
+        load_config(write(tmp_path, "pairs:\n  train_window: 0\n"))
 
 
 def test_int_accepted_for_float_and_optional(tmp_path):
