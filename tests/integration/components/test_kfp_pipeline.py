@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from run_fixtures import digests, make_run
 
 REPO = Path(__file__).resolve().parents[3]
 RUN_PARAMETERS = ["--config", "--run-id", "--logical-time"]
+WHEN = dt.datetime(2026, 1, 12, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +94,68 @@ def test_stop_after_truncates_the_cluster_pipeline(tmp_path):
     assert set(yaml.safe_load(path.read_text())["root"]["dag"]["tasks"]) == {"raw", "pairs", "graph"}
     with pytest.raises(ValueError, match="needs"):
         kfp_pipeline.build_pipeline("cluster", "img:1", [get_stage("pairs")])
+
+
+def test_compiled_yaml_loads_back_with_kfps_own_loader(compiled, tmp_path):
+    from kfp import components
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(compiled))
+    loaded = components.load_component_from_file(str(path))
+    assert loaded.name == "pinsage"
+    assert set(loaded.component_spec.inputs) == {"config", "run_id", "logical_time"}
+    spec = loaded.component_spec.implementation.graph  # the PipelineSpec protobuf kfp parsed
+    assert set(spec.root.dag.tasks) == {s.name for s in STAGES}
+    for s in STAGES:
+        task = spec.root.dag.tasks[s.name]
+        assert set(task.dependent_tasks) == set(s.inputs)
+        assert set(task.inputs.artifacts) == set(s.inputs)
+
+
+@pytest.mark.slow
+def test_kfp_local_runs_the_whole_graph_like_the_local_runner(tmp_path, spark, monkeypatch):
+    """kfp.local (one subprocess per component, every stage, registration and index included)
+    produces the local runner's embeddings, metrics and promotion decision."""
+    import time
+
+    import numpy as np
+
+    from components.local_runner import run_pipeline
+    from pinsage_model.config import config_to_dict, load_config
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # The session fixture's master, so the in-process runner reuses that SparkSession; training
+    # bit-reproducible across processes.
+    cfg = load_config(REPO / "configs" / "tiny.yaml")
+    cfg = dataclasses.replace(
+        cfg, spark=dataclasses.replace(cfg.spark, master=spark.sparkContext.master),
+        train=dataclasses.replace(cfg.train, deterministic=True),
+    )
+    conf = tmp_path / "tiny.yaml"
+    conf.write_text(yaml.safe_dump(config_to_dict(cfg)))
+
+    t0 = time.perf_counter()
+    outputs = kfp_pipeline.run_local(conf, tmp_path / "kfp", list(STAGES), logical_time=WHEN)
+    t1 = time.perf_counter()
+    run_pipeline(load_config(conf), tmp_path / "local", logical_time=WHEN)
+    print(f"kfp.local {t1 - t0:.0f} s, local runner {time.perf_counter() - t1:.0f} s")
+    local = tmp_path / "local"
+    assert set(outputs) == {s.name for s in STAGES}
+
+    for name in ("items.npy", "collections.npy", "query_shift.npy"):
+        if (local / "embeddings" / name).exists():
+            np.testing.assert_array_equal(np.load(outputs["embeddings"] / name), np.load(local / "embeddings" / name), err_msg=name)
+    kfp_metrics = json.loads((outputs["evaluation"] / "metrics.json").read_text())
+    assert kfp_metrics == json.loads((local / "evaluation" / "metrics.json").read_text())
+    kfp_decision = json.loads((outputs["registration"] / "decision.json").read_text())
+    local_decision = json.loads((local / "registration" / "decision.json").read_text())
+    # each run has its own registry (the kfp.local run folder, the local run area): the MLflow
+    # run ids and store paths differ, the decision does not
+    for d in (kfp_decision, local_decision):
+        d.pop("mlflow_run_id"), d.pop("tracking_uri")
+    assert kfp_decision == local_decision and kfp_decision["promoted"] is True
+    kfp_index, local_index = (json.loads((p / "report.json").read_text()) for p in (outputs["index"], local / "index"))
+    assert kfp_index["version"] == local_index["version"] and kfp_index["serving"] is local_index["serving"] is True
 
 
 @pytest.mark.slow
