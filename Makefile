@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test test-fast bench quality kfp clean venv
+.PHONY: demo test test-fast bench quality kfp airflow airflow-stop clean venv
 
 venv: $(STAMP)
 
@@ -39,6 +39,17 @@ quality: $(STAMP)
 
 kfp: $(STAMP)
 	$(PY) -m components.kfp_pipeline --output build/pinsage_pipeline.yaml
+
+# A local Airflow 3 (API server + scheduler + DAG processor, LocalExecutor, SQLite) with the DAG on
+# AIRFLOW_CONFIG; prints the UI address and the admin login. `make airflow-stop` ends it.
+AIRFLOW_HOME_DIR ?= runs/airflow-home
+AIRFLOW_CONFIG ?= configs/tiny.yaml
+AIRFLOW_PORT ?= 8080
+airflow: $(STAMP)
+	$(PY) -m components.airflow_local start --home $(AIRFLOW_HOME_DIR) --config $(AIRFLOW_CONFIG) --port $(AIRFLOW_PORT)
+
+airflow-stop:
+	$(PY) -m components.airflow_local stop --home $(AIRFLOW_HOME_DIR)
 
 clean:
 	rm -rf $(VENV) runs build .pytest_cache
