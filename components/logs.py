@@ -7,9 +7,11 @@ sources do not log through Python and are handled at theirs:
 
 * Spark's JVM (its banner and WARN lines): :func:`pinsage_model.spark.get_spark` points log4j at
   a configuration that writes them to ``$PINSAGE_SPARK_LOG`` (set here beside the log file);
-* TensorFlow's C++ lines: ``TF_CPP_MIN_LOG_LEVEL=3`` before TensorFlow is imported. (Its
-  absl-logged start-up lines, oneDNN and "Could not find cuda drivers", ignore it and still reach
-  stderr.)
+* TensorFlow's C++ lines: ``TF_CPP_MIN_LOG_LEVEL=3`` before TensorFlow is imported. Its
+  absl-logged start-up lines (oneDNN, "Could not find cuda drivers", "failed call to cuInit" on
+  a machine without a GPU) ignore that and are written straight to file descriptor 2, so when
+  stderr is a terminal, descriptor 2 is read through a pipe (:func:`_route_native_stderr`) that
+  sends those lines to the log file and passes every other line through unchanged.
 
 ``--verbose`` (``PINSAGE_VERBOSE=1``, inherited by child processes such as the Kubeflow local
 components and the Airflow tasks) brings everything back to the console at DEBUG.
@@ -17,8 +19,12 @@ components and the Airflow tasks) brings everything back to the console at DEBUG
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import re
+import sys
+import threading
 from pathlib import Path
 
 OWN_LOGGER = "pinsage"
@@ -26,6 +32,56 @@ VERBOSE_ENV, SPARK_LOG_ENV = "PINSAGE_VERBOSE", "PINSAGE_SPARK_LOG"
 DEFAULT_LOG_FILE = "runs/pinsage.log"
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+# absl / glog lines: "I0000 00:00:1796169759.848841   14748 port.cc:153] ..." (before absl is
+# initialised the seconds field holds the Unix time), plus the preamble absl prints before it is
+# initialised, TensorFlow's CPU-feature notice (two lines) and the JVM's incubator notice.
+_NATIVE_LINE = re.compile(
+    r"^([IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]"
+    r"|E\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ cuda_\S+:\d+\] failed call to cuInit"
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions: .* rebuild TensorFlow"
+    r"|WARNING: Using incubator modules: jdk\.incubator)"  # the JVM launcher, before log4j starts
+)
+_routed = False
+
+
+def _route_native_stderr(log_path: Path) -> None:
+    """Read file descriptor 2 through a pipe: TensorFlow's native start-up lines go to
+    ``log_path``, every other line (Python's tracebacks, other programs' errors) to the terminal.
+
+    Only for a terminal: a captured or redirected stderr is left alone, whole. At exit the pipe is
+    drained before the process ends, so no line written before then is lost.
+    """
+    global _routed
+    if _routed:
+        return
+    _routed = True
+    terminal = os.dup(2)
+    read_end, write_end = os.pipe()
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as pipe, open(log_path, "ab") as log:
+            for line in pipe:
+                if _NATIVE_LINE.match(line.decode("utf-8", "replace")):
+                    log.write(line)
+                    log.flush()
+                else:
+                    os.write(terminal, line)
+
+    thread = threading.Thread(target=pump, name="pinsage-stderr", daemon=True)
+    thread.start()
+
+    def drain() -> None:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)  # closes our write end: the pump sees EOF once children close theirs
+        thread.join(timeout=2)
+
+    atexit.register(drain)
 
 
 class _ConsoleFilter(logging.Filter):
@@ -75,6 +131,8 @@ def setup_logging(verbose: bool = False, log_file: str | Path | None = DEFAULT_L
             file.setFormatter(logging.Formatter(FILE_FORMAT))
             handlers.append(file)
             os.environ.setdefault(SPARK_LOG_ENV, str(path.with_name("spark.log")))
+            if not verbose and os.isatty(2):
+                _route_native_stderr(path)
     for h in handlers:
         h._pinsage = True  # type: ignore[attr-defined]
         root.addHandler(h)

@@ -1,10 +1,8 @@
 """Logs a person can read: at the default level the console holds the pipeline's own lines, while
-Spark's banner and WARN lines and faiss's AVX loader lines go to the log files; ``--verbose``
-brings them back. Each command runs in a fresh process, as a person at a terminal runs it.
-
-Not covered: TensorFlow 2.21's absl-logged start-up lines (oneDNN, "Could not find cuda drivers")
-are written to the process's stderr before absl is initialised and ignore
-``TF_CPP_MIN_LOG_LEVEL``; only redirecting file descriptor 2 around the import would hide them.
+Spark's banner and WARN lines, faiss's AVX loader lines and TensorFlow's native start-up lines go
+to the log files; ``--verbose`` brings them back. Each command runs in a fresh process, as a
+person runs it; the TensorFlow check on a pseudo-terminal, since only a terminal's stderr is
+filtered.
 """
 
 from __future__ import annotations
@@ -19,7 +17,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 PINSAGE = Path(sys.executable).parent / "pinsage"
-NOISE = ("Setting default log level", "NativeCodeLoader", "swigfaiss", "Could not load library")
+NOISE = ("Setting default log level", "NativeCodeLoader", "swigfaiss", "Could not load library",
+         "oneDNN", "cuInit", "cuda drivers", "absl::InitializeLog", "cpu_feature_guard", "To enable the following")
 LIBRARIES = """
 import sys
 from components.logs import setup_logging
@@ -68,3 +67,46 @@ def test_faiss_loader_lines_go_to_the_file_and_verbose_brings_them_back(tmp_path
                           capture_output=True, text=True, timeout=300)
     assert loud.returncode == 0, loud.stderr[-3000:]
     assert any("faiss.loader" in l or "Loading faiss" in l for l in loud.stderr.splitlines())
+
+
+TENSORFLOW = """
+import sys
+from components.logs import setup_logging
+setup_logging(verbose=sys.argv[1] == "1", log_file=sys.argv[2])
+import tensorflow as tf
+print("sum", float(tf.reduce_sum(tf.ones(3))), flush=True)
+raise SystemExit("error: the last line, still on the terminal")
+"""
+
+
+def on_terminal(args: list[str], env: dict) -> tuple[int, str]:
+    """Run ``args`` with stdout and stderr on a pseudo-terminal; returns (status, what it showed)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    return proc.wait(timeout=300), shown.decode("utf-8", "replace")
+
+
+@pytest.mark.slow
+def test_tensorflow_start_up_lines_leave_the_terminal_and_verbose_brings_them_back(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("PINSAGE_VERBOSE", "TF_CPP_MIN_LOG_LEVEL")}
+    status, shown = on_terminal([sys.executable, "-c", TENSORFLOW, "0", str(tmp_path / "q.log")], env)
+    assert status == 1 and "sum 3.0" in shown, shown[-3000:]
+    assert "error: the last line, still on the terminal" in shown  # what is not TF's passes through
+    assert noisy(shown) == [], noisy(shown)
+    kept = (tmp_path / "q.log").read_text()
+    assert noisy(kept), "TensorFlow's lines went nowhere"
+    status, shown = on_terminal([sys.executable, "-c", TENSORFLOW, "1", str(tmp_path / "v.log")], env)
+    assert status == 1 and noisy(shown), shown[-3000:]
