@@ -5,6 +5,8 @@ Layout of a publish root (a persistent folder shared by successive pipeline runs
     <root>/versions/<version>/index.faiss    faiss.write_index output
                              ids.parquet     row (int64, faiss id), item_id (str), item_idx (int32)
                              embeddings.npy  (N, d) float32, L2-normalised, row-aligned with ids
+                             query_shift.npy (d,) float32, added to every query vector (only
+                                             when the model learned a non-zero shift)
                              manifest.json   version, model_version, created_at, metrics, recall,
                                              index kind and parameters, sha256 of every file
     <root>/CURRENT                           the serving version's name (one line)
@@ -40,6 +42,7 @@ from pinsage_model.io import atomic_write_text, file_digest, json_digest
 CURRENT = "CURRENT"
 VERSIONS = "versions"
 INDEX_FILE, IDS_FILE, EMB_FILE, MANIFEST_FILE = "index.faiss", "ids.parquet", "embeddings.npy", "manifest.json"
+SHIFT_FILE = "query_shift.npy"
 RECALL_K = 10
 
 
@@ -96,10 +99,12 @@ def _apply_search_params(index, params: dict) -> None:
         faiss.extract_index_ivf(index).nprobe = params["nprobe"]
 
 
-def recall_at_k(index, emb: np.ndarray, query_rows: np.ndarray, k: int = RECALL_K) -> float:
-    """Mean |approx top-k ∩ exact top-k| / k for the given item rows used as queries."""
+def recall_at_k(index, emb: np.ndarray, query_rows: np.ndarray, k: int = RECALL_K, query_shift: np.ndarray | None = None) -> float:
+    """Mean |approx top-k ∩ exact top-k| / k for the given item rows used as queries (each
+    shifted by ``query_shift`` when given, as served)."""
     faiss = _faiss()
-    queries = np.ascontiguousarray(emb[query_rows], dtype=np.float32)
+    queries = np.asarray(emb[query_rows], dtype=np.float32)
+    queries = np.ascontiguousarray(queries if query_shift is None else queries + query_shift[None, :], dtype=np.float32)
     k = min(k, emb.shape[0])
     exact = faiss.IndexFlatIP(emb.shape[1])
     exact.add(np.ascontiguousarray(emb, dtype=np.float32))
@@ -126,6 +131,7 @@ def publish(
     seed: int = 0,
     make_current: bool = True,
     weights_digest: str = "",
+    query_shift: np.ndarray | None = None,
 ) -> Path:
     """Build, check and publish an index version under ``out_root`` and make it current.
 
@@ -143,6 +149,8 @@ def publish(
         e.g. when the model lost the registry's promotion gate).
       weights_digest: digest of the model's weights, recorded so that the version can be found
         again from the registry's champion (:func:`find_version`).
+      query_shift: (d,) the model's learned query shift; a non-zero one is saved with the
+        version and added to every query (related items, homefeed) by :class:`IndexReader`.
 
     Returns:
       The version directory. Publishing the same content again only re-points ``CURRENT``.
@@ -165,15 +173,21 @@ def publish(
     if not np.all(np.isfinite(emb)):
         raise ValueError("embeddings contain NaN or infinite values")
     idx = np.arange(len(ids), dtype=np.int32) if item_idx is None else np.asarray(item_idx, dtype=np.int32)
+    shift = None if query_shift is None or not np.any(query_shift) else np.asarray(query_shift, dtype=np.float32)
+    if shift is not None and shift.shape != (emb.shape[1],):
+        raise ValueError(f"query_shift has shape {shift.shape}, expected ({emb.shape[1]},)")
     root = Path(out_root)
-    content = json_digest({"emb": hashlib.sha256(emb.data).hexdigest(), "ids": ids.tolist(), "index": _index_cfg(cfg)})
+    key = {"emb": hashlib.sha256(emb.data).hexdigest(), "ids": ids.tolist(), "index": _index_cfg(cfg)}
+    if shift is not None:
+        key["query_shift"] = shift.tolist()
+    content = json_digest(key)
     version = f"{_safe_name(model_version)}-{content[:12]}"
     final = root / VERSIONS / version
     if not (final / MANIFEST_FILE).exists():
         index, params = build_index(emb, cfg, seed)
         rng = np.random.default_rng(seed)
         queries = np.sort(rng.choice(len(ids), size=min(cfg.recall_queries, len(ids)), replace=False))
-        recall = 1.0 if params["kind"] == "flat_ip" else recall_at_k(index, emb, queries)
+        recall = 1.0 if params["kind"] == "flat_ip" else recall_at_k(index, emb, queries, query_shift=shift)
         if recall < cfg.recall_floor:
             raise IndexRecallError(
                 f"recall@{RECALL_K} of the {params['kind']} index is {recall:.4f} on {len(queries)} queries, "
@@ -189,6 +203,10 @@ def publish(
                 pa.table({"row": pa.array(np.arange(len(ids), dtype=np.int64)), "item_id": pa.array(ids.tolist(), pa.string()), "item_idx": pa.array(idx)}),
             )
             atomic_save_npy(tmp / EMB_FILE, emb)
+            files = [INDEX_FILE, IDS_FILE, EMB_FILE]
+            if shift is not None:
+                atomic_save_npy(tmp / SHIFT_FILE, shift)
+                files.append(SHIFT_FILE)
             manifest = {
                 "version": version,
                 "model_version": model_version,
@@ -201,7 +219,7 @@ def publish(
                 "index": params,
                 "num_items": int(len(ids)),
                 "dim": int(emb.shape[1]),
-                "files": {f: file_digest(tmp / f) for f in (INDEX_FILE, IDS_FILE, EMB_FILE)},
+                "files": {f: file_digest(tmp / f) for f in files},
             }
             atomic_write_json(tmp / MANIFEST_FILE, manifest)
             os.chmod(tmp, 0o755)
@@ -296,7 +314,9 @@ def mirror_version(version_dir: str | Path, dest_root: str | Path) -> Path:
     src = Path(version_dir)
     dest = Path(dest_root) / VERSIONS / src.name
     dest.mkdir(parents=True, exist_ok=True)
-    for f in (INDEX_FILE, IDS_FILE, EMB_FILE, MANIFEST_FILE):
+    for f in (INDEX_FILE, IDS_FILE, EMB_FILE, SHIFT_FILE, MANIFEST_FILE):
+        if not (src / f).exists():  # the shift file is optional
+            continue
         try:
             os.link(src / f, dest / f)
         except OSError:
@@ -317,6 +337,7 @@ class LoadedVersion:
     item_idx: np.ndarray  # (N,) int32
     embeddings: np.ndarray  # (N, d) float32
     row_of: dict
+    query_shift: np.ndarray  # (d,) float32, zero when the version has none
 
     def rows(self, item_ids: Sequence[str]) -> np.ndarray:
         missing = [i for i in item_ids if i not in self.row_of]
@@ -364,6 +385,8 @@ def load_version(path: str | Path, verify: bool = True) -> LoadedVersion:
         item_idx=ids.column("item_idx").to_numpy(),
         embeddings=emb,
         row_of={v: i for i, v in enumerate(item_ids.tolist())},
+        query_shift=(np.load(path / SHIFT_FILE, allow_pickle=False).astype(np.float32) if (path / SHIFT_FILE).exists()
+                     else np.zeros(emb.shape[1], np.float32)),
     )
 
 
@@ -401,14 +424,15 @@ class IndexReader:
         return _search(self.current(), vectors, k, exclude)
 
     def related_items(self, item_id: str, k: int = 10) -> Neighbours:
-        """The k nearest items to ``item_id`` (itself excluded)."""
+        """The k best items for ``item_id`` (itself excluded): inner product with its embedding
+        plus the version's query shift."""
         return self.related_items_batch([item_id], k)[0]
 
     def related_items_batch(self, item_ids: Sequence[str], k: int = 10) -> list[Neighbours]:
         """:meth:`related_items` for several items, all answered from one version."""
         v = self.current()
         rows = v.rows(item_ids)
-        return _search(v, np.asarray(v.embeddings[rows]), k, [[i] for i in item_ids])
+        return _search(v, np.asarray(v.embeddings[rows]) + v.query_shift, k, [[i] for i in item_ids])
 
     def homefeed(self, recent_items: Sequence[str], k: int = 10) -> Neighbours:
         """Homefeed (paper 4.1): items closest to any of the user's recent items.
@@ -420,7 +444,7 @@ class IndexReader:
         known = [i for i in recent_items if i in v.row_of]
         if not known:
             raise KeyError(f"none of the recent items is in index version {v.name}")
-        per_item = _search(v, np.asarray(v.embeddings[v.rows(known)]), k, [known] * len(known))
+        per_item = _search(v, np.asarray(v.embeddings[v.rows(known)]) + v.query_shift, k, [known] * len(known))
         best: dict[str, float] = {}
         for nb in per_item:
             for item, score in zip(nb.item_ids, nb.scores):

@@ -75,7 +75,7 @@ def publish_embeddings(cfg: "PipelineConfig", inputs: dict[str, Path], root: Pat
     left out. The version name is a digest of the content, so the registration stage (which bundles
     the index into the registered model) and this stage publish the same version.
     """
-    from pinsage_model.contracts import ITEM_IDS, ContractError, read_table
+    from pinsage_model.contracts import ITEM_IDS, ContractError, read_query_shift, read_table
     from pinsage_model.index import IndexRecallError, publish
 
     emb_dir = inputs["embeddings"]
@@ -106,6 +106,7 @@ def publish_embeddings(cfg: "PipelineConfig", inputs: dict[str, Path], root: Pat
             seed=cfg.seed,
             make_current=make_current,
             weights_digest=model.get("weights_digest", ""),
+            query_shift=read_query_shift(emb_dir, emb.shape[1]),
         )
     except IndexRecallError as exc:
         raise StageError(f"index: {exc}") from exc

@@ -49,6 +49,32 @@ def test_publish_writes_complete_version_and_reader_answers(tmp_path):
     assert len(list((tmp_path / "versions").iterdir())) == 1
 
 
+def test_query_shift_is_published_and_added_to_every_query(tmp_path):
+    from pinsage_model.index import mirror_version
+
+    emb = unit_rows(300, 16, seed=3)
+    shift = np.full(16, 0.4, np.float32)
+    plain = publish(emb, IDS, tmp_path / "a", "m1", {}, created_at=CREATED)
+    shifted = publish(emb, IDS, tmp_path / "b", "m1", {}, created_at=CREATED, query_shift=shift)
+    assert shifted.name != plain.name  # the shift is part of the version's content
+    assert set(json.loads((shifted / "manifest.json").read_text())["files"]) == {
+        "index.faiss", "ids.parquet", "embeddings.npy", "query_shift.npy"}
+    # a zero shift is no shift: the same version as without one
+    assert publish(emb, IDS, tmp_path / "c", "m1", {}, created_at=CREATED, query_shift=np.zeros(16)).name == plain.name
+    scores = emb @ (emb[7] + shift)
+    scores[7] = -np.inf
+    want = [IDS[j] for j in np.argsort(-scores)[:5]]
+    assert IndexReader(tmp_path / "b").related_items("item-7", k=5).item_ids == want
+    assert IndexReader(tmp_path / "a").related_items("item-7", k=5).item_ids == exact_related(emb, 7, 5)
+    best = np.maximum(emb @ (emb[1] + shift), emb @ (emb[2] + shift))
+    best[[1, 2]] = -np.inf
+    assert IndexReader(tmp_path / "b").homefeed(["item-1", "item-2"], k=6).item_ids == [IDS[j] for j in np.argsort(-best)[:6]]
+    mirror_version(shifted, tmp_path / "mirror")
+    np.testing.assert_array_equal(load_version(tmp_path / "mirror" / "versions" / shifted.name).query_shift, shift)
+    with pytest.raises(ValueError, match="query_shift"):
+        publish(emb, IDS, tmp_path / "d", "m1", {}, created_at=CREATED, query_shift=np.ones(3))
+
+
 def test_recall_floor_stops_publishing(tmp_path):
     emb = unit_rows(2000, 32, seed=1)
     weak = IndexConfig(exact_threshold=0, kind="hnsw", hnsw_m=2, ef_search=1, recall_floor=0.99, recall_queries=200)
