@@ -26,9 +26,9 @@ from service_fixtures import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 WHEN = "2026-01-12T00:00:00Z"
-# The ingest stage only: the scheduler's wiring is what is under test, and each Spark task would
-# start its own JVM (tests/integration/dags/test_pinsage_dag_run.py runs pairs under dag.test()).
-STOP_AFTER = "raw"
+# The data stages (ingest and the first Spark stage): the scheduler's wiring is what is under test,
+# and every later Spark or TensorFlow task would start its own JVM or TensorFlow (< 4 min on 2 cores).
+STOP_AFTER = "pairs"
 
 
 class Api:
@@ -111,7 +111,7 @@ def test_scheduled_runs_equal_the_local_runner_rerun_identically_and_fail_with_t
         run = wait_run(api, "test", timeout_s=150)
         print(f"scheduled run {attempt}: {run['state']} in {time.perf_counter() - t0:.1f} s")
         assert run["state"] == "success", task_states(api, "test")
-        assert task_states(api, "test") == {t: ("success", attempt) for t in ("prepare", "raw")}
+        assert task_states(api, "test") == {t: ("success", attempt) for t in ("prepare", "raw", "pairs")}
         # one partition for the logical date, rewritten by the rerun
         runs.append(digests(tmp / "runs" / "20260112T000000Z"))
     # unpausing let the scheduler start the latest interval on its own (catchup off): it succeeds too
@@ -120,15 +120,17 @@ def test_scheduled_runs_equal_the_local_runner_rerun_identically_and_fail_with_t
     assert wait_run(api, scheduled[0]["dag_run_id"], timeout_s=120)["state"] == "success"
     start, end = (scheduled[0][k].replace("-", "").replace(":", "")[:15] + "Z" for k in ("data_interval_start", "data_interval_end"))
     key = start if start == end else f"{start}_{end}"  # dags.pinsage_dag.interval_key
-    assert (tmp / "runs" / key / "raw" / "interactions.parquet").exists()
+    assert (tmp / "runs" / key / "pairs" / "pairs.parquet").exists()
     first, second = runs
-    assert {"raw/interactions.parquet", "raw/items.parquet", "config.resolved.yaml"} <= set(first)
+    assert {"raw/interactions.parquet", "pairs/pairs.parquet", "config.resolved.yaml"} <= set(first)
     assert first == second
 
     local = tmp_path / "local"
     run_pipeline(load_config(conf), local, stop=STOP_AFTER, logical_time=WHEN)
     local_files = digests(local)
-    assert {k: v for k, v in first.items() if k.startswith("raw/")} == {k: v for k, v in local_files.items() if k.startswith("raw/")}
+    assert {k: v for k, v in first.items() if k.startswith(("raw/", "pairs/"))} == {
+        k: v for k, v in local_files.items() if k.startswith(("raw/", "pairs/"))
+    }
 
     # a broken input: the raw task fails after its one retry, with the stage's one line in the log
     (data / "interactions.parquet").write_bytes(b"not a parquet file")
@@ -137,6 +139,7 @@ def test_scheduled_runs_equal_the_local_runner_rerun_identically_and_fail_with_t
     run = wait_run(api, "test-broken", timeout_s=120)
     states = task_states(api, "test-broken")
     assert run["state"] == "failed" and states["raw"] == ("failed", 2), states
+    assert states["pairs"][0] == "upstream_failed"
     resp = api("GET", "dags/pinsage/dagRuns/test-broken/taskInstances/raw/logs/2", params={"full_content": "true"})
     assert resp.status_code == 200, resp.text
     events = [e.get("event", "") if isinstance(e, dict) else str(e) for e in resp.json()["content"]]
