@@ -4,15 +4,16 @@ started by :mod:`components.airflow_local` (what ``make airflow`` runs) in a tem
 Through the authenticated REST API the test unpauses the DAG and triggers a run for a logical
 date; every task must succeed and the run folder must equal the local runner's. A second run for
 the same logical date (cleared: Airflow keeps one DAG run per logical date) rewrites exactly the
-same folders (idempotence), and the run the scheduler
-starts by itself once the DAG is unpaused (the latest interval; catchup is off) succeeds into
-its interval's folder. Then a stage whose input
-is broken fails as a task, after the configured retry, with the stage's one-line error in its
-task log. The services are stopped at the end, by the process groups that were started.
+same folders (idempotence), and the run the scheduler starts by itself once the DAG is unpaused
+(the latest interval; catchup is off) succeeds into its interval's folder. Then a stage whose
+input is broken fails as a task, after the configured retry, with the stage's one-line error in
+its task log. The services are stopped at the end, by the process groups that were started.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -80,9 +81,6 @@ def airflow(tmp_path_factory):
 
 @pytest.mark.slow
 def test_scheduled_runs_equal_the_local_runner_rerun_identically_and_fail_with_the_stage_error(airflow, tmp_path):
-    import subprocess
-    import sys
-
     from components.local_runner import run_pipeline
     from pinsage_model.config import load_config
 
