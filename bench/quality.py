@@ -35,6 +35,7 @@ def seed_config(cfg, seed: int, with_baselines: bool):
         cfg,
         sampler=dataclasses.replace(cfg.sampler, seed=seed),
         train=dataclasses.replace(cfg.train, seed=seed),
+        user_head=dataclasses.replace(cfg.user_head, seed=seed),
     )
     if not with_baselines:
         out = dataclasses.replace(out, evaluation=dataclasses.replace(out.evaluation, baselines=()))

@@ -63,10 +63,8 @@ def user_history(run_dir: Path, user_id: str) -> tuple[list[str], list[str]]:
 
 
 def user_vector(run_dir: Path, collection_ids: list[str]) -> np.ndarray | None:
-    """Mean of the user's collection embeddings, L2-normalised (None when none is known)."""
+    """(1, d) mean of the user's collection vectors (None when none is known)."""
     import pyarrow.parquet as pq
-
-    from pinsage_model.inference import l2_normalize
 
     ids_path, emb_path = run_dir / "graph" / "collection_ids.parquet", run_dir / "embeddings" / "collections.npy"
     if not ids_path.exists() or not emb_path.exists():
@@ -77,7 +75,9 @@ def user_vector(run_dir: Path, collection_ids: list[str]) -> np.ndarray | None:
     if not rows:
         return None
     emb = np.load(emb_path, mmap_mode="r")
-    return l2_normalize(np.asarray(emb[rows], dtype=np.float32).mean(axis=0, keepdims=True))
+    # as written by the embeddings stage (unit means, or the user head's vectors): a user of one
+    # collection is queried exactly as evaluation ranks it
+    return np.asarray(emb[rows], dtype=np.float32).mean(axis=0, keepdims=True)
 
 
 def query_shift(run_dir: Path, dim: int) -> np.ndarray:
@@ -136,7 +136,10 @@ def main(args: argparse.Namespace) -> int:
         vec = user_vector(run_dir, colls)
         if vec is not None:
             print()
-            (by_coll,) = reader.search_vectors(vec + shift, args.k, exclude=[items])
+            from pinsage_model.contracts import read_user_shift
+
+            user_shift = read_user_shift(run_dir / "embeddings", vec.shape[1])  # the user head's, else the query shift
+            (by_coll,) = reader.search_vectors(vec + user_shift, args.k, exclude=[items])
             _print(f"closest to the user's collection embedding ({len(colls)} collections)", by_coll, titles)
         return 0
     except (KeyError, FileNotFoundError, IndexVersionError) as exc:

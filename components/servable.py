@@ -16,9 +16,10 @@ Input: a DataFrame (JSON ``dataframe_records``), one query per row, in one colum
 (list of str):
 
 * one id: related items of that item: query ``items[q] + query_shift``, the item excluded;
-* several ids: a homefeed for a user's recent items: query ``normalise(mean(items[recent])) +
-  query_shift``, the recent items excluded. (One recent item gives its related items: the same
-  query.)
+* several ids: a homefeed for a user's recent items, oldest first: the version's user vector
+  (:meth:`pinsage_model.index.LoadedVersion.user_query`: the model's user head over them plus its
+  shift, or ``normalise(mean(items[recent])) + query_shift`` for a model without one), the recent
+  items excluded. (One recent item gives its related items.)
 
 Param ``k`` (int, default 10): how many items a row returns. Output, one row per input row:
 ``item_ids`` (list of str) and ``scores`` (list of float, inner products, best first), ``unknown_ids``
@@ -77,9 +78,12 @@ class PinSageRecommender(PythonModel):
             if not ids:
                 return [], [], [], f"give a non-empty list of item ids in column '{INPUT_COLUMN}'"
             return [], [], unknown, f"unknown item id(s) {', '.join(unknown[:5])}: not in index version {v.name}"
-        mean = np.asarray(v.embeddings[[v.row_of[i] for i in known]], np.float32).mean(axis=0)
-        # one item: its own unit embedding; several: their mean, back on the unit sphere
-        vector = mean / max(float(np.linalg.norm(mean)), 1e-12) + self.shift
+        # one item: related items, its own embedding + the query shift; several: a homefeed, the
+        # version's user vector of them (the user head when the model has one, else their mean)
+        if len(known) == 1:
+            vector = np.asarray(v.embeddings[v.row_of[known[0]]], np.float32) + self.shift
+        else:
+            vector = v.user_query(known)
         (nb,) = _search(v, vector[None, :], k, [known])
         return list(nb.item_ids), [float(s) for s in nb.scores], unknown, ""
 

@@ -154,6 +154,34 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class UserHeadConfig:
+    """A learned user (collection) vector for homefeed: PinSage's convolution over the user's items.
+
+    With ``enabled``, the model stage fits, after the item model and on its frozen item
+    embeddings, ``u = p + relu(p W1 + b1) W2`` where ``p`` is the recency-weighted
+    mean of the user's item embeddings, and a user query shift ``w_u``; a homefeed query is
+    ``u + w_u``. The objective is the one a deployment faces: from each training user's earlier
+    items predict the later ones (softmax over all items, the user's input items masked, as
+    evaluation masks training items). Off: collections are the uniform mean of their items.
+    """
+
+    enabled: bool = False
+    hidden_dim: int = 256
+    # recency importance exp(-age / h), age = how many of the user's items came later; 0 = uniform
+    recency_half_life: float = 0.0
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 0.001
+    # a training example's input is the first fraction f ~ U[min_input_fraction, 1) of the user's
+    # items in time order, its targets the rest
+    min_input_fraction: float = 0.5
+    # candidates of the softmax: 0 = every item; K > 0 = a shared uniform sample of K items per step
+    # plus the step's targets (for catalogues too large to score in full each step)
+    negatives: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Training (paper 3.3): max-margin loss, shared negatives, hard-negative curriculum."""
 
@@ -316,6 +344,7 @@ class PipelineConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    user_head: UserHeadConfig = field(default_factory=UserHeadConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -422,6 +451,11 @@ def _check_values(obj: Any, prefix: str, source: str) -> None:
             raise bad("top_t", "and num_walks must be >= 1")
         if not 0.0 <= obj.restart_prob < 1.0:
             raise bad("restart_prob", "must be in [0, 1)")
+    if isinstance(obj, UserHeadConfig):
+        if obj.hidden_dim < 1 or obj.steps < 1 or obj.batch_size < 1 or obj.negatives < 0:
+            raise bad("hidden_dim", "steps and batch_size must be >= 1 and negatives >= 0")
+        if not 0.0 <= obj.min_input_fraction < 1.0 or obj.recency_half_life < 0 or obj.lr <= 0:
+            raise bad("min_input_fraction", "must be in [0, 1), recency_half_life >= 0 and lr > 0")
     if isinstance(obj, TrainConfig) and obj.batch_size < 1:
         raise bad("batch_size", "must be >= 1")
     if isinstance(obj, IndexConfig) and (obj.keep_versions < 0 or obj.prune_grace_s < 0):

@@ -40,6 +40,8 @@ Arrays (``.npz`` uncompressed, so members can be memory-mapped; ``.npy``):
   int32 (collections of each item, sorted), ``coll_indptr`` int64 (C+1,), ``coll_indices`` int32
   (items of each collection, sorted). The training subgraph uses the same dense id space;
   items outside it simply have degree 0.
+  ``collection_recency.npy`` int32 (E,) aligned with ``coll_indices``: 0 = the collection's
+  most recent item, 1 = the one before, ...
 * **neighbourhoods**: ``indices`` int32 (N, T), padded with -1; ``weights`` float32 (N, T),
   L1-normalised over the unpadded entries, 0 where padded.
 * **features**: ``features.npy`` float32 (N, F) aligned with ``item_idx``.
@@ -48,7 +50,10 @@ Arrays (``.npz`` uncompressed, so members can be memory-mapped; ``.npy``):
   ``head/g`` (d,), ``head/G2`` (d, d), for k = 1..K with F_1 = F and F_k = d after.
   ``model_config.json`` holds ``num_layers``, ``hidden_dim`` (m), ``output_dim`` (d),
   ``pooling``, ``input_dim`` (F).
-* **embeddings**: ``items.npy`` float32 (N, d) L2-normalised; ``collections.npy`` (C, d);
+* **embeddings**: ``items.npy`` float32 (N, d) L2-normalised; ``collections.npy`` (C, d): unit means of their
+  items, or the user head's output (not renormalised);
+  ``user_shift.npy`` float32 (d,), added to a collection's vector for homefeed (the user head's,
+  else the query shift);
   ``query_shift.npy`` float32 (d,), added to a query's vector before the inner product with items
   (zero when the model learns none; absent in runs older than the shift: read as zero);
   ``item_flags.parquet`` (``item_idx``, ``in_train_graph``, neighbourhood size) and ``model.json``
@@ -177,11 +182,12 @@ def quarantine_table(columns: dict[str, Any], reason: Any, source: str | Sequenc
 
 
 # The model files a model version is identified by (model.keras is a convenience copy).
-MODEL_IDENTITY_FILES = ("weights.npz", "model_config.json")
+MODEL_IDENTITY_FILES = ("weights.npz", "model_config.json", "user_head.npz")
 
 
 def model_digest(model_dir: str | Path) -> str:
-    """SHA-256 over the names and bytes of ``weights.npz`` and ``model_config.json``: the identity
+    """SHA-256 over the names and bytes of ``weights.npz``, ``model_config.json`` and, when the
+    model has one, ``user_head.npz``: the identity
     of a model version (the registry's ``model_fingerprint`` tag, ``embeddings/model.json``)."""
     import hashlib
 
@@ -192,6 +198,48 @@ def model_digest(model_dir: str | Path) -> str:
             h.update(f.name.encode())
             h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def collection_recency(graph: "CSRGraph", item_idx: np.ndarray, coll_idx: np.ndarray, last_ts: np.ndarray) -> np.ndarray:
+    """(E,) int32 aligned with ``graph.coll_indices``: the number of the collection's items engaged
+    later than this one (0 = the latest). Equal timestamps rank the higher item index as later,
+    so the order does not depend on how the edges arrived.
+
+    Args:
+      graph: the CSR graph built from these edges (one edge per distinct (item, collection)).
+      item_idx, coll_idx, last_ts: (E,) the edges in any order, with their latest timestamp.
+    """
+    order = np.lexsort((item_idx, coll_idx))  # the CSR order: by collection, then item
+    item_s, coll_s, ts_s = item_idx[order], coll_idx[order], last_ts[order]
+    if not np.array_equal(item_s, graph.coll_indices):
+        raise ContractError("collection_recency: the edges do not match the graph's collection rows")
+    latest_first = np.lexsort((-item_s, -ts_s, coll_s))
+    rank = np.empty(len(order), np.int64)
+    rank[latest_first] = np.arange(len(order)) - np.asarray(graph.coll_indptr)[coll_s[latest_first]]
+    return rank.astype(np.int32)
+
+
+def read_collection_recency(graph_dir: str | Path, graph: "CSRGraph") -> np.ndarray:
+    """(E,) ``collection_recency.npy`` of a graph folder, checked against ``graph``."""
+    path = Path(graph_dir) / "collection_recency.npy"
+    if not path.exists():
+        raise ContractError(f"{path}: not found; rerun the graph stage (graph folders older than the user head lack it)")
+    rec = np.load(path, allow_pickle=False)
+    if rec.shape != (graph.num_edges,):
+        raise ContractError(f"{path}: shape {rec.shape}, expected ({graph.num_edges},) like graph.npz's edges; rerun the graph stage")
+    return rec
+
+
+def read_user_shift(embeddings_dir: str | Path, dim: int) -> np.ndarray:
+    """(dim,) float32 shift added to a user vector for homefeed: ``user_shift.npy``, else the
+    query shift (models without a user head, older runs)."""
+    path = Path(embeddings_dir) / "user_shift.npy"
+    if not path.exists():
+        return read_query_shift(embeddings_dir, dim)
+    shift = np.load(path, allow_pickle=False)
+    if shift.shape != (dim,):
+        raise ContractError(f"{path}: shape {shift.shape}, expected ({dim},) like the item embeddings")
+    return shift.astype(np.float32)
 
 
 def read_query_shift(embeddings_dir: str | Path, dim: int) -> np.ndarray:

@@ -7,6 +7,8 @@ Layout of a publish root (a persistent folder shared by successive pipeline runs
                              embeddings.npy  (N, d) float32, L2-normalised, row-aligned with ids
                              query_shift.npy (d,) float32, added to every query vector (only
                                              when the model learned a non-zero shift)
+                             user_head.npz   the model's user head (only when it has one): the
+                                             homefeed vector of a user's recent items
                              manifest.json   version, model_version, created_at, metrics, recall,
                                              index kind and parameters, sha256 of every file
     <root>/CURRENT                           the serving version's name (one line)
@@ -43,6 +45,7 @@ CURRENT = "CURRENT"
 VERSIONS = "versions"
 INDEX_FILE, IDS_FILE, EMB_FILE, MANIFEST_FILE = "index.faiss", "ids.parquet", "embeddings.npy", "manifest.json"
 SHIFT_FILE = "query_shift.npy"
+USER_HEAD_FILE = "user_head.npz"
 RECALL_K = 10
 
 
@@ -132,6 +135,7 @@ def publish(
     make_current: bool = True,
     weights_digest: str = "",
     query_shift: np.ndarray | None = None,
+    user_head: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Build, check and publish an index version under ``out_root`` and make it current.
 
@@ -151,6 +155,8 @@ def publish(
         again from the registry's champion (:func:`find_version`).
       query_shift: (d,) the model's learned query shift; a non-zero one is saved with the
         version and added to every query (related items, homefeed) by :class:`IndexReader`.
+      user_head: the model's user head (:mod:`pinsage_model.user_head`), saved with the version
+        so that :meth:`LoadedVersion.user_query` builds homefeed vectors as evaluation does.
 
     Returns:
       The version directory. Publishing the same content again only re-points ``CURRENT``.
@@ -180,6 +186,8 @@ def publish(
     key = {"emb": hashlib.sha256(emb.data).hexdigest(), "ids": ids.tolist(), "index": _index_cfg(cfg)}
     if shift is not None:
         key["query_shift"] = shift.tolist()
+    if user_head is not None:
+        key["user_head"] = {k: hashlib.sha256(np.ascontiguousarray(v, np.float32).data).hexdigest() for k, v in sorted(user_head.items())}
     content = json_digest(key)
     version = f"{_safe_name(model_version)}-{content[:12]}"
     final = root / VERSIONS / version
@@ -207,6 +215,11 @@ def publish(
             if shift is not None:
                 atomic_save_npy(tmp / SHIFT_FILE, shift)
                 files.append(SHIFT_FILE)
+            if user_head is not None:
+                from pinsage_model.user_head import save_head
+
+                save_head(user_head, tmp)
+                files.append(USER_HEAD_FILE)
             manifest = {
                 "version": version,
                 "model_version": model_version,
@@ -314,8 +327,8 @@ def mirror_version(version_dir: str | Path, dest_root: str | Path) -> Path:
     src = Path(version_dir)
     dest = Path(dest_root) / VERSIONS / src.name
     dest.mkdir(parents=True, exist_ok=True)
-    for f in (INDEX_FILE, IDS_FILE, EMB_FILE, SHIFT_FILE, MANIFEST_FILE):
-        if not (src / f).exists():  # the shift file is optional
+    for f in (INDEX_FILE, IDS_FILE, EMB_FILE, SHIFT_FILE, USER_HEAD_FILE, MANIFEST_FILE):
+        if not (src / f).exists():  # the shift and user-head files are optional
             continue
         try:
             os.link(src / f, dest / f)
@@ -338,6 +351,22 @@ class LoadedVersion:
     embeddings: np.ndarray  # (N, d) float32
     row_of: dict
     query_shift: np.ndarray  # (d,) float32, zero when the version has none
+    user_head: dict | None = None  # the model's user head, None when it has none
+
+    def user_query(self, item_ids: Sequence[str]) -> np.ndarray:
+        """(d,) homefeed query for a user's known items, oldest first: the user head over them
+        (recency by position) plus its shift; without a head, their mean on the unit sphere plus
+        the query shift."""
+        emb = np.asarray(self.embeddings[self.rows(item_ids)], np.float64)  # (L, d)
+        if self.user_head is None:
+            mean = emb.mean(axis=0)
+            return (mean / max(float(np.linalg.norm(mean)), 1e-12) + self.query_shift).astype(np.float32)
+        from pinsage_model.user_head import apply_head, recency_weights
+
+        w = recency_weights(np.arange(len(emb) - 1, -1, -1), float(self.user_head["recency_half_life"]))
+        p = (w[:, None] * emb).sum(axis=0) / w.sum()
+        p = p / max(float(np.linalg.norm(p)), 1e-12)
+        return (apply_head(p[None, :].astype(np.float32), self.user_head)[0] + self.user_head["shift"]).astype(np.float32)
 
     def rows(self, item_ids: Sequence[str]) -> np.ndarray:
         missing = [i for i in item_ids if i not in self.row_of]
@@ -358,6 +387,8 @@ class Neighbours:
 def load_version(path: str | Path, verify: bool = True) -> LoadedVersion:
     """Read a version directory; with ``verify`` check every file against the manifest's sha256."""
     import pyarrow.parquet as pq
+
+    from pinsage_model.user_head import load_head
 
     faiss = _faiss()
     path = Path(path)
@@ -387,6 +418,7 @@ def load_version(path: str | Path, verify: bool = True) -> LoadedVersion:
         row_of={v: i for i, v in enumerate(item_ids.tolist())},
         query_shift=(np.load(path / SHIFT_FILE, allow_pickle=False).astype(np.float32) if (path / SHIFT_FILE).exists()
                      else np.zeros(emb.shape[1], np.float32)),
+        user_head=load_head(path),
     )
 
 
@@ -433,6 +465,16 @@ class IndexReader:
         v = self.current()
         rows = v.rows(item_ids)
         return _search(v, np.asarray(v.embeddings[rows]) + v.query_shift, k, [[i] for i in item_ids])
+
+    def user_feed(self, recent_items: Sequence[str], k: int = 10) -> Neighbours:
+        """Homefeed from one user vector (what evaluation's ``pinsage-pooled`` ranks): the
+        version's :meth:`LoadedVersion.user_query` over the known recent items (oldest first),
+        the recent items excluded. Unknown ids are skipped; none known raises KeyError."""
+        v = self.current()
+        known = list(dict.fromkeys(i for i in recent_items if i in v.row_of))
+        if not known:
+            raise KeyError(f"none of the recent items is in index version {v.name}")
+        return _search(v, v.user_query(known)[None, :], k, [known])[0]
 
     def homefeed(self, recent_items: Sequence[str], k: int = 10) -> Neighbours:
         """Homefeed (paper 4.1): items closest to any of the user's recent items.

@@ -107,7 +107,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("graph", ("raw", "pairs"), ("graph", "spark"), "item-collection CSR graph and training subgraph"),
     Stage("features", ("raw", "graph"), ("features",), "TF Transform item features"),
     Stage("neighbourhoods", ("graph",), ("sampler",), "random-walk importance neighbourhoods"),
-    Stage("model", ("graph", "features", "neighbourhoods"), ("model", "train", "sampler"), "PinSage training"),
+    Stage("model", ("graph", "features", "neighbourhoods"), ("model", "train", "sampler", "user_head"), "PinSage training (items, then the user head)"),
     Stage("embeddings", ("graph", "features", "neighbourhoods", "model"), ("inference", "spark"), "layer-wise inference of item and collection embeddings"),
     Stage("evaluation", ("raw", "pairs", "graph", "features", "neighbourhoods", "embeddings"), ("evaluation", "sampler", "pairs"), "hit-rate, MRR, kurtosis vs baselines"),
     Stage("registration", ("graph", "model", "embeddings", "evaluation"), ("tracking", "index"), "MLflow run, servable model version (pyfunc over the faiss index) and the validation-split promotion gate"),

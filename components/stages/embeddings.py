@@ -2,9 +2,11 @@
 
 Reads ``graph/graph.npz`` and ``graph/item_ids.parquet``, ``features/features.npy``,
 ``neighbourhoods/full.npz`` (neighbourhoods on the FULL graph) and ``model/weights.npz`` +
-``model_config.json``. Writes ``items.npy`` (N, d), ``collections.npy`` (C, d), both
-L2-normalised, ``query_shift.npy`` (d,): the model's learned query shift, zero without one
-(query vectors are ``items[q] + shift`` or ``collection + shift``), ``item_flags.parquet`` (``item_idx``, ``in_train_graph``, ``neighbourhood_size``)
+``model_config.json``. Writes ``items.npy`` (N, d) L2-normalised, ``collections.npy`` (C, d) (unit means, or the user
+head's unnormalised vectors), ``query_shift.npy`` (d,): the model's learned query shift, zero without one
+(related-item queries are ``items[q] + shift``), ``user_shift.npy`` (d,): added to a collection
+vector for homefeed (the user head's shift, else the query shift), ``user_head.npz`` (a copy of
+the model's, when it has one: the index bundles it), ``item_flags.parquet`` (``item_idx``, ``in_train_graph``, ``neighbourhood_size``)
 and ``model.json`` (which model made these embeddings).
 
 Inductive by construction: the model was trained on the training subgraph, but every item of the
@@ -16,8 +18,9 @@ and point this stage at the old model: ``python -m components.stages.embeddings 
 
 Backend (``inference.backend``): ``numpy`` (in process, row blocks of ``inference.batch_size``)
 or ``spark`` (the same plan as Spark jobs, master from ``spark.master``, join strategy from
-``inference.spark_strategy``). Collections pool their
-member items' embeddings with uniform importance (the graph records membership, not counts).
+``inference.spark_strategy``). Collections: with a user head in the model folder
+(``user_head.npz``), the head over the collection's items in recency order
+(``graph/collection_recency.npy``); without one, the uniform mean of their items' embeddings.
 """
 
 from __future__ import annotations
@@ -43,10 +46,13 @@ log = logging.getLogger("pinsage")
 def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     import pyarrow as pa
 
-    from pinsage_model.contracts import ITEM_IDS, ContractError, CSRGraph, Neighbourhoods, model_digest, read_table
+    from pinsage_model.contracts import (
+        ITEM_IDS, ContractError, CSRGraph, Neighbourhoods, model_digest, read_collection_recency, read_table,
+    )
     from pinsage_model.export import load_weights_npz
     from pinsage_model.inference import InferenceStats, check_inputs, collection_embeddings, embed_all, query_shift
     from pinsage_model.io import atomic_save_npy, atomic_write_json, atomic_write_parquet
+    from pinsage_model.user_head import load_head, save_head, user_vectors
 
     try:
         graph = CSRGraph.load(inputs["graph"] / "graph.npz")
@@ -81,11 +87,22 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
             shutil.rmtree(scratch, ignore_errors=True)
     if not np.all(np.isfinite(emb)):
         raise StageError("embeddings: inference produced NaN/inf values; check the model weights")
-    colls = collection_embeddings(emb, graph)
+    shift = query_shift(weights, mcfg)
+    try:
+        head = load_head(inputs["model"])
+        if head is None:
+            colls, user_shift = collection_embeddings(emb, graph), shift
+        else:
+            colls = user_vectors(emb, graph, read_collection_recency(inputs["graph"], graph), head)
+            user_shift = head["shift"].astype(np.float32)
+    except ContractError as exc:
+        raise StageError(f"embeddings: {exc}") from exc
     atomic_save_npy(out_dir / "items.npy", emb)
     atomic_save_npy(out_dir / "collections.npy", colls)
-    shift = query_shift(weights, mcfg)
     atomic_save_npy(out_dir / "query_shift.npy", shift)
+    atomic_save_npy(out_dir / "user_shift.npy", user_shift)
+    if head is not None:
+        save_head(head, out_dir)  # with the embeddings: the index bundles it for homefeed queries
 
     in_train = item_ids.column("in_train_graph").to_numpy(zero_copy_only=False)
     order = item_ids.column("item_idx").to_numpy()

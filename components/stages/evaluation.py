@@ -164,11 +164,13 @@ def spread(method, num_items: int, cfg: PipelineConfig) -> dict | None:
 
 
 def user_events(cfg: PipelineConfig, inputs: dict[str, Path]):
-    """``(test events, training events, source)`` for user-level evaluation, or None.
+    """``(held-out events per split, training events, source)`` for user-level evaluation, or None.
 
     Test events come from the data's own test file (adjacency format), else, under the temporal
     split when every collection is a user (MovieLens, user-item logs), from the users' test-split
-    events. Training events are the cleaned ``train`` rows: exactly the graph's edges.
+    events. Validation events (for choosing settings; never the test) are the users' validation
+    split under the temporal protocol. Training events are the cleaned ``train`` rows: exactly
+    the graph's edges.
     """
     import pandas as pd
 
@@ -179,10 +181,12 @@ def user_events(cfg: PipelineConfig, inputs: dict[str, Path]):
         return None  # no held-out user events to rank (and no need to read the interactions)
     clean = pd.read_parquet(inputs["pairs"] / "interactions.parquet", columns=["user_id", "item_id", "timestamp", "collection_id", "split"])
     train = clean[clean["split"] == "train"]
+    per_user = len(clean) and (clean["collection_id"] == clean["user_id"]).all()
+    held = {"validation": clean[clean["split"] == "validation"]} if per_user and cfg.pairs.split == "temporal" else {}
     if test_path.exists():
-        return read_table(test_path, INTERACTIONS).to_pandas(), train, f"test file {test_path.name}"
-    if len(clean) and (clean["collection_id"] == clean["user_id"]).all():
-        return clean[clean["split"] == "test"], train, f"temporal split: each user's last {cfg.pairs.fractions[2]:.0%} of events"
+        return {"test": read_table(test_path, INTERACTIONS).to_pandas(), **held}, train, f"test file {test_path.name}"
+    if per_user:
+        return {"test": clean[clean["split"] == "test"], **held}, train, f"temporal split: each user's last {cfg.pairs.fractions[2]:.0%} of events"
     return None
 
 
@@ -198,7 +202,9 @@ def _known_rows(frame, coll_of: dict, item_of: dict):
 def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> dict | None:
     """Recall/NDCG@K per method with full ranking and the user's training items masked, or None.
 
-    User vectors: (a) ``pinsage-pooled``: the user's collection vector (``embeddings/collections.npy``);
+    Ranked on the test events and, under the temporal protocol, on the validation events (the
+    split settings are chosen on). User vectors: (a) ``pinsage-pooled``: the user's collection
+    vector (``embeddings/collections.npy`` + ``user_shift.npy``: the user head, else the mean);
     (b) every method from the user's training items (``evaluation.recent_items`` latest ones, 0 =
     all): its own user score where it has one (ItemKNN's sum of cosines, PureSVD's projection,
     EASE's ``x_u B``, Pixie's multi-hit boosting), else the best cosine over the items.
@@ -206,25 +212,19 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
     import pyarrow.parquet as pq
 
     from pinsage_model import metrics
-    from pinsage_model.contracts import CSRGraph
+    from pinsage_model.contracts import CSRGraph, read_user_shift
 
     events = user_events(cfg, inputs)
     if events is None:
         return None
-    test_frame, train_frame, source = events
+    held, train_frame, source = events
     ev = cfg.evaluation
     item_ids = pq.read_table(inputs["graph"] / "item_ids.parquet", columns=["item_idx", "item_id"]).to_pandas()
     coll_ids = pq.read_table(inputs["graph"] / "collection_ids.parquet", columns=["collection_idx", "collection_id"]).to_pandas()
     item_of = dict(zip(item_ids["item_id"], item_ids["item_idx"]))
     coll_of = dict(zip(coll_ids["collection_id"], coll_ids["collection_idx"]))
     graph = CSRGraph.load(inputs["graph"] / "graph.npz", mmap=False)
-    num_users = graph.num_collections
-
-    test, dropped = _known_rows(test_frame, coll_of, item_of)
-    test = test.drop_duplicates(["u", "i"]).sort_values(["u", "i"])
-    test_indptr = np.zeros(num_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(test["u"].to_numpy(), minlength=num_users), out=test_indptr[1:])
-    test_indices = test["i"].to_numpy()
+    num_users, n = graph.num_collections, graph.num_items
 
     train, _ = _known_rows(train_frame, coll_of, item_of)
     recent = train.sort_values(["u", "timestamp", "i"], kind="stable").drop_duplicates(["u", "i"], keep="last")
@@ -236,30 +236,41 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
     rec_indices = recent["i"].to_numpy()
     longest = int(np.diff(rec_indptr).max()) if num_users else 1
 
-    users = np.flatnonzero(np.diff(test_indptr) > 0)
-    n = graph.num_items
-    common = dict(
-        users=users, train_indptr=np.asarray(graph.coll_indptr), train_indices=np.asarray(graph.coll_indices),
-        test_indptr=test_indptr, test_indices=test_indices, num_items=n, ks=ev.user_ks,
-        # set scores hold one (N,) row per history item before the max: keep the block small
-        block_rows=max(1, (64 << 20) // (8 * n * max(1, longest))),
-    )
-    out: dict[str, dict] = {}
     coll_path = inputs["embeddings"] / "collections.npy"
+    ue = None
     if coll_path.exists():
-        ue = metrics.l2_normalise(np.load(coll_path))
         ie = metrics.l2_normalise(methods[0].embeddings)
-        if methods[0].query_shift is not None:
-            ue = ue + methods[0].query_shift[None, :]
-        out[f"{PINSAGE}-pooled"] = metrics.user_topk_metrics(lambda pos: ue[users[pos]] @ ie.T, **common)
-    for m in methods:
-        def score(pos, m=m):
-            rows = users[pos]
-            ptr, idx = _sub_csr(rec_indptr, rec_indices, rows)
-            return m.set_scores(ptr, idx)
+        # collection vectors as written: unit means, or the user head's (unnormalised) output
+        ue = np.load(coll_path).astype(np.float32) + read_user_shift(inputs["embeddings"], ie.shape[1])[None, :]
 
-        out[f"{m.name}-recent"] = metrics.user_topk_metrics(score, **common)
-    return {"methods": out, "test_interactions_dropped_unknown": dropped, "users": int(len(users)), "source": source}
+    def rank_split(frame) -> tuple[dict, int, int]:
+        rows, dropped = _known_rows(frame, coll_of, item_of)
+        rows = rows.drop_duplicates(["u", "i"]).sort_values(["u", "i"])
+        held_indptr = np.zeros(num_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows["u"].to_numpy(), minlength=num_users), out=held_indptr[1:])
+        users = np.flatnonzero(np.diff(held_indptr) > 0)
+        common = dict(
+            users=users, train_indptr=np.asarray(graph.coll_indptr), train_indices=np.asarray(graph.coll_indices),
+            test_indptr=held_indptr, test_indices=rows["i"].to_numpy(), num_items=n, ks=ev.user_ks,
+            # set scores hold one (N,) row per history item before the max: keep the block small
+            block_rows=max(1, (64 << 20) // (8 * n * max(1, longest))),
+        )
+        out: dict[str, dict] = {}
+        if ue is not None:
+            out[f"{PINSAGE}-pooled"] = metrics.user_topk_metrics(lambda pos: ue[users[pos]] @ ie.T, **common)
+        for m in methods:
+            def score(pos, m=m):
+                ptr, idx = _sub_csr(rec_indptr, rec_indices, users[pos])
+                return m.set_scores(ptr, idx)
+
+            out[f"{m.name}-recent"] = metrics.user_topk_metrics(score, **common)
+        return out, dropped, len(users)
+
+    test, dropped, n_users = rank_split(held["test"])
+    result = {"methods": test, "test_interactions_dropped_unknown": dropped, "users": int(n_users), "source": source}
+    if "validation" in held:
+        result["validation"] = rank_split(held["validation"])[0]
+    return result
 
 
 def _sub_csr(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -376,10 +387,13 @@ def render_report(
         md.append(f"| {name} | {cell(res['inductive']['query_in_train_graph'])} | {cell(res['inductive']['query_not_in_train_graph'])} |")
     if users is not None:
         uk = tuple(ev.user_ks)
-        md += ["", f"## User-level (full ranking, training items masked; {users['users']} users)", "",
-               "| user vector | " + " | ".join(f"recall@{k} | ndcg@{k}" for k in uk) + " |", "|---|" + "---:|" * (2 * len(uk))]
-        for name, r in users["methods"].items():
-            md.append(f"| {name} | " + " | ".join(f"{r[metric_keys.recall(k)]:.4f} | {r[metric_keys.ndcg(k)]:.4f}" for k in uk) + " |")
+        for title, rows in (("test", users["methods"]), ("validation, for tuning", users.get("validation"))):
+            if not rows:
+                continue
+            md += ["", f"## User-level, {title} (full ranking, training items masked; {users['users']} test users)", "",
+                   "| user vector | " + " | ".join(f"recall@{k} | ndcg@{k}" for k in uk) + " |", "|---|" + "---:|" * (2 * len(uk))]
+            for name, r in rows.items():
+                md.append(f"| {name} | " + " | ".join(f"{r[metric_keys.recall(k)]:.4f} | {r[metric_keys.ndcg(k)]:.4f}" for k in uk) + " |")
     md += ["", "![hit-rate@K](hit_rate_curve.png)", ""]
     if with_spread:
         md += ["![similarity of random item pairs](similarity_all.png)", ""]

@@ -9,6 +9,9 @@ rows are the edges: validation and test engagements never reach the graph),
 * ``train_graph.npz``: the training subgraph (paper 4.1): a seeded fraction
   ``graph.train_collection_fraction`` of the collections, chosen by a hash of the collection id,
   and every item they touch; same dense id space, other items have degree 0;
+* ``collection_recency.npy``: (E,) int32 aligned with ``graph.npz``'s ``coll_indices``: how many
+  of the collection's items were engaged later than this one (0 = its latest), the order the
+  user head reads a user's items in;
 * ``item_ids.parquet`` / ``collection_ids.parquet``: dense ids assigned in ascending id-string
   order (so they do not depend on partitioning), ``in_train_graph`` and the item's full degree;
 * ``pairs_indexed.parquet``: the pairs with dense ids. Training pairs are kept only when both
@@ -97,8 +100,8 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     import pyarrow.compute as pc
     from pyspark.sql import functions as F
 
-    from pinsage_model.contracts import PAIRS, SPLITS, CSRGraph, read_table
-    from pinsage_model.io import atomic_write_parquet
+    from pinsage_model.contracts import PAIRS, SPLITS, CSRGraph, collection_recency, read_table
+    from pinsage_model.io import atomic_save_npy, atomic_write_parquet
     from pinsage_model.spark import get_spark, spark_to_arrow
 
     raw = Path(inputs["raw"])
@@ -113,7 +116,12 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     clean = spark.read.parquet(str(clean_path.resolve()))
     if "split" not in clean.columns:
         raise StageError(f"{clean_path}: no 'split' column; rerun the pairs stage")
-    edges = clean.where(F.col("split") == SPLITS[0]).select("item_id", "collection_id").distinct()
+    # one edge per (item, collection), stamped with its latest engagement (the recency order)
+    edges = (
+        clean.where(F.col("split") == SPLITS[0])
+        .groupBy("item_id", "collection_id")
+        .agg(F.max("timestamp").alias("last_ts"))
+    )
     items = edges.select("item_id")
     items_path = raw / "items.parquet"
     if items_path.exists():
@@ -145,7 +153,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     edge_idx = (
         edges.join(item_map, "item_id")
         .join(coll_map.withColumn("train", in_train), "collection_id")
-        .select("item_idx", "collection_idx", "train")
+        .select("item_idx", "collection_idx", "train", "last_ts")
     )
     etbl = spark_to_arrow(edge_idx, tmp / "edges")
     e_item = etbl.column("item_idx").to_numpy().astype(np.int64)  # (E,)
@@ -155,6 +163,8 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     train = CSRGraph.from_edges(e_item[e_train], e_coll[e_train], n_items, n_colls).validate("train_graph.npz")
     full.save(out_dir / "graph.npz")
     train.save(out_dir / "train_graph.npz")
+    last_ts = etbl.column("last_ts").to_numpy().astype(np.int64)  # (E,)
+    atomic_save_npy(out_dir / "collection_recency.npy", collection_recency(full, e_item, e_coll, last_ts))
 
     item_in_train = train.item_degree() > 0  # (N,)
     coll_in_train = np.zeros(n_colls, dtype=bool)

@@ -77,6 +77,7 @@ def publish_embeddings(cfg: "PipelineConfig", inputs: dict[str, Path], root: Pat
     """
     from pinsage_model.contracts import ITEM_IDS, ContractError, read_query_shift, read_table
     from pinsage_model.index import IndexRecallError, publish
+    from pinsage_model.user_head import load_head
 
     emb_dir = inputs["embeddings"]
     try:
@@ -107,8 +108,9 @@ def publish_embeddings(cfg: "PipelineConfig", inputs: dict[str, Path], root: Pat
             make_current=make_current,
             weights_digest=model.get("weights_digest", ""),
             query_shift=read_query_shift(emb_dir, emb.shape[1]),
+            user_head=load_head(emb_dir),
         )
-    except IndexRecallError as exc:
+    except (IndexRecallError, ContractError) as exc:
         raise StageError(f"index: {exc}") from exc
     return vdir, model, int((~keep).sum())
 

@@ -6,6 +6,10 @@ Reads ``graph/train_graph.npz`` (hard negatives walk on it), ``graph/pairs_index
 and ``features/feature_names.json`` (whether a learned id embedding is needed), and
 ``neighbourhoods/train.npz`` (neighbourhoods on the training subgraph).
 
+With ``user_head.enabled`` it then reads ``graph/graph.npz`` + ``collection_recency.npy``, embeds
+every item with the trained weights and fits the user head (:mod:`pinsage_model.user_head`) on the
+training collections, written as ``user_head.npz``.
+
 Writes ``model.keras``, ``weights.npz`` + ``model_config.json`` (read without TensorFlow by
 inference), ``history.json`` (the learning curve, one dict per epoch: loss, validation
 hit-rate@10 and MRR, hard negatives, learning rate) and ``quarantine.parquet`` (pair rows with
@@ -182,6 +186,7 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
 
     save_keras(result.model, out_dir)
     save_weights_npz(result.model, out_dir)
+    head_report = _fit_user_head(cfg, graph_dir, features, val_nb, out_dir, graph) if cfg.user_head.enabled else None
     # history.json keeps the learning curve only (reproducible in deterministic mode); the
     # timings, which vary run to run, go to the report.
     save_history([{k: h[k] for k in CURVE_KEYS} for h in result.history], out_dir)
@@ -197,9 +202,35 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
         "stopped_early": result.stopped_early,
         "resumed": resumed,
         "num_devices": cfg.train.num_devices,
+        "user_head": head_report,
         "epochs": epochs,
         "train_seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _fit_user_head(cfg: "PipelineConfig", graph_dir: Path, features, nb, out_dir: Path, train_graph) -> dict:
+    """Embed every item with the trained model (as the embeddings stage will) and fit the user
+    head on the training collections' item sequences; writes ``user_head.npz`` into ``out_dir``."""
+    import numpy as np
+
+    from pinsage_model.contracts import ContractError, CSRGraph, read_collection_recency
+    from pinsage_model.export import load_weights_npz
+    from pinsage_model.inference import embed_all, query_shift
+    from pinsage_model.user_head import save_head, train_head
+
+    t0 = time.perf_counter()
+    graph = CSRGraph.load(graph_dir / "graph.npz")
+    try:
+        recency = read_collection_recency(graph_dir, graph)
+    except ContractError as exc:
+        raise StageError(f"model: {exc}") from exc
+    weights, mcfg = load_weights_npz(out_dir)
+    emb = embed_all(weights, mcfg, features, nb, batch_size=cfg.inference.batch_size)
+    # collections of the training subgraph keep all their items, so their rows equal the full graph's
+    users = np.flatnonzero(train_graph.collection_degree() > 0)
+    head, report = train_head(emb, graph, recency, users, cfg.user_head, init_shift=query_shift(weights, mcfg))
+    save_head(head, out_dir)
+    return {**report, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 if __name__ == "__main__":

@@ -224,14 +224,18 @@ def test_user_level_from_the_temporal_split_without_a_test_file(run_dir, tmp_pat
     shutil.copytree(run_dir, root, ignore=shutil.ignore_patterns("evaluation*"))
     (root / "raw" / "test_interactions.parquet").unlink()
     clean = pq.read_table(root / "pairs" / "interactions.parquet").to_pydict()
-    for user, item in (("u0", "i3"), ("u2", "i5")):  # later engagements, not graph edges
-        for key, value in (("user_id", user), ("item_id", item), ("timestamp", 999), ("collection_id", user), ("split", "test")):
+    events = (("u0", "i3", "test"), ("u2", "i5", "test"), ("u0", "i3", "validation"))  # later engagements, not graph edges
+    for user, item, split in events:
+        for key, value in (("user_id", user), ("item_id", item), ("timestamp", 999), ("collection_id", user), ("split", split)):
             clean[key].append(value)
     pq.write_table(pa.table({**clean, "timestamp": pa.array(clean["timestamp"], pa.int64())}), root / "pairs" / "interactions.parquet")
     _run(root, "evaluation")
     u = json.loads((root / "evaluation" / "metrics.json").read_text())["user_level"]
     assert u["users"] == 2 and u["source"].startswith("temporal split")
     assert u["methods"]["pinsage-pooled"]["recall_at_1"] == 1.0
+    # the validation events are ranked the same way, for choosing settings without the test
+    assert u["validation"]["pinsage-pooled"]["users"] == 1 and u["validation"]["pinsage-pooled"]["recall_at_1"] == 1.0
+    assert "## User-level, validation, for tuning" in (root / "evaluation" / "report.md").read_text()
     # with a hash split there is no user-level protocol for this data
     _run(root, "evaluation_hash", cfg=dataclasses.replace(CFG, pairs=dataclasses.replace(CFG.pairs, split="hash")))
     assert json.loads((root / "evaluation_hash" / "metrics.json").read_text())["user_level"] is None

@@ -92,6 +92,8 @@ def test_full_graph_matches_hand_computed_csr(graph_run):
     # c1: A, B; c2: C; c3: A, D
     assert g.coll_indptr[:4].tolist() == [0, 2, 3, 5]
     assert g.coll_indices[:5].tolist() == [0, 1, 2, 0, 3]
+    # recency per collection row: c1's B (last at t=3) is later than A (t=1); c3's A (t=6) later than D (t=5)
+    assert np.load(root / "graph" / "collection_recency.npy")[:5].tolist() == [1, 0, 0, 0, 1]
     assert items.column("degree").to_pylist()[:5] == [2, 1, 1, 1, 0]
     assert report["items"] == 5 + 500 and report["collections"] == 3 + N_FILLER
     assert report["items_without_edges"] == 1
@@ -134,5 +136,5 @@ def test_every_training_pair_is_inside_the_training_subgraph(graph_run):
 def test_outputs_identical_with_other_partitioning(graph_run, spark_section, tmp_path, stage_ctx):
     root, inputs, _ = graph_run
     execute(get_stage("graph"), _cfg(spark_section, shuffle_partitions=9), inputs, tmp_path / "graph", stage_ctx)
-    for name in ("graph.npz", "train_graph.npz", "item_ids.parquet", "collection_ids.parquet", "pairs_indexed.parquet"):
+    for name in ("graph.npz", "train_graph.npz", "collection_recency.npy", "item_ids.parquet", "collection_ids.parquet", "pairs_indexed.parquet"):
         assert file_digest(tmp_path / "graph" / name) == file_digest(root / "graph" / name), name

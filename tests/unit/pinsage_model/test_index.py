@@ -75,6 +75,37 @@ def test_query_shift_is_published_and_added_to_every_query(tmp_path):
         publish(emb, IDS, tmp_path / "d", "m1", {}, created_at=CREATED, query_shift=np.ones(3))
 
 
+def test_user_head_is_published_and_builds_the_homefeed_vector_as_evaluation_does(tmp_path):
+    from pinsage_model.contracts import CSRGraph, collection_recency
+    from pinsage_model.user_head import user_vectors
+
+    emb = unit_rows(300, 16, seed=0)
+    rng = np.random.default_rng(1)
+    head = {"W1": rng.normal(size=(16, 8)).astype(np.float32), "b1": rng.normal(size=8).astype(np.float32),
+            "W2": rng.normal(size=(8, 16)).astype(np.float32), "shift": rng.normal(size=16).astype(np.float32),
+            "recency_half_life": np.float32(1.5)}
+    plain = publish(emb, IDS, tmp_path / "a", "m1", {}, created_at=CREATED)
+    vdir = publish(emb, IDS, tmp_path / "b", "m1", {}, created_at=CREATED, user_head=head)
+    assert vdir.name != plain.name and "user_head.npz" in json.loads((vdir / "manifest.json").read_text())["files"]
+    v = load_version(vdir)
+    assert load_version(plain).user_head is None and np.array_equal(v.user_head["W2"], head["W2"])
+    # one user who engaged items 5, 9, 2 in that order: the served vector equals evaluation's
+    items = np.array([5, 9, 2])
+    g = CSRGraph.from_edges(items, np.zeros(3, int), 300, 1)
+    served = v.user_query(["item-5", "item-9", "item-2"])
+    offline = user_vectors(emb, g, collection_recency(g, items, np.zeros(3, int), np.array([1, 2, 3])), head)[0] + head["shift"]
+    np.testing.assert_allclose(served, offline, atol=1e-5)
+    feed = IndexReader(tmp_path / "b").user_feed(["item-5", "nope", "item-9", "item-2"], k=4)
+    scores = emb @ served
+    scores[[5, 9, 2]] = -np.inf
+    assert feed.item_ids == [IDS[j] for j in np.argsort(-scores)[:4]]
+    # without a head: the recent items' mean on the unit sphere plus the query shift
+    mean = emb[[5, 9]].mean(0)
+    np.testing.assert_allclose(load_version(plain).user_query(["item-5", "item-9"]), mean / np.linalg.norm(mean), atol=1e-6)
+    with pytest.raises(KeyError):
+        IndexReader(tmp_path / "b").user_feed(["nope"])
+
+
 def test_recall_floor_stops_publishing(tmp_path):
     emb = unit_rows(2000, 32, seed=1)
     weak = IndexConfig(exact_threshold=0, kind="hnsw", hnsw_m=2, ef_search=1, recall_floor=0.99, recall_queries=200)
