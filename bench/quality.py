@@ -106,31 +106,43 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def user_level(runs: dict, seeds: list[int], user_ks) -> dict | None:
-    """User→item recall/NDCG@K on the test users: PinSage's user vectors (mean ± sd over seeds)
+    """User→item recall/NDCG@K on the test users (``methods``) and, where the evaluation ranked
+    them, on the validation events (``validation``): PinSage's user vectors (mean ± sd over seeds)
     and the baselines' (deterministic: from the first seed's run), or None without user events."""
     first = runs[seeds[0]]["metrics"].get("user_level")
     if not first:
         return None
     keys = [f(k) for k in user_ks for f in (metric_keys.recall, metric_keys.ndcg)]
-    out = {"users": first["users"], "source": first["source"], "methods": {}}
-    for name, m in first["methods"].items():
-        if name.startswith("pinsage"):
-            out["methods"][name] = summarise([runs[s]["metrics"]["user_level"]["methods"][name] for s in seeds], keys)
-        else:
-            out["methods"][name] = {k: {"mean": m[k], "sd": 0.0, "values": [m[k]]} for k in keys}
+    out = {"users": first["users"], "source": first["source"]}
+    for split in ("methods", "validation"):
+        if not first.get(split):
+            continue
+        out[split] = {}
+        for name, m in first[split].items():
+            if name.startswith("pinsage"):
+                out[split][name] = summarise([runs[s]["metrics"]["user_level"][split][name] for s in seeds], keys)
+            else:
+                out[split][name] = {k: {"mean": m[k], "sd": 0.0, "values": [m[k]]} for k in keys}
     return out
 
 
 def user_table(users: dict) -> str:
-    """Markdown: user→item recall/NDCG per user vector (PinSage: mean ± sd over seeds)."""
+    """Markdown: user→item recall/NDCG per user vector (PinSage: mean ± sd over seeds), test
+    events then validation events."""
     keys = list(next(iter(users["methods"].values())))
-    lines = [f"user→item, {users['users']} test users ({users['source']}); full ranking, training items masked", "",
-             "| user vector | " + " | ".join(k.replace("recall_at_", "recall@").replace("ndcg_at_", "NDCG@") for k in keys) + " |",
-             "|---|" + "---:|" * len(keys)]
-    for name, m in users["methods"].items():
-        cells = [f"{m[k]['mean']:.4f} ± {m[k]['sd']:.4f}" if name.startswith("pinsage") else f"{m[k]['mean']:.4f}" for k in keys]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    lines = []
+    for split, title in (("methods", "test"), ("validation", "validation")):
+        if split not in users:
+            continue
+        lines += [f"user→item, {title} events of {users['users']} users ({users['source']}); full ranking, "
+                  "training items masked", "",
+                  "| user vector | " + " | ".join(k.replace("recall_at_", "recall@").replace("ndcg_at_", "NDCG@") for k in keys) + " |",
+                  "|---|" + "---:|" * len(keys)]
+        for name, m in users[split].items():
+            cells = [f"{m[k]['mean']:.4f} ± {m[k]['sd']:.4f}" if name.startswith("pinsage") else f"{m[k]['mean']:.4f}" for k in keys]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 def table(result: dict, keys: list[str]) -> str:
