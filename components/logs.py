@@ -10,8 +10,12 @@ sources do not log through Python and are handled at theirs:
 * TensorFlow's C++ lines: ``TF_CPP_MIN_LOG_LEVEL=3`` before TensorFlow is imported. Its
   absl-logged start-up lines (oneDNN, "Could not find cuda drivers", "failed call to cuInit" on
   a machine without a GPU) ignore that and are written straight to file descriptor 2, so when
-  stderr is a terminal, descriptor 2 is read through a pipe (:func:`_route_native_stderr`) that
-  sends those lines to the log file and passes every other line through unchanged.
+  stderr is a console (a terminal, or a pipe or socket read by someone: CI logs, ``| tee``, a
+  parent process showing its child's output, journald), descriptor 2 is read through a pipe
+  (:func:`_route_native_stderr`) by a small filter process that sends those lines to the log file
+  and passes every other line through unchanged. A stderr redirected to a regular file (or
+  /dev/null) is left whole: a file is not the console, and a descriptor swapped under the process
+  (pytest's capture of an in-process command) must not be held past its swap.
 
 ``--verbose`` (``PINSAGE_VERBOSE=1``, inherited by child processes such as the Kubeflow local
 components and the Airflow tasks) brings everything back to the console at DEBUG.
@@ -23,8 +27,9 @@ import atexit
 import logging
 import os
 import re
+import stat
+import subprocess
 import sys
-import threading
 from pathlib import Path
 
 OWN_LOGGER = "pinsage"
@@ -46,40 +51,69 @@ _NATIVE_LINE = re.compile(
 )
 _routed = False
 
+# The filter process: its own interpreter, isolated, no site packages, stdlib only. It
+# outlives a parent that aborts (a fatal C++ error's last line still reaches the console) and
+# ignores Ctrl-C and SIGTERM sent to the process group: it ends when every writer of the pipe
+# (the command and the children that inherited its stderr) has closed it.
+_FILTER = r"""
+import re, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+native, out = re.compile(sys.argv[2]), sys.stdout.buffer
+with open(sys.argv[1], "ab") as log:
+    for line in sys.stdin.buffer:
+        dest = log if native.match(line.decode("utf-8", "replace")) else out
+        dest.write(line)
+        dest.flush()
+"""
+
+
+def _is_console(fd: int = 2) -> bool:
+    """Whether descriptor ``fd`` is read as a console: a terminal, a pipe or a socket.
+
+    A regular file, a device such as /dev/null, or a closed descriptor is not.
+    """
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return os.isatty(fd) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
 
 def _route_native_stderr(log_path: Path) -> None:
     """Read file descriptor 2 through a pipe: TensorFlow's native start-up lines go to
-    ``log_path``, every other line (Python's tracebacks, other programs' errors) to the terminal.
+    ``log_path``, every other line (Python's tracebacks, other programs' errors) to the console.
 
-    Only for a terminal: a captured or redirected stderr is left alone, whole. At exit the pipe is
-    drained before the process ends, so no line written before then is lost.
+    A filter process reads the pipe and writes to the original stderr. At exit descriptor 2 is
+    restored and the filter is given up to two seconds to write what is left, so no line written
+    before then is lost, nor lines written later by children still holding the pipe.
     """
     global _routed
     if _routed:
         return
     _routed = True
-    terminal = os.dup(2)
-    read_end, write_end = os.pipe()
     sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    try:
+        pump = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, str(log_path), _NATIVE_LINE.pattern],
+                                stdin=read_end, stdout=2, stderr=2, close_fds=True)
+    except OSError:  # no interpreter to start: keep stderr whole
+        os.close(read_end)
+        os.close(write_end)
+        return
+    os.close(read_end)
+    console = os.dup(2)
     os.dup2(write_end, 2)
     os.close(write_end)
 
-    def pump() -> None:
-        with os.fdopen(read_end, "rb") as pipe, open(log_path, "ab") as log:
-            for line in pipe:
-                if _NATIVE_LINE.match(line.decode("utf-8", "replace")):
-                    log.write(line)
-                    log.flush()
-                else:
-                    os.write(terminal, line)
-
-    thread = threading.Thread(target=pump, name="pinsage-stderr", daemon=True)
-    thread.start()
-
     def drain() -> None:
         sys.stderr.flush()
-        os.dup2(terminal, 2)  # closes our write end: the pump sees EOF once children close theirs
-        thread.join(timeout=2)
+        os.dup2(console, 2)  # closes our write end: the filter sees EOF once children close theirs
+        os.close(console)
+        try:
+            pump.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass  # a child still holds the pipe: the filter ends when it closes it
 
     atexit.register(drain)
 
@@ -131,7 +165,7 @@ def setup_logging(verbose: bool = False, log_file: str | Path | None = DEFAULT_L
             file.setFormatter(logging.Formatter(FILE_FORMAT))
             handlers.append(file)
             os.environ.setdefault(SPARK_LOG_ENV, str(path.with_name("spark.log")))
-            if not verbose and os.isatty(2):
+            if not verbose and _is_console(2):
                 _route_native_stderr(path)
     for h in handlers:
         h._pinsage = True  # type: ignore[attr-defined]

@@ -12,7 +12,8 @@ and the logical date as logical time.
 With ``orchestration.submit_to_kfp`` the DAG instead has one task that compiles the Kubeflow
 pipeline and submits a run to ``orchestration.kfp_host``.
 
-The config comes from ``$PINSAGE_CONFIG`` (default: ``configs/demo.yaml`` beside this repo).
+The config comes from ``$PINSAGE_CONFIG`` (default: ``configs/demo.yaml`` beside this repo). An
+empty ``orchestration.schedule`` gives a DAG without a schedule: it runs only when triggered.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def submit_kfp() -> str:
 @dag(
     dag_id="pinsage",
     description="PinSage: pairs, graph, features, neighbourhoods, training, inference, evaluation, index",
-    schedule=CFG.orchestration.schedule,
+    schedule=CFG.orchestration.schedule or None,  # empty: triggered runs only
     start_date=datetime.fromisoformat(CFG.orchestration.start_date).replace(tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,

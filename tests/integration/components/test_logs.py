@@ -1,8 +1,8 @@
 """Logs a person can read: at the default level the console holds the pipeline's own lines, while
 Spark's banner and WARN lines, faiss's AVX loader lines and TensorFlow's native start-up lines go
 to the log files; ``--verbose`` brings them back. Each command runs in a fresh process, as a
-person runs it; the TensorFlow check on a pseudo-terminal, since only a terminal's stderr is
-filtered.
+person runs it; the TensorFlow checks on a pseudo-terminal and on a pipe (CI logs, ``| tee``, a
+parent capturing the output), which are filtered, and on a regular file, which is left whole.
 """
 
 from __future__ import annotations
@@ -110,3 +110,39 @@ def test_tensorflow_start_up_lines_leave_the_terminal_and_verbose_brings_them_ba
     assert noisy(kept), "TensorFlow's lines went nowhere"
     status, shown = on_terminal([sys.executable, "-c", TENSORFLOW, "1", str(tmp_path / "v.log")], env)
     assert status == 1 and noisy(shown), shown[-3000:]
+
+
+ABORT = """
+import os, sys
+from components.logs import setup_logging
+setup_logging(log_file=sys.argv[1])
+os.write(2, b"I0000 00:00:1796169759.848841   14748 port.cc:153] oneDNN custom operations are on.\\n")
+os.write(2, b"fatal: the last words before an abort\\n")
+os.abort()
+"""
+
+
+@pytest.mark.slow
+def test_a_pipe_is_filtered_like_a_terminal_and_a_file_is_left_whole(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("PINSAGE_VERBOSE", "TF_CPP_MIN_LOG_LEVEL")}
+    piped = subprocess.run([sys.executable, "-c", TENSORFLOW, "0", str(tmp_path / "p.log")], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)  # stdout and stderr are pipes
+    assert piped.returncode == 1 and "sum 3.0" in piped.stdout, piped.stderr[-3000:]
+    assert "error: the last line, still on the terminal" in piped.stderr
+    assert noisy(piped.stderr) == [], noisy(piped.stderr)
+    assert noisy((tmp_path / "p.log").read_text()), "TensorFlow's lines went nowhere"
+
+    # the filter is a process of its own: a parent that aborts still gets its last line out
+    aborted = subprocess.run([sys.executable, "-c", ABORT, str(tmp_path / "a.log")], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert aborted.returncode != 0
+    assert "fatal: the last words before an abort" in aborted.stderr and noisy(aborted.stderr) == [], aborted.stderr
+    assert noisy((tmp_path / "a.log").read_text())
+
+    # stderr redirected to a file is not the console: it keeps every line
+    with open(tmp_path / "stderr.txt", "w") as err:
+        filed = subprocess.run([sys.executable, "-c", TENSORFLOW, "0", str(tmp_path / "f.log")], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=err, text=True, timeout=300)
+    assert filed.returncode == 1 and "sum 3.0" in filed.stdout
+    text = (tmp_path / "stderr.txt").read_text()
+    assert noisy(text) and "error: the last line, still on the terminal" in text, text[-3000:]

@@ -107,8 +107,9 @@ def test_run_directory_is_keyed_by_interval(local_dag):
 def test_dag_runs_every_stage_registration_before_index(tmp_path):
     from components.stages import STAGES
 
-    out = parse_dag(tmp_path, f"name: t\norchestration:\n  run_root: {tmp_path / 'runs'}\n")
+    out = parse_dag(tmp_path, f"name: t\norchestration:\n  run_root: {tmp_path / 'runs'}\n  schedule: ''\n")
     assert out["errors"] == {}
+    assert out["schedule"] == "None"  # an empty schedule: triggered runs only
     tasks = out["tasks"]
     assert set(tasks) == {"prepare", *(s.name for s in STAGES)}
     assert set(tasks["registration"]) == {"prepare", "graph", "model", "embeddings", "evaluation"}
