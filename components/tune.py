@@ -3,8 +3,12 @@
 Runs the config's upstream stages once (raw .. neighbourhoods, skipped when unchanged), then each
 trial trains, embeds and evaluates one sampled setting into ``<run-dir>/tune/trial-NNN/`` (new
 neighbourhoods only when the trial changes the sampler), exactly as ``pinsage ablation`` runs a
-variant; trial 0 is the config as given. The objective is the validation hit-rate@10 of PinSage (MRR breaks ties); test metrics
-are computed by the evaluation stage but never read here, and trials evaluate no baselines.
+variant; trial 0 is the config as given. The objective (``--objective``) is read on the validation
+split only: ``item``, PinSage's related-item hit-rate@10 (MRR breaks ties); ``user``, the homefeed
+user vectors' recall@K at the first of ``evaluation.user_ks`` on the users' validation events
+(NDCG@K breaks ties; needs the per-user temporal split), for the ``user_head`` space. Test
+metrics are computed by the evaluation stage but never read here, and trials evaluate no
+baselines.
 
 Every trial is a nested MLflow run under one parent run (its sampled params and validation
 metrics); the best setting is written as a complete YAML config (``--output``) that
@@ -68,9 +72,30 @@ def _band(trial) -> dict:
     return {"sampler.hard_negative_band": [lo, 3 * lo]}
 
 
+def _user_head(trial) -> dict:
+    return {
+        "user_head.enabled": trial.suggest_categorical("user_head.enabled", [True, False]),
+        "user_head.recency_half_life": trial.suggest_categorical("user_head.recency_half_life", [0.0, 5.0, 10.0, 20.0, 40.0]),
+        "user_head.hidden_dim": trial.suggest_categorical("user_head.hidden_dim", [128, 256, 512]),
+        "user_head.lr": trial.suggest_float("user_head.lr", 3e-4, 3e-3, log=True),
+    }
+
+
 # Search dimensions by name: ``--space`` picks a subset so a short search spends its trials
 # where the validation numbers moved most (see the README's quality section).
-SPACES: dict[str, Callable[[Any], dict]] = {"lr": _lr, "loss": _loss, "walks": _walks, "network": _network, "band": _band}
+SPACES: dict[str, Callable[[Any], dict]] = {"lr": _lr, "loss": _loss, "walks": _walks, "network": _network, "band": _band,
+                                             "user_head": _user_head}
+# What a trial is scored by: (primary, tie-break) metric names for a config, both on validation.
+OBJECTIVES = ("item", "user")
+
+
+def score_names(cfg: PipelineConfig, objective: str) -> tuple[str, str]:
+    """The (primary, tie-break) validation metrics of ``objective``: hit@10 and MRR of related
+    items, or recall@K and NDCG@K of homefeed users (K the first of ``evaluation.user_ks``)."""
+    if objective == "item":
+        return HIT, metric_keys.MRR
+    k = cfg.evaluation.user_ks[0]
+    return metric_keys.recall(k), metric_keys.ndcg(k)
 
 
 def apply(cfg: PipelineConfig, params: dict[str, Any]) -> PipelineConfig:
@@ -117,10 +142,17 @@ def trial_config(cfg: PipelineConfig, params: dict[str, Any]) -> PipelineConfig:
     return dataclasses.replace(out, evaluation=dataclasses.replace(out.evaluation, baselines=()))
 
 
-def validation_score(metrics: dict) -> tuple[float, float]:
-    """(hit-rate@10, MRR) of PinSage on the validation split from ``evaluation/metrics.json``."""
-    val = metrics["methods"]["pinsage"]["validation"]
-    return float(val[HIT]), float(val[metric_keys.MRR])
+def validation_score(metrics: dict, names: tuple[str, str] = (HIT, metric_keys.MRR)) -> tuple[float, float]:
+    """The validation-split values of ``names`` (see :func:`score_names`) from
+    ``evaluation/metrics.json``: PinSage's related-item metrics, or for recall/NDCG its homefeed
+    user vectors' (``user_level.validation.pinsage-pooled``)."""
+    if names[0] == HIT:
+        val = metrics["methods"]["pinsage"]["validation"]
+    else:
+        val = (metrics.get("user_level") or {}).get("validation", {}).get("pinsage-pooled")
+        if val is None:
+            raise ValueError("evaluation/metrics.json has no user-level validation metrics of pinsage-pooled")
+    return float(val[names[0]]), float(val[names[1]])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,6 +162,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", default=",".join(SPACES), help=f"comma-separated search dimensions (default: all: {','.join(SPACES)})")
     parser.add_argument("--output", default=None, help="best config as YAML (default: <run-dir>/tune/best.yaml)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="item",
+                        help="validation score of a trial: item = related-item hit@10 (MRR breaks ties); "
+                             "user = homefeed recall@K (NDCG@K breaks ties), for --space user_head")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -147,6 +182,11 @@ def main(args: argparse.Namespace) -> int:
     dims = cli_names("search dimension (--space)", args.space, SPACES)
     if dims is None:
         return 2
+    if args.objective == "user" and not (cfg.pairs.split == "temporal" and cfg.pairs.temporal_scope == "user"
+                                         and cfg.evaluation.user_ks):
+        print("error: --objective user ranks the users' validation events: set pairs.split: temporal, "
+              "pairs.temporal_scope: user and evaluation.user_ks", file=sys.stderr)
+        return 2
     if args.trials < 1:
         print(f"error: --trials must be >= 1, got {args.trials}", file=sys.stderr)
         return 2
@@ -154,7 +194,8 @@ def main(args: argparse.Namespace) -> int:
     tune_dir = run_dir / "tune"
     output = Path(args.output or tune_dir / "best.yaml")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    tracker = _Tracker(cfg, run_dir, args)
+    names = score_names(cfg, args.objective)
+    tracker = _Tracker(cfg, run_dir, args, names)
     results: list[dict] = []
 
     def objective(trial) -> float:
@@ -164,12 +205,12 @@ def main(args: argparse.Namespace) -> int:
         tcfg = trial_config(cfg, params)
         label = f"trial-{trial.number:03d}"
         res = run_variant(label, tcfg, cfg, run_dir, force=False, folder="tune")
-        hit, mrr = validation_score(res["metrics"])
-        results.append({"trial": trial.number, "params": params, HIT: hit, metric_keys.MRR: mrr,
+        primary, tie = validation_score(res["metrics"], names)
+        results.append({"trial": trial.number, "params": params, names[0]: primary, names[1]: tie,
                         "train_seconds": res["train_seconds"]})
-        tracker.trial(label, params, hit, mrr)
-        log.info("tune %s: validation hit@10 %.4f MRR %.4f %s", label, hit, mrr, params)
-        return hit + 1e-3 * mrr  # MRR only separates equal hit-rates
+        tracker.trial(label, params, primary, tie)
+        log.info("tune %s: validation %s %.4f %s %.4f %s", label, names[0], primary, names[1], tie, params)
+        return primary + 1e-3 * tie  # the second metric only separates equal first ones
 
     try:
         run_pipeline(cfg, run_dir, stop="neighbourhoods")
@@ -180,34 +221,35 @@ def main(args: argparse.Namespace) -> int:
     except (StageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    best = max(results, key=lambda r: (r[HIT], r[metric_keys.MRR]))
+    best = max(results, key=lambda r: (r[names[0]], r[names[1]]))
     best_cfg = apply(cfg, best["params"])
     header = (f"# Output of: pinsage tune --config {args.config} --trials {args.trials} --space {','.join(dims)} "
-              f"--seed {args.seed}\n# best trial {best['trial']}: validation hit@10 {best[HIT]:.4f}, "
-              f"MRR {best[metric_keys.MRR]:.4f}\n")
+              f"--objective {args.objective} --seed {args.seed}\n# best trial {best['trial']}: validation "
+              f"{names[0]} {best[names[0]]:.4f}, {names[1]} {best[names[1]]:.4f}\n")
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, header + yaml.safe_dump(config_to_dict(best_cfg), sort_keys=False))
-    atomic_write_json(tune_dir / "trials.json", {"config": args.config, "space": dims, "seed": args.seed, "trials": results})
-    atomic_write_text(tune_dir / "report.md", _report(results, args.config))
-    print(_report(results, args.config))
+    atomic_write_json(tune_dir / "trials.json", {"config": args.config, "space": dims, "objective": args.objective,
+                                                 "seed": args.seed, "trials": results})
+    atomic_write_text(tune_dir / "report.md", _report(results, args.config, names))
+    print(_report(results, args.config, names))
     print(f"best config: {output}")
     return 0
 
 
-def _report(results: list[dict], config: str) -> str:
-    lines = [f"# Tuning on the validation split ({config})", "", "| trial | val hit@10 | val MRR | train s | params |",
-             "|---:|---:|---:|---:|---|"]
-    for r in sorted(results, key=lambda r: -r[HIT]):
+def _report(results: list[dict], config: str, names: tuple[str, str]) -> str:
+    lines = [f"# Tuning on the validation split ({config})", "",
+             f"| trial | val {names[0]} | val {names[1]} | train s | params |", "|---:|---:|---:|---:|---|"]
+    for r in sorted(results, key=lambda r: (-r[names[0]], -r[names[1]])):
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
-        lines.append(f"| {r['trial']} | {r[HIT]:.4f} | {r[metric_keys.MRR]:.4f} | {r['train_seconds'] or 0:.0f} | {params} |")
+        lines.append(f"| {r['trial']} | {r[names[0]]:.4f} | {r[names[1]]:.4f} | {r['train_seconds'] or 0:.0f} | {params} |")
     return "\n".join(lines) + "\n"
 
 
 class _Tracker:
     """One parent MLflow run for the search and a nested run per trial (off with tracking.enabled: false)."""
 
-    def __init__(self, cfg: PipelineConfig, run_dir: Path, args: argparse.Namespace):
-        self.cfg, self.run_dir, self.args = cfg, run_dir, args
+    def __init__(self, cfg: PipelineConfig, run_dir: Path, args: argparse.Namespace, names: tuple[str, str]):
+        self.cfg, self.run_dir, self.args, self.names = cfg, run_dir, args, names
         self.enabled = cfg.tracking.enabled
 
     def __enter__(self) -> "_Tracker":
@@ -220,17 +262,18 @@ class _Tracker:
             self.experiment = mlflow_store.experiment_id(client, self.cfg, self.run_dir.resolve().parent)
             mlflow.start_run(experiment_id=self.experiment, run_name=f"tune {self.cfg.name}")
             mlflow.log_params({"tune.config": self.args.config, "tune.trials": self.args.trials,
-                               "tune.space": self.args.space, "tune.seed": self.args.seed})
+                               "tune.space": self.args.space, "tune.objective": self.args.objective,
+                               "tune.seed": self.args.seed})
         return self
 
-    def trial(self, label: str, params: dict, hit: float, mrr: float) -> None:
+    def trial(self, label: str, params: dict, primary: float, tie: float) -> None:
         if not self.enabled:
             return
         import mlflow
 
         with mlflow.start_run(experiment_id=self.experiment, run_name=label, nested=True):
             mlflow.log_params({k: str(v) for k, v in params.items()})
-            mlflow.log_metrics({metric_keys.validation(HIT): hit, metric_keys.validation(metric_keys.MRR): mrr})
+            mlflow.log_metrics({metric_keys.validation(self.names[0]): primary, metric_keys.validation(self.names[1]): tie})
 
     def __exit__(self, *exc) -> None:
         if self.enabled:

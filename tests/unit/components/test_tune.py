@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import optuna
 import pytest
 
@@ -30,6 +32,31 @@ def test_the_objective_reads_the_validation_split_only():
         "test": {"hit_rate_at_10": 0.9, "mrr": 0.8},
     }}}
     assert tune.validation_score(metrics) == (0.2, 0.1)
+
+
+def test_the_user_objective_reads_the_users_validation_events_only():
+    cfg = load_config("configs/tiny.yaml")
+    names = tune.score_names(cfg, "user")
+    assert names == (f"recall_at_{cfg.evaluation.user_ks[0]}", f"ndcg_at_{cfg.evaluation.user_ks[0]}")
+    assert tune.score_names(cfg, "item") == ("hit_rate_at_10", "mrr")
+    row = lambda r, n: {names[0]: r, names[1]: n}  # noqa: E731
+    metrics = {"methods": {"pinsage": {"validation": {"hit_rate_at_10": 0.2, "mrr": 0.1}}},
+               "user_level": {"methods": {"pinsage-pooled": row(0.9, 0.8)},
+                              "validation": {"pinsage-pooled": row(0.3, 0.25), "svd-recent": row(0.7, 0.6)}}}
+    assert tune.validation_score(metrics, names) == (0.3, 0.25)
+    with pytest.raises(ValueError, match="user-level validation"):
+        tune.validation_score({"methods": metrics["methods"], "user_level": None}, names)
+
+
+def test_the_user_objective_is_refused_without_users_validation_events(tmp_path, capsys):
+    conf = tmp_path / "hash.yaml"
+    conf.write_text("name: t\npairs:\n  split: hash\n")
+    parser = argparse.ArgumentParser()
+    tune.add_arguments(parser)
+    args = parser.parse_args(["--config", str(conf), "--trials", "1", "--objective", "user", "--run-dir", str(tmp_path / "r")])
+    assert tune.main(args) == 2
+    assert "pairs.split: temporal" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("dims", [["lr"], ["loss"], list(tune.SPACES)])
