@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -128,7 +129,9 @@ def execute(
                 f"stage '{stage.name}' needs the output of '{name}' at {inputs.get(name)}; "
                 f"run that stage first (pinsage run --to {name})"
             )
-    remove_stale_temps(out)
+    writer = stage.writes_outputs(cfg)
+    if writer:  # a helper process must not remove the writer's folders in progress
+        remove_stale_temps(out)
     fp = fingerprint(stage, cfg, inputs)
     if not force and is_current(out, fp):
         log.info("stage %-15s unchanged, skipped (%s)", stage.name, out)
@@ -138,6 +141,15 @@ def execute(
     t0 = time.perf_counter()
     run = stage.load_run()
     stage_ctx = ctx.for_stage(stage, fp)
+    if not writer:
+        # One of several processes running the stage together (e.g. a non-chief training
+        # worker): same inputs and scratch folder, outputs discarded; the writer keeps and
+        # finally removes the scratch folder.
+        with tempfile.TemporaryDirectory(prefix=f"pinsage-{stage.name}-helper-") as tmp:
+            report = run(cfg, {k: Path(v) for k, v in inputs.items()}, Path(tmp), stage_ctx) or {}
+        log.info("stage %-15s done in %.1f s; its outputs are the writer's, in %s", stage.name, time.perf_counter() - t0, out)
+        return {"skipped": False, "wrote_outputs": False, "stage": stage.name,
+                "seconds": round(time.perf_counter() - t0, 3), **report}
     with atomic_dir(out) as tmp:
         report = run(cfg, {k: Path(v) for k, v in inputs.items()}, tmp, stage_ctx) or {}
         report = {"stage": stage.name, "seconds": round(time.perf_counter() - t0, 3), **report}

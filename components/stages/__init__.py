@@ -8,6 +8,11 @@ folder are one name) with ``run(cfg, inputs, out_dir, ctx) -> report``:
   the stage's output directory only when ``run`` returns;
 * ``ctx`` is the :class:`StageContext` of the run.
 
+A stage that several processes run together (the model stage under ``train.strategy:
+multi_worker``) also defines ``writes_outputs(cfg) -> bool``: False in the processes that take
+part without writing the stage's outputs (:func:`components.base.execute` then runs ``run`` into
+a private folder it discards).
+
 The local runner, the Airflow DAG and the Kubeflow pipeline all read :data:`STAGES`, so they run
 the same stages in the same order. Importing this package is cheap: stage modules import
 TensorFlow, Spark and MLflow inside ``run``.
@@ -99,6 +104,11 @@ class Stage:
 
     def load_run(self) -> Callable:
         return importlib.import_module(self.module).run
+
+    def writes_outputs(self, cfg) -> bool:
+        """Whether this process writes the stage's outputs (the module's ``writes_outputs``; default True)."""
+        decide = getattr(importlib.import_module(self.module), "writes_outputs", None)
+        return True if decide is None else bool(decide(cfg))
 
 
 STAGES: tuple[Stage, ...] = (
