@@ -129,7 +129,8 @@ def execute(
                 f"stage '{stage.name}' needs the output of '{name}' at {inputs.get(name)}; "
                 f"run that stage first (pinsage run --to {name})"
             )
-    writer = stage.writes_outputs(cfg)
+    run = stage.load_run()
+    writer = writes_outputs(run, cfg)
     if writer:  # a helper process must not remove the writer's folders in progress
         remove_stale_temps(out)
     fp = fingerprint(stage, cfg, inputs)
@@ -139,7 +140,6 @@ def execute(
         return {"skipped": True, **(json.loads(report_path.read_text()) if report_path.exists() else {})}
     log.info("stage %-15s running: %s", stage.name, stage.description)
     t0 = time.perf_counter()
-    run = stage.load_run()
     stage_ctx = ctx.for_stage(stage, fp)
     if not writer:
         # One of several processes running the stage together (e.g. a non-chief training
@@ -158,6 +158,13 @@ def execute(
     shutil.rmtree(stage_ctx.scratch_dir, ignore_errors=True)
     log.info("stage %-15s done in %.1f s -> %s", stage.name, time.perf_counter() - t0, out)
     return {"skipped": False, **report}
+
+
+def writes_outputs(run, cfg: PipelineConfig) -> bool:
+    """Whether this process writes the outputs of the stage whose ``run`` is given: the answer of
+    ``writes_outputs(cfg)`` in the module defining ``run`` (:mod:`components.stages`), else True."""
+    decide = getattr(sys.modules.get(run.__module__), "writes_outputs", None)
+    return True if decide is None else bool(decide(cfg))
 
 
 def cli_config(path: str) -> PipelineConfig | None:

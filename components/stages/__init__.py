@@ -105,11 +105,6 @@ class Stage:
     def load_run(self) -> Callable:
         return importlib.import_module(self.module).run
 
-    def writes_outputs(self, cfg) -> bool:
-        """Whether this process writes the stage's outputs (the module's ``writes_outputs``; default True)."""
-        decide = getattr(importlib.import_module(self.module), "writes_outputs", None)
-        return True if decide is None else bool(decide(cfg))
-
 
 STAGES: tuple[Stage, ...] = (
     Stage("raw", (), ("data",), "load or generate interactions and items into the data contracts"),
