@@ -11,8 +11,8 @@
   over the workers of ``TF_CONFIG``, the same step with the all-reduce across machines. Every
   worker reads the same inputs and draws the same global batch (it depends only on the seed, the
   epoch and the step); replica r (worker r // G, G devices per worker) takes shard r, so worker w
-  builds only shards w*G .. w*G + G - 1. Validation and early stopping run on every worker on
-  identical weights, so all take the same decisions and the same number of steps. Only the chief
+  builds only shards w*G .. w*G + G - 1. Validation runs on every worker on identical weights and
+  its hit-rate is all-reduced, so all take the same early-stopping decisions. Only the chief
   writes checkpoints and ``history.json`` into ``checkpoint_dir``; the others write theirs to a
   private temporary folder (TensorFlow's multi-worker saving guidance) that starts as a copy of
   the chief's when resuming.
@@ -365,6 +365,16 @@ def _step_fn(model: Any, optimizer: Any, strategy: Any, train_cfg: TrainConfig, 
     return step
 
 
+def _agree(strategy: Any, value: float) -> float:
+    """``value`` averaged over the workers: every worker computes it on identical weights, and the
+    all-reduce makes the early-stopping decision one decision even where kernels are not
+    bit-reproducible (a worker that stopped alone would leave the others waiting in a step)."""
+    import tensorflow as tf
+
+    local = strategy.experimental_distribute_values_from_function(lambda ctx: tf.constant(value, tf.float64))
+    return float(strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None))
+
+
 def _run_epoch(epoch: int, producer: BatchProducer, step: Callable, train_cfg: TrainConfig, threads: int,
                progress: bool, result: "TrainResult") -> dict:
     """Train one epoch; returns the loss and timing part of the epoch's metrics."""
@@ -516,7 +526,7 @@ def _train(
             val_q, val_pos, data.num_items, max_candidates=train_cfg.eval_candidates, seed=train_cfg.seed,
             query_shift=None if model.query_shift is None else model.query_shift.numpy(),
         ) if len(val_q) else {HIT: 0.0, metric_keys.MRR: 0.0}
-        hit = val[HIT]
+        hit = val[HIT] if workers == 1 else _agree(strategy, val[HIT])
         metrics.update({
             metric_keys.validation(HIT): hit,
             metric_keys.validation(metric_keys.MRR): val[metric_keys.MRR],

@@ -104,6 +104,14 @@ def writes_outputs(cfg: "PipelineConfig") -> bool:
 
 def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     """Train PinSage on the run's training subgraph and export the model into ``out_dir``."""
+    from pinsage_model.training import worker_role
+
+    workers = worker_role().workers
+    if workers > 1 and cfg.train.strategy != "multi_worker":
+        raise StageError(
+            f"model: TF_CONFIG names {workers} workers but train.strategy is {cfg.train.strategy!r}: each would "
+            "train alone and all would write the outputs; set train.strategy: multi_worker"
+        )
     if cfg.train.strategy == "multi_worker":
         # MultiWorkerMirroredStrategy configures the collectives at TensorFlow's start-up.
         if "tensorflow" in sys.modules:

@@ -258,6 +258,29 @@ def test_model_stage_trains_on_logical_devices_after_tensorflow_started(tmp_path
     assert config["output_dim"] == MODEL.output_dim and np.all(np.isfinite(weights["conv1/Q"]))
 
 
+def test_multi_worker_stage_after_tensorflow_started_trains_alone_in_a_fresh_process(tmp_path, monkeypatch):
+    """As ``pinsage run`` with train.strategy multi_worker and no TF_CONFIG: TensorFlow is
+    already running here, so the stage trains in a fresh process, as a cluster of one worker."""
+    import tensorflow as tf
+
+    from components.base import execute
+    from components.stages import StageContext, get_stage
+    from pinsage_model.config import config_from_dict
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    tf.constant(1.0)  # initialises the runtime in this process, as the features stage does
+    run, _, _, n_tr, _ = model_run_dir(tmp_path, 14)
+    cfg = config_from_dict({
+        "model": config_to_dict_(MODEL), "sampler": config_to_dict_(SAMPLER),
+        "train": {**config_to_dict_(TRAIN), "epochs": 1, "steps_per_epoch": 1, "strategy": "multi_worker"},
+    })
+    stage = get_stage("model")
+    report = execute(stage, cfg, {name: run / name for name in stage.inputs}, run / "model",
+                     StageContext.for_run_dir(run, "2026-01-12T00:00:00Z"))
+    assert report["fresh_process"] and report["strategy"] == "multi_worker" and report["workers"] == 1
+    assert report["train_pairs"] == n_tr and (run / "model" / "weights.npz").exists()
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` distinct TCP ports free on 127.0.0.1 (held open together while chosen)."""
     import socket
