@@ -11,8 +11,9 @@ instead of the stage itself, with the stage's own flags::
 2. A TFJob is made from ``orchestration.tfjob_template`` (``infra/training/tfjob.yaml``): N
    workers, each ``python -m components.stages.model --config C --run-dir <run dir>
    --logical-time T`` on ``orchestration.image``, with ``train.num_devices`` GPUs when the
-   template's workers have GPUs. Its name is fixed by the run id, so a retried task waits on the
-   job already running instead of starting a second one (a failed one is replaced).
+   template's workers have GPUs. Its name is fixed by the run id and the model stage's
+   fingerprint (config and inputs), so a retried task waits on the job already running instead
+   of starting a second one (a failed one is replaced), and changed work gets a new job.
 3. The job is polled until the operator marks it Succeeded or Failed (the template's
    ``activeDeadlineSeconds`` bounds it).
 4. ``<run dir>/model``, which only the chief worker writes, is copied to ``--output``.
@@ -76,15 +77,13 @@ def run_volume(body: dict) -> tuple[str, str]:
     raise ValueError("the TFJob template's workers mount no persistent volume: they need the shared run area")
 
 
-def job_name(run_id: str) -> str:
-    """A DNS-1123 name fixed by the run id: ``pinsage-model-<run id>``, with a digest when the id
-    had to be changed or shortened (pod names add ``-worker-<i>``, so at most 52 characters)."""
+def job_name(run_id: str, fingerprint: str) -> str:
+    """A DNS-1123 name fixed by the run and the work: ``pinsage-model-<run id>-<digest>``, the digest
+    of the run id and the stage fingerprint; the id is shortened to keep the name within 52
+    characters (pod names add ``-worker-<i>``)."""
     clean = re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-")
-    name = f"pinsage-{STAGE}-{clean}"
-    if clean != run_id or len(name) > 52:
-        digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
-        name = f"{name[:43].rstrip('-')}-{digest}"
-    return name
+    digest = hashlib.sha256(f"{run_id}\0{fingerprint}".encode()).hexdigest()[:10]
+    return f"pinsage-{STAGE}-{clean[:27]}".rstrip("-") + f"-{digest}"
 
 
 def tfjob_manifest(template: dict, *, name: str, image: str, config: str, run_dir: str, logical_time: str,
@@ -212,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from components.base import KNOWN_ERRORS, cli_config, error_line, start_time
+    from components.base import KNOWN_ERRORS, cli_config, error_line, fingerprint, start_time
     from components.logs import setup_logging
     from components.stages import get_stage, parse_time
 
@@ -229,11 +228,13 @@ def main(argv: list[str] | None = None) -> int:
         when = parse_time(args.logical_time) if args.logical_time else start_time()
         stamp = when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
         run_dir = Path(orch.run_root) / args.run_id
+        inputs = {n: Path(getattr(args, f"in_{n}")) for n in stage.inputs}
+        name = job_name(args.run_id, fingerprint(stage, cfg, inputs))
         body = tfjob_manifest(
-            load_template(orch.tfjob_template), name=job_name(args.run_id), image=orch.image, config=args.config,
+            load_template(orch.tfjob_template), name=name, image=orch.image, config=args.config,
             run_dir=str(run_dir), logical_time=stamp, workers=orch.tfjob_workers, gpus_per_worker=cfg.train.num_devices,
         )
-        copied = stage_inputs({n: Path(getattr(args, f"in_{n}")) for n in stage.inputs}, run_dir)
+        copied = stage_inputs(inputs, run_dir)
         log.info("staged %s in %s", ", ".join(copied) or "nothing (already there)", run_dir)
         launch_and_wait(body, args.poll_s)
         out = Path(args.output)
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     except KNOWN_ERRORS as exc:
         print(error_line(exc), file=sys.stderr)
         return 1
-    print(f"model stage trained by tfjob {body['metadata']['name']} ({orch.tfjob_workers} workers) -> {out}")
+    print(f"model stage trained by tfjob {name} ({orch.tfjob_workers} workers) -> {out}")
     return 0
 
 

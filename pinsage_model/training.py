@@ -69,7 +69,7 @@ class TrainResult:
     best_epoch: int = 0
     stopped_early: bool = False
     step_losses: list[float] = field(default_factory=list)  # every step run by this call
-    workers: int = 1  # machines that trained together (train.strategy multi_worker)
+    workers: int = 1  # training processes that took each step together (train.strategy multi_worker)
 
 
 @dataclass(frozen=True)

@@ -51,15 +51,17 @@ def test_cpu_workers_get_no_gpus_and_the_run_dir_must_be_on_the_shared_volume():
         make(template)
 
 
-def test_job_names_are_dns_labels_fixed_by_the_run_id():
-    assert tfjob.job_name("r1") == "pinsage-model-r1"
+def test_job_names_are_dns_labels_fixed_by_the_run_and_the_work():
     interval = "20260105T000000Z_20260112T000000Z"
-    long_id = "scheduled-" + "x" * 80
-    for run_id in (interval, long_id, "Manual Run"):
-        name = tfjob.job_name(run_id)
+    names = {}
+    for run_id in ("r1", interval, "scheduled-" + "x" * 80, "Manual Run"):
+        name = tfjob.job_name(run_id, "fp1")
         assert re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", name) and len(name) <= 52, name
-        assert name == tfjob.job_name(run_id)
-    assert tfjob.job_name(interval) != tfjob.job_name(interval.lower())  # changed ids keep a digest of the original
+        assert name == tfjob.job_name(run_id, "fp1")  # a retried task finds the job it started
+        names[run_id] = name
+    assert names["r1"].startswith("pinsage-model-r1-")
+    assert tfjob.job_name("r1", "fp2") != names["r1"]  # changed config or inputs: a new job
+    assert tfjob.job_name(interval.lower(), "fp1") != names[interval]
 
 
 def test_job_state_reads_the_operators_last_terminal_condition():
