@@ -246,7 +246,8 @@ def stage_main(module_name: str, argv: list[str] | None = None) -> int:
     try:
         if run_dir is not None:
             ctx = StageContext.for_run_dir(run_dir, when)
-            save_resolved(cfg, run_dir / "config.resolved.yaml")
+            if writes_outputs(stage.load_run(), cfg):  # a helper process writes nothing in the run dir
+                save_resolved(cfg, run_dir / "config.resolved.yaml")
         else:
             ctx = StageContext.create(args.run_area or cfg.orchestration.run_root, args.run_id, when)
         report = execute(stage, cfg, inputs, out, ctx, force=args.force)
