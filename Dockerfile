@@ -37,6 +37,8 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=pinsage:pinsage configs/ configs/
 COPY --chown=pinsage:pinsage infra/config/cluster.yaml configs/cluster.yaml
+# the TFJob the Kubeflow model task launches (orchestration.tfjob_template, components/tfjob.py)
+COPY --chown=pinsage:pinsage infra/training/tfjob.yaml infra/training/tfjob.yaml
 COPY --chown=pinsage:pinsage dags/ dags/
 
 # Spark's Python workers must use the venv's interpreter (see notes/stack.md).

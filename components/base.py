@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -128,7 +129,10 @@ def execute(
                 f"stage '{stage.name}' needs the output of '{name}' at {inputs.get(name)}; "
                 f"run that stage first (pinsage run --to {name})"
             )
-    remove_stale_temps(out)
+    run = stage.load_run()
+    writer = writes_outputs(run, cfg)
+    if writer:  # a helper process must not remove the writer's folders in progress
+        remove_stale_temps(out)
     fp = fingerprint(stage, cfg, inputs)
     if not force and is_current(out, fp):
         log.info("stage %-15s unchanged, skipped (%s)", stage.name, out)
@@ -136,8 +140,16 @@ def execute(
         return {"skipped": True, **(json.loads(report_path.read_text()) if report_path.exists() else {})}
     log.info("stage %-15s running: %s", stage.name, stage.description)
     t0 = time.perf_counter()
-    run = stage.load_run()
     stage_ctx = ctx.for_stage(stage, fp)
+    if not writer:
+        # One of several processes running the stage together (e.g. a non-chief training
+        # worker): same inputs and scratch folder, outputs discarded; the writer keeps and
+        # finally removes the scratch folder.
+        with tempfile.TemporaryDirectory(prefix=f"pinsage-{stage.name}-helper-") as tmp:
+            report = run(cfg, {k: Path(v) for k, v in inputs.items()}, Path(tmp), stage_ctx) or {}
+        log.info("stage %-15s done in %.1f s; its outputs are the writer's, in %s", stage.name, time.perf_counter() - t0, out)
+        return {"skipped": False, "wrote_outputs": False, "stage": stage.name,
+                "seconds": round(time.perf_counter() - t0, 3), **report}
     with atomic_dir(out) as tmp:
         report = run(cfg, {k: Path(v) for k, v in inputs.items()}, tmp, stage_ctx) or {}
         report = {"stage": stage.name, "seconds": round(time.perf_counter() - t0, 3), **report}
@@ -146,6 +158,13 @@ def execute(
     shutil.rmtree(stage_ctx.scratch_dir, ignore_errors=True)
     log.info("stage %-15s done in %.1f s -> %s", stage.name, time.perf_counter() - t0, out)
     return {"skipped": False, **report}
+
+
+def writes_outputs(run, cfg: PipelineConfig) -> bool:
+    """Whether this process writes the outputs of the stage whose ``run`` is given: the answer of
+    ``writes_outputs(cfg)`` in the module defining ``run`` (:mod:`components.stages`), else True."""
+    decide = getattr(sys.modules.get(run.__module__), "writes_outputs", None)
+    return True if decide is None else bool(decide(cfg))
 
 
 def cli_config(path: str) -> PipelineConfig | None:
@@ -227,7 +246,8 @@ def stage_main(module_name: str, argv: list[str] | None = None) -> int:
     try:
         if run_dir is not None:
             ctx = StageContext.for_run_dir(run_dir, when)
-            save_resolved(cfg, run_dir / "config.resolved.yaml")
+            if writes_outputs(stage.load_run(), cfg):  # a helper process writes nothing in the run dir
+                save_resolved(cfg, run_dir / "config.resolved.yaml")
         else:
             ctx = StageContext.create(args.run_area or cfg.orchestration.run_root, args.run_id, when)
         report = execute(stage, cfg, inputs, out, ctx, force=args.force)

@@ -11,6 +11,11 @@ the stage list, so this module holds no stage-specific code:
 * **local**: lightweight Python components (for ``kfp.local``'s ``SubprocessRunner``) that call
   :func:`components.base.execute` with the same arguments in the current virtualenv.
 
+With ``orchestration.tfjob_workers`` > 0 the cluster pipeline's model task runs
+``python -m components.tfjob`` with the same arguments instead: a launcher that trains the model
+stage as a multi-worker Training Operator TFJob on the shared run area (the template's volume is
+mounted into the task) and copies the chief's output into the task's artifact.
+
 Usage::
 
     python -m components.kfp_pipeline --output build/pinsage_pipeline.yaml     # compile (make kfp)
@@ -32,7 +37,8 @@ from typing import Callable, Literal, Sequence
 from kfp import dsl
 
 from components.logs import setup_logging
-from components.stages import STAGES, Stage, pipeline_stages
+from components.stages import STAGES, Stage, get_stage, pipeline_stages
+from components.tfjob import STAGE as TFJOB_STAGE
 from pinsage_model.config import PipelineConfig
 
 log = logging.getLogger("pinsage")
@@ -84,11 +90,12 @@ def lightweight_component(stage: Stage) -> Callable:
 LOCAL_COMPONENTS: dict[str, Callable] = {s.name: lightweight_component(s) for s in STAGES}
 
 
-def container_component(stage: Stage, image: str) -> Callable:
-    """A container component running ``python -m <stage.module>`` in ``image``.
+def container_component(stage: Stage, image: str, module: str = "") -> Callable:
+    """A container component running ``python -m <module>`` (default: ``stage.module``) in ``image``.
 
     Built from the stage list so the CLI flags can never drift from ``components.base.stage_main``:
-    ``--config C --run-id R --logical-time T --<input> <input artifact path> ... --output <output artifact path>``.
+    ``--config C --run-id R --logical-time T --<input> <input artifact path> ... --output <output artifact path>``
+    (the flags :mod:`components.tfjob` takes too).
     """
 
     def spec(*args):  # (config, run_id, logical_time, *inputs, output) placeholders, in signature order
@@ -96,7 +103,7 @@ def container_component(stage: Stage, image: str) -> Callable:
         cli = ["--config", config, "--run-id", run_id, "--logical-time", logical_time]
         for name, art in zip(stage.inputs, ins):
             cli += [f"--{name}", art.path]
-        return dsl.ContainerSpec(image=image, command=["python", "-m", stage.module], args=[*cli, "--output", output.path])
+        return dsl.ContainerSpec(image=image, command=["python", "-m", module or stage.module], args=[*cli, "--output", output.path])
 
     params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str) for n in RUN_PARAMETERS]
     params += [
@@ -115,6 +122,7 @@ def build_pipeline(
     image: str = "",
     stages: Sequence[Stage] | None = None,
     config_path: str = DEFAULT_CONFIG,
+    tfjob_template: str = "",
 ):
     """Build the pipeline (a KFP graph component) over ``stages`` (default: all of them).
 
@@ -124,6 +132,9 @@ def build_pipeline(
       stages: stages to include; each stage's inputs must be included too.
       config_path: default of the pipeline's ``config`` parameter (a path inside the image for
         ``cluster``; a local path for ``local``).
+      tfjob_template: ``cluster`` only: when set (``orchestration.tfjob_template`` of a config with
+        ``tfjob_workers`` > 0), the model task launches the TFJob (:mod:`components.tfjob`) and
+        mounts this template's run volume.
 
     The pipeline's parameters are ``config``, ``run_id`` and ``logical_time`` (ISO 8601); every
     task gets them and the output artifacts of its stage's inputs.
@@ -134,10 +145,20 @@ def build_pipeline(
         missing = [n for n in s.inputs if n not in names]
         if missing:
             raise ValueError(f"stage '{s.name}' needs {missing}, which are not in the pipeline")
+    launcher: dict = {}
     if target == "cluster":
         if not image:
             raise ValueError("a cluster pipeline needs an image (orchestration.image)")
         ops = {s.name: container_component(s, image) for s in stages}
+        if tfjob_template and TFJOB_STAGE in ops:
+            from components.tfjob import load_template, run_volume
+
+            claim, mount = run_volume(load_template(tfjob_template))
+            ops[TFJOB_STAGE] = container_component(get_stage(TFJOB_STAGE), image, "components.tfjob")
+            # The platform spec kfp-kubernetes' mount_pvc writes (the kubernetes executor config).
+            launcher = {"kubernetes": {"pvcMount": [
+                {"mountPath": mount, "constant": claim, "pvcNameParameter": {"runtimeValue": {"constant": claim}}},
+            ]}}
     else:
         ops = {s.name: LOCAL_COMPONENTS[s.name] for s in stages}
 
@@ -149,26 +170,37 @@ def build_pipeline(
                 config=config, run_id=run_id, logical_time=logical_time,
                 **{n: tasks[n].outputs["output"] for n in s.inputs},
             )
+            if s.name == TFJOB_STAGE and launcher:
+                task.platform_config = launcher
             tasks[s.name] = task.set_display_name(s.name)
 
     return pinsage
 
 
-def compile_pipeline(output: str | Path, image: str, config_path: str = DEFAULT_CONFIG, stop_after: str = "") -> Path:
+def compile_pipeline(output: str | Path, image: str, config_path: str = DEFAULT_CONFIG, stop_after: str = "",
+                     tfjob_template: str = "") -> Path:
     """Compile the cluster pipeline (container components) to a KFP v2 YAML package.
 
     Args:
-      output: YAML file to write.
+      output: YAML file to write (a second YAML document holds the platform spec when the
+        model task launches a TFJob).
       image: container image of every component.
       config_path: default of the pipeline's ``config`` parameter (a path inside the image).
       stop_after: last stage to include (all stages when empty).
+      tfjob_template: see :func:`build_pipeline` (:func:`tfjob_template_of` a config).
     """
     from kfp import compiler
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline("cluster", image, pipeline_stages(stop_after), config_path), str(output))
+    pipeline = build_pipeline("cluster", image, pipeline_stages(stop_after), config_path, tfjob_template)
+    compiler.Compiler().compile(pipeline, str(output))
     return output
+
+
+def tfjob_template_of(cfg: PipelineConfig) -> str:
+    """The TFJob template the cluster pipeline's model task launches, or "" to train in the task."""
+    return cfg.orchestration.tfjob_template if cfg.orchestration.tfjob_workers else ""
 
 
 def run_local(
@@ -228,7 +260,8 @@ def submit(cfg: PipelineConfig, config_path: str, run_name: str, logical_time: d
     if not orch.kfp_host:
         raise ValueError("orchestration.kfp_host is empty: set it to the KFP API endpoint to submit runs")
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / "pinsage_pipeline.yaml", orch.image, config_path, orch.stop_after)
+        package = compile_pipeline(Path(tmp) / "pinsage_pipeline.yaml", orch.image, config_path, orch.stop_after,
+                                   tfjob_template_of(cfg))
         run = kfp.Client(host=orch.kfp_host).create_run_from_pipeline_package(
             str(package),
             arguments={"config": config_path, "run_id": run_name, "logical_time": logical_time.isoformat()},
@@ -263,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     image = args.image or cfg.orchestration.image
     if args.output:
-        path = compile_pipeline(args.output, image, args.config, cfg.orchestration.stop_after)
+        path = compile_pipeline(args.output, image, args.config, cfg.orchestration.stop_after, tfjob_template_of(cfg))
         print(f"compiled pipeline (image {image}) -> {path}")
     if args.run_local:
         for name, path in run_local(args.config, args.run_local).items():

@@ -92,8 +92,11 @@ class BatchProducer:
       num_layers: K.
       train_cfg: batch size, negatives, curriculum cap, seed.
       sampler_cfg: hard-negative band and walks.
-      num_replicas: shards per step; the batch size must divide evenly.
+      num_replicas: shards per step (replicas in sync, over all workers); the batch size must
+        divide evenly.
       hard_negative_fn: replaces :func:`pinsage_model.sampler.hard_negatives` (same signature).
+      local_replicas: the replicas whose shards :meth:`make` builds (default: all); a worker of
+        multi-worker training builds only its own, from the same global batch.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class BatchProducer:
         sampler_cfg: SamplerConfig,
         num_replicas: int = 1,
         hard_negative_fn: HardNegativeFn | None = None,
+        local_replicas: range | None = None,
     ):
         if len(data.train_q) == 0:
             raise ValueError("no training pairs (split 'train' with both items in the training graph)")
@@ -120,6 +124,9 @@ class BatchProducer:
         self.cfg = train_cfg
         self.sampler_cfg = sampler_cfg
         self.num_replicas = num_replicas
+        self.local_replicas = range(num_replicas) if local_replicas is None else local_replicas
+        if not (0 <= self.local_replicas.start and self.local_replicas.stop <= num_replicas and len(self.local_replicas)):
+            raise ValueError(f"local replicas {self.local_replicas} are not a part of the {num_replicas} replicas")
         if hard_negative_fn is None:
             from pinsage_model.sampler import hard_negatives as hard_negative_fn
         self.hard_negative_fn = hard_negative_fn
@@ -147,7 +154,11 @@ class BatchProducer:
         return np.concatenate(parts)[:need]
 
     def make(self, epoch: int, step: int, order: np.ndarray) -> dict:
-        """The shards of one step: ``{"shards": [dict per replica], "seconds": producer time}``."""
+        """The shards of one step: ``{"shards": [dict per local replica], "seconds": producer time}``.
+
+        The global batch, its shared and hard negatives depend only on ``(seed, epoch, step)``;
+        every worker draws all of them (hard-negative rows are seeded by their position in the
+        global batch) and builds the sub-graphs of its own replicas only."""
         t0 = time.perf_counter()
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, epoch, step + 1])
@@ -181,7 +192,7 @@ class BatchProducer:
         hard = np.where(hard >= 0, hard, q[:, None])
         b = self.batch_size // self.num_replicas
         shards = []
-        for i in range(self.num_replicas):
+        for i in self.local_replicas:
             part = slice(i * b, (i + 1) * b)
             shards.append(self._shard(q[part], p[part], negatives, hard[part], hard_mask[part]))
         return {"shards": shards, "seconds": time.perf_counter() - t0, "num_hard": num_hard}

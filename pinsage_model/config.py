@@ -198,6 +198,12 @@ class TrainConfig:
     max_hard_negatives: int = 6
     use_hard_negatives: bool = True
     loss: Literal["max_margin", "xent"] = "max_margin"
+    # mirrored: tf.distribute.MirroredStrategy over num_devices devices of this machine.
+    # multi_worker: tf.distribute.MultiWorkerMirroredStrategy over the workers that TF_CONFIG
+    # names, num_devices GPUs each (1 on CPU), so a model outgrowing one box trains on several
+    # (paper 3.3 trains on one machine; this is the scale-out path). Every worker runs the same
+    # stage on the same inputs; only the chief writes its outputs (training.worker_role).
+    strategy: Literal["mirrored", "multi_worker"] = "mirrored"
     num_devices: int = 1
     producer_threads: int = 2
     queue_size: int = 8
@@ -328,6 +334,13 @@ class OrchestrationConfig:
     image: str = "ghcr.io/pinsage/pinsage:0.1.0"
     submit_to_kfp: bool = False
     kfp_host: str = ""
+    # Kubeflow only: N > 0 makes the pipeline's model task a launcher (components.tfjob) that
+    # runs the model stage as a Training Operator TFJob of N workers (train.num_devices GPUs
+    # each; needs train.strategy multi_worker) on the shared run area, built from the manifest
+    # tfjob_template (relative: to the working directory, then the repository root); 0 trains
+    # inside the pipeline task itself.
+    tfjob_workers: int = 0
+    tfjob_template: str = "infra/training/tfjob.yaml"
 
 
 @dataclass(frozen=True)
@@ -456,8 +469,18 @@ def _check_values(obj: Any, prefix: str, source: str) -> None:
             raise bad("hidden_dim", "steps and batch_size must be >= 1 and negatives >= 0")
         if not 0.0 <= obj.min_input_fraction < 1.0 or obj.recency_half_life < 0 or obj.lr <= 0:
             raise bad("min_input_fraction", "must be in [0, 1), recency_half_life >= 0 and lr > 0")
-    if isinstance(obj, TrainConfig) and obj.batch_size < 1:
-        raise bad("batch_size", "must be >= 1")
+    if isinstance(obj, TrainConfig):
+        if obj.batch_size < 1:
+            raise bad("batch_size", "must be >= 1")
+        if obj.num_devices < 1:
+            raise bad("num_devices", f"must be >= 1, got {obj.num_devices}")
+    if isinstance(obj, OrchestrationConfig) and obj.tfjob_workers < 0:
+        raise bad("tfjob_workers", f"must be >= 0 (0 = train inside the pipeline task), got {obj.tfjob_workers}")
+    if isinstance(obj, PipelineConfig) and obj.orchestration.tfjob_workers and obj.train.strategy != "multi_worker":
+        raise ConfigError(
+            f"{source}: key 'orchestration.tfjob_workers' = {obj.orchestration.tfjob_workers} launches a multi-worker "
+            f"TFJob, which needs train.strategy: multi_worker (got {obj.train.strategy!r})"
+        )
     if isinstance(obj, IndexConfig) and (obj.keep_versions < 0 or obj.prune_grace_s < 0):
         raise bad("keep_versions", f"and prune_grace_s must be >= 0, got {obj.keep_versions} and {obj.prune_grace_s}")
 

@@ -7,6 +7,15 @@
   shards, one compact sub-graph per replica; every replica also embeds the minibatch's shared
   negatives; per-example losses are summed and divided by the global batch, gradients all-reduced
   (summed) and one synchronous step taken.
+* **Multi-worker** (``train.strategy: multi_worker``): ``tf.distribute.MultiWorkerMirroredStrategy``
+  over the workers of ``TF_CONFIG``, the same step with the all-reduce across machines. Every
+  worker reads the same inputs and draws the same global batch (it depends only on the seed, the
+  epoch and the step); replica r (worker r // G, G devices per worker) takes shard r, so worker w
+  builds only shards w*G .. w*G + G - 1. Validation runs on every worker on identical weights and
+  its hit-rate is all-reduced, so all take the same early-stopping decisions. Only the chief
+  writes checkpoints and ``history.json`` into ``checkpoint_dir``; the others write theirs to a
+  private temporary folder (TensorFlow's multi-worker saving guidance) that starts as a copy of
+  the chief's when resuming.
 * **Schedule**: :mod:`pinsage_model.schedule` (linear warm-up, exponential decay per epoch).
 * **Curriculum**: epoch n adds ``min(n - 1, max_hard_negatives)`` hard negatives per example.
 * **Early stopping** on validation hit-rate@10, ranked exactly as the evaluation stage ranks
@@ -23,7 +32,9 @@ import collections
 import concurrent.futures
 import json
 import logging
+import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +54,10 @@ log = logging.getLogger("pinsage")
 HIT_K = 10
 HIT = metric_keys.hit_rate(HIT_K)
 
-__all__ = ["TrainData", "TrainResult", "configure_devices", "embed_nodes", "train", "validation_metrics"]
+__all__ = [
+    "TrainData", "TrainResult", "WorkerRole", "configure_devices", "embed_nodes", "train", "validation_metrics",
+    "worker_role",
+]
 
 
 @dataclass
@@ -55,6 +69,79 @@ class TrainResult:
     best_epoch: int = 0
     stopped_early: bool = False
     step_losses: list[float] = field(default_factory=list)  # every step run by this call
+    workers: int = 1  # training processes that took each step together (train.strategy multi_worker)
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """This process's place among the workers of ``train.strategy: multi_worker``.
+
+    Attributes:
+      task_type: ``worker`` or ``chief`` (TF_CONFIG's ``task.type``).
+      index: ``task.index``.
+      workers: number of training processes in the cluster (chief and workers).
+      is_chief: the one process that writes outputs: the ``chief`` task, or worker 0 when the
+        cluster has no chief (TensorFlow's rule, ``multi_worker_util.is_chief``).
+    """
+
+    task_type: str
+    index: int
+    workers: int
+    is_chief: bool
+
+
+def worker_role(environ: dict | None = None) -> WorkerRole:
+    """The :class:`WorkerRole` that ``TF_CONFIG`` describes, read without importing TensorFlow.
+
+    Without ``TF_CONFIG`` the process is a cluster of one: the chief. The Kubeflow Training
+    Operator sets ``TF_CONFIG`` on every pod of a TFJob.
+
+    Raises:
+      ValueError: ``TF_CONFIG`` is not JSON, names a task type other than ``chief``/``worker``,
+        or a task index outside the cluster.
+    """
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG", "")
+    if not raw.strip():
+        return WorkerRole("worker", 0, 1, True)
+    try:
+        conf = json.loads(raw)
+        cluster, task = conf.get("cluster", {}), conf.get("task", {})
+        task_type, index = str(task.get("type", "worker")), int(task.get("index", 0))
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ValueError(f"TF_CONFIG is not a TensorFlow cluster description ({exc}): {raw[:200]!r}") from exc
+    if task_type not in ("chief", "worker"):
+        raise ValueError(f"TF_CONFIG task type {task_type!r}: multi-worker training runs 'chief' and 'worker' tasks only")
+    if not 0 <= index < len(cluster.get(task_type, [])):
+        raise ValueError(f"TF_CONFIG task {task_type}:{index} is not in its cluster {sorted(cluster)}")
+    workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+    chief = task_type == "chief" or (index == 0 and not cluster.get("chief"))
+    return WorkerRole(task_type, index, workers, chief)
+
+
+def multi_worker_strategy(num_devices: int) -> tuple[Any, range]:
+    """``MultiWorkerMirroredStrategy`` over TF_CONFIG's workers, and this worker's replica ids.
+
+    Must run before any other TensorFlow work in the process: the strategy configures the
+    collective ops and starts this worker's gRPC server. Uses ``num_devices`` GPUs per worker
+    when GPUs are visible, else the CPU (one replica per worker).
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        if len(gpus) < num_devices:
+            raise ValueError(f"train.num_devices = {num_devices} but only {len(gpus)} GPUs are visible on this worker")
+        tf.config.set_visible_devices(gpus[:num_devices], "GPU")
+    elif num_devices != 1:
+        raise ValueError(
+            f"train.num_devices = {num_devices} with train.strategy multi_worker on a worker without GPUs: "
+            "a CPU worker holds one replica (set num_devices: 1 and add workers)"
+        )
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    # The global replica ids of this worker's devices (worker-major: worker w holds w*G .. w*G+G-1).
+    ids = strategy.experimental_distribute_values_from_function(lambda ctx: tf.constant(ctx.replica_id_in_sync_group))
+    local = sorted(int(v) for v in strategy.experimental_local_results(ids))
+    return strategy, range(local[0], local[-1] + 1)
 
 
 def configure_devices(num_devices: int) -> list[str]:
@@ -234,8 +321,11 @@ def _build(data: TrainData, model_cfg: ModelConfig, train_cfg: TrainConfig, stra
     return model, optimizer, state
 
 
-def _step_fn(model: Any, optimizer: Any, strategy: Any, train_cfg: TrainConfig, global_batch: int):
-    """``step(shards) -> loss``: one synchronous step over the replicas, traced once."""
+def _step_fn(model: Any, optimizer: Any, strategy: Any, train_cfg: TrainConfig, global_batch: int, first_replica: int = 0):
+    """``step(shards) -> loss``: one synchronous step over the replicas, traced once.
+
+    ``shards`` are this process's replicas' shards, the first being replica ``first_replica``
+    (0 unless a multi-worker worker holds later ones); the loss returned is the global one."""
     import tensorflow as tf
     from tensorflow.python.distribute import values as tf_values
 
@@ -265,7 +355,7 @@ def _step_fn(model: Any, optimizer: Any, strategy: Any, train_cfg: TrainConfig, 
 
     def step(shards: list[dict]) -> float:
         dist_inputs = strategy.experimental_distribute_values_from_function(
-            lambda ctx: {k: tf.constant(v) for k, v in shards[ctx.replica_id_in_sync_group].items()}
+            lambda ctx: {k: tf.constant(v) for k, v in shards[ctx.replica_id_in_sync_group - first_replica].items()}
         )
         if not traced:
             distributed_step.get_concrete_function({k: relax(v) for k, v in dist_inputs.items()})
@@ -273,6 +363,16 @@ def _step_fn(model: Any, optimizer: Any, strategy: Any, train_cfg: TrainConfig, 
         return float(distributed_step(dist_inputs))
 
     return step
+
+
+def _agree(strategy: Any, value: float) -> float:
+    """``value`` averaged over the workers: every worker computes it on identical weights, and the
+    all-reduce makes the early-stopping decision one decision even where kernels are not
+    bit-reproducible (a worker that stopped alone would leave the others waiting in a step)."""
+    import tensorflow as tf
+
+    local = strategy.experimental_distribute_values_from_function(lambda ctx: tf.constant(value, tf.float64))
+    return float(strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None))
 
 
 def _run_epoch(epoch: int, producer: BatchProducer, step: Callable, train_cfg: TrainConfig, threads: int,
@@ -341,24 +441,58 @@ def train(
     With ``train_cfg.deterministic`` TensorFlow's op determinism is switched on for the rest of
     the process (it cannot be switched off) and one producer thread is used.
 
+    With ``train_cfg.strategy == "multi_worker"`` every worker of ``TF_CONFIG`` calls this with
+    the same arguments (call it before any other TensorFlow work in the process); only the chief
+    writes into ``checkpoint_dir``, and ``on_epoch_end`` runs on every worker (gate logging on
+    :func:`worker_role`).
+
     Returns:
       :class:`TrainResult` with the model holding the best validation epoch's weights.
     """
+    checkpoint_dir = Path(checkpoint_dir)
+    if train_cfg.strategy == "multi_worker":
+        role = worker_role()
+        strategy, replicas = multi_worker_strategy(train_cfg.num_devices)  # before any other TensorFlow work
+        log.info("multi-worker training: %s %d of %d workers (chief: %s), replicas %d-%d of %d",
+                 role.task_type, role.index, role.workers, role.is_chief, replicas.start, replicas.stop - 1,
+                 strategy.num_replicas_in_sync)
+        if role.is_chief:
+            return _train(data, model_cfg, train_cfg, sampler_cfg, strategy, replicas, checkpoint_dir, resume,
+                          on_epoch_end, progress, hard_negative_fn, role.workers)
+        # Checkpoints hold MirroredVariables every worker must save (TensorFlow's multi-worker
+        # guidance); a non-chief saves into its own folder, which starts as the chief's state.
+        with tempfile.TemporaryDirectory(prefix=f"pinsage-{role.task_type}{role.index}-") as tmp:
+            if resume and checkpoint_dir.is_dir():
+                shutil.copytree(checkpoint_dir, tmp, dirs_exist_ok=True)
+            return _train(data, model_cfg, train_cfg, sampler_cfg, strategy, replicas, Path(tmp), resume,
+                          on_epoch_end, progress, hard_negative_fn, role.workers)
     devices = configure_devices(train_cfg.num_devices)
+    import tensorflow as tf
+
+    return _train(data, model_cfg, train_cfg, sampler_cfg, tf.distribute.MirroredStrategy(devices), range(len(devices)),
+                  checkpoint_dir, resume, on_epoch_end, progress, hard_negative_fn, 1)
+
+
+def _train(
+    data: TrainData, model_cfg: ModelConfig, train_cfg: TrainConfig, sampler_cfg: SamplerConfig, strategy: Any,
+    replicas: range, checkpoint_dir: Path, resume: bool, on_epoch_end: Callable[[int, dict], None] | None,
+    progress: bool, hard_negative_fn: HardNegativeFn | None, workers: int,
+) -> TrainResult:
+    """:func:`train` under ``strategy``, this process holding ``replicas`` of its replicas in sync,
+    with checkpoints and history in ``checkpoint_dir`` (a non-chief worker's private copy)."""
     import keras
     import tensorflow as tf
 
     if train_cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(train_cfg.seed)
-    checkpoint_dir = Path(checkpoint_dir)
     if not resume:
         for sub in ("epochs", "best"):
             shutil.rmtree(checkpoint_dir / sub, ignore_errors=True)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     threads = 1 if train_cfg.deterministic else train_cfg.producer_threads
-    producer = BatchProducer(data, model_cfg.num_layers, train_cfg, sampler_cfg, len(devices), hard_negative_fn)
-    strategy = tf.distribute.MirroredStrategy(devices)
+    producer = BatchProducer(data, model_cfg.num_layers, train_cfg, sampler_cfg, strategy.num_replicas_in_sync,
+                             hard_negative_fn, local_replicas=replicas)
     peak = train_cfg.base_lr * producer.batch_size / 256.0
     model, optimizer, state = _build(data, model_cfg, train_cfg, strategy, peak, producer.steps_per_epoch)
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, **state)
@@ -373,13 +507,13 @@ def train(
         if history_path.exists():
             history = [h for h in json.loads(history_path.read_text()) if h["epoch"] <= done]
         log.info("resumed from %s (epoch %d done)", manager.latest_checkpoint, done)
-    step = _step_fn(model, optimizer, strategy, train_cfg, producer.batch_size)
+    step = _step_fn(model, optimizer, strategy, train_cfg, producer.batch_size, replicas.start)
 
     val_q, val_pos = validation_sample(data, train_cfg)
     if not len(val_q):
         log.warning("no validation pairs: early stopping is off and the last epoch's weights are kept")
     val_nb = data.val_neighbourhoods if data.val_neighbourhoods is not None else data.neighbourhoods
-    result = TrainResult(model=model, history=history)
+    result = TrainResult(model=model, history=history, workers=workers)
     start_epoch = int(state["epoch"].numpy()) + 1
     if start_epoch > 1 and int(state["bad_epochs"].numpy()) >= train_cfg.early_stopping_patience:
         start_epoch = train_cfg.epochs + 1  # the run had already stopped early
@@ -392,7 +526,7 @@ def train(
             val_q, val_pos, data.num_items, max_candidates=train_cfg.eval_candidates, seed=train_cfg.seed,
             query_shift=None if model.query_shift is None else model.query_shift.numpy(),
         ) if len(val_q) else {HIT: 0.0, metric_keys.MRR: 0.0}
-        hit = val[HIT]
+        hit = val[HIT] if workers == 1 else _agree(strategy, val[HIT])
         metrics.update({
             metric_keys.validation(HIT): hit,
             metric_keys.validation(metric_keys.MRR): val[metric_keys.MRR],

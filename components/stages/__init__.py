@@ -8,6 +8,11 @@ folder are one name) with ``run(cfg, inputs, out_dir, ctx) -> report``:
   the stage's output directory only when ``run`` returns;
 * ``ctx`` is the :class:`StageContext` of the run.
 
+A stage that several processes run together (the model stage under ``train.strategy:
+multi_worker``) also defines ``writes_outputs(cfg) -> bool``: False in the processes that take
+part without writing the stage's outputs (:func:`components.base.execute` then runs ``run`` into
+a private folder it discards).
+
 The local runner, the Airflow DAG and the Kubeflow pipeline all read :data:`STAGES`, so they run
 the same stages in the same order. Importing this package is cheap: stage modules import
 TensorFlow, Spark and MLflow inside ``run``.

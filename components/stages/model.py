@@ -24,6 +24,13 @@ With ``train.num_devices`` > 1 on a CPU-only machine the CPU is split into logic
 which must happen before TensorFlow initialises. When an earlier stage of the same process (the
 features stage of ``pinsage run``) has already initialised it, the stage trains in a fresh
 ``spawn``-ed process and returns that process's report.
+
+With ``train.strategy: multi_worker`` every worker that ``TF_CONFIG`` names runs this stage with
+the same arguments on the same inputs (a Kubeflow TFJob: ``infra/training/tfjob.yaml``); they
+train as one (:func:`pinsage_model.training.train`), and only the chief writes the outputs
+(``writes_outputs``): the other workers' copies go to a discarded folder and they skip the user
+head. The strategy must be created before TensorFlow initialises, so when TensorFlow is already
+imported here the stage trains in a fresh process, as above.
 """
 
 from __future__ import annotations
@@ -88,9 +95,28 @@ def _pairs(path: Path, num_items: int, out_dir: Path):
     return (q[train].astype(np.int32), p[train].astype(np.int32)), (q[val].astype(np.int32), p[val].astype(np.int32)), counts
 
 
+def writes_outputs(cfg: "PipelineConfig") -> bool:
+    """False in a multi-worker training worker other than the chief (its outputs are the chief's)."""
+    from pinsage_model.training import worker_role
+
+    return cfg.train.strategy != "multi_worker" or worker_role().is_chief
+
+
 def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     """Train PinSage on the run's training subgraph and export the model into ``out_dir``."""
-    if cfg.train.num_devices > 1 and _tensorflow_too_late(cfg.train.num_devices):
+    from pinsage_model.training import worker_role
+
+    workers = worker_role().workers
+    if workers > 1 and cfg.train.strategy != "multi_worker":
+        raise StageError(
+            f"model: TF_CONFIG names {workers} workers but train.strategy is {cfg.train.strategy!r}: each would "
+            "train alone and all would write the outputs; set train.strategy: multi_worker"
+        )
+    if cfg.train.strategy == "multi_worker":
+        # MultiWorkerMirroredStrategy configures the collectives at TensorFlow's start-up.
+        if "tensorflow" in sys.modules:
+            return _run_in_fresh_process(cfg, inputs, out_dir, ctx.scratch_dir)
+    elif cfg.train.num_devices > 1 and _tensorflow_too_late(cfg.train.num_devices):
         return _run_in_fresh_process(cfg, inputs, out_dir, ctx.scratch_dir)
     return _train(cfg, inputs, out_dir, ctx.scratch_dir)
 
@@ -115,8 +141,8 @@ def _run_in_fresh_process(cfg: "PipelineConfig", inputs: dict[str, Path], out_di
 
     from pinsage_model.config import config_to_dict
 
-    log.info("model: TensorFlow is already initialised here; training on %d logical CPU devices in a fresh process",
-             cfg.train.num_devices)
+    log.info("model: TensorFlow is already initialised here; training (%s strategy, %d devices) in a fresh process",
+             cfg.train.strategy, cfg.train.num_devices)
     with tempfile.TemporaryDirectory(prefix="pinsage-train-") as tmp:
         report_path = Path(tmp) / "report.json"
         child = multiprocessing.get_context("spawn").Process(
@@ -127,8 +153,8 @@ def _run_in_fresh_process(cfg: "PipelineConfig", inputs: dict[str, Path], out_di
         child.join()
         if child.exitcode != 0 or not report_path.exists():
             raise StageError(
-                f"model: training in a fresh process (train.num_devices = {cfg.train.num_devices} logical CPU "
-                f"devices) failed with exit code {child.exitcode}; its error is in the log above"
+                f"model: training in a fresh process (train.strategy {cfg.train.strategy}, train.num_devices = "
+                f"{cfg.train.num_devices}) failed with exit code {child.exitcode}; its error is in the log above"
             )
         return {**json.loads(report_path.read_text()), "fresh_process": True}
 
@@ -186,7 +212,9 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
 
     save_keras(result.model, out_dir)
     save_weights_npz(result.model, out_dir)
-    head_report = _fit_user_head(cfg, graph_dir, features, val_nb, out_dir, graph) if cfg.user_head.enabled else None
+    # the head trains after the item model, without collectives: the chief alone fits it
+    fit_head = cfg.user_head.enabled and writes_outputs(cfg)
+    head_report = _fit_user_head(cfg, graph_dir, features, val_nb, out_dir, graph) if fit_head else None
     # history.json keeps the learning curve only (reproducible in deterministic mode); the
     # timings, which vary run to run, go to the report.
     save_history([{k: h[k] for k in CURVE_KEYS} for h in result.history], out_dir)
@@ -201,7 +229,9 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
         f"best_{VAL_HIT}": max((h[VAL_HIT] for h in result.history), default=0.0),
         "stopped_early": result.stopped_early,
         "resumed": resumed,
+        "strategy": cfg.train.strategy,
         "num_devices": cfg.train.num_devices,
+        "workers": result.workers,
         "user_head": head_report,
         "epochs": epochs,
         "train_seconds": round(time.perf_counter() - t0, 3),

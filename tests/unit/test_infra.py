@@ -121,3 +121,31 @@ def test_spark_defaults_target_kubernetes():
     assert conf["spark.kubernetes.executorEnv.PYSPARK_PYTHON"] == "/opt/venv/bin/python"
     app = docs(INFRA / "spark" / "sparkapplication.yaml")[0]
     assert app["kind"] == "SparkApplication" and app["spec"]["arguments"][0] == "run"
+
+
+def test_tfjob_runs_the_model_stage_on_the_shared_run_volume():
+    from components import tfjob
+    from components.base import stage_main
+    from pinsage_model.config import load_config
+
+    job = docs(INFRA / "training" / "tfjob.yaml")[0]
+    assert job["apiVersion"] == "kubeflow.org/v1" and job["kind"] == "TFJob"
+    (container,) = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"]
+    assert container["name"] == "tensorflow"  # where the Training Operator puts TF_CONFIG
+    assert container["image"] == load_config(INFRA / "config" / "cluster.yaml").orchestration.image
+    assert container["args"][0] == "components.stages.model"
+    with pytest.raises(SystemExit) as exc:  # every flag the workers pass is one the stage CLI knows
+        stage_main("components.stages.model", [*container["args"][1:], "--help"])
+    assert exc.value.code == 0
+    claim, mount = tfjob.run_volume(job)
+    pvcs = {d["metadata"]["name"] for d in all_docs() if d["kind"] == "PersistentVolumeClaim"}
+    assert claim in pvcs and mount == "/data"
+    assert load_config(INFRA / "config" / "cluster.yaml").orchestration.run_root.startswith(mount + "/")
+    role = next(d for d in docs(INFRA / "training" / "rbac.yaml") if d["kind"] == "Role")
+    (rule,) = role["rules"]
+    assert rule["resources"] == ["tfjobs"] and {"create", "get", "delete"} <= set(rule["verbs"])
+    # the image ships the template where the default orchestration.tfjob_template finds it (WORKDIR /app)
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "COPY --chown=pinsage:pinsage infra/training/tfjob.yaml infra/training/tfjob.yaml" in dockerfile
+    assert "!infra/training/tfjob.yaml" in (REPO / ".dockerignore").read_text().splitlines()
+    assert load_config(INFRA / "config" / "cluster.yaml").orchestration.tfjob_template == "infra/training/tfjob.yaml"

@@ -112,6 +112,44 @@ def test_compiled_yaml_loads_back_with_kfps_own_loader(compiled, tmp_path):
         assert set(task.inputs.artifacts) == set(s.inputs)
 
 
+def test_tfjob_workers_make_the_model_task_a_launcher_on_the_run_volume(tmp_path):
+    """orchestration.tfjob_workers > 0: the compiled model task runs components.tfjob with the
+    stage's flags (which the launcher parses), mounts the TFJob template's run volume, and the
+    package loads back with kfp's loader, platform spec included."""
+    from kfp import components
+
+    from components import tfjob
+    from pinsage_model.config import load_config
+
+    conf = tmp_path / "mw.yaml"
+    conf.write_text("name: mw\ntrain:\n  strategy: multi_worker\norchestration:\n  tfjob_workers: 2\n")
+    cfg = load_config(conf)
+    path = kfp_pipeline.compile_pipeline(tmp_path / "p.yaml", "img:1", "configs/mw.yaml", "",
+                                         kfp_pipeline.tfjob_template_of(cfg))
+    spec, platform = yaml.safe_load_all(path.read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    model = executors["exec-model"]["container"]
+    assert model["command"] == ["python", "-m", "components.tfjob"] and model["image"] == "img:1"
+    flags = [a for a in model["args"] if a.startswith("--")]
+    assert flags == [*RUN_PARAMETERS, "--graph", "--features", "--neighbourhoods", "--output"]
+    args = tfjob.build_parser().parse_args([a if a.startswith("--") else "x" for a in model["args"]])
+    assert args.in_graph == args.output == "x"
+    for s in STAGES:  # every other task is unchanged
+        if s.name != "model":
+            assert executors[f"exec-{s.name}"]["container"]["command"] == ["python", "-m", s.module]
+    mounts = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(mounts) == {"exec-model"}
+    (mount,) = mounts["exec-model"]["pvcMount"]
+    assert (mount["constant"], mount["mountPath"]) == tfjob.run_volume(tfjob.load_template(cfg.orchestration.tfjob_template))
+    loaded = components.load_component_from_file(str(path))
+    assert set(loaded.component_spec.implementation.graph.root.dag.tasks) == {s.name for s in STAGES}
+    assert "exec-model" in loaded.platform_spec.platforms["kubernetes"].deployment_spec.executors
+    # without workers the model trains inside its task, as before
+    plain = kfp_pipeline.compile_pipeline(tmp_path / "q.yaml", "img:1", stop_after="model")
+    assert yaml.safe_load(plain.read_text())["deploymentSpec"]["executors"]["exec-model"]["container"]["command"] == [
+        "python", "-m", "components.stages.model"]
+
+
 @pytest.mark.slow
 def test_kfp_local_runs_the_whole_graph_like_the_local_runner(tmp_path, spark, monkeypatch):
     """kfp.local (one subprocess per component, every stage, registration and index included)

@@ -25,3 +25,9 @@ def run_fail(cfg, inputs, out_dir: Path, ctx) -> dict:
     (ctx.scratch_dir / "checkpoint").write_text("epoch 1")
     (out_dir / "partial.txt").write_text("half")
     raise RuntimeError("boom")
+
+
+def writes_outputs(cfg) -> bool:
+    """As the model stage's rule, for these stages: a ``train.strategy: multi_worker`` process
+    here stands for a non-chief worker, which takes part without writing the outputs."""
+    return cfg.train.strategy != "multi_worker"

@@ -91,6 +91,25 @@ def test_each_stage_gets_a_scratch_folder_kept_on_failure_removed_on_success(tmp
     assert (stage_fixtures.SCRATCH[-1] / "checkpoint").read_text() == "epoch 1"  # a rerun resumes from it
 
 
+def test_a_helper_process_runs_the_stage_but_writes_nothing_the_writer_owns(tmp_path, stage_ctx):
+    """A process whose stage module says it does not write (a non-chief training worker) runs the
+    stage on the same inputs and scratch folder, and leaves the output folder, the writer's
+    temporary folders and the scratch folder alone."""
+    cfg = config_from_dict({"seed": 1})
+    execute(A, cfg, {}, tmp_path / "a", stage_ctx)
+    helper = config_from_dict({"seed": 1, "train": {"strategy": "multi_worker"}})
+    (tmp_path / ".b.w1.tmp").mkdir()  # the writer's output in progress
+    rep = execute(B, helper, {"a": tmp_path / "a"}, tmp_path / "b", stage_ctx)
+    assert rep["wrote_outputs"] is False and rep["rows"] == 1 and rep["stage"] == "b"
+    assert stage_fixtures.CALLS == ["copy", "copy"]
+    assert not (tmp_path / "b").exists() and (tmp_path / ".b.w1.tmp").is_dir()
+    assert (stage_fixtures.SCRATCH[-1] / "checkpoint").read_text() == "epoch 1"  # the writer removes it
+    writer = config_from_dict({"seed": 1, "train": {"strategy": "mirrored"}})
+    assert execute(B, writer, {"a": tmp_path / "a"}, tmp_path / "b", stage_ctx)["skipped"] is False
+    assert (tmp_path / "b" / "value.txt").read_text() == "seed=1;seed=1;"
+    assert not (tmp_path / ".b.w1.tmp").exists()
+
+
 def test_select_stages_validates_names_and_order():
     with pytest.raises(ValueError, match="unknown stage"):
         select_stages("nope", None)

@@ -62,6 +62,7 @@ def test_unknown_section(tmp_path):
         ("pairs:\n  fractions: [0.7, 0.3]\n", "pairs.fractions", "a list of 3 items"),
         ("pairs:\n  split: random\n", "pairs.split", "one of 'temporal', 'hash'"),
         ("sampler: 5\n", "sampler", "a mapping"),
+        ("train:\n  strategy: parameter_server\n", "train.strategy", "one of 'mirrored', 'multi_worker'"),
     ],
 )
 def test_wrong_types(tmp_path, text, key, expected):
@@ -77,6 +78,17 @@ def test_value_ranges(tmp_path):
         load_config(write(tmp_path, "sampler:\n  restart_prob: 1.0\n"))
     with pytest.raises(ConfigError, match="pairs.train_window"):
         load_config(write(tmp_path, "pairs:\n  train_window: 0\n"))
+    with pytest.raises(ConfigError, match="train.num_devices' must be >= 1"):
+        load_config(write(tmp_path, "train:\n  num_devices: 0\n"))
+    with pytest.raises(ConfigError, match="orchestration.tfjob_workers' must be >= 0"):
+        load_config(write(tmp_path, "orchestration:\n  tfjob_workers: -1\n"))
+
+
+def test_a_tfjob_needs_the_multi_worker_strategy(tmp_path):
+    with pytest.raises(ConfigError, match="tfjob_workers' = 4 launches a multi-worker TFJob, which needs train.strategy"):
+        load_config(write(tmp_path, "orchestration:\n  tfjob_workers: 4\n"))
+    cfg = load_config(write(tmp_path, "orchestration:\n  tfjob_workers: 4\ntrain:\n  strategy: multi_worker\n"))
+    assert cfg.orchestration.tfjob_workers == 4 and cfg.train.strategy == "multi_worker"
 
 
 def test_int_accepted_for_float_and_optional(tmp_path):

@@ -176,3 +176,26 @@ def test_learning_rate_warms_up_over_the_first_epoch_then_decays():
     np.testing.assert_allclose(got[:4], [0.1, 0.2, 0.3, 0.4], rtol=1e-6)  # linear to base_lr * B / 256
     np.testing.assert_allclose([got[4], got[8], got[12]], [0.4, 0.2, 0.1], rtol=1e-6)  # x0.5 per epoch
     assert got[5] < got[4] and got[6] < got[5]
+
+
+def test_each_worker_builds_its_own_shards_of_the_same_global_batch():
+    """Two workers of one replica each: worker w's shard is shard w of the whole batch, built
+    from the same shared and hard negatives (hand-built graph of the minibatch tests)."""
+    from pinsage_model.batches import BatchProducer, TrainData
+    from pinsage_model.config import TrainConfig
+
+    graph, nb, feats, q, p, sampler = _producer_fixture()
+    data = TrainData(feats, nb, graph, q, p, q[:2], p[:2])
+    cfg = TrainConfig(batch_size=8, num_negatives=5, max_hard_negatives=4, seed=1)
+    whole = BatchProducer(data, 2, cfg, sampler, num_replicas=2)
+    order = whole.epoch_order(3)
+    everything = whole.make(3, 0, order)["shards"]
+    for w in range(2):
+        worker = BatchProducer(data, 2, cfg, sampler, num_replicas=2, local_replicas=range(w, w + 1))
+        np.testing.assert_array_equal(worker.epoch_order(3), order)
+        (mine,) = worker.make(3, 0, order)["shards"]
+        assert mine.keys() == everything[w].keys()
+        for key, value in everything[w].items():
+            np.testing.assert_array_equal(mine[key], value, err_msg=key)
+    with pytest.raises(ValueError, match="not a part of the 2 replicas"):
+        BatchProducer(data, 2, cfg, sampler, num_replicas=2, local_replicas=range(1, 3))

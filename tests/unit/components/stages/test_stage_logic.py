@@ -1,4 +1,4 @@
-"""Pure (no Spark, no Beam) logic of the pairs/graph/features stages."""
+"""Pure (no Spark, no Beam, no TensorFlow) logic of the pairs/graph/features/model stages."""
 
 from __future__ import annotations
 
@@ -53,3 +53,20 @@ def test_item_rows_without_an_item_table():
     rows, rejected = item_rows(None, item_ids, np.array([1, 2]))
     assert rejected == [] and set(rows) == {"item_idx", "log_degree", "has_features"}
     assert rows["has_features"].tolist() == [0, 0]
+
+
+def test_model_stage_writer_is_the_chief_and_a_cluster_needs_the_multi_worker_strategy(tmp_path, monkeypatch, stage_ctx):
+    import json
+
+    from components.base import StageError
+    from components.stages import model
+    from pinsage_model.config import config_from_dict
+
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    mirrored, multi = config_from_dict({}), config_from_dict({"train": {"strategy": "multi_worker"}})
+    for index, chief in ((0, True), (1, False)):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        assert model.writes_outputs(multi) is chief
+        assert model.writes_outputs(mirrored) is True
+        with pytest.raises(StageError, match="TF_CONFIG names 2 workers but train.strategy is 'mirrored'"):
+            model.run(mirrored, {}, tmp_path, stage_ctx)  # before reading any input
