@@ -30,10 +30,11 @@ from pinsage_model.config import SamplerConfig
 from pinsage_model.contracts import Neighbourhoods
 from pinsage_model.inference_spark import GATHER_BLOCK_ROWS, SharedArray
 
-# Seeds per task: 16 page-aligned gather blocks, 64k seeds (~1.4 s of one core at the bench
-# preset's R = 200, L = 10): enough work to hide a task's start-up, and 16 tasks at 1M items,
-# so the last wave leaves no core idle for long.
-BLOCK_ROWS = 16 * GATHER_BLOCK_ROWS
+# Seeds per task: 8 page-aligned gather blocks, 32k seeds (~1.3 s of one core at the bench
+# preset's R = 200, L = 10, about 24k seeds/s per core): enough work to hide a task's start-up
+# (tens of ms), and small enough that the last wave leaves a core idle only briefly (31 tasks at
+# 1M items; 16 tasks of 64k left one core ~1.5 s idle at the end on local[2]).
+BLOCK_ROWS = 8 * GATHER_BLOCK_ROWS
 
 
 def _block_fn(graph_path: str, arrays: dict[str, SharedArray], n_items: int, block_rows: int, cfg: SamplerConfig,
@@ -110,7 +111,9 @@ def compute_neighbourhoods_spark(
       block_rows: seed items per task.
 
     Returns:
-      ``Neighbourhoods`` with (N, T) ``indices`` int32 and ``weights`` float32, in memory.
+      ``Neighbourhoods`` with (N, T) ``indices`` int32 and ``weights`` float32, memory-mapped
+      from the shared files in ``scratch_dir`` (valid until the caller removes it): the driver
+      never copies them, so writing them out streams from the files whatever N * T is.
     """
     if block_rows < 1:
         raise ValueError(f"block_rows must be >= 1, got {block_rows}")
@@ -134,4 +137,4 @@ def compute_neighbourhoods_spark(
         raise RuntimeError(f"the neighbourhood job processed {done} seed blocks, expected {n_blocks}")
     if tie_slots is not None:
         tie_slots[:] = arrays["tie_slots"].open()[:, 0]
-    return Neighbourhoods(indices=np.array(arrays["indices"].open()), weights=np.array(arrays["weights"].open()))
+    return Neighbourhoods(indices=arrays["indices"].open(), weights=arrays["weights"].open())
