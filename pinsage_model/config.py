@@ -115,12 +115,21 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Random-walk importance neighbourhoods (paper 3.2) and PPR hard negatives (3.3)."""
+    """Random-walk importance neighbourhoods (paper 3.2) and PPR hard negatives (3.3).
+
+    ``backend`` picks where the neighbourhoods stage runs the walks: ``numba`` in process on
+    ``num_threads`` threads (0 = all cores), or ``spark``: one Spark job whose tasks are seed
+    ranges, each running the same kernel on the graph memory-mapped from the run area
+    (:mod:`pinsage_model.sampler_spark`; master from ``spark.master``, ``spark.task.cpus``
+    threads per task), for graphs whose walks outgrow one machine. Rows depend only on (graph,
+    item, ``seed``), so both backends write byte-identical files.
+    """
 
     num_walks: int = 200
     walk_length: int = 10
     restart_prob: float = 0.5
     top_t: int = 50
+    backend: Literal["numba", "spark"] = "numba"
     num_threads: int = 0
     hard_negative_band: tuple[float, float] = (0.02, 0.05)
     hard_negative_walks: int = 400

@@ -11,6 +11,11 @@ Both hold ``indices`` int32 (N, T) padded with -1 and ``weights`` float32 (N, T)
 counts L1-normalised over the kept T items. Parameters come from the ``sampler`` config
 section (``num_walks`` R, ``walk_length`` L, ``restart_prob`` p, ``top_t`` T, ``num_threads``,
 ``seed``); the same config and graph give byte-identical files whatever the thread count.
+``sampler.backend`` picks where the walks run: ``numba`` in this process, or ``spark`` as one
+Spark job (master from ``spark.master``) whose tasks are seed ranges over the graph
+memory-mapped from this run's ``graph`` folder, their rows gathered in shared files under this
+stage's output folder (``_scratch``, removed before the output is published); both backends
+write byte-identical files.
 The report gives per-graph timings and coverage (items with at least one neighbour, items
 with a full row of T, mean neighbourhood size), the share of top-T slots decided by a tie
 (visit counts did not separate the kept items from the next ones; the sampler's seeded hash
@@ -22,6 +27,7 @@ tie share and a low coverage: ties, not counts, then decide the neighbourhoods.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -110,12 +116,39 @@ def format_table(report: dict) -> str:
 
 def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     from pinsage_model.config import config_to_dict
+
+    s = cfg.sampler
+    report: dict = {"sampler": config_to_dict(s)}
+    spark = None
+    if s.backend == "spark":
+        from pinsage_model.spark import get_spark
+
+        spark = get_spark(cfg.spark)
+    train_q, train_pos = _train_pairs(inputs["graph"] / "pairs_indexed.parquet")
+    try:
+        _sample_graphs(cfg, inputs, out_dir, spark, report, train_q, train_pos)
+    finally:
+        shutil.rmtree(out_dir / "_scratch", ignore_errors=True)  # the Spark backend's shared files
+    print(
+        f"\nNeighbourhoods (R={s.num_walks}, L={s.walk_length}, p={s.restart_prob}, T={s.top_t}; "
+        f"{len(train_q)} training pairs; backend {s.backend})\n{format_table(report)}\n",
+        flush=True,
+    )
+    return report
+
+
+def _sample_graphs(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, spark, report: dict,
+                   train_q: np.ndarray, train_pos: np.ndarray) -> None:
+    """Neighbourhoods of both graphs of :data:`OUTPUTS` into ``out_dir``, their entries into ``report``.
+
+    ``spark`` None runs the in-process backend; with a session, each graph is one Spark job
+    whose shared output files live in ``out_dir/_scratch/<graph>`` until the graph's entry is
+    written (the caller removes what a failure leaves).
+    """
     from pinsage_model.contracts import ContractError, CSRGraph
     from pinsage_model.sampler import compute_neighbourhoods
 
     s = cfg.sampler
-    report: dict = {"sampler": config_to_dict(s)}
-    train_q, train_pos = _train_pairs(inputs["graph"] / "pairs_indexed.parquet")
     num_items = None
     for out_name, graph_name, what in OUTPUTS:
         path = inputs["graph"] / graph_name
@@ -135,7 +168,13 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         )
         tie_slots = np.zeros(graph.num_items, np.int32)  # (N,) top-T slots decided by a tie
         t0 = time.perf_counter()
-        nb = compute_neighbourhoods(graph, s, progress=True, tie_slots=tie_slots)
+        if spark is None:
+            nb = compute_neighbourhoods(graph, s, progress=True, tie_slots=tie_slots)
+        else:
+            from pinsage_model.sampler_spark import compute_neighbourhoods_spark
+
+            scratch = out_dir / "_scratch" / out_name.removesuffix(".npz")
+            nb = compute_neighbourhoods_spark(spark, path, graph.num_items, s, scratch, tie_slots=tie_slots)
         seconds = time.perf_counter() - t0
         nb.validate(f"{out_name} (computed)")
         nb.save(out_dir / out_name)
@@ -148,12 +187,9 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
             "tie_slot_share": round(float(tie_slots.sum()) / max(1, int(nb.mask.sum())), 6),
             "positive_coverage": positive_coverage(nb, train_q, train_pos),
         }
-    print(
-        f"\nNeighbourhoods (R={s.num_walks}, L={s.walk_length}, p={s.restart_prob}, T={s.top_t}; "
-        f"{len(train_q)} training pairs)\n{format_table(report)}\n",
-        flush=True,
-    )
-    return report
+        if spark is not None:
+            del nb  # the memory maps of the shared files, before they go
+            shutil.rmtree(scratch)
 
 
 if __name__ == "__main__":
