@@ -112,7 +112,10 @@ class FeaturesConfig:
     # Extra Beam pipeline flags, verbatim, e.g. ["--flink_master=host:8081",
     # "--environment_type=LOOPBACK"]; the analysis temp folder must be reachable by the workers.
     beam_options: tuple[str, ...] = ()
-    # DirectRunner only: how bundles run and on how many workers (0 = one per core).
+    # DirectRunner only: how bundles run and on how many workers (0 = one per core). in_memory
+    # is the fastest on 2 cores (bench/results/features.json: 24.5 s vs 28.9 s multi_threading and
+    # 35.1 s multi_processing at 1M items): the analysis is ~10 s of the stage, less than what
+    # more workers cost (each multi_processing worker imports TensorFlow).
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
     direct_num_workers: int = 1
     # Rows per Arrow record batch fed to the analysis (one Parquet shard each): large enough
