@@ -65,7 +65,8 @@ def measured_rates(results: Path = RESULTS) -> dict[str, Rate | None]:
         v = _get(pairs, "datasets", "synthetic-bench", stage, "interactions_per_s")
         rates[stage] = Rate(float(v), cpus, f"pairs.json: {stage}, Spark local[{cpus}], interactions/s") if v else None
     feats = results / "features.json"
-    v = _get(feats, "bench", "items_per_s_median")
+    best = next((m for m in _get(feats, "modes") or [] if m.get("mode") == _get(feats, "fastest_mode")), None)
+    v = best["items"] / best["wall_s"] if best else None
     rates["features"] = Rate(float(v), int(_get(feats, "machine", "cpus") or 2),
                              "features.json: TF Transform analyse + apply, items/s") if v else None
     sampler = results / "sampler.json"

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -70,6 +70,32 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
+
+
+@contextlib.contextmanager
+def atomic_npy_rows(path: str | Path, shape: tuple[int, ...], dtype: Any) -> Iterator[Callable[[np.ndarray], None]]:
+    """Write an ``.npy`` of ``shape`` block by block along axis 0, atomically.
+
+    Yields ``write(block)``; the blocks must add up to ``shape[0]`` rows. The file's bytes are
+    those of ``np.save`` of the whole array, without the array ever being in memory at once.
+    """
+    dtype = np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    written = 0
+
+    def write(block: np.ndarray) -> None:
+        nonlocal written
+        if block.dtype != dtype or block.shape[1:] != tuple(shape[1:]) or written + len(block) > shape[0]:
+            raise ValueError(f"{path}: block {block.dtype} {block.shape} does not fit {dtype} {shape} after {written} rows")
+        fh.write(np.ascontiguousarray(block).tobytes())
+        written += len(block)
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, header)
+            yield write
+        if written != shape[0]:
+            raise ValueError(f"{path}: {written} rows written, the header says {shape[0]}")
 
 
 def atomic_write_parquet(path: str | Path, table: Any) -> None:

@@ -36,7 +36,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
 
     from pinsage_model import feature_transform as ft
     from pinsage_model.contracts import ITEM_IDS, ITEMS, CSRGraph, quarantine_table, read_table
-    from pinsage_model.io import atomic_save_npy, atomic_write_json, atomic_write_parquet
+    from pinsage_model.io import atomic_npy_rows, atomic_write_json, atomic_write_parquet
 
     raw, graph_dir = Path(inputs["raw"]), Path(inputs["graph"])
     item_ids = read_table(graph_dir / "item_ids.parquet", ITEM_IDS)
@@ -49,20 +49,36 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     items = read_table(items_path, ITEMS) if items_path.exists() else None
     rows, rejected = ft.item_rows(items, item_ids, graph.item_degree())
 
+    reasons = [r for _, r in rejected]
+    idx = pa.array([r for r, _ in rejected], type=pa.int64())
+    qcols: dict[str, pa.Array] = {}
+    for name in items.column_names if items is not None else ():
+        taken = items.column(name).take(idx)
+        # a list column has no string cast: its rows are written as Python lists
+        qcols[name] = pa.array([str(v) for v in taken.to_pylist()]) if name == "features" else taken
+    atomic_write_parquet(out_dir / "quarantine.parquet", quarantine_table(qcols, reasons, str(items_path), idx))
+    n_in = items.num_rows if items is not None else 0
+    # From here on only ``rows`` is needed: the item table (1M items: 0.2 GB) and the mapped
+    # graph are let go before the analysis and the transform take their memory.
+    del items, graph, qcols
+
     transform_dir = out_dir / "transform"
     temp_dir = out_dir / "_tft_tmp"
     ft.analyze(rows, cfg.features, transform_dir, temp_dir)
     shutil.rmtree(temp_dir, ignore_errors=True)
-    x = ft.transform_items(transform_dir, rows, progress=True)  # (N, F)
-    if not np.all(np.isfinite(x)):
-        raise StageError(f"{items_path}: the transform produced non-finite features (internal error)")
-    atomic_save_npy(out_dir / "features.npy", x)
-
     columns = tuple(ft.feature_spec(rows))
     vector_width = rows["vector"].shape[1] if "vector" in rows else 0
     names = ft.feature_names(columns, cfg.features, vector_width, transform_dir)
-    if len(names) != x.shape[1]:
-        raise StageError(f"feature names ({len(names)}) and width ({x.shape[1]}) disagree (internal error)")
+    n, width = len(rows["item_idx"]), ft.feature_width(transform_dir)
+    if len(names) != width:
+        raise StageError(f"feature names ({len(names)}) and width ({width}) disagree (internal error)")
+    # Streamed to disk block by block: the (N, F) matrix (1M x 299: 1.2 GB) is never held whole.
+    with atomic_npy_rows(out_dir / "features.npy", (n, width), np.float32) as write:
+        for block in ft.transform_batches(transform_dir, rows, progress=True):  # (b, F)
+            if not np.all(np.isfinite(block)):
+                raise StageError(f"{items_path}: the transform produced non-finite features (internal error)")
+            write(block)
+
     has = rows["has_features"] > 0
     atomic_write_json(out_dir / "feature_names.json", {
         "names": names,
@@ -74,19 +90,9 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         "items_without_features": int((~has).sum()),
     })
 
-    reasons = [r for _, r in rejected]
-    idx = pa.array([r for r, _ in rejected], type=pa.int64())
-    qcols: dict[str, pa.Array] = {}
-    for name in items.column_names if items is not None else ():
-        taken = items.column(name).take(idx)
-        # a list column has no string cast: its rows are written as Python lists
-        qcols[name] = pa.array([str(v) for v in taken.to_pylist()]) if name == "features" else taken
-    atomic_write_parquet(out_dir / "quarantine.parquet", quarantine_table(qcols, reasons, str(items_path), idx))
-
-    n_in = items.num_rows if items is not None else 0
     report = {
-        "items": int(x.shape[0]),
-        "feature_width": int(x.shape[1]),
+        "items": n,
+        "feature_width": width,
         "input_columns": [c for c in columns if c != "item_idx"],
         "item_rows_read": n_in,
         "item_rows_clean": n_in - len(rejected),
@@ -97,6 +103,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         "items_without_features": int((~has).sum()),
         "missing_features": cfg.features.missing_features,
         "beam_runner": cfg.features.beam_runner,
+        "direct_running_mode": cfg.features.direct_running_mode if cfg.features.beam_runner == "DirectRunner" else None,
     }
     print_table("features stage", [(k, v) for k, v in report.items() if not isinstance(v, (dict, list))])
     return report
