@@ -91,7 +91,6 @@ def test_a_tfjob_needs_the_multi_worker_strategy(tmp_path):
     assert cfg.orchestration.tfjob_workers == 4 and cfg.train.strategy == "multi_worker"
 
 
-
 def test_features_runner_settings(tmp_path):
     cfg = load_config(write(tmp_path, "features:\n  direct_running_mode: multi_processing\n  direct_num_workers: 0\n"))
     assert (cfg.features.direct_running_mode, cfg.features.direct_num_workers) == ("multi_processing", 0)
@@ -102,6 +101,7 @@ def test_features_runner_settings(tmp_path):
         load_config(write(tmp_path, "features:\n  batch_rows: 0\n"))
     with pytest.raises(ConfigError, match="features.direct_running_mode"):
         load_config(write(tmp_path, "features:\n  direct_running_mode: threads\n"))
+
 
 def test_int_accepted_for_float_and_optional(tmp_path):
     cfg = load_config(write(tmp_path, "train:\n  base_lr: 1\npairs:\n  min_rating: 4\n"))
