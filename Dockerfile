@@ -34,6 +34,8 @@ RUN groupadd --gid 10001 pinsage \
     && useradd --uid 10001 --gid pinsage --create-home --shell /usr/sbin/nologin pinsage
 
 COPY --from=builder /opt/venv /opt/venv
+# Spark's driver classes pre-parsed for every stage's fresh JVM (pinsage_model/spark_cds.py).
+RUN /opt/venv/bin/python -m pinsage_model.spark_cds
 WORKDIR /app
 COPY --chown=pinsage:pinsage configs/ configs/
 COPY --chown=pinsage:pinsage infra/config/cluster.yaml configs/cluster.yaml

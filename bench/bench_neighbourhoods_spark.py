@@ -8,20 +8,23 @@ neighbourhoods of every item, as the neighbourhoods stage computes them for the 
 * ``numba``: :func:`pinsage_model.sampler.compute_neighbourhoods` on all cores, graph
   memory-mapped as the stage loads it;
 * ``spark``: :func:`pinsage_model.sampler_spark.compute_neighbourhoods_spark` on ``local[2]``
-  (one task per 64k seeds, one numba thread per task).
+  (one task per ~32k-seed range, 32 ranges of 7 or 8 page-aligned units of 4,096 seeds, one
+  numba thread per task).
 
 Each is measured two ways, ``--repeats`` times (median reported):
 
 * warm: in this process, after one untimed run (for Spark: the session is up and the first job
   has started the Python workers, which import numba and load the compiled kernel);
 * cold: a fresh Python process per run, timed from before the first library call (for Spark:
-  before the session starts, so the JVM start-up is counted) to the result in memory. Its parts
+  before the session starts, so the JVM start-up is counted; the JVM maps the environment's
+  class-data-sharing archive, :mod:`pinsage_model.spark_cds`, as every stage command's does,
+  and the JSON records whether there was one) to the result in memory. Its parts
   (session start, first job) are reported too, and the process wall time seen from outside.
 
 Each repeat runs cold numba, cold Spark, warm numba, warm Spark back to back, so a change in
 what else the shared cores run hits both backends alike. Besides wall seconds it records
 CPU seconds: of the process tree (the driver, the JVM, the Python daemon and workers; from
-``/proc``, so processes that exited before the reading are missed), which other processes on
+``/proc``, per process, so a process that exited between the readings is missed), which other processes on
 the cores disturb much less than wall time. Ratios come from the same run: Spark warm / numba
 warm, Spark cold / numba cold, and Spark cold / numba warm (the most pessimistic). Target (issue #16): Spark ``local[2]`` <= 1.5x the in-process
 time; reported, not asserted. Every run's output digest is compared: both backends must give the
@@ -58,8 +61,8 @@ def digest(nb) -> str:
     return h.hexdigest()
 
 
-def tree_cpu_seconds() -> float:
-    """CPU seconds (user + system, with reaped children) of this process and its live descendants."""
+def tree_cpu() -> dict[int, float]:
+    """CPU seconds (user + system, with reaped children) of this process and each live descendant, by pid."""
     tick = os.sysconf("SC_CLK_TCK")
     stats = {}
     for d in Path("/proc").iterdir():
@@ -77,7 +80,12 @@ def tree_cpu_seconds() -> float:
             if ppid == parent and pid not in tree:
                 tree.add(pid)
                 frontier.append(pid)
-    return sum(stats[p][1] for p in tree if p in stats) / tick
+    return {p: stats[p][1] / tick for p in tree if p in stats}
+
+
+def cpu_since(before: dict[int, float]) -> float:
+    """CPU seconds the process tree spent since ``before``; a process that exited meanwhile is missed."""
+    return sum(s - before.get(p, 0.0) for p, s in tree_cpu().items())
 
 
 def sampler_config(preset: str):
@@ -94,12 +102,12 @@ def run_once(backend: str, graph_path: Path, cfg, scratch: Path, spark=None) -> 
 
     graph = CSRGraph.load(graph_path)  # memory-mapped, as the stage loads it
     ties = np.zeros(graph.num_items, np.int32)
-    c0, t0 = tree_cpu_seconds(), time.perf_counter()
+    c0, t0 = tree_cpu(), time.perf_counter()
     if backend == "numba":
         nb = compute_neighbourhoods(graph, cfg, progress=False, tie_slots=ties)
     else:
         nb = compute_neighbourhoods_spark(spark, graph_path, graph.num_items, cfg, scratch, tie_slots=ties)
-    return {"s": time.perf_counter() - t0, "cpu_s": tree_cpu_seconds() - c0, "digest": digest(nb)}
+    return {"s": time.perf_counter() - t0, "cpu_s": cpu_since(c0), "digest": digest(nb)}
 
 
 def child(args) -> int:
@@ -109,9 +117,9 @@ def child(args) -> int:
 
     cfg = sampler_config(args.preset)
     with tempfile.TemporaryDirectory(prefix="pinsage-bench-nbhd-", dir=args.scratch_root) as scratch:
-        c0, t0 = tree_cpu_seconds(), time.perf_counter()
+        c0, t0 = tree_cpu(), time.perf_counter()
         spark = get_spark(SparkConfig(**SPARK)) if args.child == "spark" else None
-        session_s, session_cpu_s = time.perf_counter() - t0, tree_cpu_seconds() - c0
+        session_s, session_cpu_s = time.perf_counter() - t0, cpu_since(c0)
         job = run_once(args.child, args.graph, cfg, Path(scratch), spark)
     print(json.dumps({
         "session_start_s": session_s, "job_s": job["s"], "total_s": session_s + job["s"],
@@ -156,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.bench_sampler import load_graph
     from pinsage_model.config import SparkConfig
     from pinsage_model.io import atomic_write_json
-    from pinsage_model.sampler_spark import BLOCK_ROWS
-    from pinsage_model.spark import get_spark
+    from pinsage_model.sampler_spark import TASK_ROWS, seed_ranges
+    from pinsage_model.spark import cds_java_options, get_spark
 
     args.preset = "demo" if args.quick else "bench"
     repeats = args.repeats or (2 if args.quick else 3)
@@ -209,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         "graph": graph_info,
         "sampler": {"num_walks": cfg.num_walks, "walk_length": cfg.walk_length, "restart_prob": cfg.restart_prob,
                     "top_t": cfg.top_t, "seed": cfg.seed},
-        "spark_settings": {**SPARK, "seeds_per_task": BLOCK_ROWS, "threads_per_task": 1},
+        "spark_cds_archive": cds_java_options() != "",
+        "spark_settings": {**SPARK, "seeds_per_task_about": TASK_ROWS, "tasks": len(seed_ranges(graph_info["items"], 2)),
+                           "threads_per_task": 1},
         "repeats": repeats,
         "machine": {
             "cpus": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS, "python": platform.python_version(),

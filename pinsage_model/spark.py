@@ -54,15 +54,45 @@ def _quiet_java_options() -> str:
     return f"-Dlog4j2.configurationFile=file:{conf} -Dpinsage.spark.log={log}"
 
 
-def get_spark(spark_cfg: "SparkConfig") -> "SparkSession":
+CDS_ENV = "PINSAGE_SPARK_CDS"
+
+
+def cds_archive_path() -> Path | None:
+    """The Spark CDS archive (:mod:`pinsage_model.spark_cds`): ``$PINSAGE_SPARK_CDS``, else
+    ``<venv>/share/pinsage/spark-cds.jsa``; None when ``PINSAGE_SPARK_CDS=off``."""
+    value = os.environ.get(CDS_ENV, "")
+    if value.lower() == "off":
+        return None
+    return Path(value) if value else Path(sys.prefix) / "share" / "pinsage" / "spark-cds.jsa"
+
+
+def cds_log_option() -> str:
+    """CDS messages (e.g. an archive from another JDK, ignored) off the console, to a file beside the Spark log."""
+    import tempfile
+
+    log = os.environ.get("PINSAGE_SPARK_LOG") or str(Path(tempfile.gettempdir()) / "pinsage-spark.log")
+    return f"-Xlog:cds*=off -Xlog:cds*=warning:file={log}.cds"
+
+
+def cds_java_options() -> str:
+    """Driver JVM options that map the CDS archive, or ``""`` when there is none (or it is off)."""
+    path = cds_archive_path()
+    if path is None or not path.is_file():
+        return ""
+    return f"-XX:SharedArchiveFile={path} {cds_log_option()}"
+
+
+def get_spark(spark_cfg: "SparkConfig", *, extra_java_options: str = "") -> "SparkSession":
     """Return a SparkSession configured from ``spark_cfg``.
 
     An active session is reused when its master equals ``spark_cfg.master`` (its shuffle
     partition count is updated, as that is a runtime setting); a session with another master is
-    stopped first, because one JVM holds one SparkContext.
+    stopped first, because one JVM holds one SparkContext. A new driver JVM maps the environment's
+    class-data-sharing archive when there is one (:func:`cds_java_options`).
 
     Args:
       spark_cfg: master, app name, driver memory and shuffle partitions.
+      extra_java_options: more driver JVM options for a new session (the CDS builder's dump).
 
     Returns:
       The session, with log level ``WARN`` and the console progress bar off.
@@ -78,9 +108,11 @@ def get_spark(spark_cfg: "SparkConfig") -> "SparkSession":
             active.conf.set("spark.sql.shuffle.partitions", str(spark_cfg.shuffle_partitions))
             return active
         active.stop()
+    quiet = os.environ.get("PINSAGE_VERBOSE", "") in ("", "0")
+    java_options = " ".join(o for o in (quiet and _quiet_java_options(), cds_java_options(), extra_java_options) if o)
     builder = SparkSession.builder
-    if os.environ.get("PINSAGE_VERBOSE", "") in ("", "0"):
-        builder = builder.config("spark.driver.extraJavaOptions", _quiet_java_options())
+    if java_options:
+        builder = builder.config("spark.driver.extraJavaOptions", java_options)
     spark = (
         builder.master(spark_cfg.master)
         .appName(spark_cfg.app_name)

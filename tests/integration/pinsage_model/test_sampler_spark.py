@@ -1,7 +1,7 @@
 """Neighbourhoods as a Spark job are byte-identical to the in-process sampler (issue #16, part 2).
 
-On a hand-built graph of disconnected components with small seed blocks (many tasks, a short
-last one) and on the demo preset's graph with the demo config's sampler settings.
+On a hand-built graph of disconnected components with small seed ranges (many tasks, uneven
+sizes) and on the demo preset's graph with the demo config's sampler settings.
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ def components_graph() -> CSRGraph:
     return CSRGraph.from_edges(items, colls, 63, len(collections)).validate()
 
 
-def assert_same(spark, graph: CSRGraph, cfg: SamplerConfig, tmp_path: Path, block_rows: int) -> np.ndarray:
+def assert_same(spark, graph: CSRGraph, cfg: SamplerConfig, tmp_path: Path, unit: int, task_rows: int) -> np.ndarray:
     """Both backends' rows and tie-slot counts are equal bit for bit; returns the tie slots."""
     graph.save(tmp_path / "graph.npz")
     want_ties = np.zeros(graph.num_items, np.int32)
     want = compute_neighbourhoods(graph, cfg, progress=False, tie_slots=want_ties)
     ties = np.full(graph.num_items, -7, np.int32)
     got = compute_neighbourhoods_spark(
-        spark, tmp_path / "graph.npz", graph.num_items, cfg, tmp_path / "scratch", tie_slots=ties, block_rows=block_rows
+        spark, tmp_path / "graph.npz", graph.num_items, cfg, tmp_path / "scratch", tie_slots=ties, unit=unit, task_rows=task_rows
     )
     assert got.indices.dtype == np.int32 and got.weights.dtype == np.float32
     assert got.indices.shape == want.indices.shape == (graph.num_items, cfg.top_t)
@@ -50,8 +50,8 @@ def assert_same(spark, graph: CSRGraph, cfg: SamplerConfig, tmp_path: Path, bloc
 def test_many_small_tasks_equal_in_process(spark, tmp_path):
     graph = components_graph()
     cfg = SamplerConfig(num_walks=30, walk_length=3, restart_prob=0.3, top_t=8, seed=9)
-    assert_same(spark, graph, cfg, tmp_path, block_rows=5)  # 13 tasks, the last one of 3 seeds
-    got = compute_neighbourhoods_spark(spark, tmp_path / "graph.npz", 63, cfg, tmp_path / "scratch2", block_rows=5)
+    assert_same(spark, graph, cfg, tmp_path, unit=1, task_rows=5)  # 14 tasks of 4 or 5 seeds
+    got = compute_neighbourhoods_spark(spark, tmp_path / "graph.npz", 63, cfg, tmp_path / "scratch2", unit=3, task_rows=7)
     component = np.repeat([0, 1, 2, 3, 4], [30, 30, 1, 1, 1])
     for u in range(63):  # walks never leave a component; isolated items stay padded
         kept = got.indices[u][got.indices[u] >= 0]
@@ -65,5 +65,5 @@ def test_demo_graph_equal_in_process(spark, tmp_path):
 
     cfg = load_config(REPO / "configs" / "demo.yaml").sampler
     graph = synthetic.graph_of(synthetic.generate("demo", seed=0))
-    ties = assert_same(spark, graph, cfg, tmp_path, block_rows=1024)  # 5 tasks over 5,000 items
+    ties = assert_same(spark, graph, cfg, tmp_path, unit=256, task_rows=1024)  # 6 tasks over 5,000 items
     assert ties.sum() > 0  # the demo budget leaves ties: the tie-break's seeded hash is exercised
