@@ -18,7 +18,8 @@ Each is measured two ways, ``--repeats`` times (median reported):
 * cold: a fresh Python process per run, timed from before the first library call (for Spark:
   before the session starts, so the JVM start-up is counted; the JVM maps the environment's
   class-data-sharing archive, :mod:`pinsage_model.spark_cds`, as every stage command's does,
-  and the JSON records whether there was one) to the result in memory. Its parts
+  and the JSON records whether there was one; with one, each repeat also runs Spark cold
+  without it, to show what it saves) to the result in memory. Its parts
   (session start, first job) are reported too, and the process wall time seen from outside.
 
 Each repeat runs cold numba, cold Spark, warm numba, warm Spark back to back, so a change in
@@ -48,6 +49,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from pinsage_model.spark import CDS_ENV, cds_java_options
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "neighbourhoods_spark.json"
@@ -129,14 +132,19 @@ def child(args) -> int:
     return 0
 
 
-def cold_run(backend: str, args) -> dict:
-    """One run in a fresh process (:func:`child`), with the process's wall time seen from here."""
+def cold_run(backend: str, args, cds: bool = True) -> dict:
+    """One run in a fresh process (:func:`child`), with the process's wall time seen from here.
+
+    ``cds=False`` starts Spark without the CDS archive (``PINSAGE_SPARK_CDS=off``), to show what it saves.
+    """
     cmd = [sys.executable, "-m", "bench.bench_neighbourhoods_spark", "--child", backend, "--preset", args.preset,
            "--graph", str(args.graph), "--scratch-root", str(args.scratch_root)]
+    env = {**os.environ, **({} if cds else {CDS_ENV: "off"})}
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, text=True).stdout
     run = {**json.loads(out.strip().splitlines()[-1]), "process_wall_s": time.perf_counter() - t0}
-    print(f"  cold {backend}: {run['total_s']:.1f} s, {run['total_cpu_s']:.1f} CPU s (session {run['session_start_s']:.1f} s, "
+    label = backend if cds else f"{backend} without CDS archive"
+    print(f"  cold {label}: {run['total_s']:.1f} s, {run['total_cpu_s']:.1f} CPU s (session {run['session_start_s']:.1f} s, "
           f"job {run['job_s']:.1f} s; process {run['process_wall_s']:.1f} s)", flush=True)
     return run
 
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     from pinsage_model.config import SparkConfig
     from pinsage_model.io import atomic_write_json
     from pinsage_model.sampler_spark import TASK_ROWS, seed_ranges
-    from pinsage_model.spark import cds_java_options, get_spark
+    from pinsage_model.spark import get_spark
 
     args.preset = "demo" if args.quick else "bench"
     repeats = args.repeats or (2 if args.quick else 3)
@@ -184,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     spark = get_spark(SparkConfig(**SPARK))
     parent_session_s = time.perf_counter() - t0
+    with_archive = cds_java_options() != ""
+    cold_no_cds: list[dict] = []
     cold: dict[str, list[dict]] = {"numba": [], "spark": []}
     warm: dict[str, list[dict]] = {"numba": [], "spark": []}
     with tempfile.TemporaryDirectory(prefix="pinsage-bench-nbhd-", dir=args.scratch_root) as scratch:
@@ -192,13 +202,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"repeat {rep + 1} of {repeats}:", flush=True)
             for b in ("numba", "spark"):
                 cold[b].append(cold_run(b, args))
+            if with_archive:
+                cold_no_cds.append(cold_run("spark", args, cds=False))
             for b in ("numba", "spark"):
                 warm[b].append(run_once(b, args.graph, cfg, Path(scratch), spark))
                 print(f"  warm {b}: {warm[b][-1]['s']:.1f} s, {warm[b][-1]['cpu_s']:.1f} CPU s", flush=True)
     load_after = os.getloadavg()
     spark.stop()
 
-    digests = {r["digest"] for runs in (*cold.values(), *warm.values(), [first["numba"], first["spark"]]) for r in runs}
+    digests = {r["digest"] for runs in (*cold.values(), *warm.values(), cold_no_cds, [first["numba"], first["spark"]]) for r in runs}
     med = {
         (b, kind): (median_of(warm[b], "s"), median_of(warm[b], "cpu_s")) if kind == "warm"
         else (median_of(cold[b], "total_s"), median_of(cold[b], "total_cpu_s"))
@@ -217,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "graph": graph_info,
         "sampler": {"num_walks": cfg.num_walks, "walk_length": cfg.walk_length, "restart_prob": cfg.restart_prob,
                     "top_t": cfg.top_t, "seed": cfg.seed},
-        "spark_cds_archive": cds_java_options() != "",
+        "spark_cds_archive": with_archive,
         "spark_settings": {**SPARK, "seeds_per_task_about": TASK_ROWS, "tasks": len(seed_ranges(graph_info["items"], 2)),
                            "threads_per_task": 1},
         "repeats": repeats,
@@ -236,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
             "cold_session_start_s": median_of(cold["spark"], "session_start_s"),
             "cold_first_job_s": median_of(cold["spark"], "job_s"), "cold_runs": cold["spark"],
             "untimed_first_job_on_started_session": first["spark"], "parent_session_start_s": parent_session_s,
+            **({"cold_without_cds_archive_s": median_of(cold_no_cds, "total_s"),
+                "cold_without_cds_archive_session_start_s": median_of(cold_no_cds, "session_start_s"),
+                "cold_without_cds_archive_first_job_s": median_of(cold_no_cds, "job_s"),
+                "cold_without_cds_archive_runs": cold_no_cds} if cold_no_cds else {}),
         },
         "ratios": ratios,
         "byte_identical": len(digests) == 1,
@@ -255,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         f"  spark local[2]: warm job {med['spark', 'warm'][0]:.1f} / {med['spark', 'warm'][1]:.1f}, cold "
         f"{med['spark', 'cold'][0]:.1f} / {med['spark', 'cold'][1]:.1f} (session start {sp['cold_session_start_s']:.1f} s "
         f"+ first job {sp['cold_first_job_s']:.1f} s)\n"
-        f"  spark / numba wall: warm {ratios['spark_vs_numba_warm']:.2f}x, cold {ratios['spark_vs_numba_cold']:.2f}x, "
+        + (f"  spark local[2] cold without the CDS archive: {sp['cold_without_cds_archive_s']:.1f} s (session start "
+           f"{sp['cold_without_cds_archive_session_start_s']:.1f} s + first job {sp['cold_without_cds_archive_first_job_s']:.1f} s)\n"
+           if cold_no_cds else "  (no Spark CDS archive in this environment: make venv builds it)\n")
+        + f"  spark / numba wall: warm {ratios['spark_vs_numba_warm']:.2f}x, cold {ratios['spark_vs_numba_cold']:.2f}x, "
         f"spark cold / numba warm {ratios['spark_cold_vs_numba_warm']:.2f}x (target <= {TARGET_SPARK_VS_IN_PROCESS}x); "
         f"CPU: warm {ratios['spark_vs_numba_warm_cpu']:.2f}x, cold {ratios['spark_vs_numba_cold_cpu']:.2f}x\n"
         f"  byte-identical outputs over all runs: {result['byte_identical']}\n"

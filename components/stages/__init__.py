@@ -90,12 +90,15 @@ class Stage:
       inputs: names of upstream stages whose outputs this stage reads.
       config_sections: config sections whose values change this stage's outputs (fingerprint).
       description: one line for ``--help``, progress output and the orchestrators' task docs.
+      libraries: the slow-to-import modules ``run`` imports (TensorFlow takes ~5 s on 2 cores);
+        the local runner imports them in the background while earlier stages run.
     """
 
     name: str
     inputs: tuple[str, ...]
     config_sections: tuple[str, ...]
     description: str
+    libraries: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -110,12 +113,15 @@ STAGES: tuple[Stage, ...] = (
     Stage("raw", (), ("data",), "load or generate interactions and items into the data contracts"),
     Stage("pairs", ("raw",), ("pairs", "spark"), "cleaned interactions, engagement pairs and their splits (Spark)"),
     Stage("graph", ("raw", "pairs"), ("graph", "spark"), "item-collection CSR graph and training subgraph"),
-    Stage("features", ("raw", "graph"), ("features",), "TF Transform item features"),
+    Stage("features", ("raw", "graph"), ("features",), "TF Transform item features",
+          ("tensorflow", "apache_beam", "tensorflow_transform.beam", "tfx_bsl.tfxio.parquet_tfxio")),
     Stage("neighbourhoods", ("graph",), ("sampler",), "random-walk importance neighbourhoods"),
-    Stage("model", ("graph", "features", "neighbourhoods"), ("model", "train", "sampler", "user_head"), "PinSage training (items, then the user head)"),
+    Stage("model", ("graph", "features", "neighbourhoods"), ("model", "train", "sampler", "user_head"), "PinSage training (items, then the user head)",
+          ("tensorflow",)),
     Stage("embeddings", ("graph", "features", "neighbourhoods", "model"), ("inference", "spark"), "layer-wise inference of item and collection embeddings"),
     Stage("evaluation", ("raw", "pairs", "graph", "features", "neighbourhoods", "embeddings"), ("evaluation", "sampler", "pairs"), "hit-rate, MRR, kurtosis vs baselines"),
-    Stage("registration", ("graph", "model", "embeddings", "evaluation"), ("tracking", "index"), "MLflow run, servable model version (pyfunc over the faiss index) and the validation-split promotion gate"),
+    Stage("registration", ("graph", "model", "embeddings", "evaluation"), ("tracking", "index"), "MLflow run, servable model version (pyfunc over the faiss index) and the validation-split promotion gate",
+          ("mlflow",)),
     Stage("index", ("graph", "embeddings", "evaluation", "registration"), ("index",), "faiss index publishing"),
 )
 
