@@ -71,7 +71,7 @@ def cds_log_option() -> str:
     import tempfile
 
     log = os.environ.get("PINSAGE_SPARK_LOG") or str(Path(tempfile.gettempdir()) / "pinsage-spark.log")
-    return f"-Xlog:cds*=off -Xlog:cds*=warning:file={log}.cds"
+    return f"-Xlog:cds*=off -Xlog:cds*=warning:file={log}.cds::filecount=0"  # filecount=0: one file, no rotated copies
 
 
 def cds_java_options() -> str:
