@@ -41,13 +41,20 @@ rootLogger.appenderRef.file.ref = file
 """
 
 
+def _spark_log() -> str:
+    """The driver JVM's log file: ``$PINSAGE_SPARK_LOG`` (the command's log folder), else one in the temp folder."""
+    import tempfile
+
+    return os.environ.get("PINSAGE_SPARK_LOG") or str(Path(tempfile.gettempdir()) / "pinsage-spark.log")
+
+
 def _quiet_java_options() -> str:
     """``-D`` options pointing log4j2 at :data:`_QUIET_LOG4J2` (written once per process)."""
     import tempfile
 
     from pinsage_model.io import atomic_write_text
 
-    log = os.environ.get("PINSAGE_SPARK_LOG") or str(Path(tempfile.gettempdir()) / "pinsage-spark.log")
+    log = _spark_log()
     conf = Path(tempfile.gettempdir()) / f"pinsage-log4j2-{os.getpid()}.properties"
     if not conf.exists():
         atomic_write_text(conf, _QUIET_LOG4J2)
@@ -68,10 +75,7 @@ def cds_archive_path() -> Path | None:
 
 def cds_log_option() -> str:
     """CDS messages (e.g. an archive from another JDK, ignored) off the console, to a file beside the Spark log."""
-    import tempfile
-
-    log = os.environ.get("PINSAGE_SPARK_LOG") or str(Path(tempfile.gettempdir()) / "pinsage-spark.log")
-    return f"-Xlog:cds*=off -Xlog:cds*=warning:file={log}.cds::filecount=0"  # filecount=0: one file, no rotated copies
+    return f"-Xlog:cds*=off -Xlog:cds*=warning:file={_spark_log()}.cds::filecount=0"  # filecount=0: one file, no rotated copies
 
 
 def cds_java_options() -> str:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pinsage_model.spark import CDS_ENV, cds_archive_path, cds_log_option
+from pinsage_model.spark import CDS_ENV, cds_archive_path, cds_log_option, get_spark
 
 
 def _representative_jobs(spark, scratch: Path) -> None:
@@ -57,7 +57,6 @@ def build(path: Path, timeout_s: float = 600.0) -> Path:
     from pyspark import SparkContext
 
     from pinsage_model.config import SparkConfig
-    from pinsage_model.spark import get_spark
 
     if SparkContext._active_spark_context is not None:
         raise RuntimeError("build the CDS archive in a fresh process: this one has already started Spark")

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from pinsage_model.spark import CDS_ENV
+from pinsage_model.spark import CDS_ENV, cds_archive_path
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.slow
-def test_a_fresh_session_maps_the_environments_archive(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != CDS_ENV}
-    archive = Path(sys.prefix) / "share" / "pinsage" / "spark-cds.jsa"  # where make venv puts it
+def test_a_fresh_session_maps_the_environments_archive(tmp_path, monkeypatch):
+    monkeypatch.delenv(CDS_ENV, raising=False)
+    env = dict(os.environ)
+    archive = cds_archive_path()  # the default: where make venv puts it
     assert archive.is_file(), f"{archive} is missing: `make venv` builds it (python -m pinsage_model.spark_cds)"
     log = tmp_path / "class-load.log"
     code = (
