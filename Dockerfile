@@ -34,12 +34,12 @@ RUN groupadd --gid 10001 pinsage \
     && useradd --uid 10001 --gid pinsage --create-home --shell /usr/sbin/nologin pinsage
 
 COPY --from=builder /opt/venv /opt/venv
-# Spark's driver classes pre-parsed for every stage's fresh JVM (pinsage_model/spark_cds.py).
-RUN /opt/venv/bin/python -m pinsage_model.spark_cds
+# Spark's driver classes pre-parsed for every stage's fresh JVM (pinsage_model/spark/cds.py).
+RUN /opt/venv/bin/python -m pinsage_model.spark.cds
 WORKDIR /app
 COPY --chown=pinsage:pinsage configs/ configs/
 COPY --chown=pinsage:pinsage infra/config/cluster.yaml configs/cluster.yaml
-# the TFJob the Kubeflow model task launches (orchestration.tfjob_template, components/tfjob.py)
+# the TFJob the Kubeflow model task launches (orchestration.tfjob_template, components/orchestration/tfjob.py)
 COPY --chown=pinsage:pinsage infra/training/tfjob.yaml infra/training/tfjob.yaml
 COPY --chown=pinsage:pinsage dags/ dags/
 

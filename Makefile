@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@command -v java >/dev/null || { echo "error: java not found; Spark needs Java 17 (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@test -x $(VENV)/bin/uv || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install -q uv==0.13.8; }
 	$(VENV)/bin/uv pip install --compile-bytecode --python $(PY) -c requirements/constraints.txt -e '.[dev]'
-	@# Spark's driver classes pre-parsed for every fresh JVM (pinsage_model/spark_cds.py); optional.
-	@$(PY) -m pinsage_model.spark_cds || echo "warning: no Spark CDS archive; Spark sessions start about 3 s slower"
+	@# Spark's driver classes pre-parsed for every fresh JVM (pinsage_model/spark/cds.py); optional.
+	@$(PY) -m pinsage_model.spark.cds || echo "warning: no Spark CDS archive; Spark sessions start about 3 s slower"
 	@touch $(STAMP)
 
 # The whole pipeline on the embedded synthetic data, then sample recommendations from the index.
@@ -40,7 +40,7 @@ quality: $(STAMP)
 	$(PY) -m bench.quality --config configs/ml-latest-small.yaml --seeds 0,1,2
 
 kfp: $(STAMP)
-	$(PY) -m components.kfp_pipeline --output build/pinsage_pipeline.yaml
+	$(PY) -m components.orchestration.kfp_pipeline --output build/pinsage_pipeline.yaml
 
 # A local Airflow 3 (API server + scheduler + DAG processor, LocalExecutor, SQLite) with the DAG on
 # AIRFLOW_CONFIG; prints the UI address and the admin login. `make airflow-stop` ends it.
@@ -48,10 +48,10 @@ AIRFLOW_HOME_DIR ?= runs/airflow-home
 AIRFLOW_CONFIG ?= configs/tiny.yaml
 AIRFLOW_PORT ?= 8080
 airflow: $(STAMP)
-	$(PY) -m components.airflow_local start --home $(AIRFLOW_HOME_DIR) --config $(AIRFLOW_CONFIG) --port $(AIRFLOW_PORT)
+	$(PY) -m components.orchestration.airflow_local start --home $(AIRFLOW_HOME_DIR) --config $(AIRFLOW_CONFIG) --port $(AIRFLOW_PORT)
 
 airflow-stop:
-	$(PY) -m components.airflow_local stop --home $(AIRFLOW_HOME_DIR)
+	$(PY) -m components.orchestration.airflow_local stop --home $(AIRFLOW_HOME_DIR)
 
 clean:
 	rm -rf $(VENV) runs build .pytest_cache

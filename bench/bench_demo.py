@@ -60,9 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     from pinsage_model.io import atomic_write_json
 
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, check=True, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, check=True,
-                           capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
     if dirty:
         print("note: uncommitted changes are not measured (the clone is of HEAD)", flush=True)
     with tempfile.TemporaryDirectory(prefix="pinsage-bench-demo-") as tmp:
@@ -80,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.repeats):
             run = run_demo(clone, logs / f"demo_{rep + 1}.log")
             runs.append(run)
-            print(f"  make demo {rep + 1} of {args.repeats}: {run['wall_s']:.1f} s, features "
-                  f"{run['stages_s'].get('features', float('nan')):.1f} s, model {run['stages_s'].get('model', float('nan')):.1f} s",
-                  flush=True)
+            print(
+                f"  make demo {rep + 1} of {args.repeats}: {run['wall_s']:.1f} s, features "
+                f"{run['stages_s'].get('features', float('nan')):.1f} s, model {run['stages_s'].get('model', float('nan')):.1f} s",
+                flush=True,
+            )
 
     names = list(runs[0]["stages_s"])
     median_wall = statistics.median(r["wall_s"] for r in runs)
@@ -96,14 +101,23 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": median_wall,
         "stages_s": median_stages,
         "runs": runs,
-        "target": {"demo_s": TARGET_DEMO_S, "features_s": TARGET_FEATURES_S,
-                   "met_demo": median_wall <= TARGET_DEMO_S, "met_features": median_stages.get("features", 1e9) < TARGET_FEATURES_S},
+        "target": {
+            "demo_s": TARGET_DEMO_S,
+            "features_s": TARGET_FEATURES_S,
+            "met_demo": median_wall <= TARGET_DEMO_S,
+            "met_features": median_stages.get("features", 1e9) < TARGET_FEATURES_S,
+        },
     }
     atomic_write_json(args.output, result)
-    print(f"\nmake demo from a fresh clone (venv built), median of {args.repeats}: {median_wall:.1f} s "
-          f"(target <= {TARGET_DEMO_S:.0f} s)")
+    print(
+        f"\nmake demo from a fresh clone (venv built), median of {args.repeats}: {median_wall:.1f} s "
+        f"(target <= {TARGET_DEMO_S:.0f} s)"
+    )
     for n in names:
-        print(f"  {n:<15} {median_stages[n]:7.1f} s" + (f"  (target < {TARGET_FEATURES_S:.0f} s)" if n == "features" else ""))
+        print(
+            f"  {n:<15} {median_stages[n]:7.1f} s"
+            + (f"  (target < {TARGET_FEATURES_S:.0f} s)" if n == "features" else "")
+        )
     print(f"wrote {args.output}")
     return 0
 

@@ -53,8 +53,18 @@ def ensure_inputs(preset: str, run_dir: Path) -> None:
     """Make the stage's inputs (raw, pairs, graph) in ``run_dir`` unless they are there."""
     if (run_dir / "graph" / "graph.npz").exists() and (run_dir / "raw" / "items.parquet").exists():
         return
-    cmd = [sys.executable, "-m", "components.cli", "run", "--config", f"configs/{preset}.yaml",
-           "--run-dir", str(run_dir), "--to", "graph"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "components.cli",
+        "run",
+        "--config",
+        f"configs/{preset}.yaml",
+        "--run-dir",
+        str(run_dir),
+        "--to",
+        "graph",
+    ]
     print(f"making the inputs: {' '.join(cmd)}", flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
 
@@ -65,7 +75,16 @@ def bench_mode(preset: str, run_dir: Path, mode: str, workers: int, repeats: int
     base.setdefault("features", {}).update(direct_running_mode=mode, direct_num_workers=workers)
     conf = work / f"{preset}-{mode}.yaml"
     conf.write_text(yaml.safe_dump(base))
-    cmd = [sys.executable, "-m", "components.stages.features", "--config", str(conf), "--run-dir", str(run_dir), "--force"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "components.stages.features",
+        "--config",
+        str(conf),
+        "--run-dir",
+        str(run_dir),
+        "--force",
+    ]
     runs = []
     for i in range(repeats):
         wall, peak_mb, rc = run_measured(cmd)
@@ -73,10 +92,19 @@ def bench_mode(preset: str, run_dir: Path, mode: str, workers: int, repeats: int
             raise SystemExit(f"features stage failed in mode {mode} (exit {rc}): {' '.join(cmd)}")
         report = json.loads((run_dir / "features" / "report.json").read_text())
         digest = hashlib.sha256((run_dir / "features" / "features.npy").read_bytes()).hexdigest()
-        runs.append({"wall_s": round(wall, 1), "peak_rss_mb": round(peak_mb), "stage_s": report.get("seconds"),
-                     "features_sha256": digest})
-        print(f"[{preset}] {mode:<16} run {i + 1}/{repeats}: {wall:6.1f} s, peak RSS {peak_mb:6,.0f} MB, "
-              f"sha256 {digest[:12]}", flush=True)
+        runs.append(
+            {
+                "wall_s": round(wall, 1),
+                "peak_rss_mb": round(peak_mb),
+                "stage_s": report.get("seconds"),
+                "features_sha256": digest,
+            }
+        )
+        print(
+            f"[{preset}] {mode:<16} run {i + 1}/{repeats}: {wall:6.1f} s, peak RSS {peak_mb:6,.0f} MB, "
+            f"sha256 {digest[:12]}",
+            flush=True,
+        )
     return {
         "mode": mode,
         "direct_num_workers": workers or os.cpu_count(),
@@ -93,11 +121,19 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="demo preset (5k items) instead of bench (1M)")
-    parser.add_argument("--run-dir", type=Path, default=None,
-                        help="run directory holding (or receiving) raw/ and graph/ (default: runs/bench_cache/features-<preset>)")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="run directory holding (or receiving) raw/ and graph/ (default: runs/bench_cache/features-<preset>)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs per mode (median reported)")
-    parser.add_argument("--modes", nargs="*", choices=[m for m, _ in MODES], help="running modes to measure (default: all)")
-    parser.add_argument("--output", type=Path, default=None, help="results JSON (default: bench/results/features[_quick].json)")
+    parser.add_argument(
+        "--modes", nargs="*", choices=[m for m, _ in MODES], help="running modes to measure (default: all)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="results JSON (default: bench/results/features[_quick].json)"
+    )
     args = parser.parse_args(argv)
 
     preset = "demo" if args.quick else "bench"
@@ -106,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     ensure_inputs(preset, run_dir)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_features_") as tmp:
-        modes = [bench_mode(preset, run_dir, m, w, args.repeats, Path(tmp))
-                 for m, w in MODES if not args.modes or m in args.modes]
+        modes = [
+            bench_mode(preset, run_dir, m, w, args.repeats, Path(tmp))
+            for m, w in MODES
+            if not args.modes or m in args.modes
+        ]
     load_after = os.getloadavg()
     fastest = min(modes, key=lambda m: m["wall_s"])
     digests = {r["features_sha256"] for m in modes for r in m["runs"]}
@@ -116,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "features stage (TF Transform on Beam, TFXIO Arrow input)",
         "preset": preset,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, "-m", "bench.bench_features", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            [Path(sys.executable).name, "-m", "bench.bench_features", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -139,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'mode':<18} {'workers':>7} {'wall s':>8} {'peak MB':>9}")
     for m in modes:
         print(f"{m['mode']:<18} {m['direct_num_workers']:>7} {m['wall_s']:>8.1f} {m['peak_rss_mb']:>9,.0f}")
-    print(f"fastest: {fastest['mode']}; targets {target}: met {result['targets']['met_by_fastest']}; "
-          f"features.npy identical across all runs: {result['features_byte_identical_across_runs']}")
+    print(
+        f"fastest: {fastest['mode']}; targets {target}: met {result['targets']['met_by_fastest']}; "
+        f"features.npy identical across all runs: {result['features_byte_identical_across_runs']}"
+    )
     print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"wrote {output}")
     return 0

@@ -2,7 +2,7 @@
 
 Measures, on the synthetic ``bench`` preset (1M items; ``--quick``: the ``demo`` preset):
 
-* layer-wise in-process nodes/s (:func:`pinsage_model.inference.embed_all`), median of
+* layer-wise in-process nodes/s (:func:`pinsage_model.inference.layerwise.embed_all`), median of
   ``--repeats`` runs, and the projections it computes per layer (each node exactly once);
 * naive per-node Algorithm 2 nodes/s on a sample of target nodes, its projections per node, and
   the speed-up ratio layer-wise / naive;
@@ -11,7 +11,7 @@ Measures, on the synthetic ``bench`` preset (1M items; ``--quick``: the ``demo``
   float32 numpy sgemms measured in the same run with numpy's default threads: a square
   2048^3 product (the machine's BLAS peak) and the model's own products over all N rows
   ((N, F_k) x (F_k, m), (N, F_k + m) x (F_k + m, d), (N, d) x (d, d) twice), without epilogues;
-* Spark ``local[2]`` nodes/s of :func:`pinsage_model.inference_spark.embed_all_spark` (after a
+* Spark ``local[2]`` nodes/s of :func:`pinsage_model.spark.inference.embed_all_spark` (after a
   warm-up run that starts the Python workers), median of ``--repeats`` runs, its ratio to the
   in-process median, and the max abs difference of the two results.
 
@@ -80,8 +80,8 @@ def model_sgemm_gflops(n: int, cfg: dict, repeats: int = 3) -> float:
 def main(argv: list[str] | None = None) -> int:
     from bench.bench_sampler import load_graph
     from pinsage_model.config import SamplerConfig
-    from pinsage_model.inference import InferenceStats, embed_all, embed_nodes_naive, random_weights
-    from pinsage_model.sampler import compute_neighbourhoods
+    from pinsage_model.graph.sampler import compute_neighbourhoods
+    from pinsage_model.inference.layerwise import InferenceStats, embed_all, embed_nodes_naive, random_weights
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="demo preset (5k items) instead of bench (1M)")
@@ -89,13 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-nodes", type=int, default=None, help="target nodes for the naive baseline")
     parser.add_argument("--no-spark", action="store_true", help="skip the Spark measurement")
     parser.add_argument(
-        "--spark-scale", type=float, default=1.0,
+        "--spark-scale",
+        type=float,
+        default=1.0,
         help="run the Spark comparison on the preset scaled by this factor (items, collections, edges); "
         "the in-process time is re-measured on the same scaled graph for the ratio (default 1: the preset itself)",
     )
     parser.add_argument(
-        "--spark-strategy", default="auto", choices=("auto", "shuffle", "broadcast", "gather"),
-        help="join strategy of the Spark backend (see pinsage_model.inference_spark)",
+        "--spark-strategy",
+        default="auto",
+        choices=("auto", "shuffle", "broadcast", "gather"),
+        help="join strategy of the Spark backend (see pinsage_model.spark.inference)",
     )
     parser.add_argument("--top-t", type=int, default=50, help="neighbourhood size T (paper: 50)")
     parser.add_argument("--output", default=str(RESULTS), help="result JSON path")
@@ -137,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     naive_emb, naive_proj = embed_nodes_naive(weights, cfg, feats, nbhd, targets)
     naive_s = time.perf_counter() - t0
     naive_err = float(np.abs(naive_emb - emb[targets]).max())
-    print(f"naive Algorithm 2: {len(targets) / naive_s:,.1f} nodes/s, {naive_proj / len(targets):,.0f} projections/node", flush=True)
+    print(
+        f"naive Algorithm 2: {len(targets) / naive_s:,.1f} nodes/s, {naive_proj / len(targets):,.0f} projections/node",
+        flush=True,
+    )
 
     result = {
         "benchmark": "inference",
@@ -181,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         "targets": TARGETS,
     }
     if not args.no_spark:
-        result["spark_local2"] = bench_spark(args, preset, cfg, weights, sampler_cfg, graph, nbhd, feats, emb, layerwise_s)
+        result["spark_local2"] = bench_spark(
+            args, preset, cfg, weights, sampler_cfg, graph, nbhd, feats, emb, layerwise_s
+        )
     result["machine"]["load_average_after"] = os.getloadavg()
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -192,12 +201,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def bench_spark(args, preset, cfg, weights, sampler_cfg, graph, nbhd, feats, emb, layerwise_s) -> dict:
     """Median Spark ``local[2]`` time after a warm-up, against the in-process median on the same graph."""
-    from pinsage_model import synthetic
     from pinsage_model.config import SparkConfig
-    from pinsage_model.inference import embed_all
-    from pinsage_model.inference_spark import embed_all_spark
-    from pinsage_model.sampler import compute_neighbourhoods
-    from pinsage_model.spark import get_spark
+    from pinsage_model.data import synthetic
+    from pinsage_model.graph.sampler import compute_neighbourhoods
+    from pinsage_model.inference.layerwise import embed_all
+    from pinsage_model.spark.inference import embed_all_spark
+    from pinsage_model.spark.session import get_spark
 
     if args.spark_scale != 1.0:
         p = synthetic.get_preset(preset)
@@ -232,7 +241,10 @@ def bench_spark(args, preset, cfg, weights, sampler_cfg, graph, nbhd, feats, emb
         times.append(time.perf_counter() - t0)
         print(f"spark local[2]: {times[-1]:.1f} s", flush=True)
     spark_s = statistics.median(times)
-    print(f"spark local[2] on {n} items: {n / spark_s:,.0f} nodes/s ({spark_s / layerwise_s:.2f}x in-process time)", flush=True)
+    print(
+        f"spark local[2] on {n} items: {n / spark_s:,.0f} nodes/s ({spark_s / layerwise_s:.2f}x in-process time)",
+        flush=True,
+    )
     return {
         "scale": args.spark_scale,
         "strategy": strategy,
@@ -249,11 +261,13 @@ def bench_spark(args, preset, cfg, weights, sampler_cfg, graph, nbhd, feats, emb
 
 def _head_rows(nbhd, k: int):
     """The first k rows of a neighbourhood table, with neighbours outside them dropped."""
-    from pinsage_model.contracts import Neighbourhoods
+    from pinsage_model.graph.csr import Neighbourhoods
 
     idx = np.array(nbhd.indices[:k])
     keep = idx < k
-    return Neighbourhoods(indices=np.where(keep, idx, -1).astype(np.int32), weights=np.where(keep, nbhd.weights[:k], 0).astype(np.float32))
+    return Neighbourhoods(
+        indices=np.where(keep, idx, -1).astype(np.int32), weights=np.where(keep, nbhd.weights[:k], 0).astype(np.float32)
+    )
 
 
 if __name__ == "__main__":

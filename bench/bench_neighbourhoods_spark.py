@@ -1,13 +1,13 @@
 """Neighbourhoods benchmark: the in-process numba backend against the Spark backend, same run.
 
-On the bench preset graph (``pinsage_model.synthetic.generate_graph("bench", 0)``: 1M items,
+On the bench preset graph (``pinsage_model.data.synthetic.generate_graph("bench", 0)``: 1M items,
 200k collections, 10M edges; cached in ``runs/bench_cache`` as ``bench_sampler`` caches it) with
 ``configs/bench.yaml``'s sampler settings (R = 200, L = 10, p = 0.5, T = 50), it times the
 neighbourhoods of every item, as the neighbourhoods stage computes them for the full graph:
 
-* ``numba``: :func:`pinsage_model.sampler.compute_neighbourhoods` on all cores, graph
+* ``numba``: :func:`pinsage_model.graph.sampler.compute_neighbourhoods` on all cores, graph
   memory-mapped as the stage loads it;
-* ``spark``: :func:`pinsage_model.sampler_spark.compute_neighbourhoods_spark` on ``local[2]``
+* ``spark``: :func:`pinsage_model.spark.sampler.compute_neighbourhoods_spark` on ``local[2]``
   (one task per ~32k-seed range, 32 ranges of 7 or 8 page-aligned units of 4,096 seeds, one
   numba thread per task).
 
@@ -17,7 +17,7 @@ Each is measured two ways, ``--repeats`` times (median reported):
   has started the Python workers, which import numba and load the compiled kernel);
 * cold: a fresh Python process per run, timed from before the first library call (for Spark:
   before the session starts, so the JVM start-up is counted; the JVM maps the environment's
-  class-data-sharing archive, :mod:`pinsage_model.spark_cds`, as every stage command's does,
+  class-data-sharing archive, :mod:`pinsage_model.spark.cds`, as every stage command's does,
   and the JSON records whether there was one; with one, each repeat also runs Spark cold
   without it, to show what it saves) to the result in memory. Its parts
   (session start, first job) are reported too, and the process wall time seen from outside.
@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pinsage_model.spark import CDS_ENV, cds_java_options
+from pinsage_model.spark.session import CDS_ENV, cds_java_options
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "neighbourhoods_spark.json"
@@ -99,9 +99,9 @@ def sampler_config(preset: str):
 
 def run_once(backend: str, graph_path: Path, cfg, scratch: Path, spark=None) -> dict:
     """Wall and CPU seconds to compute every item's neighbourhood with ``backend``, and the output's digest."""
-    from pinsage_model.contracts import CSRGraph
-    from pinsage_model.sampler import compute_neighbourhoods
-    from pinsage_model.sampler_spark import compute_neighbourhoods_spark
+    from pinsage_model.graph.csr import CSRGraph
+    from pinsage_model.graph.sampler import compute_neighbourhoods
+    from pinsage_model.spark.sampler import compute_neighbourhoods_spark
 
     graph = CSRGraph.load(graph_path)  # memory-mapped, as the stage loads it
     ties = np.zeros(graph.num_items, np.int32)
@@ -116,7 +116,7 @@ def run_once(backend: str, graph_path: Path, cfg, scratch: Path, spark=None) -> 
 def child(args) -> int:
     """One cold run in this fresh process; prints its timings as one JSON line."""
     from pinsage_model.config import SparkConfig
-    from pinsage_model.spark import get_spark
+    from pinsage_model.spark.session import get_spark
 
     cfg = sampler_config(args.preset)
     with tempfile.TemporaryDirectory(prefix="pinsage-bench-nbhd-", dir=args.scratch_root) as scratch:
@@ -124,11 +124,19 @@ def child(args) -> int:
         spark = get_spark(SparkConfig(**SPARK)) if args.child == "spark" else None
         session_s, session_cpu_s = time.perf_counter() - t0, cpu_since(c0)
         job = run_once(args.child, args.graph, cfg, Path(scratch), spark)
-    print(json.dumps({
-        "session_start_s": session_s, "job_s": job["s"], "total_s": session_s + job["s"],
-        "session_start_cpu_s": session_cpu_s, "job_cpu_s": job["cpu_s"], "total_cpu_s": session_cpu_s + job["cpu_s"],
-        "digest": job["digest"],
-    }))
+    print(
+        json.dumps(
+            {
+                "session_start_s": session_s,
+                "job_s": job["s"],
+                "total_s": session_s + job["s"],
+                "session_start_cpu_s": session_cpu_s,
+                "job_cpu_s": job["cpu_s"],
+                "total_cpu_s": session_cpu_s + job["cpu_s"],
+                "digest": job["digest"],
+            }
+        )
+    )
     return 0
 
 
@@ -137,15 +145,29 @@ def cold_run(backend: str, args, cds: bool = True) -> dict:
 
     ``cds=False`` starts Spark without the CDS archive (``PINSAGE_SPARK_CDS=off``), to show what it saves.
     """
-    cmd = [sys.executable, "-m", "bench.bench_neighbourhoods_spark", "--child", backend, "--preset", args.preset,
-           "--graph", str(args.graph), "--scratch-root", str(args.scratch_root)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.bench_neighbourhoods_spark",
+        "--child",
+        backend,
+        "--preset",
+        args.preset,
+        "--graph",
+        str(args.graph),
+        "--scratch-root",
+        str(args.scratch_root),
+    ]
     env = {**os.environ, **({} if cds else {CDS_ENV: "off"})}
     t0 = time.perf_counter()
     out = subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, text=True).stdout
     run = {**json.loads(out.strip().splitlines()[-1]), "process_wall_s": time.perf_counter() - t0}
     label = backend if cds else f"{backend} without CDS archive"
-    print(f"  cold {label}: {run['total_s']:.1f} s, {run['total_cpu_s']:.1f} CPU s (session {run['session_start_s']:.1f} s, "
-          f"job {run['job_s']:.1f} s; process {run['process_wall_s']:.1f} s)", flush=True)
+    print(
+        f"  cold {label}: {run['total_s']:.1f} s, {run['total_cpu_s']:.1f} CPU s (session {run['session_start_s']:.1f} s, "
+        f"job {run['job_s']:.1f} s; process {run['process_wall_s']:.1f} s)",
+        flush=True,
+    )
     return run
 
 
@@ -158,8 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: demo preset (5k items), 2 repeats")
     parser.add_argument("--repeats", type=int, default=None, help="runs per measurement (default 3, 2 with --quick)")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"results JSON (default: {RESULTS})")
-    parser.add_argument("--scratch-root", type=Path, default=REPO / "runs" / "bench_cache",
-                        help="where the Spark backend's shared output files go (default: runs/bench_cache)")
+    parser.add_argument(
+        "--scratch-root",
+        type=Path,
+        default=REPO / "runs" / "bench_cache",
+        help="where the Spark backend's shared output files go (default: runs/bench_cache)",
+    )
     parser.add_argument("--child", choices=("numba", "spark"), help=argparse.SUPPRESS)
     parser.add_argument("--preset", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--graph", type=Path, default=None, help=argparse.SUPPRESS)
@@ -172,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.bench_sampler import load_graph
     from pinsage_model.config import SparkConfig
     from pinsage_model.io import atomic_write_json
-    from pinsage_model.sampler_spark import TASK_ROWS, seed_ranges
-    from pinsage_model.spark import get_spark
+    from pinsage_model.spark.sampler import TASK_ROWS, seed_ranges
+    from pinsage_model.spark.session import get_spark
 
     args.preset = "demo" if args.quick else "bench"
     repeats = args.repeats or (2 if args.quick else 3)
@@ -182,8 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     args.scratch_root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     graph, cached = load_graph(args.preset, 0, args.graph)
-    print(f"graph '{args.preset}': {graph.num_items:,} items, {graph.num_collections:,} collections, {graph.num_edges:,} edges "
-          f"({'cache' if cached else 'generated'} {args.graph}, {time.perf_counter() - t0:.0f} s)", flush=True)
+    print(
+        f"graph '{args.preset}': {graph.num_items:,} items, {graph.num_collections:,} collections, {graph.num_edges:,} edges "
+        f"({'cache' if cached else 'generated'} {args.graph}, {time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
     graph_info = {"items": graph.num_items, "collections": graph.num_collections, "edges": graph.num_edges}
     del graph
     cfg = sampler_config(args.preset)
@@ -210,11 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
     spark.stop()
 
-    digests = {r["digest"] for runs in (*cold.values(), *warm.values(), cold_no_cds, [first["numba"], first["spark"]]) for r in runs}
+    digests = {
+        r["digest"]
+        for runs in (*cold.values(), *warm.values(), cold_no_cds, [first["numba"], first["spark"]])
+        for r in runs
+    }
     med = {
-        (b, kind): (median_of(warm[b], "s"), median_of(warm[b], "cpu_s")) if kind == "warm"
+        (b, kind): (median_of(warm[b], "s"), median_of(warm[b], "cpu_s"))
+        if kind == "warm"
         else (median_of(cold[b], "total_s"), median_of(cold[b], "total_cpu_s"))
-        for b in ("numba", "spark") for kind in ("warm", "cold")
+        for b in ("numba", "spark")
+        for kind in ("warm", "cold")
     }
     ratios = {
         "spark_vs_numba_warm": med["spark", "warm"][0] / med["numba", "warm"][0],
@@ -227,39 +262,69 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "neighbourhoods_spark",
         "preset": args.preset,
         "graph": graph_info,
-        "sampler": {"num_walks": cfg.num_walks, "walk_length": cfg.walk_length, "restart_prob": cfg.restart_prob,
-                    "top_t": cfg.top_t, "seed": cfg.seed},
+        "sampler": {
+            "num_walks": cfg.num_walks,
+            "walk_length": cfg.walk_length,
+            "restart_prob": cfg.restart_prob,
+            "top_t": cfg.top_t,
+            "seed": cfg.seed,
+        },
         "spark_cds_archive": with_archive,
-        "spark_settings": {**SPARK, "seeds_per_task_about": TASK_ROWS, "tasks": len(seed_ranges(graph_info["items"], 2)),
-                           "threads_per_task": 1},
+        "spark_settings": {
+            **SPARK,
+            "seeds_per_task_about": TASK_ROWS,
+            "tasks": len(seed_ranges(graph_info["items"], 2)),
+            "threads_per_task": 1,
+        },
         "repeats": repeats,
         "machine": {
-            "cpus": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS, "python": platform.python_version(),
-            "numba": numba.__version__, "load_average_before": load_before, "load_average_after": load_after,
+            "cpus": os.cpu_count(),
+            "numba_threads": numba.config.NUMBA_NUM_THREADS,
+            "python": platform.python_version(),
+            "numba": numba.__version__,
+            "load_average_before": load_before,
+            "load_average_after": load_after,
         },
         "numba": {
-            "warm_s": med["numba", "warm"][0], "warm_cpu_s": med["numba", "warm"][1], "warm_runs": warm["numba"],
-            "cold_s": med["numba", "cold"][0], "cold_cpu_s": med["numba", "cold"][1], "cold_runs": cold["numba"],
+            "warm_s": med["numba", "warm"][0],
+            "warm_cpu_s": med["numba", "warm"][1],
+            "warm_runs": warm["numba"],
+            "cold_s": med["numba", "cold"][0],
+            "cold_cpu_s": med["numba", "cold"][1],
+            "cold_runs": cold["numba"],
             "untimed_first_run": first["numba"],
         },
         "spark": {
-            "warm_job_s": med["spark", "warm"][0], "warm_job_cpu_s": med["spark", "warm"][1], "warm_runs": warm["spark"],
-            "cold_s": med["spark", "cold"][0], "cold_cpu_s": med["spark", "cold"][1],
+            "warm_job_s": med["spark", "warm"][0],
+            "warm_job_cpu_s": med["spark", "warm"][1],
+            "warm_runs": warm["spark"],
+            "cold_s": med["spark", "cold"][0],
+            "cold_cpu_s": med["spark", "cold"][1],
             "cold_session_start_s": median_of(cold["spark"], "session_start_s"),
-            "cold_first_job_s": median_of(cold["spark"], "job_s"), "cold_runs": cold["spark"],
-            "untimed_first_job_on_started_session": first["spark"], "parent_session_start_s": parent_session_s,
-            **({"cold_without_cds_archive_s": median_of(cold_no_cds, "total_s"),
-                "cold_without_cds_archive_session_start_s": median_of(cold_no_cds, "session_start_s"),
-                "cold_without_cds_archive_first_job_s": median_of(cold_no_cds, "job_s"),
-                "cold_without_cds_archive_runs": cold_no_cds} if cold_no_cds else {}),
+            "cold_first_job_s": median_of(cold["spark"], "job_s"),
+            "cold_runs": cold["spark"],
+            "untimed_first_job_on_started_session": first["spark"],
+            "parent_session_start_s": parent_session_s,
+            **(
+                {
+                    "cold_without_cds_archive_s": median_of(cold_no_cds, "total_s"),
+                    "cold_without_cds_archive_session_start_s": median_of(cold_no_cds, "session_start_s"),
+                    "cold_without_cds_archive_first_job_s": median_of(cold_no_cds, "job_s"),
+                    "cold_without_cds_archive_runs": cold_no_cds,
+                }
+                if cold_no_cds
+                else {}
+            ),
         },
         "ratios": ratios,
         "byte_identical": len(digests) == 1,
         "digests": sorted(digests),
-        "target": {"spark_vs_in_process": TARGET_SPARK_VS_IN_PROCESS,
-                   "met_warm": ratios["spark_vs_numba_warm"] <= TARGET_SPARK_VS_IN_PROCESS,
-                   "met_cold": ratios["spark_vs_numba_cold"] <= TARGET_SPARK_VS_IN_PROCESS,
-                   "met_cold_vs_warm": ratios["spark_cold_vs_numba_warm"] <= TARGET_SPARK_VS_IN_PROCESS},
+        "target": {
+            "spark_vs_in_process": TARGET_SPARK_VS_IN_PROCESS,
+            "met_warm": ratios["spark_vs_numba_warm"] <= TARGET_SPARK_VS_IN_PROCESS,
+            "met_cold": ratios["spark_vs_numba_cold"] <= TARGET_SPARK_VS_IN_PROCESS,
+            "met_cold_vs_warm": ratios["spark_cold_vs_numba_warm"] <= TARGET_SPARK_VS_IN_PROCESS,
+        },
     }
     atomic_write_json(args.output, result)
     sp = result["spark"]
@@ -271,9 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         f"  spark local[2]: warm job {med['spark', 'warm'][0]:.1f} / {med['spark', 'warm'][1]:.1f}, cold "
         f"{med['spark', 'cold'][0]:.1f} / {med['spark', 'cold'][1]:.1f} (session start {sp['cold_session_start_s']:.1f} s "
         f"+ first job {sp['cold_first_job_s']:.1f} s)\n"
-        + (f"  spark local[2] cold without the CDS archive: {sp['cold_without_cds_archive_s']:.1f} s (session start "
-           f"{sp['cold_without_cds_archive_session_start_s']:.1f} s + first job {sp['cold_without_cds_archive_first_job_s']:.1f} s)\n"
-           if cold_no_cds else "  (no Spark CDS archive in this environment: make venv builds it)\n")
+        + (
+            f"  spark local[2] cold without the CDS archive: {sp['cold_without_cds_archive_s']:.1f} s (session start "
+            f"{sp['cold_without_cds_archive_session_start_s']:.1f} s + first job {sp['cold_without_cds_archive_first_job_s']:.1f} s)\n"
+            if cold_no_cds
+            else "  (no Spark CDS archive in this environment: make venv builds it)\n"
+        )
         + f"  spark / numba wall: warm {ratios['spark_vs_numba_warm']:.2f}x, cold {ratios['spark_vs_numba_cold']:.2f}x, "
         f"spark cold / numba warm {ratios['spark_cold_vs_numba_warm']:.2f}x (target <= {TARGET_SPARK_VS_IN_PROCESS}x); "
         f"CPU: warm {ratios['spark_vs_numba_warm_cpu']:.2f}x, cold {ratios['spark_vs_numba_cold_cpu']:.2f}x\n"

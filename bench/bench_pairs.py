@@ -63,7 +63,7 @@ def run_measured(cmd: list[str], interval: float = 0.2) -> tuple[float, float, i
 
 def bench_dataset(name: str, data: dict, work: Path) -> dict:
     """Ingest ``data`` once, then time the pairs and graph stages on it."""
-    from components.base import execute, start_time
+    from components.orchestration.execution import execute, start_time
     from components.stages import StageContext, get_stage
     from pinsage_model.config import config_from_dict
 
@@ -76,7 +76,13 @@ def bench_dataset(name: str, data: dict, work: Path) -> dict:
     conf.write_text(yaml.safe_dump(raw_cfg))
     run_dir = work / name
     t0 = time.perf_counter()
-    execute(get_stage("raw"), config_from_dict(raw_cfg), {}, run_dir / "raw", StageContext.for_run_dir(run_dir, start_time()))
+    execute(
+        get_stage("raw"),
+        config_from_dict(raw_cfg),
+        {},
+        run_dir / "raw",
+        StageContext.for_run_dir(run_dir, start_time()),
+    )
     out = {"ingest_s": round(time.perf_counter() - t0, 1)}
     for stage in (get_stage("pairs"), get_stage("graph")):
         cmd = [sys.executable, "-m", stage.module, "--config", str(conf), "--run-dir", str(run_dir), "--force"]
@@ -115,11 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         datasets = {k: v for k, v in datasets.items() if k.startswith(args.only)}
     with tempfile.TemporaryDirectory(prefix="bench_pairs_", dir=args.work_dir) as tmp:
         results = {name: bench_dataset(name, data, Path(tmp)) for name, data in datasets.items()}
-    atomic_write_json(args.output, {
-        "benchmark": "pairs+graph stages (Spark local[2])",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_at_end": os.getloadavg()},
-        "datasets": results,
-    })
+    atomic_write_json(
+        args.output,
+        {
+            "benchmark": "pairs+graph stages (Spark local[2])",
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_at_end": os.getloadavg()},
+            "datasets": results,
+        },
+    )
     print(f"wrote {args.output}")
     return 0
 

@@ -1,6 +1,6 @@
 """Sampler benchmark: seeds/s of the compiled random-walk kernels against plain numpy.
 
-On the bench preset graph (``pinsage_model.synthetic.generate_graph("bench", 0)``: 1M items,
+On the bench preset graph (``pinsage_model.data.synthetic.generate_graph("bench", 0)``: 1M items,
 200k collections, 10M edges) it measures, for each setting (R, L, p, T), batches of 1024 seeds
 on 1 and 2 numba threads and the vectorised-numpy reference (``bench/numpy_walks.py``) in the
 same run: seeds/s from the median wall time of 5 batches, and seeds per CPU-second (process
@@ -37,8 +37,8 @@ TARGET_SCALING = 1.8
 
 def load_graph(preset: str, seed: int, cache: Path | None):
     """The preset's graph, from ``cache`` when it exists (written there otherwise)."""
-    from pinsage_model.contracts import CSRGraph
-    from pinsage_model.synthetic import generate_graph
+    from pinsage_model.data.synthetic import generate_graph
+    from pinsage_model.graph.csr import CSRGraph
 
     if cache is not None and cache.exists():
         return CSRGraph.load(cache, mmap=False), True
@@ -110,7 +110,7 @@ def bench_settings(graph, repeats: int, batch: int, seed: int) -> list[dict]:
     import numba
 
     from bench.numpy_walks import numpy_neighbourhoods
-    from pinsage_model import sampler
+    from pinsage_model.graph import sampler
 
     rng = np.random.default_rng(seed)
     max_threads = numba.config.NUMBA_NUM_THREADS
@@ -160,7 +160,7 @@ def bench_precompute(graph, seed: int) -> dict:
     import numba
 
     from pinsage_model.config import SamplerConfig
-    from pinsage_model.sampler import compute_neighbourhoods
+    from pinsage_model.graph.sampler import compute_neighbourhoods
 
     cfg = SamplerConfig(**PRECOMPUTE, num_threads=0, seed=seed)
     compute_neighbourhoods(graph, cfg, items=np.arange(min(graph.num_items, 1024)), progress=False)  # compile
@@ -208,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default=None, help="synthetic preset (default: bench, or demo with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="graph and sampler seed")
     parser.add_argument(
-        "--graph-cache", type=Path, default=None,
+        "--graph-cache",
+        type=Path,
+        default=None,
         help="npz file caching the generated graph (default: runs/bench_cache/<preset>_graph_<seed>.npz)",
     )
     parser.add_argument("--no-precompute", action="store_true", help="skip the all-items precompute measurement")
@@ -275,8 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} on {os.cpu_count()} CPUs "
         "(other processes share the cores: wall-time figures are noisy)"
     )
-    print(f"targets: per thread >= {TARGET_PER_THREAD}x numpy: {result['targets']['per_thread_met']}; "
-          f"2 threads >= {TARGET_SCALING}x 1 thread: {result['targets']['scaling_met']}")
+    print(
+        f"targets: per thread >= {TARGET_PER_THREAD}x numpy: {result['targets']['per_thread_met']}; "
+        f"2 threads >= {TARGET_SCALING}x 1 thread: {result['targets']['scaling_met']}"
+    )
     print(f"wrote {args.output}")
     return 0
 

@@ -3,7 +3,7 @@
 For each preset (``demo``: 5k items; ``bench``: 1M items, 10M edges) it builds the synthetic
 graph (cached in ``runs/bench_cache``), importance neighbourhoods on it, random features and
 engagement-like pairs (an item and a random co-member of one of its collections), then runs
-:func:`pinsage_model.training.train` for two short epochs: epoch 1 (no hard negatives; includes
+:func:`pinsage_model.model.training.train` for two short epochs: epoch 1 (no hard negatives; includes
 the one-off graph tracing) and epoch 2 (one hard negative per example, the curriculum's
 second epoch). From epoch 2 it reports, per step:
 
@@ -39,8 +39,8 @@ TARGET = 1.2
 
 
 def _graph(preset: str, seed: int):
-    from pinsage_model.contracts import CSRGraph
-    from pinsage_model.synthetic import generate_graph
+    from pinsage_model.data.synthetic import generate_graph
+    from pinsage_model.graph.csr import CSRGraph
 
     path = CACHE / f"{preset}_graph_{seed}.npz"
     if path.exists():
@@ -65,8 +65,8 @@ def _pairs(graph, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
 
 def bench_preset(preset: str, args: argparse.Namespace) -> dict:
     from pinsage_model.config import load_config
-    from pinsage_model.sampler import compute_neighbourhoods
-    from pinsage_model.training import TrainData, train
+    from pinsage_model.graph.sampler import compute_neighbourhoods
+    from pinsage_model.model.training import TrainData, train
 
     cfg = load_config(args.config)
     t0 = time.perf_counter()
@@ -82,12 +82,26 @@ def bench_preset(preset: str, args: argparse.Namespace) -> dict:
     q, p = _pairs(graph, args.steps * args.batch_size + 200, rng)
     data = TrainData(features, nb, graph, q[200:], p[200:], q[:200], p[:200])
     train_cfg = replace(
-        cfg.train, epochs=2, steps_per_epoch=args.steps, batch_size=args.batch_size, num_devices=args.num_devices,
-        producer_threads=args.producer_threads, max_hard_negatives=1, use_hard_negatives=True,
-        validation_pairs=200, eval_candidates=2000, early_stopping_patience=5,
+        cfg.train,
+        epochs=2,
+        steps_per_epoch=args.steps,
+        batch_size=args.batch_size,
+        num_devices=args.num_devices,
+        producer_threads=args.producer_threads,
+        max_hard_negatives=1,
+        use_hard_negatives=True,
+        validation_pairs=200,
+        eval_candidates=2000,
+        early_stopping_patience=5,
     )
     result = train(data, cfg.model, train_cfg, sampler, checkpoint_dir=Path(args.workdir) / preset, progress=True)
-    out = {"preset": preset, "items": n, "edges": graph.num_edges, "graph_s": round(t_graph, 2), "neighbourhoods_s": round(t_nb, 2)}
+    out = {
+        "preset": preset,
+        "items": n,
+        "edges": graph.num_edges,
+        "graph_s": round(t_graph, 2),
+        "neighbourhoods_s": round(t_nb, 2),
+    }
     for h in result.history:
         producer = h["producer_s_per_step"] / max(1, args.producer_threads)
         compute = h["compute_s_per_step"]
@@ -119,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default="runs/bench_training", help="checkpoints of the benchmark runs")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
-    from pinsage_model.training import configure_devices
+    from pinsage_model.model.training import configure_devices
 
     devices = configure_devices(args.num_devices)  # before TensorFlow starts
     if args.quick:

@@ -1,6 +1,6 @@
 """Plain vectorised-numpy reference of the sampler's walks (benchmark baseline only).
 
-The same walk definition as :mod:`pinsage_model.sampler` (R walks per seed, up to L
+The same walk definition as :mod:`pinsage_model.graph.sampler` (R walks per seed, up to L
 item->collection->item hops, the walk ends after each hop with probability p, the seed
 excluded, top T by count, weights normalised over the kept T), written the way one would
 without a compiler: every walk of the batch advances one hop per numpy call, then ``np.unique``
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pinsage_model.contracts import CSRGraph
+from pinsage_model.graph.csr import CSRGraph
 
 
 def numpy_neighbourhoods(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import platform
 import sys
 from pathlib import Path
@@ -52,9 +51,9 @@ def summarise(per_seed: list[dict], keys: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from components.ablation import run_variant
-    from components.base import StageError, cli_config
-    from components.local_runner import run_pipeline
+    from components.commands.ablation import run_variant
+    from components.orchestration.execution import StageError, cli_config
+    from components.orchestration.local_runner import run_pipeline
     from pinsage_model.io import atomic_write_json
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,16 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     keys = [metric_keys.hit_rate(k) for k in ks] + [metric_keys.MRR]
     try:
         run_pipeline(cfg, run_dir, stop="neighbourhoods")
-        runs = {s: run_variant(f"seed-{s}", seed_config(cfg, s, i == 0), cfg, run_dir, force=False, folder="quality")
-                for i, s in enumerate(seeds)}
+        runs = {
+            s: run_variant(f"seed-{s}", seed_config(cfg, s, i == 0), cfg, run_dir, force=False, folder="quality")
+            for i, s in enumerate(seeds)
+        }
     except (StageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     first = runs[seeds[0]]["metrics"]["methods"]
-    pinsage = {split: summarise([runs[s]["metrics"]["methods"]["pinsage"][split] for s in seeds], keys)
-               for split in ("test", "validation")}
-    base = {name: {split: {k: m[split][k] for k in keys} for split in ("test", "validation") if m.get(split)}
-            for name, m in first.items() if name != "pinsage"}
+    pinsage = {
+        split: summarise([runs[s]["metrics"]["methods"]["pinsage"][split] for s in seeds], keys)
+        for split in ("test", "validation")
+    }
+    base = {
+        name: {split: {k: m[split][k] for k in keys} for split in ("test", "validation") if m.get(split)}
+        for name, m in first.items()
+        if name != "pinsage"
+    }
     best = {k: max((b["test"][k] for b in base.values()), default=float("nan")) for k in keys}
     result = {
         "command": f"python -m bench.quality --config {args.config} --seeds {args.seeds}",
@@ -134,12 +140,20 @@ def user_table(users: dict) -> str:
     for split, title in (("methods", "test"), ("validation", "validation")):
         if split not in users:
             continue
-        lines += [f"user→item, {title} events of {users['users']} users ({users['source']}); full ranking, "
-                  "training items masked", "",
-                  "| user vector | " + " | ".join(k.replace("recall_at_", "recall@").replace("ndcg_at_", "NDCG@") for k in keys) + " |",
-                  "|---|" + "---:|" * len(keys)]
+        lines += [
+            f"user→item, {title} events of {users['users']} users ({users['source']}); full ranking, "
+            "training items masked",
+            "",
+            "| user vector | "
+            + " | ".join(k.replace("recall_at_", "recall@").replace("ndcg_at_", "NDCG@") for k in keys)
+            + " |",
+            "|---|" + "---:|" * len(keys),
+        ]
         for name, m in users[split].items():
-            cells = [f"{m[k]['mean']:.4f} ± {m[k]['sd']:.4f}" if name.startswith("pinsage") else f"{m[k]['mean']:.4f}" for k in keys]
+            cells = [
+                f"{m[k]['mean']:.4f} ± {m[k]['sd']:.4f}" if name.startswith("pinsage") else f"{m[k]['mean']:.4f}"
+                for k in keys
+            ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines).rstrip()
@@ -148,14 +162,21 @@ def user_table(users: dict) -> str:
 def table(result: dict, keys: list[str]) -> str:
     """Markdown: PinSage (mean ± sd over seeds) and every baseline, test split, best marked."""
     head = "| method | " + " | ".join(k.replace("hit_rate_at_", "hit@").replace("mrr", "MRR") for k in keys) + " |"
-    lines = [f"{result['config']}: {result['test_pairs']} test pairs, model seeds {result['seeds']}; split: "
-             f"{result['split_protocol']}", "", head, "|---|" + "---:|" * len(keys)]
+    lines = [
+        f"{result['config']}: {result['test_pairs']} test pairs, model seeds {result['seeds']}; split: "
+        f"{result['split_protocol']}",
+        "",
+        head,
+        "|---|" + "---:|" * len(keys),
+    ]
     p = result["pinsage"]["test"]
     lines.append("| **pinsage** | " + " | ".join(f"**{p[k]['mean']:.4f} ± {p[k]['sd']:.4f}**" for k in keys) + " |")
     for name, b in result["baselines"].items():
         lines.append(f"| {name} | " + " | ".join(f"{b['test'][k]:.4f}" for k in keys) + " |")
     ratio = result["pinsage_over_best_baseline"]
-    lines.append("| pinsage / best baseline | " + " | ".join(f"{ratio[k]:.2f}×" if k in ratio else "n/a" for k in keys) + " |")
+    lines.append(
+        "| pinsage / best baseline | " + " | ".join(f"{ratio[k]:.2f}×" if k in ratio else "n/a" for k in keys) + " |"
+    )
     return "\n".join(lines)
 
 

@@ -11,8 +11,15 @@ import subprocess
 import sys
 import time
 
-BENCHES = ("bench_sampler", "bench_neighbourhoods_spark", "bench_pairs", "bench_training", "bench_inference", "bench_features",
-           "bench_demo")
+BENCHES = (
+    "bench_sampler",
+    "bench_neighbourhoods_spark",
+    "bench_pairs",
+    "bench_training",
+    "bench_inference",
+    "bench_features",
+    "bench_demo",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

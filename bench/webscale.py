@@ -67,18 +67,37 @@ def measured_rates(results: Path = RESULTS) -> dict[str, Rate | None]:
     feats = results / "features.json"
     best = next((m for m in _get(feats, "modes") or [] if m.get("mode") == _get(feats, "fastest_mode")), None)
     v = best["items"] / best["wall_s"] if best else None
-    rates["features"] = Rate(float(v), int(_get(feats, "machine", "cpus") or 2),
-                             "features.json: TF Transform analyse + apply, items/s") if v else None
+    rates["features"] = (
+        Rate(float(v), int(_get(feats, "machine", "cpus") or 2), "features.json: TF Transform analyse + apply, items/s")
+        if v
+        else None
+    )
     sampler = results / "sampler.json"
     v = _get(sampler, "precompute_all_items", "items_per_s")
-    rates["neighbourhoods"] = Rate(float(v), int(_get(sampler, "precompute_all_items", "threads") or 2),
-                                   "sampler.json: numba walks, all items, items/s") if v else None
+    rates["neighbourhoods"] = (
+        Rate(
+            float(v),
+            int(_get(sampler, "precompute_all_items", "threads") or 2),
+            "sampler.json: numba walks, all items, items/s",
+        )
+        if v
+        else None
+    )
     bench = _bench_preset(results / "training.json")
     v = (bench or {}).get("epoch2", {}).get("examples_per_s")
-    rates["model"] = Rate(float(v), int(_get(results / "training.json", "machine", "cpus") or 2),
-                          "training.json: bench preset, epoch 2, CPU, examples/s") if v else None
+    rates["model"] = (
+        Rate(
+            float(v),
+            int(_get(results / "training.json", "machine", "cpus") or 2),
+            "training.json: bench preset, epoch 2, CPU, examples/s",
+        )
+        if v
+        else None
+    )
     v = _get(results / "inference.json", "spark_local2", "nodes_per_s")
-    rates["embeddings"] = Rate(float(v), 2, "inference.json: Spark local[2] gather plan, every layer, items/s") if v else None
+    rates["embeddings"] = (
+        Rate(float(v), 2, "inference.json: Spark local[2] gather plan, every layer, items/s") if v else None
+    )
     return rates
 
 
@@ -89,23 +108,28 @@ def state_per_stage(dim: int = 64, hidden: int = 128, top_t: int = 50, features:
     return {
         "pairs": "Spark shuffle of the interactions by user (executor memory: a partition, spilled to disk)",
         "graph": f"CSR both ways {csr / GIB:,.0f} GiB written once to the shared run area; "
-                 "dense re-indexing is a Spark join (a partition per task)",
+        "dense re-indexing is a Spark join (a partition per task)",
         "features": f"the feature matrix {n * features * 4 / GIB:,.0f} GiB ({features} float32 columns) "
-                    "streamed in row batches; the analysis keeps only its running statistics per worker",
+        "streamed in row batches; the analysis keeps only its running statistics per worker",
         "neighbourhoods": f"the CSR ({csr / GIB:,.0f} GiB) memory-mapped by every executor (page cache, "
-                          f"read-only), output {n * top_t * 8 / GIB:,.0f} GiB (T={top_t} ids + weights)",
+        f"read-only), output {n * top_t * 8 / GIB:,.0f} GiB (T={top_t} ids + weights)",
         "model": f"one sub-graph minibatch per device; the feature matrix ({n * features * 4 / GIB:,.0f} GiB) "
-                 "and neighbourhoods read by the producers from the shared area",
+        "and neighbourhoods read by the producers from the shared area",
         "embeddings": f"per layer the (N, {hidden}) projections {n * hidden * 4 / GIB:,.0f} GiB gathered "
-                      f"from the shared area; output (N, {dim}) {n * dim * 4 / GIB:,.0f} GiB",
+        f"from the shared area; output (N, {dim}) {n * dim * 4 / GIB:,.0f} GiB",
     }
 
 
 def estimate(rates: dict[str, Rate | None], hours: float, cores: int) -> list[dict]:
     """One row per stage: work at the paper's scale, core-hours, machines for ``hours`` of wall time."""
-    work = {"pairs": PAPER["edges"], "graph": PAPER["edges"], "features": PAPER["items"],
-            "neighbourhoods": PAPER["items"], "model": PAPER["training_examples"],
-            "embeddings": PAPER["items"]}
+    work = {
+        "pairs": PAPER["edges"],
+        "graph": PAPER["edges"],
+        "features": PAPER["items"],
+        "neighbourhoods": PAPER["items"],
+        "model": PAPER["training_examples"],
+        "embeddings": PAPER["items"],
+    }
     state = state_per_stage()
     rows = []
     for stage, units in work.items():
@@ -116,19 +140,28 @@ def estimate(rates: dict[str, Rate | None], hours: float, cores: int) -> list[di
         else:
             per_core = rate.per_s / rate.cores
             core_h = units / per_core / 3600
-            row.update(measured=True, per_core_s=per_core, source=rate.source, core_hours=core_h,
-                       machines=max(1, int(-(-core_h // (hours * cores)))))
+            row.update(
+                measured=True,
+                per_core_s=per_core,
+                source=rate.source,
+                core_hours=core_h,
+                machines=max(1, int(-(-core_h // (hours * cores)))),
+            )
         rows.append(row)
     return rows
 
 
 def table(rows: list[dict], hours: float, cores: int) -> str:
-    lines = [f"| stage | per-core rate (measured) | work at paper scale | core-hours | machines ({cores} cores) for {hours:g} h | state |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = [
+        f"| stage | per-core rate (measured) | work at paper scale | core-hours | machines ({cores} cores) for {hours:g} h | state |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         if r["measured"]:
-            lines.append(f"| {r['stage']} | {r['per_core_s']:,.0f}/s | {r['units']:.3g} | {r['core_hours']:,.0f} | "
-                         f"{r['machines']:,} | {r['state']} |")
+            lines.append(
+                f"| {r['stage']} | {r['per_core_s']:,.0f}/s | {r['units']:.3g} | {r['core_hours']:,.0f} | "
+                f"{r['machines']:,} | {r['state']} |"
+            )
         else:
             lines.append(f"| {r['stage']} | not measured | {r['units']:.3g} | - | - | {r['state']} |")
     return "\n".join(lines)
@@ -137,7 +170,9 @@ def table(rows: list[dict], hours: float, cores: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=float, default=4.0, help="wall time each stage should take (default 4)")
-    parser.add_argument("--cores", type=int, default=32, help="cores per machine (default 32, the paper's training host)")
+    parser.add_argument(
+        "--cores", type=int, default=32, help="cores per machine (default 32, the paper's training host)"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the benchmark JSON files")
     args = parser.parse_args(argv)
     if args.hours <= 0 or args.cores < 1:
@@ -146,11 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     from pinsage_model.io import atomic_write_json
 
     rows = estimate(measured_rates(args.results), args.hours, args.cores)
-    atomic_write_json(args.results / "webscale.json", {
-        "command": f"python -m bench.webscale --hours {args.hours:g} --cores {args.cores}",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "paper_scale": PAPER, "assumption": "linear scaling of the measured per-core rates", "stages": rows,
-    })
+    atomic_write_json(
+        args.results / "webscale.json",
+        {
+            "command": f"python -m bench.webscale --hours {args.hours:g} --cores {args.cores}",
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "paper_scale": PAPER,
+            "assumption": "linear scaling of the measured per-core rates",
+            "stages": rows,
+        },
+    )
     print(table(rows, args.hours, args.cores))
     return 0
 

@@ -11,12 +11,12 @@ from components.logs import DEFAULT_LOG_FILE, setup_logging
 # subcommand -> (module, one-line help). Modules expose ``add_arguments(parser)`` and ``main(args)``.
 COMMANDS = {
     "run": ("components.cli", "run the pipeline stages in order over a run directory"),
-    "generate": ("components.generate", "write the synthetic demo/bench data set"),
-    "recommend": ("components.recommend", "related items for an item, or homefeed for a user"),
-    "ablation": ("components.ablation", "train and evaluate the paper's Table 1/4 variants"),
-    "tune": ("components.tune", "Optuna search of PinSage's settings on the validation split"),
-    "promote": ("components.champion", "move the MLflow 'champion' alias to a model version"),
-    "rollback": ("components.champion", "restore the previous 'champion' model version"),
+    "generate": ("components.commands.generate", "write the synthetic demo/bench data set"),
+    "recommend": ("components.commands.recommend", "related items for an item, or homefeed for a user"),
+    "ablation": ("components.commands.ablation", "train and evaluate the paper's Table 1/4 variants"),
+    "tune": ("components.commands.tune", "Optuna search of PinSage's settings on the validation split"),
+    "promote": ("components.commands.champion", "move the MLflow 'champion' alias to a model version"),
+    "rollback": ("components.commands.champion", "restore the previous 'champion' model version"),
 }
 
 
@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "run") -> None
 def main_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from components.base import KNOWN_ERRORS, cli_config, error_line
-    from components.local_runner import run_pipeline
+    from components.orchestration.execution import KNOWN_ERRORS, cli_config, error_line
+    from components.orchestration.local_runner import run_pipeline
 
     cfg = cli_config(args.config)
     if cfg is None:
@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         description="PinSage item embeddings and recommendations as a pipeline (see README.md).",
     )
     parser.add_argument("--verbose", action="store_true", help="every library's log lines on the console, at DEBUG")
-    parser.add_argument("--log-file", default=DEFAULT_LOG_FILE, help="where library log lines go (default: %(default)s)")
+    parser.add_argument(
+        "--log-file", default=DEFAULT_LOG_FILE, help="where library log lines go (default: %(default)s)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         mod = sys.modules[__name__] if module == __name__ else importlib.import_module(module)

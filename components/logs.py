@@ -5,7 +5,7 @@ above from everyone else; every line of every logger at INFO and above (faiss's 
 load AVX..." lines on each index load, MLflow's database chatter) goes to the log file. Two
 sources do not log through Python and are handled at theirs:
 
-* Spark's JVM (its banner and WARN lines): :func:`pinsage_model.spark.get_spark` points log4j at
+* Spark's JVM (its banner and WARN lines): :func:`pinsage_model.spark.session.get_spark` points log4j at
   a configuration that writes them to ``$PINSAGE_SPARK_LOG`` (set here beside the log file);
 * TensorFlow's C++ lines: ``TF_CPP_MIN_LOG_LEVEL=3`` before TensorFlow is imported. Its
   absl-logged start-up lines (oneDNN, "Could not find cuda drivers", "failed call to cuInit" on
@@ -95,8 +95,13 @@ def _route_native_stderr(log_path: Path) -> None:
     sys.stderr.flush()
     read_end, write_end = os.pipe()
     try:
-        pump = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, str(log_path), _NATIVE_LINE.pattern],
-                                stdin=read_end, stdout=2, stderr=2, close_fds=True)
+        pump = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _FILTER, str(log_path), _NATIVE_LINE.pattern],
+            stdin=read_end,
+            stdout=2,
+            stderr=2,
+            close_fds=True,
+        )
     except OSError:  # no interpreter to start: keep stderr whole
         os.close(read_end)
         os.close(write_end)

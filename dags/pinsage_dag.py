@@ -3,7 +3,7 @@
 The DAG file is configuration only: parsing it reads one small YAML file and imports no
 TensorFlow, Spark, Beam or MLflow (tests/unit/dags/test_pinsage_dag.py checks). It wires the stages of
 :data:`components.stages.STAGES` and nothing else: each task calls the same
-:func:`components.base.execute` as the local runner and the Kubeflow components, over the run
+:func:`components.orchestration.execution.execute` as the local runner and the Kubeflow components, over the run
 directory of its data interval, ``<orchestration.run_root>/<interval start>_<interval end>``
 (never "latest"), so a retried or cleared task rewrites exactly its own partition. Tasks pass
 directory paths through XCom, never data. A stage's context carries the interval key as run id
@@ -38,7 +38,9 @@ def interval_key(start: datetime | None, end: datetime | None, logical_date: dat
 
     Manually triggered Airflow 3 runs may have no logical date; their run id is unique per run.
     """
-    start, end, logical_date = (d.astimezone(timezone.utc) if d is not None else None for d in (start, end, logical_date))
+    start, end, logical_date = (
+        d.astimezone(timezone.utc) if d is not None else None for d in (start, end, logical_date)
+    )
     if start is not None and end is not None:
         # Manual runs have an empty interval (start == end): one timestamp names it.
         return f"{start:%Y%m%dT%H%M%SZ}" if start == end else f"{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
@@ -50,7 +52,10 @@ def interval_key(start: datetime | None, end: datetime | None, logical_date: dat
 def run_dir_for(context) -> Path:
     """``<run_root>/<interval key>`` for the task's DAG run (from the Airflow task context)."""
     key = interval_key(
-        context.get("data_interval_start"), context.get("data_interval_end"), context.get("logical_date"), context["run_id"]
+        context.get("data_interval_start"),
+        context.get("data_interval_end"),
+        context.get("logical_date"),
+        context["run_id"],
     )
     return Path(CFG.orchestration.run_root).resolve() / key
 
@@ -82,13 +87,15 @@ def run_stage(stage_name: str, run_dir: str, inputs: dict[str, str]) -> str:
     """
     from airflow.sdk import get_current_context
 
-    from components.base import execute, exit_on_known_error
+    from components.orchestration.execution import execute, exit_on_known_error
     from components.stages import StageContext, get_stage
 
     ctx = StageContext.for_run_dir(run_dir, logical_time_for(get_current_context()))
     out = Path(run_dir) / stage_name
     # A known error (bad input, config) fails the task with the same one line as `pinsage run`.
-    exit_on_known_error(execute, get_stage(stage_name), CFG, {k: Path(v) for k, v in inputs.items()}, out, ctx, force=True)
+    exit_on_known_error(
+        execute, get_stage(stage_name), CFG, {k: Path(v) for k, v in inputs.items()}, out, ctx, force=True
+    )
     return str(out)
 
 
@@ -97,7 +104,7 @@ def submit_kfp() -> str:
     """Compile the Kubeflow pipeline and start a run for this interval; returns the KFP run id."""
     from airflow.sdk import get_current_context
 
-    from components.kfp_pipeline import submit
+    from components.orchestration.kfp_pipeline import submit
 
     ctx = get_current_context()
     path = Path(CONFIG_PATH).resolve()
@@ -113,7 +120,10 @@ def submit_kfp() -> str:
     start_date=datetime.fromisoformat(CFG.orchestration.start_date).replace(tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": CFG.orchestration.retries, "retry_delay": timedelta(seconds=CFG.orchestration.retry_delay_s)},
+    default_args={
+        "retries": CFG.orchestration.retries,
+        "retry_delay": timedelta(seconds=CFG.orchestration.retry_delay_s),
+    },
     tags=["pinsage", "kfp" if CFG.orchestration.submit_to_kfp else "local"],
     doc_md=__doc__,
 )

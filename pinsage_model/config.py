@@ -135,7 +135,7 @@ class SamplerConfig:
     ``backend`` picks where the neighbourhoods stage runs the walks: ``numba`` in process on
     ``num_threads`` threads (0 = all cores), or ``spark``: one Spark job whose tasks are seed
     ranges, each running the same kernel on the graph memory-mapped from the run area
-    (:mod:`pinsage_model.sampler_spark`; master from ``spark.master``, ``spark.task.cpus``
+    (:mod:`pinsage_model.spark.sampler`; master from ``spark.master``, ``spark.task.cpus``
     threads per task), for graphs whose walks outgrow one machine. Rows depend only on (graph,
     item, ``seed``), so both backends write byte-identical files.
     """
@@ -216,7 +216,7 @@ class TrainConfig:
     base_lr: float = 1e-2
     lr_decay: float = 0.9
     margin: float = 0.1
-    # How Eq. 1 is reduced over an example's negatives (pinsage_model.loss.max_margin_loss).
+    # How Eq. 1 is reduced over an example's negatives (pinsage_model.model.loss.max_margin_loss).
     margin_reduction: Literal["mean", "mean_per_source", "sum"] = "mean"
     num_negatives: int = 500
     max_hard_negatives: int = 6
@@ -254,7 +254,7 @@ class InferenceConfig:
     """Layer-wise inference (paper 3.4): in process (``numpy``) or as Spark jobs.
 
     ``spark_strategy`` picks how the Spark backend joins projections with neighbourhoods
-    (``pinsage_model.inference_spark``): ``shuffle`` (MapReduce join, any scale), ``broadcast``
+    (``pinsage_model.spark.inference``): ``shuffle`` (MapReduce join, any scale), ``broadcast``
     or ``gather`` (map-side, when the (N, hidden_dim) projections fit ``spark_broadcast_max_mb``);
     ``auto`` uses ``gather`` when they fit and ``shuffle`` otherwise.
     """
@@ -358,7 +358,7 @@ class OrchestrationConfig:
     image: str = "ghcr.io/pinsage/pinsage:0.1.0"
     submit_to_kfp: bool = False
     kfp_host: str = ""
-    # Kubeflow only: N > 0 makes the pipeline's model task a launcher (components.tfjob) that
+    # Kubeflow only: N > 0 makes the pipeline's model task a launcher (components.orchestration.tfjob) that
     # runs the model stage as a Training Operator TFJob of N workers (train.num_devices GPUs
     # each; needs train.strategy multi_worker) on the shared run area, built from the manifest
     # tfjob_template (relative: to the working directory, then the repository root); 0 trains
@@ -399,9 +399,7 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
     args = typing.get_args(tp)
 
     def fail(expected: str) -> ConfigError:
-        return ConfigError(
-            f"{source}: key '{where}' expects {expected}, got {type(value).__name__} {value!r}"
-        )
+        return ConfigError(f"{source}: key '{where}' expects {expected}, got {type(value).__name__} {value!r}")
 
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -456,9 +454,7 @@ def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
     unknown = sorted(set(raw) - names)
     if unknown:
         key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(
-            f"{source}: unknown key '{key}'; allowed here: {', '.join(sorted(names))}"
-        )
+        raise ConfigError(f"{source}: unknown key '{key}'; allowed here: {', '.join(sorted(names))}")
     kwargs = {}
     for name, value in raw.items():
         where = f"{prefix}.{name}" if prefix else name
@@ -495,7 +491,10 @@ def _check_values(obj: Any, prefix: str, source: str) -> None:
             raise bad("min_input_fraction", "must be in [0, 1), recency_half_life >= 0 and lr > 0")
     if isinstance(obj, FeaturesConfig):
         if obj.direct_num_workers < 0 or obj.batch_rows < 1:
-            raise bad("direct_num_workers", f"must be >= 0 and batch_rows >= 1, got {obj.direct_num_workers} and {obj.batch_rows}")
+            raise bad(
+                "direct_num_workers",
+                f"must be >= 0 and batch_rows >= 1, got {obj.direct_num_workers} and {obj.batch_rows}",
+            )
         if obj.direct_running_mode == "in_memory" and obj.direct_num_workers != 1:
             raise bad("direct_num_workers", "must be 1 with direct_running_mode in_memory (one in-process worker)")
     if isinstance(obj, TrainConfig):

@@ -86,7 +86,9 @@ def atomic_npy_rows(path: str | Path, shape: tuple[int, ...], dtype: Any) -> Ite
     def write(block: np.ndarray) -> None:
         nonlocal written
         if block.dtype != dtype or block.shape[1:] != tuple(shape[1:]) or written + len(block) > shape[0]:
-            raise ValueError(f"{path}: block {block.dtype} {block.shape} does not fit {dtype} {shape} after {written} rows")
+            raise ValueError(
+                f"{path}: block {block.dtype} {block.shape} does not fit {dtype} {shape} after {written} rows"
+            )
         fh.write(np.ascontiguousarray(block).tobytes())
         written += len(block)
 
@@ -151,6 +153,4 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def json_digest(obj: Any) -> str:
-    return hashlib.sha256(
-        json.dumps(obj, sort_keys=True, default=_json_default).encode()
-    ).hexdigest()
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()

@@ -14,13 +14,27 @@ from typing import Any
 LOG_INTERVAL_S = 30.0
 
 
-def progress_bar(iterable: Iterable | None = None, *, desc: str, total: int | None = None, unit: str = "it",
-             disable: bool = False, leave: bool = True) -> Any:
+def progress_bar(
+    iterable: Iterable | None = None,
+    *,
+    desc: str,
+    total: int | None = None,
+    unit: str = "it",
+    disable: bool = False,
+    leave: bool = True,
+) -> Any:
     """A ``tqdm`` bar over ``iterable`` (or a manual one with ``total``), tuned for where it prints."""
     from tqdm import tqdm
 
     tty = sys.stderr.isatty()
     return tqdm(
-        iterable, desc=desc, total=total, unit=unit, disable=disable, leave=leave,
-        mininterval=1.0 if tty else LOG_INTERVAL_S, ascii=not tty, dynamic_ncols=tty,
+        iterable,
+        desc=desc,
+        total=total,
+        unit=unit,
+        disable=disable,
+        leave=leave,
+        mininterval=1.0 if tty else LOG_INTERVAL_S,
+        ascii=not tty,
+        dynamic_ncols=tty,
     )

@@ -4,13 +4,13 @@ A stage is a module ``components.stages.<name>`` (the stage name, its module nam
 folder are one name) with ``run(cfg, inputs, out_dir, ctx) -> report``:
 
 * ``inputs`` maps each upstream stage name to that stage's output directory;
-* ``out_dir`` is an empty temporary directory that :func:`components.base.execute` renames onto
+* ``out_dir`` is an empty temporary directory that :func:`components.orchestration.execution.execute` renames onto
   the stage's output directory only when ``run`` returns;
 * ``ctx`` is the :class:`StageContext` of the run.
 
 A stage that several processes run together (the model stage under ``train.strategy:
 multi_worker``) also defines ``writes_outputs(cfg) -> bool``: False in the processes that take
-part without writing the stage's outputs (:func:`components.base.execute` then runs ``run`` into
+part without writing the stage's outputs (:func:`components.orchestration.execution.execute` then runs ``run`` into
 a private folder it discards).
 
 The local runner, the Airflow DAG and the Kubeflow pipeline all read :data:`STAGES`, so they run
@@ -42,7 +42,7 @@ class StageContext:
         instead of reading the clock, so a rerun writes the same manifests.
       scratch_dir: the stage's own folder for checkpoints, kept when the stage fails so a rerun
         with the same inputs resumes, and removed once it succeeds. Front ends give the run's
-        scratch root; :func:`components.base.execute` narrows it to ``<root>/<stage>/<fingerprint>``.
+        scratch root; :func:`components.orchestration.execution.execute` narrows it to ``<root>/<stage>/<fingerprint>``.
       run_area: the folder successive runs share: the local MLflow store (``mlflow.db``,
         ``mlartifacts/``) when no tracking URI is set, and ``published/`` index roots when no
         ``index.publish_root`` is set.
@@ -113,15 +113,40 @@ STAGES: tuple[Stage, ...] = (
     Stage("raw", (), ("data",), "load or generate interactions and items into the data contracts"),
     Stage("pairs", ("raw",), ("pairs", "spark"), "cleaned interactions, engagement pairs and their splits (Spark)"),
     Stage("graph", ("raw", "pairs"), ("graph", "spark"), "item-collection CSR graph and training subgraph"),
-    Stage("features", ("raw", "graph"), ("features",), "TF Transform item features",
-          ("tensorflow", "apache_beam", "tensorflow_transform.beam", "tfx_bsl.tfxio.parquet_tfxio")),
+    Stage(
+        "features",
+        ("raw", "graph"),
+        ("features",),
+        "TF Transform item features",
+        ("tensorflow", "apache_beam", "tensorflow_transform.beam", "tfx_bsl.tfxio.parquet_tfxio"),
+    ),
     Stage("neighbourhoods", ("graph",), ("sampler",), "random-walk importance neighbourhoods"),
-    Stage("model", ("graph", "features", "neighbourhoods"), ("model", "train", "sampler", "user_head"), "PinSage training (items, then the user head)",
-          ("tensorflow",)),
-    Stage("embeddings", ("graph", "features", "neighbourhoods", "model"), ("inference", "spark"), "layer-wise inference of item and collection embeddings"),
-    Stage("evaluation", ("raw", "pairs", "graph", "features", "neighbourhoods", "embeddings"), ("evaluation", "sampler", "pairs"), "hit-rate, MRR, kurtosis vs baselines"),
-    Stage("registration", ("graph", "model", "embeddings", "evaluation"), ("tracking", "index"), "MLflow run, servable model version (pyfunc over the faiss index) and the validation-split promotion gate",
-          ("mlflow",)),
+    Stage(
+        "model",
+        ("graph", "features", "neighbourhoods"),
+        ("model", "train", "sampler", "user_head"),
+        "PinSage training (items, then the user head)",
+        ("tensorflow",),
+    ),
+    Stage(
+        "embeddings",
+        ("graph", "features", "neighbourhoods", "model"),
+        ("inference", "spark"),
+        "layer-wise inference of item and collection embeddings",
+    ),
+    Stage(
+        "evaluation",
+        ("raw", "pairs", "graph", "features", "neighbourhoods", "embeddings"),
+        ("evaluation", "sampler", "pairs"),
+        "hit-rate, MRR, kurtosis vs baselines",
+    ),
+    Stage(
+        "registration",
+        ("graph", "model", "embeddings", "evaluation"),
+        ("tracking", "index"),
+        "MLflow run, servable model version (pyfunc over the faiss index) and the validation-split promotion gate",
+        ("mlflow",),
+    ),
     Stage("index", ("graph", "embeddings", "evaluation", "registration"), ("index",), "faiss index publishing"),
 )
 

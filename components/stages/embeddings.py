@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from components.base import StageError, stage_main
+from components.orchestration.execution import StageError, stage_main
 
 if TYPE_CHECKING:
     from components.stages import StageContext
@@ -42,17 +42,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("pinsage")
 
 
-
 def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     import pyarrow as pa
 
-    from pinsage_model.contracts import (
-        ITEM_IDS, ContractError, CSRGraph, Neighbourhoods, model_digest, read_collection_recency, read_table,
+    from pinsage_model.data.contracts import ITEM_IDS, ContractError, model_digest, read_table
+    from pinsage_model.graph.csr import CSRGraph, Neighbourhoods, read_collection_recency
+    from pinsage_model.inference.layerwise import (
+        InferenceStats,
+        check_inputs,
+        collection_embeddings,
+        embed_all,
+        query_shift,
     )
-    from pinsage_model.export import load_weights_npz
-    from pinsage_model.inference import InferenceStats, check_inputs, collection_embeddings, embed_all, query_shift
     from pinsage_model.io import atomic_save_npy, atomic_write_json, atomic_write_parquet
-    from pinsage_model.user_head import load_head, save_head, user_vectors
+    from pinsage_model.model.export import load_weights_npz
+    from pinsage_model.model.user_head import load_head, save_head, user_vectors
 
     try:
         graph = CSRGraph.load(inputs["graph"] / "graph.npz")
@@ -74,14 +78,20 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     if backend == "numpy":
         emb = embed_all(weights, mcfg, features, nbhd, batch_size=cfg.inference.batch_size, progress=True, stats=stats)
     else:
-        from pinsage_model.inference_spark import embed_all_spark
-        from pinsage_model.spark import get_spark
+        from pinsage_model.spark.inference import embed_all_spark
+        from pinsage_model.spark.session import get_spark
 
         scratch = out_dir / "_scratch"
         try:
             emb = embed_all_spark(
-                get_spark(cfg.spark), weights, mcfg, features, nbhd, scratch_dir=scratch,
-                strategy=cfg.inference.spark_strategy, broadcast_max_bytes=cfg.inference.spark_broadcast_max_mb << 20,
+                get_spark(cfg.spark),
+                weights,
+                mcfg,
+                features,
+                nbhd,
+                scratch_dir=scratch,
+                strategy=cfg.inference.spark_strategy,
+                broadcast_max_bytes=cfg.inference.spark_broadcast_max_mb << 20,
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -123,7 +133,9 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     # the champion's, and its prefix names the embeddings' model.
     digest = model_digest(inputs["model"])
     version = f"sha-{digest[:12]}"
-    atomic_write_json(out_dir / "model.json", {"model_version": version, "weights_digest": digest, "model_config": mcfg})
+    atomic_write_json(
+        out_dir / "model.json", {"model_version": version, "weights_digest": digest, "model_config": mcfg}
+    )
     zero_norm = np.linalg.norm(emb, axis=1) < 0.5
     held_out = ~in_train_by_idx
     return {

@@ -2,7 +2,7 @@
 
 Reads ``embeddings/items.npy`` (PinSage), ``graph/pairs_indexed.parquet`` (held-out pairs),
 ``features/features.npy`` (content baseline) and the graphs (graph baselines). Every method is
-ranked by the same evaluator (:mod:`pinsage_model.metrics`) over the same candidate pool.
+ranked by the same evaluator (:mod:`pinsage_model.evaluation.metrics`) over the same candidate pool.
 
 Outputs: ``metrics.json`` (test metrics per method, validation metrics reported separately for
 tuning, the inductive split of test pairs by whether the query is in the training subgraph, and
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.base import StageError, stage_main
+from components.orchestration.execution import StageError, stage_main
 from components.stages import StageContext
 from pinsage_model import metric_keys
 from pinsage_model.config import PipelineConfig
@@ -30,6 +30,8 @@ from pinsage_model.config import PipelineConfig
 log = logging.getLogger("pinsage")
 
 PINSAGE = "pinsage"
+
+
 def content_columns(features_dir: Path) -> list[int]:
     """Feature columns that describe an item's content: all but the degree and ``has_features``.
 
@@ -56,7 +58,7 @@ def load_pairs(graph_dir: Path, split: str, max_pairs: int, seed: int) -> dict[s
     """Pairs of one split (``q``, ``pos``, ``query_in_train_graph``), subsampled to ``max_pairs``."""
     import pyarrow.compute as pc
 
-    from pinsage_model.contracts import ITEM_IDS, PAIRS_INDEXED, read_table
+    from pinsage_model.data.contracts import ITEM_IDS, PAIRS_INDEXED, read_table
 
     table = read_table(graph_dir / "pairs_indexed.parquet", PAIRS_INDEXED)
     table = table.filter(pc.equal(table.column("split"), split))
@@ -73,7 +75,7 @@ def load_pairs(graph_dir: Path, split: str, max_pairs: int, seed: int) -> dict[s
 
 def item_id_strings(graph_dir: Path) -> np.ndarray:
     """(N,) item id strings by dense ``item_idx``."""
-    from pinsage_model.contracts import ITEM_IDS, read_table
+    from pinsage_model.data.contracts import ITEM_IDS, read_table
 
     items = read_table(graph_dir / "item_ids.parquet", ITEM_IDS)
     ids = np.empty(items.num_rows, dtype=object)
@@ -82,18 +84,16 @@ def item_id_strings(graph_dir: Path) -> np.ndarray:
 
 
 def build_methods(cfg: PipelineConfig, inputs: dict[str, Path]) -> tuple[list, dict[str, str]]:
-    """PinSage plus the configured baselines, as :class:`pinsage_model.baselines.Method`, and
+    """PinSage plus the configured baselines, as :class:`pinsage_model.evaluation.baselines.Method`, and
     ``{name: why}`` of the baselines skipped (EASE above ``evaluation.ease_max_items`` items)."""
-    from pinsage_model import baselines
-    from pinsage_model.contracts import CSRGraph
+    from pinsage_model.evaluation import baselines
+    from pinsage_model.graph.csr import CSRGraph
 
     ev = cfg.evaluation
     unknown = [b for b in ev.baselines if b not in baselines.BASELINES]
     if unknown:
-        raise StageError(
-            f"evaluation.baselines: unknown '{unknown[0]}'; known: {', '.join(baselines.BASELINES)}"
-        )
-    from pinsage_model.contracts import read_query_shift
+        raise StageError(f"evaluation.baselines: unknown '{unknown[0]}'; known: {', '.join(baselines.BASELINES)}")
+    from pinsage_model.data.contracts import read_query_shift
 
     emb = np.load(inputs["embeddings"] / "items.npy")
     shift = read_query_shift(inputs["embeddings"], emb.shape[1])
@@ -135,23 +135,37 @@ def build_methods(cfg: PipelineConfig, inputs: dict[str, Path]) -> tuple[list, d
 
 def method_ranks(method, pairs: dict[str, np.ndarray], num_items: int, cfg: PipelineConfig) -> dict:
     """Ranks and summary of one method on one split of pairs."""
-    from pinsage_model import metrics
+    from pinsage_model.evaluation import metrics
 
     ev = cfg.evaluation
     if method.embeddings is not None:
         return metrics.evaluate_embeddings(
-            method.embeddings, pairs["q"], pairs["pos"], ev.ks, ev.mrr_scale, ev.candidate_pool, ev.seed,
-            exact_max_pool=ev.exact_max_pool, query_shift=method.query_shift,
+            method.embeddings,
+            pairs["q"],
+            pairs["pos"],
+            ev.ks,
+            ev.mrr_scale,
+            ev.candidate_pool,
+            ev.seed,
+            exact_max_pool=ev.exact_max_pool,
+            query_shift=method.query_shift,
         )
     q = pairs["q"]
     return metrics.evaluate_scores(
-        lambda pos: method.item_scores(q[pos]), num_items, q, pairs["pos"], ev.ks, ev.mrr_scale, ev.candidate_pool, ev.seed
+        lambda pos: method.item_scores(q[pos]),
+        num_items,
+        q,
+        pairs["pos"],
+        ev.ks,
+        ev.mrr_scale,
+        ev.candidate_pool,
+        ev.seed,
     )
 
 
 def spread(method, num_items: int, cfg: PipelineConfig) -> dict | None:
     """Random-pair cosine similarity for methods with a similarity (None for pure scorers)."""
-    from pinsage_model import metrics
+    from pinsage_model.evaluation import metrics
 
     ev = cfg.evaluation
     if method.embeddings is not None:
@@ -160,7 +174,12 @@ def spread(method, num_items: int, cfg: PipelineConfig) -> dict | None:
         return None
     a, b = metrics.random_pairs(num_items, ev.similarity_pairs, ev.seed)
     sims = method.pair_similarity(a, b)
-    return {"kurtosis": metrics.excess_kurtosis(sims), "mean": float(sims.mean()), "std": float(sims.std()), "similarities": sims}
+    return {
+        "kurtosis": metrics.excess_kurtosis(sims),
+        "mean": float(sims.mean()),
+        "std": float(sims.std()),
+        "similarities": sims,
+    }
 
 
 def user_events(cfg: PipelineConfig, inputs: dict[str, Path]):
@@ -174,19 +193,25 @@ def user_events(cfg: PipelineConfig, inputs: dict[str, Path]):
     """
     import pandas as pd
 
-    from pinsage_model.contracts import INTERACTIONS, read_table
+    from pinsage_model.data.contracts import INTERACTIONS, read_table
 
     test_path = inputs["raw"] / "test_interactions.parquet"
     if not test_path.exists() and cfg.pairs.split != "temporal":
         return None  # no held-out user events to rank (and no need to read the interactions)
-    clean = pd.read_parquet(inputs["pairs"] / "interactions.parquet", columns=["user_id", "item_id", "timestamp", "collection_id", "split"])
+    clean = pd.read_parquet(
+        inputs["pairs"] / "interactions.parquet", columns=["user_id", "item_id", "timestamp", "collection_id", "split"]
+    )
     train = clean[clean["split"] == "train"]
     per_user = len(clean) and (clean["collection_id"] == clean["user_id"]).all()
     held = {"validation": clean[clean["split"] == "validation"]} if per_user and cfg.pairs.split == "temporal" else {}
     if test_path.exists():
         return {"test": read_table(test_path, INTERACTIONS).to_pandas(), **held}, train, f"test file {test_path.name}"
     if per_user:
-        return {"test": clean[clean["split"] == "test"], **held}, train, f"temporal split: each user's last {cfg.pairs.fractions[2]:.0%} of events"
+        return (
+            {"test": clean[clean["split"] == "test"], **held},
+            train,
+            f"temporal split: each user's last {cfg.pairs.fractions[2]:.0%} of events",
+        )
     return None
 
 
@@ -211,8 +236,9 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
     """
     import pyarrow.parquet as pq
 
-    from pinsage_model import metrics
-    from pinsage_model.contracts import CSRGraph, read_user_shift
+    from pinsage_model.data.contracts import read_user_shift
+    from pinsage_model.evaluation import metrics
+    from pinsage_model.graph.csr import CSRGraph
 
     events = user_events(cfg, inputs)
     if events is None:
@@ -220,7 +246,9 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
     held, train_frame, source = events
     ev = cfg.evaluation
     item_ids = pq.read_table(inputs["graph"] / "item_ids.parquet", columns=["item_idx", "item_id"]).to_pandas()
-    coll_ids = pq.read_table(inputs["graph"] / "collection_ids.parquet", columns=["collection_idx", "collection_id"]).to_pandas()
+    coll_ids = pq.read_table(
+        inputs["graph"] / "collection_ids.parquet", columns=["collection_idx", "collection_id"]
+    ).to_pandas()
     item_of = dict(zip(item_ids["item_id"], item_ids["item_idx"]))
     coll_of = dict(zip(coll_ids["collection_id"], coll_ids["collection_idx"]))
     graph = CSRGraph.load(inputs["graph"] / "graph.npz", mmap=False)
@@ -250,8 +278,13 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
         np.cumsum(np.bincount(rows["u"].to_numpy(), minlength=num_users), out=held_indptr[1:])
         users = np.flatnonzero(np.diff(held_indptr) > 0)
         common = dict(
-            users=users, train_indptr=np.asarray(graph.coll_indptr), train_indices=np.asarray(graph.coll_indices),
-            test_indptr=held_indptr, test_indices=rows["i"].to_numpy(), num_items=n, ks=ev.user_ks,
+            users=users,
+            train_indptr=np.asarray(graph.coll_indptr),
+            train_indices=np.asarray(graph.coll_indices),
+            test_indptr=held_indptr,
+            test_indices=rows["i"].to_numpy(),
+            num_items=n,
+            ks=ev.user_ks,
             # set scores hold one (N,) row per history item before the max: keep the block small
             block_rows=max(1, (64 << 20) // (8 * n * max(1, longest))),
         )
@@ -259,6 +292,7 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
         if ue is not None:
             out[f"{PINSAGE}-pooled"] = metrics.user_topk_metrics(lambda pos: ue[users[pos]] @ ie.T, **common)
         for m in methods:
+
             def score(pos, m=m):
                 ptr, idx = _sub_csr(rec_indptr, rec_indices, users[pos])
                 return m.set_scores(ptr, idx)
@@ -274,7 +308,7 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
 
 
 def _sub_csr(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from pinsage_model.metrics import csr_rows
+    from pinsage_model.evaluation.metrics import csr_rows
 
     lengths = indptr[rows + 1] - indptr[rows]
     ptr = np.zeros(len(rows) + 1, dtype=np.int64)
@@ -307,13 +341,15 @@ def _finite(obj):
     return obj
 
 
-def evaluate_method(method, test: dict, val: dict, n: int, cfg: PipelineConfig) -> tuple[dict, np.ndarray, np.ndarray | None]:
+def evaluate_method(
+    method, test: dict, val: dict, n: int, cfg: PipelineConfig
+) -> tuple[dict, np.ndarray, np.ndarray | None]:
     """Test and validation metrics, the inductive breakdown and the similarity spread of one method.
 
     Returns:
       (result dict, (P,) test ranks, random-pair similarities or None).
     """
-    from pinsage_model.metrics import summarise
+    from pinsage_model.evaluation.metrics import summarise
 
     ev = cfg.evaluation
     res_test = method_ranks(method, test, n, cfg)
@@ -336,8 +372,10 @@ def split_protocol(cfg: PipelineConfig) -> str:
     if p.split == "hash":
         return f"hash of the unordered pair (train/validation/test {p.fractions}); the graph holds every event"
     where = "each user's latest events" if p.temporal_scope == "user" else "events after a global time cut"
-    return (f"temporal ({where}: train/validation/test {p.fractions}); validation and test engagements "
-            "are not in the graph any method reads")
+    return (
+        f"temporal ({where}: train/validation/test {p.fractions}); validation and test engagements "
+        "are not in the graph any method reads"
+    )
 
 
 def random_kurtosis(num_items: int, dim: int, cfg: PipelineConfig) -> float:
@@ -346,14 +384,19 @@ def random_kurtosis(num_items: int, dim: int, cfg: PipelineConfig) -> float:
     The reference beside every kurtosis: for d = 64 it is about -0.09, so a kurtosis near 0 alone
     is not the paper's Figure 4 effect; what matters is the spread compared with the baselines'.
     """
-    from pinsage_model import metrics
+    from pinsage_model.evaluation import metrics
 
     vectors = np.random.default_rng([cfg.evaluation.seed, 5]).normal(size=(num_items, dim))
     return float(metrics.similarity_spread(vectors, cfg.evaluation.similarity_pairs, cfg.evaluation.seed)["kurtosis"])
 
 
 def render_report(
-    results: dict, users: dict | None, cfg: PipelineConfig, num_test: int, with_spread: bool, skipped: dict[str, str],
+    results: dict,
+    users: dict | None,
+    cfg: PipelineConfig,
+    num_test: int,
+    with_spread: bool,
+    skipped: dict[str, str],
     reference_kurtosis: float,
 ) -> tuple[str, str]:
     """(report.md text, the test table alone); ``skipped``: {baseline: why it was not evaluated};
@@ -361,7 +404,8 @@ def render_report(
     ev = cfg.evaluation
     ks = tuple(ev.ks)
     table = format_table(
-        {name: {**res["test"], "kurtosis": (res["similarity"] or {}).get("kurtosis")} for name, res in results.items()}, ks
+        {name: {**res["test"], "kurtosis": (res["similarity"] or {}).get("kurtosis")} for name, res in results.items()},
+        ks,
     )
     val_table = format_table({k: v["validation"] for k, v in results.items() if v["validation"]}, ks, kurtosis=False)
     md = [
@@ -372,10 +416,18 @@ def render_report(
         f"MRR scale {ev.mrr_scale}; ties take the mean of their positions; graph baselines on the "
         f"{ev.baseline_graph} graph. Kurtosis reference: random unit vectors of the same width give "
         f"{reference_kurtosis:.2f}.",
-        "", "## Test split", "", table,
+        "",
+        "## Test split",
+        "",
+        table,
         *(["", *(f"Not evaluated: {why}" for why in skipped.values())] if skipped else []),
-        "", "## Validation split (for tuning)", "", val_table,
-        "", "## Test pairs by whether the query is in the training subgraph", "",
+        "",
+        "## Validation split (for tuning)",
+        "",
+        val_table,
+        "",
+        "## Test pairs by whether the query is in the training subgraph",
+        "",
         f"| method | query in train graph: n, hit@{ks[0]}, MRR | not in train graph: n, hit@{ks[0]}, MRR |",
         "|---|---|---|",
     ]
@@ -384,16 +436,27 @@ def render_report(
         return f"{s['n']}, {s[metric_keys.hit_rate(ks[0])]:.4f}, {s[metric_keys.MRR]:.4f}" if s["n"] else "0, -, -"
 
     for name, res in results.items():
-        md.append(f"| {name} | {cell(res['inductive']['query_in_train_graph'])} | {cell(res['inductive']['query_not_in_train_graph'])} |")
+        md.append(
+            f"| {name} | {cell(res['inductive']['query_in_train_graph'])} | {cell(res['inductive']['query_not_in_train_graph'])} |"
+        )
     if users is not None:
         uk = tuple(ev.user_ks)
         for title, rows in (("test", users["methods"]), ("validation, for tuning", users.get("validation"))):
             if not rows:
                 continue
-            md += ["", f"## User-level, {title} (full ranking, training items masked; {users['users']} test users)", "",
-                   "| user vector | " + " | ".join(f"recall@{k} | ndcg@{k}" for k in uk) + " |", "|---|" + "---:|" * (2 * len(uk))]
+            md += [
+                "",
+                f"## User-level, {title} (full ranking, training items masked; {users['users']} test users)",
+                "",
+                "| user vector | " + " | ".join(f"recall@{k} | ndcg@{k}" for k in uk) + " |",
+                "|---|" + "---:|" * (2 * len(uk)),
+            ]
             for name, r in rows.items():
-                md.append(f"| {name} | " + " | ".join(f"{r[metric_keys.recall(k)]:.4f} | {r[metric_keys.ndcg(k)]:.4f}" for k in uk) + " |")
+                md.append(
+                    f"| {name} | "
+                    + " | ".join(f"{r[metric_keys.recall(k)]:.4f} | {r[metric_keys.ndcg(k)]:.4f}" for k in uk)
+                    + " |"
+                )
     md += ["", "![hit-rate@K](hit_rate_curve.png)", ""]
     if with_spread:
         md += ["![similarity of random item pairs](similarity_all.png)", ""]
@@ -401,10 +464,9 @@ def render_report(
 
 
 def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageContext) -> dict:
-    from pinsage_model.progress import progress_bar
-
-    from pinsage_model import plots
+    from pinsage_model.evaluation import plots
     from pinsage_model.io import atomic_write_json, atomic_write_text
+    from pinsage_model.progress import progress_bar
 
     ev = cfg.evaluation
     ks = tuple(ev.ks)
@@ -437,25 +499,38 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
         "methods": results,
         "skipped_baselines": skipped,
         "user_level": users,
-        "config": {"ks": list(ks), "candidate_pool": ev.candidate_pool, "mrr_scale": ev.mrr_scale,
-                   "baseline_graph": ev.baseline_graph, "test_pairs": int(len(test["q"])),
-                   "validation_pairs": int(len(val["q"])),
-                   "split_digests": {"test": split_digest(ids, test), "validation": split_digest(ids, val)},
-                   "kurtosis_of_random_unit_vectors": reference, "split_protocol": split_protocol(cfg)},
+        "config": {
+            "ks": list(ks),
+            "candidate_pool": ev.candidate_pool,
+            "mrr_scale": ev.mrr_scale,
+            "baseline_graph": ev.baseline_graph,
+            "test_pairs": int(len(test["q"])),
+            "validation_pairs": int(len(val["q"])),
+            "split_digests": {"test": split_digest(ids, test), "validation": split_digest(ids, val)},
+            "kurtosis_of_random_unit_vectors": reference,
+            "split_protocol": split_protocol(cfg),
+        },
     }
     atomic_write_json(out_dir / "metrics.json", _finite(metrics_json))
     for name, sims in spreads.items():
-        plots.similarity_histogram(sims, name, results[name]["similarity"]["kurtosis"], out_dir / f"similarity_{name}.png")
+        plots.similarity_histogram(
+            sims, name, results[name]["similarity"]["kurtosis"], out_dir / f"similarity_{name}.png"
+        )
     if spreads:
         plots.similarity_overlay(spreads, out_dir / "similarity_all.png")
-    plots.hit_rate_curve(test_ranks, min(n if not ev.candidate_pool else ev.candidate_pool, 10 * max(ks)), out_dir / "hit_rate_curve.png")
+    plots.hit_rate_curve(
+        test_ranks, min(n if not ev.candidate_pool else ev.candidate_pool, 10 * max(ks)), out_dir / "hit_rate_curve.png"
+    )
 
     print("\nOffline evaluation (test split)\n" + table + "\n", flush=True)
     return {
         "test_pairs": int(len(test["q"])),
         "validation_pairs": int(len(val["q"])),
         "skipped_baselines": skipped,
-        "metrics": {name: {k: v for k, v in res["test"].items() if k.startswith(("hit", "mrr"))} for name, res in results.items()},
+        "metrics": {
+            name: {k: v for k, v in res["test"].items() if k.startswith(("hit", "mrr"))}
+            for name, res in results.items()
+        },
         "eval_seconds": timings,
     }
 

@@ -7,7 +7,7 @@ fallback), ``graph/item_ids.parquet`` and ``graph/graph.npz`` (full-graph degree
 and which items have content), ``transform/`` (the saved TF Transform output) and
 ``quarantine.parquet`` (item rows not used, with a reason).
 
-See :mod:`pinsage_model.feature_transform` for the exact columns. Missing features: with
+See :mod:`pinsage_model.features.transform` for the exact columns. Missing features: with
 ``features.missing_features: id_embedding`` (default) the matrix carries a ``has_features``
 column and the trainer adds a learned id embedding of ``features.id_embedding_dim`` for items
 with ``has_features == 0`` (transductive: such items need to be in training); with ``zeros``
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from components.base import StageError, print_table, stage_main
+from components.orchestration.execution import StageError, print_table, stage_main
 
 if TYPE_CHECKING:
     from components.stages import StageContext
@@ -34,8 +34,9 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     import numpy as np
     import pyarrow as pa
 
-    from pinsage_model import feature_transform as ft
-    from pinsage_model.contracts import ITEM_IDS, ITEMS, CSRGraph, quarantine_table, read_table
+    from pinsage_model.data.contracts import ITEM_IDS, ITEMS, quarantine_table, read_table
+    from pinsage_model.features import transform as ft
+    from pinsage_model.graph.csr import CSRGraph
     from pinsage_model.io import atomic_npy_rows, atomic_write_json, atomic_write_parquet
 
     raw, graph_dir = Path(inputs["raw"]), Path(inputs["graph"])
@@ -80,15 +81,18 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
             write(block)
 
     has = rows["has_features"] > 0
-    atomic_write_json(out_dir / "feature_names.json", {
-        "names": names,
-        "input_columns": [c for c in columns if c != "item_idx"],
-        "missing_features": cfg.features.missing_features,
-        "has_features_column": names.index("has_features") if "has_features" in names else None,
-        "log_degree_column": names.index("log_degree"),
-        "id_embedding_dim": cfg.features.id_embedding_dim if cfg.features.missing_features == "id_embedding" else 0,
-        "items_without_features": int((~has).sum()),
-    })
+    atomic_write_json(
+        out_dir / "feature_names.json",
+        {
+            "names": names,
+            "input_columns": [c for c in columns if c != "item_idx"],
+            "missing_features": cfg.features.missing_features,
+            "has_features_column": names.index("has_features") if "has_features" in names else None,
+            "log_degree_column": names.index("log_degree"),
+            "id_embedding_dim": cfg.features.id_embedding_dim if cfg.features.missing_features == "id_embedding" else 0,
+            "items_without_features": int((~has).sum()),
+        },
+    )
 
     report = {
         "items": n,

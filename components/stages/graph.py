@@ -32,12 +32,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from components.base import StageError, print_table, stage_main
+from components.orchestration.execution import StageError, print_table, stage_main
 
 if TYPE_CHECKING:
-    from components.stages import StageContext
     from pyspark.sql import DataFrame
 
+    from components.stages import StageContext
     from pinsage_model.config import PipelineConfig
 
 # Collections are sampled by comparing a hash modulo this with the training fraction.
@@ -70,9 +70,7 @@ def dense_index(df: "DataFrame", col: str, idx_col: str, tmp_dir: Path) -> "Data
         .parquet(path)
     )
     sorted_df = spark.read.parquet(path)
-    counts = sorted(
-        (int(r["_pid"]), int(r["count"])) for r in sorted_df.groupBy("_pid").count().collect()
-    )
+    counts = sorted((int(r["_pid"]), int(r["count"])) for r in sorted_df.groupBy("_pid").count().collect())
     offsets, total = [], 0
     for pid, n in counts:
         offsets.append((pid, total))
@@ -100,9 +98,10 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     import pyarrow.compute as pc
     from pyspark.sql import functions as F
 
-    from pinsage_model.contracts import PAIRS, SPLITS, CSRGraph, collection_recency, read_table
+    from pinsage_model.data.contracts import PAIRS, SPLITS, read_table
+    from pinsage_model.graph.csr import CSRGraph, collection_recency
     from pinsage_model.io import atomic_save_npy, atomic_write_parquet
-    from pinsage_model.spark import get_spark, spark_to_arrow
+    from pinsage_model.spark.session import get_spark, spark_to_arrow
 
     raw = Path(inputs["raw"])
     pairs_path = Path(inputs["pairs"]) / "pairs.parquet"
@@ -171,20 +170,24 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     coll_in_train[np.unique(e_coll[e_train])] = True
     atomic_write_parquet(
         out_dir / "item_ids.parquet",
-        pa.table({
-            "item_idx": pa.array(np.arange(n_items, dtype=np.int32)),
-            "item_id": item_tbl.column("item_id"),
-            "in_train_graph": pa.array(item_in_train),
-            "degree": pa.array(full.item_degree().astype(np.int32)),
-        }),
+        pa.table(
+            {
+                "item_idx": pa.array(np.arange(n_items, dtype=np.int32)),
+                "item_id": item_tbl.column("item_id"),
+                "in_train_graph": pa.array(item_in_train),
+                "degree": pa.array(full.item_degree().astype(np.int32)),
+            }
+        ),
     )
     atomic_write_parquet(
         out_dir / "collection_ids.parquet",
-        pa.table({
-            "collection_idx": pa.array(np.arange(n_colls, dtype=np.int32)),
-            "collection_id": coll_tbl.column("collection_id"),
-            "in_train_graph": pa.array(coll_in_train),
-        }),
+        pa.table(
+            {
+                "collection_idx": pa.array(np.arange(n_colls, dtype=np.int32)),
+                "collection_id": coll_tbl.column("collection_id"),
+                "in_train_graph": pa.array(coll_in_train),
+            }
+        ),
     )
 
     q_map = item_map.select(F.col("item_id").alias("q_item"), F.col("item_idx").alias("q_idx"))
@@ -198,13 +201,15 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     both_in = item_in_train[q_idx] & item_in_train[pos_idx]
     is_train = pc.equal(ptbl.column("split"), "train").to_numpy(zero_copy_only=False)
     keep = both_in | ~is_train
-    pidx = pa.table({
-        "q_idx": pa.array(q_idx[keep].astype(np.int32)),
-        "pos_idx": pa.array(pos_idx[keep].astype(np.int32)),
-        "count": ptbl.column("count").filter(pa.array(keep)).cast(pa.int64()),
-        "split": ptbl.column("split").filter(pa.array(keep)),
-        "in_train_graph": pa.array(both_in[keep]),
-    }).sort_by([("q_idx", "ascending"), ("pos_idx", "ascending"), ("split", "ascending")])
+    pidx = pa.table(
+        {
+            "q_idx": pa.array(q_idx[keep].astype(np.int32)),
+            "pos_idx": pa.array(pos_idx[keep].astype(np.int32)),
+            "count": ptbl.column("count").filter(pa.array(keep)).cast(pa.int64()),
+            "split": ptbl.column("split").filter(pa.array(keep)),
+            "in_train_graph": pa.array(both_in[keep]),
+        }
+    ).sort_by([("q_idx", "ascending"), ("pos_idx", "ascending"), ("split", "ascending")])
     n_train_kept = int(np.sum(is_train & both_in))
     if n_train_kept == 0:
         raise StageError(

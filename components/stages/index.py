@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from components.base import StageError, stage_main
+from components.orchestration.execution import StageError, stage_main
 
 if TYPE_CHECKING:
     from components.stages import StageContext
@@ -49,8 +49,8 @@ def publish_root(cfg: "PipelineConfig", ctx: "StageContext") -> Path:
 def follow_champion(cfg: "PipelineConfig", root: Path, run_area: Path) -> str | None:
     """Point ``<root>/CURRENT`` at the index built from the champion's weights (after a
     promotion or a rollback); returns the version, or None when no published index matches."""
-    from components.mlflow_store import champion_version
-    from pinsage_model.index import find_version, set_current
+    from components.registry.mlflow_store import champion_version
+    from pinsage_model.serving.index import find_version, set_current
 
     champion = champion_version(cfg, run_area=run_area)
     version = find_version(root, champion["tags"].get("model_fingerprint", "")) if champion else None
@@ -62,12 +62,14 @@ def follow_champion(cfg: "PipelineConfig", root: Path, run_area: Path) -> str | 
 def scalar_metrics(metrics: dict) -> dict:
     """Numeric leaves of a nested metrics dict as ``{"a.b": x}``, sorted, at most
     :data:`MAX_MANIFEST_METRICS` (histograms and lists dropped)."""
-    from components.mlflow_store import numeric_leaves
+    from components.registry.mlflow_store import numeric_leaves
 
     return dict(sorted(numeric_leaves(metrics).items())[:MAX_MANIFEST_METRICS])
 
 
-def publish_embeddings(cfg: "PipelineConfig", inputs: dict[str, Path], root: Path, ctx: "StageContext", make_current: bool) -> tuple[Path, dict, int]:
+def publish_embeddings(
+    cfg: "PipelineConfig", inputs: dict[str, Path], root: Path, ctx: "StageContext", make_current: bool
+) -> tuple[Path, dict, int]:
     """Build, check and publish the index of ``inputs["embeddings"]`` (ids from ``inputs["graph"]``,
     metrics from ``inputs["evaluation"]`` when given) under ``root``.
 
@@ -75,9 +77,9 @@ def publish_embeddings(cfg: "PipelineConfig", inputs: dict[str, Path], root: Pat
     left out. The version name is a digest of the content, so the registration stage (which bundles
     the index into the registered model) and this stage publish the same version.
     """
-    from pinsage_model.contracts import ITEM_IDS, ContractError, read_query_shift, read_table
-    from pinsage_model.index import IndexRecallError, publish
-    from pinsage_model.user_head import load_head
+    from pinsage_model.data.contracts import ITEM_IDS, ContractError, read_query_shift, read_table
+    from pinsage_model.model.user_head import load_head
+    from pinsage_model.serving.index import IndexRecallError, publish
 
     emb_dir = inputs["embeddings"]
     try:
@@ -116,7 +118,7 @@ def publish_embeddings(cfg: "PipelineConfig", inputs: dict[str, Path], root: Pat
 
 
 def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
-    from pinsage_model.index import mirror_version, prune_versions, set_current
+    from pinsage_model.serving.index import mirror_version, prune_versions, set_current
 
     decision_path = inputs["registration"] / "decision.json"
     if not decision_path.exists():
@@ -130,14 +132,21 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     if serve:
         set_current(root, vdir.name)
     mirror_version(vdir, out_dir)
-    pruned = prune_versions(root, cfg.index.keep_versions, now=now, grace_s=cfg.index.prune_grace_s) if cfg.index.keep_versions else []
+    pruned = (
+        prune_versions(root, cfg.index.keep_versions, now=now, grace_s=cfg.index.prune_grace_s)
+        if cfg.index.keep_versions
+        else []
+    )
     if pruned:
         log.info("index: pruned %d old version(s) from %s: %s", len(pruned), root, ", ".join(pruned))
     manifest = json.loads((vdir / "manifest.json").read_text())
     if not serve:
         log.warning(
             "index: this run's model is not the registry's champion (version %s); published %s "
-            "without switching %s/CURRENT", decision["champion_after"], vdir.name, root,
+            "without switching %s/CURRENT",
+            decision["champion_after"],
+            vdir.name,
+            root,
         )
     return {
         "version": vdir.name,

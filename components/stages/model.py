@@ -7,7 +7,7 @@ and ``features/feature_names.json`` (whether a learned id embedding is needed), 
 ``neighbourhoods/train.npz`` (neighbourhoods on the training subgraph).
 
 With ``user_head.enabled`` it then reads ``graph/graph.npz`` + ``collection_recency.npy``, embeds
-every item with the trained weights and fits the user head (:mod:`pinsage_model.user_head`) on the
+every item with the trained weights and fits the user head (:mod:`pinsage_model.model.user_head`) on the
 training collections, written as ``user_head.npz``.
 
 Writes ``model.keras``, ``weights.npz`` + ``model_config.json`` (read without TensorFlow by
@@ -27,7 +27,7 @@ features stage of ``pinsage run``) has already initialised it, the stage trains 
 
 With ``train.strategy: multi_worker`` every worker that ``TF_CONFIG`` names runs this stage with
 the same arguments on the same inputs (a Kubeflow TFJob: ``infra/training/tfjob.yaml``); they
-train as one (:func:`pinsage_model.training.train`), and only the chief writes the outputs
+train as one (:func:`pinsage_model.model.training.train`), and only the chief writes the outputs
 (``writes_outputs``): the other workers' copies go to a discarded folder and they skip the user
 head. The strategy must be created before TensorFlow initialises, so when TensorFlow is already
 imported here the stage trains in a fresh process, as above.
@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from components.base import StageError, stage_main
+from components.orchestration.execution import StageError, stage_main
 from pinsage_model import metric_keys
 
 if TYPE_CHECKING:
@@ -55,8 +55,16 @@ VAL_HIT = metric_keys.validation(metric_keys.hit_rate(10))
 VAL_MRR = metric_keys.validation(metric_keys.MRR)
 CURVE_KEYS = ("epoch", "loss", "loss_first", "loss_last", VAL_HIT, VAL_MRR, "hard_negatives", "learning_rate")
 REPORT_KEYS = (
-    "epoch", "loss", VAL_HIT, VAL_MRR, "examples_per_s", "step_s", "producer_s_per_step",
-    "compute_s_per_step", "hard_negatives", "seconds",
+    "epoch",
+    "loss",
+    VAL_HIT,
+    VAL_MRR,
+    "examples_per_s",
+    "step_s",
+    "producer_s_per_step",
+    "compute_s_per_step",
+    "hard_negatives",
+    "seconds",
 )
 
 
@@ -65,7 +73,7 @@ def _pairs(path: Path, num_items: int, out_dir: Path):
     import numpy as np
     import pyarrow as pa
 
-    from pinsage_model.contracts import PAIRS_INDEXED, quarantine_table, read_table
+    from pinsage_model.data.contracts import PAIRS_INDEXED, quarantine_table, read_table
     from pinsage_model.io import atomic_write_parquet
 
     table = read_table(path, PAIRS_INDEXED)
@@ -92,19 +100,23 @@ def _pairs(path: Path, num_items: int, out_dir: Path):
         "validation_pairs": int(val.sum()),
         "train_pairs_outside_train_graph": int((~bad & (split == "train") & ~in_train).sum()),
     }
-    return (q[train].astype(np.int32), p[train].astype(np.int32)), (q[val].astype(np.int32), p[val].astype(np.int32)), counts
+    return (
+        (q[train].astype(np.int32), p[train].astype(np.int32)),
+        (q[val].astype(np.int32), p[val].astype(np.int32)),
+        counts,
+    )
 
 
 def writes_outputs(cfg: "PipelineConfig") -> bool:
     """False in a multi-worker training worker other than the chief (its outputs are the chief's)."""
-    from pinsage_model.training import worker_role
+    from pinsage_model.model.training import worker_role
 
     return cfg.train.strategy != "multi_worker" or worker_role().is_chief
 
 
 def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     """Train PinSage on the run's training subgraph and export the model into ``out_dir``."""
-    from pinsage_model.training import worker_role
+    from pinsage_model.model.training import worker_role
 
     workers = worker_role().workers
     if workers > 1 and cfg.train.strategy != "multi_worker":
@@ -125,7 +137,7 @@ def _tensorflow_too_late(num_devices: int) -> bool:
     """True when TensorFlow already runs here and can no longer split the CPU into devices."""
     if "tensorflow" not in sys.modules:
         return False  # train() configures the devices before TensorFlow initialises
-    from pinsage_model.training import configure_devices
+    from pinsage_model.model.training import configure_devices
 
     try:
         configure_devices(num_devices)
@@ -141,13 +153,23 @@ def _run_in_fresh_process(cfg: "PipelineConfig", inputs: dict[str, Path], out_di
 
     from pinsage_model.config import config_to_dict
 
-    log.info("model: TensorFlow is already initialised here; training (%s strategy, %d devices) in a fresh process",
-             cfg.train.strategy, cfg.train.num_devices)
+    log.info(
+        "model: TensorFlow is already initialised here; training (%s strategy, %d devices) in a fresh process",
+        cfg.train.strategy,
+        cfg.train.num_devices,
+    )
     with tempfile.TemporaryDirectory(prefix="pinsage-train-") as tmp:
         report_path = Path(tmp) / "report.json"
         child = multiprocessing.get_context("spawn").Process(
-            target=_child_main, name="pinsage-train",
-            args=(config_to_dict(cfg), {k: str(v) for k, v in inputs.items()}, str(out_dir), str(ckpt_dir), str(report_path)),
+            target=_child_main,
+            name="pinsage-train",
+            args=(
+                config_to_dict(cfg),
+                {k: str(v) for k, v in inputs.items()},
+                str(out_dir),
+                str(ckpt_dir),
+                str(report_path),
+            ),
         )
         child.start()
         child.join()
@@ -172,10 +194,11 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
     """The stage's work in this process: load the inputs, train (checkpoints in ``ckpt_dir``), export."""
     import numpy as np
 
-    from pinsage_model.contracts import CSRGraph, ContractError, Neighbourhoods
-    from pinsage_model.export import save_history, save_keras, save_weights_npz
-    from pinsage_model.identity import identity_rows
-    from pinsage_model.training import TrainData, train
+    from pinsage_model.data.contracts import ContractError
+    from pinsage_model.graph.csr import CSRGraph, Neighbourhoods
+    from pinsage_model.model.export import save_history, save_keras, save_weights_npz
+    from pinsage_model.model.identity import identity_rows
+    from pinsage_model.model.training import TrainData, train
 
     t0 = time.perf_counter()
     graph_dir, feat_dir, nb_dir = inputs["graph"], inputs["features"], inputs["neighbourhoods"]
@@ -204,8 +227,18 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
     if counts["train_pairs"] == 0:
         raise StageError(f"{graph_dir / 'pairs_indexed.parquet'}: no train pairs inside the training graph")
     identity = identity_rows(graph.item_degree() > 0, cfg.model.id_hash_buckets, cfg.model.id_num_hashes, cfg.seed)
-    data = TrainData(np.asarray(features, dtype=np.float32), nb, graph, tq, tp, vq, vp, id_embedding_dim=id_dim,
-                     val_neighbourhoods=val_nb, identity=identity)
+    data = TrainData(
+        np.asarray(features, dtype=np.float32),
+        nb,
+        graph,
+        tq,
+        tp,
+        vq,
+        vp,
+        id_embedding_dim=id_dim,
+        val_neighbourhoods=val_nb,
+        identity=identity,
+    )
 
     resumed = (ckpt_dir / "epochs" / "checkpoint").exists()
     result = train(data, cfg.model, cfg.train, cfg.sampler, checkpoint_dir=ckpt_dir, resume=True)
@@ -243,10 +276,11 @@ def _fit_user_head(cfg: "PipelineConfig", graph_dir: Path, features, nb, out_dir
     head on the training collections' item sequences; writes ``user_head.npz`` into ``out_dir``."""
     import numpy as np
 
-    from pinsage_model.contracts import ContractError, CSRGraph, read_collection_recency
-    from pinsage_model.export import load_weights_npz
-    from pinsage_model.inference import embed_all, query_shift
-    from pinsage_model.user_head import save_head, train_head
+    from pinsage_model.data.contracts import ContractError
+    from pinsage_model.graph.csr import CSRGraph, read_collection_recency
+    from pinsage_model.inference.layerwise import embed_all, query_shift
+    from pinsage_model.model.export import load_weights_npz
+    from pinsage_model.model.user_head import save_head, train_head
 
     t0 = time.perf_counter()
     graph = CSRGraph.load(graph_dir / "graph.npz")

@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from components.base import StageError, stage_main
+from components.orchestration.execution import StageError, stage_main
 
 if TYPE_CHECKING:
     from components.stages import StageContext
     from pinsage_model.config import PipelineConfig
-    from pinsage_model.contracts import CSRGraph, Neighbourhoods
+    from pinsage_model.graph.csr import CSRGraph, Neighbourhoods
 
 log = logging.getLogger("pinsage")
 
@@ -88,7 +88,7 @@ def _train_pairs(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(q, pos) int64 of the training pairs of ``pairs_indexed.parquet``."""
     import pyarrow.compute as pc
 
-    from pinsage_model.contracts import PAIRS_INDEXED, ContractError, read_table
+    from pinsage_model.data.contracts import PAIRS_INDEXED, ContractError, read_table
 
     try:
         table = read_table(path, PAIRS_INDEXED)
@@ -121,7 +121,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     report: dict = {"sampler": config_to_dict(s)}
     spark = None
     if s.backend == "spark":
-        from pinsage_model.spark import get_spark
+        from pinsage_model.spark.session import get_spark
 
         spark = get_spark(cfg.spark)
     train_q, train_pos = _train_pairs(inputs["graph"] / "pairs_indexed.parquet")
@@ -137,16 +137,24 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     return report
 
 
-def _sample_graphs(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, spark, report: dict,
-                   train_q: np.ndarray, train_pos: np.ndarray) -> None:
+def _sample_graphs(
+    cfg: "PipelineConfig",
+    inputs: dict[str, Path],
+    out_dir: Path,
+    spark,
+    report: dict,
+    train_q: np.ndarray,
+    train_pos: np.ndarray,
+) -> None:
     """Neighbourhoods of both graphs of :data:`OUTPUTS` into ``out_dir``, their entries into ``report``.
 
     ``spark`` None runs the in-process backend; with a session, each graph is one Spark job
     whose shared output files live in ``out_dir/_scratch/<graph>`` until the graph's entry is
     written (the caller removes what a failure leaves).
     """
-    from pinsage_model.contracts import ContractError, CSRGraph
-    from pinsage_model.sampler import compute_neighbourhoods
+    from pinsage_model.data.contracts import ContractError
+    from pinsage_model.graph.csr import CSRGraph
+    from pinsage_model.graph.sampler import compute_neighbourhoods
 
     s = cfg.sampler
     num_items = None
@@ -164,14 +172,20 @@ def _sample_graphs(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path
         num_items = graph.num_items
         log.info(
             "neighbourhoods on the %s: %d items, %d edges, R=%d L=%d p=%.2f T=%d",
-            what, graph.num_items, graph.num_edges, s.num_walks, s.walk_length, s.restart_prob, s.top_t,
+            what,
+            graph.num_items,
+            graph.num_edges,
+            s.num_walks,
+            s.walk_length,
+            s.restart_prob,
+            s.top_t,
         )
         tie_slots = np.zeros(graph.num_items, np.int32)  # (N,) top-T slots decided by a tie
         t0 = time.perf_counter()
         if spark is None:
             nb = compute_neighbourhoods(graph, s, progress=True, tie_slots=tie_slots)
         else:
-            from pinsage_model.sampler_spark import compute_neighbourhoods_spark
+            from pinsage_model.spark.sampler import compute_neighbourhoods_spark
 
             scratch = out_dir / "_scratch" / out_name.removesuffix(".npz")
             nb = compute_neighbourhoods_spark(spark, path, graph.num_items, s, scratch, tie_slots=tie_slots)

@@ -35,15 +35,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from components.base import StageError, print_table, stage_main
-from pinsage_model.contracts import INTERACTIONS, QUARANTINE, SPLITS, ContractError
+from components.orchestration.execution import StageError, print_table, stage_main
+from pinsage_model.data.contracts import INTERACTIONS, QUARANTINE, SPLITS, ContractError
 from pinsage_model.io import atomic_write_parquet
-from pinsage_model.spark import spark_to_arrow
+from pinsage_model.spark.session import spark_to_arrow
 
 if TYPE_CHECKING:
-    from components.stages import StageContext
     from pyspark.sql import DataFrame, SparkSession
 
+    from components.stages import StageContext
     from pinsage_model.config import PipelineConfig
 
 # Split buckets: the hash is reduced modulo this before comparing with the split fractions.
@@ -73,9 +73,7 @@ def check_interactions_schema(path: Path) -> list[str]:
     names = pq.read_schema(path).names
     for col in INTERACTIONS.required:
         if col not in names:
-            raise ContractError(
-                f"{path}: missing required column '{col}' for interactions (has: {', '.join(names)})"
-            )
+            raise ContractError(f"{path}: missing required column '{col}' for interactions (has: {', '.join(names)})")
     return names
 
 
@@ -149,7 +147,9 @@ def write_quarantine(labelled: "DataFrame", source: Path, out_path: Path, tmp_di
         F.lit(str(source)).alias("source"),
         F.col("row").cast("long").alias("row"),
     )
-    schema = pa.schema([pa.field(c[4:], pa.string()) for c in raw_cols] + [pa.field(c, t) for c, t in QUARANTINE.required.items()])
+    schema = pa.schema(
+        [pa.field(c[4:], pa.string()) for c in raw_cols] + [pa.field(c, t) for c, t in QUARANTINE.required.items()]
+    )
     table = spark_to_arrow(bad, tmp_dir, schema).sort_by("row")
     atomic_write_parquet(out_path, table)
     return table.num_rows
@@ -202,8 +202,9 @@ def write_clean_interactions(events: "DataFrame", out_path: Path, tmp_dir: Path)
 
     columns = ("user_id", "item_id", "timestamp", "collection_id", "weight")
     contract = {**INTERACTIONS.required, **INTERACTIONS.optional}
-    schema = pa.schema([pa.field(c, contract[c]) for c in columns]
-                       + [pa.field("split", pa.string()), pa.field("row", pa.int64())])
+    schema = pa.schema(
+        [pa.field(c, contract[c]) for c in columns] + [pa.field("split", pa.string()), pa.field("row", pa.int64())]
+    )
     table = spark_to_arrow(events.select(*columns, "split", F.col("row").cast("long").alias("row")), tmp_dir, schema)
     atomic_write_parquet(out_path, table.sort_by("row").drop_columns(["row"]))
     return table.num_rows
@@ -245,7 +246,8 @@ def extract_pairs(events: "DataFrame", cfg: "PipelineConfig") -> tuple["DataFram
         # Successors 2..W of each event, kept below only as training pairs (see pair_split).
         wider = [
             kept.select(
-                "user_id", "item_id",
+                "user_id",
+                "item_id",
                 F.lead("item_id", d).over(w).alias("next_item"),
                 (F.lead("timestamp", d).over(w) - F.col("timestamp")).alias("gap"),
                 F.lead("split", d).over(w).alias("next_split"),
@@ -317,8 +319,8 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     import pyarrow.compute as pc
     from pyspark import StorageLevel
 
-    from pinsage_model.contracts import PAIRS
-    from pinsage_model.spark import get_spark
+    from pinsage_model.data.contracts import PAIRS
+    from pinsage_model.spark.session import get_spark
 
     source = Path(inputs["raw"]) / "interactions.parquet"
     spark = get_spark(cfg.spark)
@@ -329,9 +331,13 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         n_in = sum(counts.values())
         n_kept = counts.get("kept", 0)
         quarantined = {r: counts.get(r, 0) for r in QUARANTINE_REASONS if counts.get(r, 0)}
-        n_quarantined = write_quarantine(labelled, source, out_dir / "quarantine.parquet", out_dir / "_spark_quarantine")
+        n_quarantined = write_quarantine(
+            labelled, source, out_dir / "quarantine.parquet", out_dir / "_spark_quarantine"
+        )
         if n_in != n_kept + n_quarantined:
-            raise StageError(f"{source}: row accounting failed: {n_in} read != {n_kept} kept + {n_quarantined} quarantined")
+            raise StageError(
+                f"{source}: row accounting failed: {n_in} read != {n_kept} kept + {n_quarantined} quarantined"
+            )
         if n_kept == 0:
             raise StageError(
                 f"{source}: all {n_in} interactions were quarantined ({quarantined}); "
@@ -346,7 +352,8 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         stats = transition_stats(labelled, transitions, cfg.pairs.max_gap_s)
         schema = pa.schema([(c, PAIRS.required[c]) for c in ("q_item", "pos_item", "count", "split")])
         table = spark_to_arrow(pairs, out_dir / "_spark_pairs", schema).sort_by(
-            [("q_item", "ascending"), ("pos_item", "ascending"), ("split", "ascending")])
+            [("q_item", "ascending"), ("pos_item", "ascending"), ("split", "ascending")]
+        )
         events_per_split = {r["split"]: int(r["count"]) for r in events.groupBy("split").count().collect()}
     finally:
         for frame in (transitions, events):

@@ -23,12 +23,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from components.base import stage_main
+from components.orchestration.execution import stage_main
 from components.stages import StageContext
 from pinsage_model.config import DataConfig, PipelineConfig
-from pinsage_model.contracts import INTERACTIONS, ITEMS
-from pinsage_model.io import atomic_write_parquet
-from pinsage_model.loaders import (
+from pinsage_model.data.contracts import INTERACTIONS, ITEMS
+from pinsage_model.data.loaders import (
     ColumnMap,
     InputRules,
     LoaderError,
@@ -39,6 +38,7 @@ from pinsage_model.loaders import (
     load_table,
     resolve_path,
 )
+from pinsage_model.io import atomic_write_parquet
 
 
 def _setting(value: str, key: str, source: str) -> str:
@@ -48,7 +48,7 @@ def _setting(value: str, key: str, source: str) -> str:
 
 
 def _load_synthetic(d: DataConfig) -> tuple[LoadResult, dict]:
-    from pinsage_model import synthetic
+    from pinsage_model.data import synthetic
 
     data = synthetic.generate(d.preset, d.seed, progress=True)
     source = f"synthetic:{d.preset}:seed={d.seed}"
@@ -85,20 +85,28 @@ def load(d: DataConfig, now: int | None = None) -> tuple[LoadResult, dict]:
     """
     if d.source == "synthetic":
         return _load_synthetic(d)
-    rules = InputRules(now=now, future_tolerance_s=d.future_tolerance_s, timestamp_unit=d.timestamp_unit,
-                       allow_leaks=d.allow_leaks)
+    rules = InputRules(
+        now=now, future_tolerance_s=d.future_tolerance_s, timestamp_unit=d.timestamp_unit, allow_leaks=d.allow_leaks
+    )
     if d.source == "movielens":
         return load_movielens(resolve_path(_setting(d.path, "path", d.source), "data.path"), rules), {}
     if d.source == "adjacency":
         return load_adjacency(*_adjacency_files(d), rules=rules), {}
     columns = ColumnMap(
-        user=d.user_column, item=d.item_column, timestamp=d.timestamp_column,
-        collection=d.collection_column, weight=d.weight_column, vector=d.vector_column,
+        user=d.user_column,
+        item=d.item_column,
+        timestamp=d.timestamp_column,
+        collection=d.collection_column,
+        weight=d.weight_column,
+        vector=d.vector_column,
     )
     optional = {
         key: resolve_path(value, f"data.{key}") if value else None
-        for key, value in (("items_path", d.items_path), ("item_vectors_path", d.item_vectors_path),
-                           ("item_vector_ids_path", d.item_vector_ids_path))
+        for key, value in (
+            ("items_path", d.items_path),
+            ("item_vectors_path", d.item_vectors_path),
+            ("item_vector_ids_path", d.item_vector_ids_path),
+        )
     }
     path = resolve_path(_setting(d.interactions_path, "interactions_path", d.source), "data.interactions_path")
     return load_table(path, columns=columns, rules=rules, **optional), {}
@@ -115,8 +123,10 @@ def _no_usable(result: LoadResult, source: str) -> LoaderError:
     src = result.sources.get("interactions", f"data.source '{source}'")
     c = result.counts.get(src, {"in": 0, "reasons": {}})
     if not c["in"]:
-        return LoaderError(f"{src}: no records (only a header or blank lines), expected interactions; "
-                           "check data.path / data.interactions_path")
+        return LoaderError(
+            f"{src}: no records (only a header or blank lines), expected interactions; "
+            "check data.path / data.interactions_path"
+        )
     q = result.quarantine.filter(pc.equal(result.quarantine["source"], src)).slice(0, 1).to_pylist()
     first = ""
     if q:
@@ -156,13 +166,13 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
         "quarantine_reasons": dict(sorted(reasons.items())),
         "files": result.counts,
         "findings": result.findings,
-        "future_timestamps_after": (
-            ctx.timestamp() if now > 0 and cfg.data.source != "synthetic" else None
-        ),
+        "future_timestamps_after": (ctx.timestamp() if now > 0 and cfg.data.source != "synthetic" else None),
         "interactions": kept,
         "test_interactions": result.test_interactions.num_rows if result.test_interactions is not None else 0,
         "items": items.num_rows,
-        "items_with_features": int(items.num_rows - items["features"].null_count) if "features" in items.column_names else 0,
+        "items_with_features": int(items.num_rows - items["features"].null_count)
+        if "features" in items.column_names
+        else 0,
         "users": pc.count_distinct(interactions["user_id"]).as_py(),
         "collections": pc.count_distinct(
             interactions["collection_id"] if "collection_id" in interactions.column_names else interactions["user_id"]

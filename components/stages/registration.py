@@ -27,12 +27,12 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from components import mlflow_store
-from components.base import StageError, stage_main
+from components.orchestration.execution import StageError, stage_main
+from components.registry import mlflow_store
 from components.stages import StageContext
 from pinsage_model import metric_keys
 from pinsage_model.config import PipelineConfig
-from pinsage_model.contracts import model_digest
+from pinsage_model.data.contracts import model_digest
 from pinsage_model.io import atomic_write_json
 
 log = logging.getLogger("pinsage")
@@ -104,7 +104,9 @@ def promote(client, name: str, version: int | None = None, tolerance: float = 0.
     if version is None:
         version = mlflow_store.alias_version(client, name, mlflow_store.CHALLENGER)
         if version is None:
-            raise mlflow_store.RegistryError(f"registered model '{name}' has no '{mlflow_store.CHALLENGER}' version; run the pipeline first")
+            raise mlflow_store.RegistryError(
+                f"registered model '{name}' has no '{mlflow_store.CHALLENGER}' version; run the pipeline first"
+            )
     current = mlflow_store.alias_version(client, name, mlflow_store.CHAMPION)
     if current == int(version):
         return GateDecision(False, f"version {version} is already {mlflow_store.CHAMPION}", int(version), current)
@@ -115,7 +117,14 @@ def promote(client, name: str, version: int | None = None, tolerance: float = 0.
         reason = reason if passes else f"forced ({reason})"
         log.info("%s: version %s is now %s (%s)", name, version, mlflow_store.CHAMPION, reason)
     else:
-        log.info("%s: version %s stays out; %s remains version %s (%s)", name, version, mlflow_store.CHAMPION, current, reason)
+        log.info(
+            "%s: version %s stays out; %s remains version %s (%s)",
+            name,
+            version,
+            mlflow_store.CHAMPION,
+            current,
+            reason,
+        )
     return GateDecision(passes or force, reason, int(version), current)
 
 
@@ -134,7 +143,9 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
     model_dir, eval_dir = inputs["model"], inputs["evaluation"]
     metrics = _read_json(eval_dir / "metrics.json")
     if metrics is None or not (model_dir / "weights.npz").exists():
-        raise StageError(f"registration needs {eval_dir / 'metrics.json'} and {model_dir / 'weights.npz'}; rerun those stages")
+        raise StageError(
+            f"registration needs {eval_dir / 'metrics.json'} and {model_dir / 'weights.npz'}; rerun those stages"
+        )
     digest = model_digest(model_dir)
     splits = metrics.get("config", {}).get("split_digests", {})
     candidate = split_metrics(metrics, GATE_SPLIT)
@@ -159,7 +170,9 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
     return {k: decision[k] for k in ("model_version", "champion_before", "champion_after", "promoted", "reason")}
 
 
-def _servable_bundle(cfg: PipelineConfig, inputs: dict[str, Path], ctx: StageContext) -> tuple[dict[str, Path], list[str]]:
+def _servable_bundle(
+    cfg: PipelineConfig, inputs: dict[str, Path], ctx: StageContext
+) -> tuple[dict[str, Path], list[str]]:
     """The files of the registered pyfunc model, built in the stage's scratch folder, and the item
     ids of its input example (the first few of the index).
 
@@ -183,8 +196,15 @@ def _servable_bundle(cfg: PipelineConfig, inputs: dict[str, Path], ctx: StageCon
     return bundle, ids[:4]
 
 
-def _register(cfg: PipelineConfig, inputs: dict[str, Path], metrics: dict, ctx: StageContext, digest: str,
-              candidate: dict[str, float], splits: dict[str, str]) -> dict:
+def _register(
+    cfg: PipelineConfig,
+    inputs: dict[str, Path],
+    metrics: dict,
+    ctx: StageContext,
+    digest: str,
+    candidate: dict[str, float],
+    splits: dict[str, str],
+) -> dict:
     """The MLflow part of :func:`run`: one run logged, one servable version registered and gated."""
     import mlflow
 
@@ -217,7 +237,11 @@ def _register(cfg: PipelineConfig, inputs: dict[str, Path], metrics: dict, ctx: 
                 mlflow.log_artifact(str(model_dir / f), artifact_path="model")
         bundle, example = _servable_bundle(cfg, inputs, ctx)
         model_info = mlflow_store.log_servable(bundle, example[0], example[1:])
-        version_tags = {"model_fingerprint": digest, SPLIT_TAG: splits.get(GATE_SPLIT, ""), "index_version": bundle["index"].name}
+        version_tags = {
+            "model_fingerprint": digest,
+            SPLIT_TAG: splits.get(GATE_SPLIT, ""),
+            "index_version": bundle["index"].name,
+        }
         version_tags.update({k: repr(v) for k, v in candidate.items()})
         version = mlflow_store.register_model(client, name, run_id, version_tags, model_info.model_id)
     decided = promote(client, name, version, cfg.tracking.promotion_tolerance)
@@ -231,7 +255,9 @@ def _register(cfg: PipelineConfig, inputs: dict[str, Path], metrics: dict, ctx: 
         "model_uri": f"models:/{name}/{version}",
         "champion_before": decided.champion,
         "champion_after": after,
-        "champion_weights_digest": mlflow_store.version_tags(client, name, after).get("model_fingerprint") if after else None,
+        "champion_weights_digest": mlflow_store.version_tags(client, name, after).get("model_fingerprint")
+        if after
+        else None,
         "promoted": decided.promote,
         "reason": decided.reason,
     }

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.local_runner import run_pipeline
+from components.orchestration.local_runner import run_pipeline
 from components.stages import STAGE_NAMES
 from pinsage_model.config import load_config
 

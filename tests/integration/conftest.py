@@ -30,6 +30,6 @@ def spark():
     A stage run with another master (``configs/tiny.yaml``'s ``local[1]``) stops this session and
     starts its own (one JVM holds one SparkContext); ``get_spark`` then restarts this one.
     """
-    from pinsage_model.spark import get_spark
+    from pinsage_model.spark.session import get_spark
 
     return get_spark(SPARK_TEST)

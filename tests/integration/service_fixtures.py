@@ -29,13 +29,19 @@ def free_port() -> int:
 def venv_env(**extra: str) -> dict[str, str]:
     """The environment with the venv's ``bin/`` first on ``PATH`` (servers exec ``uvicorn``,
     ``gunicorn`` from there, as in an activated venv), MLflow's progress bars off, and ``extra``."""
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
     env.update(extra)
     return env
 
 
 @contextlib.contextmanager
-def service(cmd: list[str], env: dict[str, str], log: Path, url: str, timeout_s: float, cwd: Path | None = None) -> Iterator[subprocess.Popen]:
+def service(
+    cmd: list[str], env: dict[str, str], log: Path, url: str, timeout_s: float, cwd: Path | None = None
+) -> Iterator[subprocess.Popen]:
     """Start ``cmd`` in its own process group, wait until ``url`` answers 200, stop the group on exit.
 
     A server that exits, or does not answer within ``timeout_s``, fails the test with its log: a
@@ -71,7 +77,9 @@ def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> N
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"{' '.join(map(str, proc.args[:3]))} exited with {proc.returncode} before answering {url}:\n{log.read_text()[-4000:]}")
+            pytest.fail(
+                f"{' '.join(map(str, proc.args[:3]))} exited with {proc.returncode} before answering {url}:\n{log.read_text()[-4000:]}"
+            )
         try:
             if requests.get(url, timeout=2).status_code == 200:
                 return

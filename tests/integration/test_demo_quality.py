@@ -11,12 +11,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from components.base import execute
-from components.local_runner import run_pipeline
+from components.orchestration.execution import execute
+from components.orchestration.local_runner import run_pipeline
 from components.stages import StageContext, get_stage
-from pinsage_model.baselines import content
 from pinsage_model.config import load_config
-from pinsage_model.metrics import evaluate_embeddings
+from pinsage_model.evaluation.baselines import content
+from pinsage_model.evaluation.metrics import evaluate_embeddings
 
 SEEDS = (0, 1)
 

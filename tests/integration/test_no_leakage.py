@@ -13,10 +13,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from components.local_runner import run_pipeline
-from pinsage_model import batches
+from components.orchestration.local_runner import run_pipeline
 from pinsage_model.config import load_config
-from pinsage_model.contracts import ITEM_IDS, PAIRS, PAIRS_INDEXED, CSRGraph, read_table
+from pinsage_model.data.contracts import ITEM_IDS, PAIRS, PAIRS_INDEXED, read_table
+from pinsage_model.graph.csr import CSRGraph
+from pinsage_model.model import batches
 
 pytestmark = pytest.mark.slow  # starts Spark
 

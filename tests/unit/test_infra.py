@@ -42,7 +42,9 @@ def test_main_image_is_multi_stage_non_root_and_runs_components():
     assert {".venv", "runs", ".git"} <= set(ignored)
 
 
-@pytest.mark.parametrize("path", MANIFESTS + [INFRA / "airflow" / "values.yaml"], ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize(
+    "path", MANIFESTS + [INFRA / "airflow" / "values.yaml"], ids=lambda p: str(p.relative_to(REPO))
+)
 def test_every_yaml_parses(path):
     parsed = docs(path)
     assert parsed, f"{path} is empty"
@@ -104,11 +106,11 @@ def test_airflow_values_run_this_dag_with_cluster_config():
 
 
 def test_kfp_job_uses_the_pipeline_cli():
-    from components.kfp_pipeline import main
+    from components.orchestration.kfp_pipeline import main
 
     job = next(d for d in docs(INFRA / "kfp" / "pipeline-job.yaml") if d["kind"] == "Job")
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[0] == "components.kfp_pipeline"
+    assert args[0] == "components.orchestration.kfp_pipeline"
     with pytest.raises(SystemExit) as exc:  # every flag the job passes is one the CLI knows
         main([*args[1:], "--help"])
     assert exc.value.code == 0
@@ -124,8 +126,8 @@ def test_spark_defaults_target_kubernetes():
 
 
 def test_tfjob_runs_the_model_stage_on_the_shared_run_volume():
-    from components import tfjob
-    from components.base import stage_main
+    from components.orchestration import tfjob
+    from components.orchestration.execution import stage_main
     from pinsage_model.config import load_config
 
     job = docs(INFRA / "training" / "tfjob.yaml")[0]

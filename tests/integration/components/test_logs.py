@@ -17,8 +17,18 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 PINSAGE = Path(sys.executable).parent / "pinsage"
-NOISE = ("Setting default log level", "NativeCodeLoader", "swigfaiss", "Could not load library",
-         "oneDNN", "cuInit", "cuda drivers", "absl::InitializeLog", "cpu_feature_guard", "To enable the following")
+NOISE = (
+    "Setting default log level",
+    "NativeCodeLoader",
+    "swigfaiss",
+    "Could not load library",
+    "oneDNN",
+    "cuInit",
+    "cuda drivers",
+    "absl::InitializeLog",
+    "cpu_feature_guard",
+    "To enable the following",
+)
 LIBRARIES = """
 import sys
 from components.logs import setup_logging
@@ -41,8 +51,23 @@ def test_spark_stages_keep_the_console_to_the_pipeline(tmp_path):
     log = tmp_path / "logs" / "pinsage.log"
     env = {k: v for k, v in os.environ.items() if k not in ("PINSAGE_VERBOSE", "PINSAGE_SPARK_LOG")}
     proc = subprocess.run(
-        [str(PINSAGE), "--log-file", str(log), "run", "--config", str(conf), "--run-dir", str(tmp_path / "run"), "--to", "pairs"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            str(PINSAGE),
+            "--log-file",
+            str(log),
+            "run",
+            "--config",
+            str(conf),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--to",
+            "pairs",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     console = proc.stdout + proc.stderr
     assert proc.returncode == 0, console[-3000:]
@@ -57,14 +82,26 @@ def test_spark_stages_keep_the_console_to_the_pipeline(tmp_path):
 @pytest.mark.slow
 def test_faiss_loader_lines_go_to_the_file_and_verbose_brings_them_back(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PINSAGE_VERBOSE"}
-    quiet = subprocess.run([sys.executable, "-c", LIBRARIES, "0", str(tmp_path / "q.log")], cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=300)
+    quiet = subprocess.run(
+        [sys.executable, "-c", LIBRARIES, "0", str(tmp_path / "q.log")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert quiet.stdout.strip() == "0"
     assert noisy(quiet.stdout + quiet.stderr) == [], noisy(quiet.stderr)
     assert "faiss.loader" in (tmp_path / "q.log").read_text()  # kept, in the file
-    loud = subprocess.run([sys.executable, "-c", LIBRARIES, "1", str(tmp_path / "v.log")], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    loud = subprocess.run(
+        [sys.executable, "-c", LIBRARIES, "1", str(tmp_path / "v.log")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert loud.returncode == 0, loud.stderr[-3000:]
     assert any("faiss.loader" in l or "Loading faiss" in l for l in loud.stderr.splitlines())
 
@@ -125,24 +162,43 @@ os.abort()
 @pytest.mark.slow
 def test_a_pipe_is_filtered_like_a_terminal_and_a_file_is_left_whole(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PINSAGE_VERBOSE", "TF_CPP_MIN_LOG_LEVEL")}
-    piped = subprocess.run([sys.executable, "-c", TENSORFLOW, "0", str(tmp_path / "p.log")], cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=300)  # stdout and stderr are pipes
+    piped = subprocess.run(
+        [sys.executable, "-c", TENSORFLOW, "0", str(tmp_path / "p.log")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # stdout and stderr are pipes
     assert piped.returncode == 1 and "sum 3.0" in piped.stdout, piped.stderr[-3000:]
     assert "error: the last line, still on the terminal" in piped.stderr
     assert noisy(piped.stderr) == [], noisy(piped.stderr)
     assert noisy((tmp_path / "p.log").read_text()), "TensorFlow's lines went nowhere"
 
     # the filter is a process of its own: a parent that aborts still gets its last line out
-    aborted = subprocess.run([sys.executable, "-c", ABORT, str(tmp_path / "a.log")], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=60)
+    aborted = subprocess.run(
+        [sys.executable, "-c", ABORT, str(tmp_path / "a.log")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert aborted.returncode != 0
     assert "fatal: the last words before an abort" in aborted.stderr and noisy(aborted.stderr) == [], aborted.stderr
     assert noisy((tmp_path / "a.log").read_text())
 
     # stderr redirected to a file is not the console: it keeps every line
     with open(tmp_path / "stderr.txt", "w") as err:
-        filed = subprocess.run([sys.executable, "-c", TENSORFLOW, "0", str(tmp_path / "f.log")], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=err, text=True, timeout=300)
+        filed = subprocess.run(
+            [sys.executable, "-c", TENSORFLOW, "0", str(tmp_path / "f.log")],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            timeout=300,
+        )
     assert filed.returncode == 1 and "sum 3.0" in filed.stdout
     text = (tmp_path / "stderr.txt").read_text()
     assert noisy(text) and "error: the last line, still on the terminal" in text, text[-3000:]

@@ -62,10 +62,14 @@ def test_dag_runs_on_tiny_data_and_reruns_identically(tmp_path):
     assert migrate.returncode == 0, migrate.stderr[-3000:]
     proc = subprocess.run(
         [sys.executable, "-c", DRIVE, str(REPO / "dags"), str(Path(__file__).parents[1]), str(tmp_path / "runs")],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    result = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT"):])
+    result = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT") :])
 
     assert result["tasks"] == ["pairs", "prepare", "raw"]
     first, second = result["runs"]
@@ -74,5 +78,7 @@ def test_dag_runs_on_tiny_data_and_reruns_identically(tmp_path):
         assert run["tis"] == {"prepare": "success", "raw": "success", "pairs": "success"}
     # one partition for the interval (manual runs: start == end == logical date), reused by the rerun
     assert first["dirs"] == second["dirs"] == [str(tmp_path / "runs" / "20260112T000000Z")]
-    assert {"raw/interactions.parquet", "raw/items.parquet", "pairs/pairs.parquet", "config.resolved.yaml"} <= set(first["digests"])
+    assert {"raw/interactions.parquet", "raw/items.parquet", "pairs/pairs.parquet", "config.resolved.yaml"} <= set(
+        first["digests"]
+    )
     assert first["digests"] == second["digests"]

@@ -1,5 +1,5 @@
 """The whole DAG under a real Airflow 3: API server, scheduler and DAG processor (LocalExecutor,
-SQLite) started by :mod:`components.airflow_local` (what ``make airflow`` runs) in a temp folder.
+SQLite) started by :mod:`components.orchestration.airflow_local` (what ``make airflow`` runs) in a temp folder.
 
 Every stage runs, registration and index included, each task in its own process as Airflow runs
 it; the config is ``configs/tiny.yaml`` with the shared test Spark settings (a smaller JVM, the
@@ -33,16 +33,27 @@ from typing import Iterator
 import pytest
 import requests
 import yaml
-
-from components import airflow_local
 from run_fixtures import digests
 from service_fixtures import free_port
+
+from components.orchestration import airflow_local
 
 REPO = Path(__file__).resolve().parents[3]
 WHEN = "2026-01-12T00:00:00Z"
 WHEN_KEY = "20260112T000000Z"  # dags.pinsage_dag.interval_key of a manual run at WHEN
-TASKS = ("prepare", "raw", "pairs", "graph", "features", "neighbourhoods", "model", "embeddings", "evaluation",
-         "registration", "index")
+TASKS = (
+    "prepare",
+    "raw",
+    "pairs",
+    "graph",
+    "features",
+    "neighbourhoods",
+    "model",
+    "embeddings",
+    "evaluation",
+    "registration",
+    "index",
+)
 # Not compared byte for byte: the saved TF Transform graph embeds function names generated per
 # process (the Kubeflow test skips it too; the feature matrix it produced is compared), and each
 # stage's report.json holds its own wall-clock timings and throughput (index: where it published).
@@ -50,7 +61,7 @@ TASKS = ("prepare", "raw", "pairs", "graph", "features", "neighbourhoods", "mode
 PER_PROCESS = ("features/transform/",)
 LOCAL_RUN = """
 import sys
-from components.local_runner import run_pipeline
+from components.orchestration.local_runner import run_pipeline
 from pinsage_model.config import load_config
 run_pipeline(load_config(sys.argv[1]), sys.argv[2], logical_time=sys.argv[3])
 """
@@ -71,7 +82,9 @@ class Api:
         self.headers = {"Authorization": f"Bearer {resp.json()['access_token']}"}
 
     def __call__(self, method: str, path: str, headers: dict | None = None, **kw) -> requests.Response:
-        return requests.request(method, f"{self.url}/api/v2/{path}", headers={**self.headers, **(headers or {})}, timeout=30, **kw)
+        return requests.request(
+            method, f"{self.url}/api/v2/{path}", headers={**self.headers, **(headers or {})}, timeout=30, **kw
+        )
 
 
 def wait_run(api: Api, run_id: str, timeout_s: float) -> dict:
@@ -92,12 +105,16 @@ def task_states(api: Api, run_id: str) -> dict[str, tuple[str, int]]:
 def task_seconds(api: Api, run_id: str) -> str:
     """``task=seconds`` of a run's tasks in the order they started (printed with the timings)."""
     tis = api("GET", f"dags/pinsage/dagRuns/{run_id}/taskInstances").json()["task_instances"]
-    return " ".join(f"{t['task_id']}={t['duration'] or 0:.0f}" for t in sorted(tis, key=lambda t: t["start_date"] or ""))
+    return " ".join(
+        f"{t['task_id']}={t['duration'] or 0:.0f}" for t in sorted(tis, key=lambda t: t["start_date"] or "")
+    )
 
 
 def comparable(run_dir: Path) -> dict[str, str]:
     """:func:`digests` of a run folder without what differs per process or per second (see above)."""
-    files = {k: v for k, v in digests(run_dir).items() if not k.startswith(PER_PROCESS) and not k.endswith("report.json")}
+    files = {
+        k: v for k, v in digests(run_dir).items() if not k.startswith(PER_PROCESS) and not k.endswith("report.json")
+    }
     if KERAS in files:
         with zipfile.ZipFile(run_dir / KERAS) as z:
             members = {n: hashlib.sha256(z.read(n)).hexdigest() for n in z.namelist() if n != "metadata.json"}
@@ -119,17 +136,29 @@ def airflow_up(tmp: Path, schedule: str, stop_after: str = "") -> Iterator[tuple
     """Tiny data and config in ``tmp``, the three services started, the DAG (up to ``stop_after``,
     empty: every stage) parsed and unpaused."""
     cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
-    cfg["data"] = {"source": "table", "interactions_path": str(tmp / "data" / "interactions.parquet"),
-                   "items_path": str(tmp / "data" / "items.parquet")}
+    cfg["data"] = {
+        "source": "table",
+        "interactions_path": str(tmp / "data" / "interactions.parquet"),
+        "items_path": str(tmp / "data" / "items.parquet"),
+    }
     cfg["spark"] = {"master": "local[2]", "driver_memory": "1g", "shuffle_partitions": 2}  # conftest.SPARK_TEST's JVM
     cfg["train"]["deterministic"] = True
-    cfg["orchestration"] = {"run_root": str(tmp / "runs"), "schedule": schedule, "retries": 1, "retry_delay_s": 1,
-                           "stop_after": stop_after}
+    cfg["orchestration"] = {
+        "run_root": str(tmp / "runs"),
+        "schedule": schedule,
+        "retries": 1,
+        "retry_delay_s": 1,
+        "stop_after": stop_after,
+    }
     cfg["tracking"] = {"enabled": False}
     conf = tmp / "tiny.yaml"
     conf.write_text(yaml.safe_dump(cfg))
-    gen = subprocess.run([str(Path(sys.executable).parent / "pinsage"), "generate", "--preset", "tiny", "--out", str(tmp / "data")],
-                         capture_output=True, text=True, timeout=120)
+    gen = subprocess.run(
+        [str(Path(sys.executable).parent / "pinsage"), "generate", "--preset", "tiny", "--out", str(tmp / "data")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert gen.returncode == 0, gen.stderr[-2000:]
     # Each Spark task starts its own JVM for a few seconds of work on the tiny data: a
     # spark-defaults.conf (Spark's own mechanism, in the services' environment only) turns off
@@ -176,17 +205,31 @@ def test_a_triggered_run_of_the_whole_dag_equals_the_local_runner(triggered, tmp
     assert run["state"] == "success" and run["run_type"] == "manual", states
     assert states == {t: ("success", 1) for t in TASKS}
     assert [p.name for p in (tmp / "runs").iterdir() if p.name[0].isdigit()] == [WHEN_KEY]  # its interval's folder only
-    for f in ("config.resolved.yaml", "raw/interactions.parquet", "pairs/pairs.parquet", "graph/item_ids.parquet",
-              "features/features.npy", "model/weights.npz", KERAS, "embeddings/items.npy", "evaluation/metrics.json",
-              "registration/decision.json"):
+    for f in (
+        "config.resolved.yaml",
+        "raw/interactions.parquet",
+        "pairs/pairs.parquet",
+        "graph/item_ids.parquet",
+        "features/features.npy",
+        "model/weights.npz",
+        KERAS,
+        "embeddings/items.npy",
+        "evaluation/metrics.json",
+        "registration/decision.json",
+    ):
         assert f in files, f
     assert index_report(tmp / "runs" / WHEN_KEY)["serving"] is True
 
     t0 = time.perf_counter()
     # in a fresh process, as each Airflow task runs: Keras numbers auto-named layers per process,
     # so a model built after other tests' models in this process would save other names
-    local = subprocess.run([sys.executable, "-c", LOCAL_RUN, str(conf), str(tmp_path / "local"), WHEN], cwd=REPO,
-                           capture_output=True, text=True, timeout=400)
+    local = subprocess.run(
+        [sys.executable, "-c", LOCAL_RUN, str(conf), str(tmp_path / "local"), WHEN],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert local.returncode == 0, local.stderr[-3000:]
     print(f"local runner: {time.perf_counter() - t0:.0f} s")
     assert differing(files, comparable(tmp_path / "local")) == []
@@ -230,7 +273,9 @@ def test_the_scheduler_runs_the_latest_interval_and_a_broken_stage_fails_after_i
         print(f"scheduled run: {run['state']} in {time.perf_counter() - t0:.0f} s ({task_seconds(api, run_id)})")
         assert run["state"] == "success", task_states(api, run_id)
         assert task_states(api, run_id) == {t: ("success", 1) for t in SCHEDULED}
-        start, end = (run[k].replace("-", "").replace(":", "")[:15] + "Z" for k in ("data_interval_start", "data_interval_end"))
+        start, end = (
+            run[k].replace("-", "").replace(":", "")[:15] + "Z" for k in ("data_interval_start", "data_interval_end")
+        )
         key = start if start == end else f"{start}_{end}"  # dags.pinsage_dag.interval_key
         for f in ("raw/interactions.parquet", "pairs/pairs.parquet"):
             assert (tmp_path / "runs" / key / f).exists(), f
@@ -238,7 +283,9 @@ def test_the_scheduler_runs_the_latest_interval_and_a_broken_stage_fails_after_i
         # a broken input: the raw task fails after its one retry, with the stage's one line in the log
         (tmp_path / "data" / "interactions.parquet").write_bytes(b"not a parquet file")
         t0 = time.perf_counter()
-        resp = api("POST", "dags/pinsage/dagRuns", json={"dag_run_id": "test-broken", "logical_date": "2026-01-19T00:00:00Z"})
+        resp = api(
+            "POST", "dags/pinsage/dagRuns", json={"dag_run_id": "test-broken", "logical_date": "2026-01-19T00:00:00Z"}
+        )
         assert resp.status_code == 200, resp.text
         run = wait_run(api, "test-broken", timeout_s=120)
         print(f"broken run: {run['state']} in {time.perf_counter() - t0:.0f} s")

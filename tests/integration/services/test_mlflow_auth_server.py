@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-
-from components.base import execute
-from components.stages import StageContext, get_stage
-from pinsage_model.config import config_from_dict
 from run_fixtures import make_run
 from service_fixtures import VENV_BIN, free_port, service, venv_env
+
+from components.orchestration.execution import execute
+from components.stages import StageContext, get_stage
+from pinsage_model.config import config_from_dict
 
 REPO = Path(__file__).resolve().parents[3]
 NAME = "auth-model"
@@ -33,7 +33,12 @@ PIPELINE_USER, READER = "pinsage-pipeline", "reader"
 
 
 def infra_docs() -> list[dict]:
-    return [d for f in ("mlflow.yaml", "secrets.example.yaml") for d in yaml.safe_load_all((REPO / "infra/mlflow" / f).read_text()) if d]
+    return [
+        d
+        for f in ("mlflow.yaml", "secrets.example.yaml")
+        for d in yaml.safe_load_all((REPO / "infra/mlflow" / f).read_text())
+        if d
+    ]
 
 
 def deployed_server_args() -> list[str]:
@@ -66,8 +71,11 @@ def server(tmp_path_factory):
     admin = (ini["mlflow"]["admin_username"], admin_password)
     port = free_port()
     local = {  # what differs from the cluster: where the stores live, where it listens
-        "--host": "127.0.0.1", "--port": str(port), "--workers": "1",
-        "--backend-store-uri": f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination": str(tmp / "artifacts"),
+        "--host": "127.0.0.1",
+        "--port": str(port),
+        "--workers": "1",
+        "--backend-store-uri": f"sqlite:///{tmp / 'mlflow.db'}",
+        "--artifacts-destination": str(tmp / "artifacts"),
     }
     args = [a for a in deployed_server_args() if a.split("=")[0] not in local] + [f"{k}={v}" for k, v in local.items()]
     assert "--app-name=basic-auth" in args and "--serve-artifacts" in args
@@ -75,7 +83,9 @@ def server(tmp_path_factory):
     env.pop("MLFLOW_TRACKING_URI", None)
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
-    with service([str(VENV_BIN / "mlflow"), "server", *args], env, tmp / "server.log", f"{url}/health", timeout_s=120, cwd=tmp):
+    with service(
+        [str(VENV_BIN / "mlflow"), "server", *args], env, tmp / "server.log", f"{url}/health", timeout_s=120, cwd=tmp
+    ):
         print(f"basic-auth server up in {time.perf_counter() - t0:.1f} s")
         yield url, admin, tmp
 
@@ -104,7 +114,13 @@ def test_pipeline_tracks_and_registers_through_the_auth_server(server, tmp_path,
     run = make_run(tmp_path / "run1", seed=4, hr10=0.3, mrr=0.1, num_items=20, dim=8)
     stage = get_stage("registration")
     t0 = time.perf_counter()
-    execute(stage, cfg, {n: run / n for n in stage.inputs}, run / "registration", StageContext.create(tmp_path, "run1", "2026-01-12T00:00:00Z"))
+    execute(
+        stage,
+        cfg,
+        {n: run / n for n in stage.inputs},
+        run / "registration",
+        StageContext.create(tmp_path, "run1", "2026-01-12T00:00:00Z"),
+    )
     print(f"registration over HTTP: {time.perf_counter() - t0:.1f} s")
     decision = json.loads((run / "registration" / "decision.json").read_text())
     assert decision["tracking_uri"] == url and decision["model_version"] == 1 and decision["champion_after"] == 1
@@ -119,8 +135,12 @@ def test_pipeline_tracks_and_registers_through_the_auth_server(server, tmp_path,
     assert logged.info.user_id == PIPELINE_USER
     assert logged.data.params["tracking.registered_model"] == NAME
     assert logged.data.metrics["eval.methods.pinsage.validation.mrr"] == 0.1
-    assert [m.value for m in sorted(client.get_metric_history(logged.info.run_id, "train.loss"), key=lambda m: m.step)] == [0.9, 0.5, 0.25]
-    assert {"evaluation/hit_rate.png", "evaluation/report.md"} <= {f.path for f in client.list_artifacts(logged.info.run_id, "evaluation")}
+    assert [
+        m.value for m in sorted(client.get_metric_history(logged.info.run_id, "train.loss"), key=lambda m: m.step)
+    ] == [0.9, 0.5, 0.25]
+    assert {"evaluation/hit_rate.png", "evaluation/report.md"} <= {
+        f.path for f in client.list_artifacts(logged.info.run_id, "evaluation")
+    }
     champion = client.get_model_version_by_alias(NAME, "champion")
     assert champion.version == "1" and champion.run_id == logged.info.run_id
     assert champion.tags["model_fingerprint"] == decision["weights_digest"]
@@ -129,14 +149,18 @@ def test_pipeline_tracks_and_registers_through_the_auth_server(server, tmp_path,
     for auth in (None, (PIPELINE_USER, "wrong-" + pipeline_password)):
         resp = api(url, "POST", "experiments/create", auth=auth, json={"name": "intruder"})
         assert resp.status_code == 401, (auth is None, resp.status_code, resp.text)
-        resp = api(url, "POST", "registered-models/alias", auth=auth, json={"name": NAME, "alias": "champion", "version": "1"})
+        resp = api(
+            url, "POST", "registered-models/alias", auth=auth, json={"name": NAME, "alias": "champion", "version": "1"}
+        )
         assert resp.status_code == 401
     assert client.get_experiment_by_name("intruder") is None
 
     # READ (the default permission) may look but not move the champion
     reader = (READER, reader_password)
     assert api(url, "GET", "registered-models/get", auth=reader, params={"name": NAME}).status_code == 200
-    resp = api(url, "POST", "registered-models/alias", auth=reader, json={"name": NAME, "alias": "champion", "version": "1"})
+    resp = api(
+        url, "POST", "registered-models/alias", auth=reader, json={"name": NAME, "alias": "champion", "version": "1"}
+    )
     assert resp.status_code == 403, resp.text
     resp = api(url, "DELETE", "registered-models/alias", auth=reader, json={"name": NAME, "alias": "champion"})
     assert resp.status_code == 403, resp.text

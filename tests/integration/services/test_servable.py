@@ -17,12 +17,12 @@ import time
 import numpy as np
 import pytest
 import requests
-
-from components.base import execute
-from components.stages import StageContext, get_stage
-from pinsage_model.config import config_from_dict
 from run_fixtures import make_run
 from service_fixtures import VENV_BIN, free_port, service, venv_env
+
+from components.orchestration.execution import execute
+from components.stages import StageContext, get_stage
+from pinsage_model.config import config_from_dict
 
 NAME = "servable-model"
 K = 5
@@ -47,7 +47,13 @@ def registry(tmp_path_factory):
     stage = get_stage("registration")
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        execute(stage, cfg, {n: run / n for n in stage.inputs}, run / "registration", StageContext.create(area, "run1", "2026-01-12T00:00:00Z"))
+        execute(
+            stage,
+            cfg,
+            {n: run / n for n in stage.inputs},
+            run / "registration",
+            StageContext.create(area, "run1", "2026-01-12T00:00:00Z"),
+        )
     decision = json.loads((run / "registration" / "decision.json").read_text())
     assert decision["champion_after"] == 1 and decision["model_uri"] == f"models:/{NAME}/1"
     env = venv_env(MLFLOW_TRACKING_URI=uri)
@@ -96,10 +102,14 @@ def test_champion_loads_by_alias_in_a_fresh_process(registry):
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS, f"models:/{NAME}@champion", json.dumps(QUERIES), str(K)],
-        env=env, cwd=area, capture_output=True, text=True, timeout=180,
+        env=env,
+        cwd=area,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    rows = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT"):])
+    rows = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT") :])
     check_answers(rows, emb)
     print(f"fresh-process load and predict: {time.perf_counter() - t0:.1f} s")
 
@@ -110,14 +120,29 @@ def test_scoring_server_answers_over_http(registry):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
-    cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
-           "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    cmd = [
+        str(VENV_BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        f"models:/{NAME}@champion",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-w",
+        "1",
+    ]
     with service(cmd, env, area / "serve.log", f"{base}/ping", timeout_s=150, cwd=area):
         resp = requests.post(f"{base}/invocations", json={"dataframe_records": QUERIES, "params": {"k": K}}, timeout=60)
         assert resp.status_code == 200, resp.text
         check_answers(resp.json()["predictions"], emb)
         # a malformed request is refused, and the server keeps answering
-        bad = requests.post(f"{base}/invocations", data="not json", headers={"Content-Type": "application/json"}, timeout=30)
+        bad = requests.post(
+            f"{base}/invocations", data="not json", headers={"Content-Type": "application/json"}, timeout=30
+        )
         assert 400 <= bad.status_code < 500
         resp = requests.post(f"{base}/invocations", json={"dataframe_records": [{"item_ids": ["nope"]}]}, timeout=30)
         assert resp.status_code == 200 and "unknown item id" in resp.json()["predictions"][0]["error"]

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from pinsage_model.config import SamplerConfig, SparkConfig
-from pinsage_model.contracts import Neighbourhoods
-from pinsage_model.inference import embed_all, random_weights
+from pinsage_model.graph.csr import Neighbourhoods
+from pinsage_model.inference.layerwise import embed_all, random_weights
 
 
 @pytest.fixture(scope="module")
 def spark():
-    from pinsage_model.spark import get_spark
+    from pinsage_model.spark.session import get_spark
 
     return get_spark(SparkConfig(master="local[2]", shuffle_partitions=2, driver_memory="1g"))
 
@@ -18,8 +18,8 @@ def spark():
 @pytest.fixture(scope="module")
 def tiny_inputs():
     """Tiny synthetic graph, its sampler neighbourhoods, and the generator's item features."""
-    from pinsage_model import synthetic
-    from pinsage_model.sampler import compute_neighbourhoods
+    from pinsage_model.data import synthetic
+    from pinsage_model.graph.sampler import compute_neighbourhoods
 
     data = synthetic.generate("tiny", seed=0)
     graph = synthetic.graph_of(data)
@@ -35,8 +35,8 @@ def tiny_inputs():
     [("importance", "shuffle"), ("mean", "gather"), ("max", "broadcast")],
 )
 def test_spark_equals_in_process(spark, tiny_inputs, tmp_path, monkeypatch, pooling, strategy):
-    from pinsage_model import inference_spark
-    from pinsage_model.inference_spark import embed_all_spark
+    from pinsage_model.spark import inference as inference_spark
+    from pinsage_model.spark.inference import embed_all_spark
 
     # small files: several scan partitions, so items must not straddle a split
     monkeypatch.setattr(inference_spark, "_ROWS_PER_FILE", 32)
@@ -66,7 +66,7 @@ def tiny_run(tmp_path_factory, tiny_inputs):
 
     import pyarrow as pa
 
-    from pinsage_model import synthetic
+    from pinsage_model.data import synthetic
     from pinsage_model.io import atomic_save_npz, atomic_write_json, atomic_write_parquet
 
     feats, nbhd = tiny_inputs
@@ -78,12 +78,26 @@ def tiny_run(tmp_path_factory, tiny_inputs):
     graph.save(run / "graph" / "graph.npz")
     n, c = graph.num_items, graph.num_collections
     in_train = np.arange(n) % 2 == 0  # odd items play the items held out of training
-    atomic_write_parquet(run / "graph" / "item_ids.parquet", pa.table({
-        "item_idx": pa.array(np.arange(n, dtype=np.int32)), "item_id": data.items.column("item_id"),
-        "in_train_graph": pa.array(in_train)}))
-    atomic_write_parquet(run / "graph" / "collection_ids.parquet", pa.table({
-        "collection_idx": pa.array(np.arange(c, dtype=np.int32)), "collection_id": [f"c{j:06d}" for j in range(c)],
-        "in_train_graph": pa.array(np.ones(c, bool))}))
+    atomic_write_parquet(
+        run / "graph" / "item_ids.parquet",
+        pa.table(
+            {
+                "item_idx": pa.array(np.arange(n, dtype=np.int32)),
+                "item_id": data.items.column("item_id"),
+                "in_train_graph": pa.array(in_train),
+            }
+        ),
+    )
+    atomic_write_parquet(
+        run / "graph" / "collection_ids.parquet",
+        pa.table(
+            {
+                "collection_idx": pa.array(np.arange(c, dtype=np.int32)),
+                "collection_id": [f"c{j:06d}" for j in range(c)],
+                "in_train_graph": pa.array(np.ones(c, bool)),
+            }
+        ),
+    )
     (run / "features").mkdir()
     np.save(run / "features" / "features.npy", feats)
     nbhd.save(run / "neighbourhoods" / "full.npz")
@@ -97,19 +111,21 @@ def tiny_run(tmp_path_factory, tiny_inputs):
 
 
 def _execute(stage_name: str, run, **overrides):
-    from components.base import execute
+    from components.orchestration.execution import execute
     from components.stages import StageContext, get_stage
     from pinsage_model.config import config_from_dict
 
     stage = get_stage(stage_name)
-    cfg = config_from_dict({"spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"}, **overrides})
+    cfg = config_from_dict(
+        {"spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"}, **overrides}
+    )
     ctx = StageContext.for_run_dir(run, "2026-01-12T00:00:00Z")
     return execute(stage, cfg, {n: run / n for n in stage.inputs}, run / stage.name, ctx, force=True)
 
 
 def test_embeddings_index_and_recommend_stages(tiny_run, tiny_inputs, capsys):
     from components.cli import main as cli_main
-    from pinsage_model.index import IndexReader
+    from pinsage_model.serving.index import IndexReader
 
     run, w, cfg = tiny_run
     feats, nbhd = tiny_inputs
@@ -158,7 +174,7 @@ def test_spark_backend_stage_equals_numpy(tiny_run, tiny_inputs):
 def test_shared_array_blocks_start_on_page_boundaries(tmp_path):
     import mmap
 
-    from pinsage_model.inference_spark import GATHER_BLOCK_ROWS, SharedArray
+    from pinsage_model.spark.inference import GATHER_BLOCK_ROWS, SharedArray
 
     src = np.arange(10_000 * 3, dtype=np.float32).reshape(10_000, 3)
     arr = SharedArray.create(tmp_path / "a.bin", 10_000, 3, fill=lambda s, e: src[s:e])
@@ -170,7 +186,7 @@ def test_shared_array_blocks_start_on_page_boundaries(tmp_path):
 
 def test_gather_task_names_a_missing_shared_file(tmp_path):
     # what an executor that does not mount the scratch folder reports (run here without Spark)
-    from pinsage_model.inference_spark import SharedArray, _gather_layer_fn
+    from pinsage_model.spark.inference import SharedArray, _gather_layer_fn
 
     arrays = {"h_in": SharedArray(str(tmp_path / "absent.bin"), 4, 2)}
     fn = _gather_layer_fn(0, False, {}, "importance", arrays, 4, 4)

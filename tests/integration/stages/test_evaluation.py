@@ -10,10 +10,10 @@ import pytest
 
 pytestmark = pytest.mark.slow  # compiles the sampler's numba kernels (Pixie)
 
-from components.base import execute
+from components.orchestration.execution import execute
 from components.stages import StageContext, get_stage
 from pinsage_model.config import config_from_dict
-from pinsage_model.contracts import CSRGraph
+from pinsage_model.graph.csr import CSRGraph
 
 # 8 items, 4 collections: c0 {0, 1, 2}, c1 {0, 1}, c2 {2, 3, 4}, c3 {5, 6, 7}.
 # Item degrees (full graph): 2, 2, 2, 1, 1, 1, 1, 1. The training subgraph drops c3.
@@ -41,20 +41,36 @@ def run_dir(tmp_path_factory):
     keep = colls != 3
     CSRGraph.from_edges(items[keep], colls[keep], 8, 4).save(root / "graph" / "train_graph.npz")
     pq.write_table(
-        pa.table({"item_idx": pa.array(range(8), pa.int32()), "item_id": [f"i{i}" for i in range(8)],
-                  "in_train_graph": [i < 5 for i in range(8)]}),
+        pa.table(
+            {
+                "item_idx": pa.array(range(8), pa.int32()),
+                "item_id": [f"i{i}" for i in range(8)],
+                "in_train_graph": [i < 5 for i in range(8)],
+            }
+        ),
         root / "graph" / "item_ids.parquet",
     )
     pq.write_table(
-        pa.table({"collection_idx": pa.array(range(4), pa.int32()), "collection_id": [f"u{c}" for c in range(4)],
-                  "in_train_graph": [c < 3 for c in range(4)]}),
+        pa.table(
+            {
+                "collection_idx": pa.array(range(4), pa.int32()),
+                "collection_id": [f"u{c}" for c in range(4)],
+                "in_train_graph": [c < 3 for c in range(4)],
+            }
+        ),
         root / "graph" / "collection_ids.parquet",
     )
     pairs = TEST + VALIDATION
     pq.write_table(
-        pa.table({"q_idx": pa.array([p[0] for p in pairs], pa.int32()), "pos_idx": pa.array([p[1] for p in pairs], pa.int32()),
-                  "count": pa.array([1] * len(pairs), pa.int64()), "split": ["test"] * 4 + ["validation"],
-                  "in_train_graph": [True] * len(pairs)}),
+        pa.table(
+            {
+                "q_idx": pa.array([p[0] for p in pairs], pa.int32()),
+                "pos_idx": pa.array([p[1] for p in pairs], pa.int32()),
+                "count": pa.array([1] * len(pairs), pa.int64()),
+                "split": ["test"] * 4 + ["validation"],
+                "in_train_graph": [True] * len(pairs),
+            }
+        ),
         root / "graph" / "pairs_indexed.parquet",
     )
     np.save(root / "features" / "features.npy", np.eye(8, 3, dtype=np.float32))
@@ -64,37 +80,66 @@ def run_dir(tmp_path_factory):
     np.save(root / "embeddings" / "items.npy", emb)
     np.save(root / "embeddings" / "collections.npy", emb[[3, 0, 5, 6]])  # user u0 looks like item 3, u2 like item 5
     pq.write_table(
-        pa.table({"user_id": [f"u{c}" for _, c in EDGES], "item_id": [f"i{i}" for i, _ in EDGES],
-                  "timestamp": pa.array(range(len(EDGES)), pa.int64())}),
+        pa.table(
+            {
+                "user_id": [f"u{c}" for _, c in EDGES],
+                "item_id": [f"i{i}" for i, _ in EDGES],
+                "timestamp": pa.array(range(len(EDGES)), pa.int64()),
+            }
+        ),
         root / "raw" / "interactions.parquet",
     )
     # the pairs stage's cleaned interactions: every edge is a training event (the test events
     # are in the raw test file)
     pq.write_table(
-        pa.table({"user_id": [f"u{c}" for _, c in EDGES], "item_id": [f"i{i}" for i, _ in EDGES],
-                  "timestamp": pa.array(range(len(EDGES)), pa.int64()), "collection_id": [f"u{c}" for _, c in EDGES],
-                  "split": ["train"] * len(EDGES)}),
+        pa.table(
+            {
+                "user_id": [f"u{c}" for _, c in EDGES],
+                "item_id": [f"i{i}" for i, _ in EDGES],
+                "timestamp": pa.array(range(len(EDGES)), pa.int64()),
+                "collection_id": [f"u{c}" for _, c in EDGES],
+                "split": ["train"] * len(EDGES),
+            }
+        ),
         root / "pairs" / "interactions.parquet",
     )
     pq.write_table(
-        pa.table({"user_id": ["u0", "u2", "u9"], "item_id": ["i3", "i5", "i1"], "timestamp": pa.array([100, 101, 102], pa.int64())}),
+        pa.table(
+            {
+                "user_id": ["u0", "u2", "u9"],
+                "item_id": ["i3", "i5", "i1"],
+                "timestamp": pa.array([100, 101, 102], pa.int64()),
+            }
+        ),
         root / "raw" / "test_interactions.parquet",
     )
     return root
 
 
-CFG = config_from_dict({
-    "sampler": {"walk_length": 4, "restart_prob": 0.5, "num_walks": 10, "top_t": 3},
-    "evaluation": {"ks": [1, 5], "mrr_scale": 1.0, "similarity_pairs": 500, "baseline_graph": "full",
-                   "baselines": ["content", "pixie", "popularity", "itemknn", "svd"], "svd_dim": 2,
-                   "pixie_walks": 50, "user_ks": [1, 3], "recent_items": 2},
-})
+CFG = config_from_dict(
+    {
+        "sampler": {"walk_length": 4, "restart_prob": 0.5, "num_walks": 10, "top_t": 3},
+        "evaluation": {
+            "ks": [1, 5],
+            "mrr_scale": 1.0,
+            "similarity_pairs": 500,
+            "baseline_graph": "full",
+            "baselines": ["content", "pixie", "popularity", "itemknn", "svd"],
+            "svd_dim": 2,
+            "pixie_walks": 50,
+            "user_ks": [1, 3],
+            "recent_items": 2,
+        },
+    }
+)
 
 
 def _run(run_dir, out_name, cfg=CFG):
     stage = get_stage("evaluation")
     inputs = {n: run_dir / n for n in stage.inputs}
-    return execute(stage, cfg, inputs, run_dir / out_name, StageContext.for_run_dir(run_dir, "2026-01-12T00:00:00Z"), force=True)
+    return execute(
+        stage, cfg, inputs, run_dir / out_name, StageContext.for_run_dir(run_dir, "2026-01-12T00:00:00Z"), force=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +209,13 @@ def test_outputs_written_and_deterministic(run_dir, evaluated):
     out = run_dir / "evaluation"
     md = (out / "report.md").read_text()
     assert "| pinsage | 1.0000 | 1.0000 | 1.0000 |" in md
-    for png in ("hit_rate_curve.png", "similarity_all.png", "similarity_pinsage.png", "similarity_content.png", "similarity_itemknn.png"):
+    for png in (
+        "hit_rate_curve.png",
+        "similarity_all.png",
+        "similarity_pinsage.png",
+        "similarity_content.png",
+        "similarity_itemknn.png",
+    ):
         assert (out / png).stat().st_size > 1000
     assert report["test_pairs"] == 4
     assert "NaN" not in (out / "metrics.json").read_text()  # content's kurtosis is undefined here
@@ -175,11 +226,20 @@ def test_outputs_written_and_deterministic(run_dir, evaluated):
 
 
 def _ease_cfg(max_items: int):
-    return config_from_dict({
-        "sampler": {"walk_length": 4, "restart_prob": 0.5, "num_walks": 10, "top_t": 3},
-        "evaluation": {"ks": [1, 5], "similarity_pairs": 500, "baselines": ["popularity", "ease"],
-                       "ease_lambda": 1.0, "ease_max_items": max_items, "user_ks": [1, 3], "recent_items": 2},
-    })
+    return config_from_dict(
+        {
+            "sampler": {"walk_length": 4, "restart_prob": 0.5, "num_walks": 10, "top_t": 3},
+            "evaluation": {
+                "ks": [1, 5],
+                "similarity_pairs": 500,
+                "baselines": ["popularity", "ease"],
+                "ease_lambda": 1.0,
+                "ease_max_items": max_items,
+                "user_ks": [1, 3],
+                "recent_items": 2,
+            },
+        }
+    )
 
 
 def test_ease_hand_computed(run_dir):
@@ -212,7 +272,9 @@ def test_ease_skipped_above_max_items_with_a_note(run_dir):
 def test_content_baseline_reads_content_columns_only(tmp_path):
     from components.stages.evaluation import content_columns
 
-    (tmp_path / "feature_names.json").write_text(json.dumps({"names": ["log_degree", "has_features", "title_hash_0", "genres=Drama"]}))
+    (tmp_path / "feature_names.json").write_text(
+        json.dumps({"names": ["log_degree", "has_features", "title_hash_0", "genres=Drama"]})
+    )
     assert content_columns(tmp_path) == [2, 3]
 
 
@@ -224,11 +286,24 @@ def test_user_level_from_the_temporal_split_without_a_test_file(run_dir, tmp_pat
     shutil.copytree(run_dir, root, ignore=shutil.ignore_patterns("evaluation*"))
     (root / "raw" / "test_interactions.parquet").unlink()
     clean = pq.read_table(root / "pairs" / "interactions.parquet").to_pydict()
-    events = (("u0", "i3", "test"), ("u2", "i5", "test"), ("u0", "i3", "validation"))  # later engagements, not graph edges
+    events = (
+        ("u0", "i3", "test"),
+        ("u2", "i5", "test"),
+        ("u0", "i3", "validation"),
+    )  # later engagements, not graph edges
     for user, item, split in events:
-        for key, value in (("user_id", user), ("item_id", item), ("timestamp", 999), ("collection_id", user), ("split", split)):
+        for key, value in (
+            ("user_id", user),
+            ("item_id", item),
+            ("timestamp", 999),
+            ("collection_id", user),
+            ("split", split),
+        ):
             clean[key].append(value)
-    pq.write_table(pa.table({**clean, "timestamp": pa.array(clean["timestamp"], pa.int64())}), root / "pairs" / "interactions.parquet")
+    pq.write_table(
+        pa.table({**clean, "timestamp": pa.array(clean["timestamp"], pa.int64())}),
+        root / "pairs" / "interactions.parquet",
+    )
     _run(root, "evaluation")
     u = json.loads((root / "evaluation" / "metrics.json").read_text())["user_level"]
     assert u["users"] == 2 and u["source"].startswith("temporal split")

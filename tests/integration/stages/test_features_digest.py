@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from components.base import execute
+from components.orchestration.execution import execute
 from components.stages import StageContext, get_stage
 from pinsage_model.config import load_config
 

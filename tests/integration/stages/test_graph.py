@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from components.base import execute
+from components.orchestration.execution import execute
 from components.stages import StageContext, get_stage
 from components.stages.pairs import event_splits, label_interactions, write_clean_interactions
 from pinsage_model.config import config_from_dict
-from pinsage_model.contracts import CSRGraph
+from pinsage_model.graph.csr import CSRGraph
 from pinsage_model.io import file_digest
 
 pytestmark = pytest.mark.slow
@@ -32,18 +32,24 @@ def _inputs(root, spark):
     raw.mkdir()
     pairs.mkdir()
     rows = [  # user, item, timestamp, collection
-        ("u1", "A", 1, "c1"), ("u1", "B", 2, "c1"),
+        ("u1", "A", 1, "c1"),
+        ("u1", "B", 2, "c1"),
         ("u2", "B", 3, "c1"),  # the same edge B-c1 again: merged
         ("u2", "C", 4, "c2"),
-        ("u3", "D", 5, "c3"), ("u3", "A", 6, "c3"),
+        ("u3", "D", 5, "c3"),
+        ("u3", "A", 6, "c3"),
         ("u3", None, 7, "c3"),  # null item: not an edge
     ]
     for i in range(N_FILLER):
         rows += [(f"v{i}", f"f{i % 500:03d}", 10, f"d{i:04d}"), (f"v{i}", f"f{(i * 7 + 1) % 500:03d}", 11, f"d{i:04d}")]
     u, it, ts, c = (list(x) for x in zip(*rows))
-    pq.write_table(pa.table({"user_id": u, "item_id": it, "timestamp": ts, "collection_id": c}), raw / "interactions.parquet")
+    pq.write_table(
+        pa.table({"user_id": u, "item_id": it, "timestamp": ts, "collection_id": c}), raw / "interactions.parquet"
+    )
     # the hash split keeps every cleaned event a training event: all of them are edges here
-    events = event_splits(label_interactions(spark, raw / "interactions.parquet", None), config_from_dict({"pairs": {"split": "hash"}}))
+    events = event_splits(
+        label_interactions(spark, raw / "interactions.parquet", None), config_from_dict({"pairs": {"split": "hash"}})
+    )
     write_clean_interactions(events, pairs / "interactions.parquet", root / "_spark_clean")
     pq.write_table(pa.table({"item_id": ["A", "B", "C", "D", "Z"]}), raw / "items.parquet")
     q, p, s = [], [], []
@@ -61,20 +67,26 @@ def _inputs(root, spark):
             seen.add(r[:2])
             uniq.append(r)
     q, p, s = (list(x) for x in zip(*uniq))
-    pq.write_table(pa.table({"q_item": q, "pos_item": p, "count": pa.array([1] * len(q), pa.int64()), "split": s}),
-                   pairs / "pairs.parquet")
+    pq.write_table(
+        pa.table({"q_item": q, "pos_item": p, "count": pa.array([1] * len(q), pa.int64()), "split": s}),
+        pairs / "pairs.parquet",
+    )
     return {"raw": raw, "pairs": pairs}
 
 
 def _cfg(spark_section, **spark):
-    return config_from_dict({"spark": {**spark_section, **spark}, "graph": {"train_collection_fraction": FRACTION, "seed": 3}})
+    return config_from_dict(
+        {"spark": {**spark_section, **spark}, "graph": {"train_collection_fraction": FRACTION, "seed": 3}}
+    )
 
 
 @pytest.fixture(scope="module")
 def graph_run(tmp_path_factory, spark, spark_section):
     root = tmp_path_factory.mktemp("graph_run")
     inputs = _inputs(root, spark)
-    report = execute(get_stage("graph"), _cfg(spark_section), inputs, root / "graph", StageContext.create(root, "test", WHEN))
+    report = execute(
+        get_stage("graph"), _cfg(spark_section), inputs, root / "graph", StageContext.create(root, "test", WHEN)
+    )
     return root, inputs, report
 
 
@@ -107,8 +119,8 @@ def test_training_subgraph_keeps_whole_sampled_collections(graph_run):
     i_in = np.asarray(pq.read_table(root / "graph" / "item_ids.parquet").column("in_train_graph").to_pylist())
     assert abs(c_in.mean() - FRACTION) < 0.04  # 2003 collections: SD about 0.01
     for c in range(g.num_collections):  # a kept collection keeps all its items, others none
-        full = g.coll_indices[g.coll_indptr[c]:g.coll_indptr[c + 1]].tolist()
-        sub = t.coll_indices[t.coll_indptr[c]:t.coll_indptr[c + 1]].tolist()
+        full = g.coll_indices[g.coll_indptr[c] : g.coll_indptr[c + 1]].tolist()
+        sub = t.coll_indices[t.coll_indptr[c] : t.coll_indptr[c + 1]].tolist()
         assert sub == (full if c_in[c] else [])
     touched = np.zeros(g.num_items, bool)
     touched[t.coll_indices] = True
@@ -136,5 +148,12 @@ def test_every_training_pair_is_inside_the_training_subgraph(graph_run):
 def test_outputs_identical_with_other_partitioning(graph_run, spark_section, tmp_path, stage_ctx):
     root, inputs, _ = graph_run
     execute(get_stage("graph"), _cfg(spark_section, shuffle_partitions=9), inputs, tmp_path / "graph", stage_ctx)
-    for name in ("graph.npz", "train_graph.npz", "collection_recency.npy", "item_ids.parquet", "collection_ids.parquet", "pairs_indexed.parquet"):
+    for name in (
+        "graph.npz",
+        "train_graph.npz",
+        "collection_recency.npy",
+        "item_ids.parquet",
+        "collection_ids.parquet",
+        "pairs_indexed.parquet",
+    ):
         assert file_digest(tmp_path / "graph" / name) == file_digest(root / "graph" / name), name

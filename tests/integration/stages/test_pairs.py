@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from components.base import execute
+from components.orchestration.execution import execute
 from components.stages import StageContext, get_stage
 from pinsage_model.config import config_from_dict
-from pinsage_model.contracts import ContractError
+from pinsage_model.data.contracts import ContractError
 
 pytestmark = pytest.mark.slow
 WHEN = "2026-01-12T00:00:00Z"
@@ -95,7 +95,9 @@ def run_dir(tmp_path_factory, spark, spark_section):
     d = tmp_path_factory.mktemp("pairs_run")
     (d / "raw").mkdir()
     pq.write_table(_log(), d / "raw" / "interactions.parquet", row_group_size=5000)
-    report = execute(get_stage("pairs"), _cfg(spark_section), {"raw": d / "raw"}, d / "pairs", StageContext.create(d, "test", WHEN))
+    report = execute(
+        get_stage("pairs"), _cfg(spark_section), {"raw": d / "raw"}, d / "pairs", StageContext.create(d, "test", WHEN)
+    )
     return d, report
 
 
@@ -170,14 +172,33 @@ def test_pairs_identical_on_local_1_with_other_partitioning(run_dir, spark_secti
     raw2.mkdir()
     pq.write_table(_log(), raw2 / "interactions.parquet", row_group_size=777)
     conf = tmp_path / "local1.yaml"
-    conf.write_text(yaml.safe_dump({
-        "spark": {**spark_section, "master": "local[1]", "shuffle_partitions": 3},
-        "pairs": {"max_gap_s": 100, "split": "hash"},
-    }))
+    conf.write_text(
+        yaml.safe_dump(
+            {
+                "spark": {**spark_section, "master": "local[1]", "shuffle_partitions": 3},
+                "pairs": {"max_gap_s": 100, "split": "hash"},
+            }
+        )
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "components.stages.pairs", "--config", str(conf),
-         "--raw", str(raw2), "--output", str(tmp_path / "pairs1"), "--run-id", "local1", "--run-area", str(tmp_path)],
-        capture_output=True, text=True, cwd=Path(__file__).parents[3],
+        [
+            sys.executable,
+            "-m",
+            "components.stages.pairs",
+            "--config",
+            str(conf),
+            "--raw",
+            str(raw2),
+            "--output",
+            str(tmp_path / "pairs1"),
+            "--run-id",
+            "local1",
+            "--run-area",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[3],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("pairs.parquet", "interactions.parquet"):
@@ -187,8 +208,10 @@ def test_pairs_identical_on_local_1_with_other_partitioning(run_dir, spark_secti
 def test_rating_filter_and_min_support(spark_section, tmp_path, stage_ctx):
     (tmp_path / "raw").mkdir()
     users, items, ts, weight = (list(c) for c in zip(*HAND[:12]))
-    pq.write_table(pa.table({"user_id": users, "item_id": items, "timestamp": ts, "weight": weight}),
-                   tmp_path / "raw" / "interactions.parquet")
+    pq.write_table(
+        pa.table({"user_id": users, "item_id": items, "timestamp": ts, "weight": weight}),
+        tmp_path / "raw" / "interactions.parquet",
+    )
     cfg = _cfg(spark_section, min_rating=3.0, min_item_support=2)
     report = execute(get_stage("pairs"), cfg, {"raw": tmp_path / "raw"}, tmp_path / "pairs", stage_ctx)
     # C (weight 2) is filtered, so u1 reads A B B | D E: B -> D is over the gap. Support:
@@ -206,8 +229,16 @@ def test_errors_name_the_file_and_column(spark_section, tmp_path, stage_ctx):
     pq.write_table(pa.table({"user_id": ["u"], "item_id": ["A"]}), tmp_path / "raw" / "interactions.parquet")
     with pytest.raises(ContractError, match=r"interactions.parquet: missing required column 'timestamp'"):
         execute(get_stage("pairs"), _cfg(spark_section), {"raw": tmp_path / "raw"}, tmp_path / "pairs", stage_ctx)
-    pq.write_table(pa.table({"user_id": ["u", "u"], "item_id": ["A", "B"], "timestamp": [1, 2], "weight": [1.0, 1.0]}),
-                   tmp_path / "raw" / "interactions.parquet")
+    pq.write_table(
+        pa.table({"user_id": ["u", "u"], "item_id": ["A", "B"], "timestamp": [1, 2], "weight": [1.0, 1.0]}),
+        tmp_path / "raw" / "interactions.parquet",
+    )
     with pytest.raises(Exception, match=r"all 2 interactions were quarantined"):
-        execute(get_stage("pairs"), _cfg(spark_section, min_rating=3.0), {"raw": tmp_path / "raw"}, tmp_path / "pairs", stage_ctx)
+        execute(
+            get_stage("pairs"),
+            _cfg(spark_section, min_rating=3.0),
+            {"raw": tmp_path / "raw"},
+            tmp_path / "pairs",
+            stage_ctx,
+        )
     assert not (tmp_path / "pairs").exists()  # a failed stage leaves nothing behind

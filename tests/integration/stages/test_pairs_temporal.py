@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from components.base import execute
+from components.orchestration.execution import execute
 from components.stages import get_stage
 from pinsage_model.config import config_from_dict
-from pinsage_model.contracts import CSRGraph
+from pinsage_model.graph.csr import CSRGraph
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +26,23 @@ U2 = [("u2", f"J{k}", 1000 + 10 * k) for k in range(5)]
 def _run(tmp_path, spark_section, stage_ctx, **pairs):
     users, items, ts = (list(c) for c in zip(*(U1 + U2)))
     (tmp_path / "raw").mkdir()
-    pq.write_table(pa.table({"user_id": users, "item_id": items, "timestamp": ts}), tmp_path / "raw" / "interactions.parquet")
-    cfg = config_from_dict({"spark": spark_section, "graph": {"train_collection_fraction": 1.0},
-                            "pairs": {"max_gap_s": 100, "fractions": [0.6, 0.2, 0.2], **pairs}})
+    pq.write_table(
+        pa.table({"user_id": users, "item_id": items, "timestamp": ts}), tmp_path / "raw" / "interactions.parquet"
+    )
+    cfg = config_from_dict(
+        {
+            "spark": spark_section,
+            "graph": {"train_collection_fraction": 1.0},
+            "pairs": {"max_gap_s": 100, "fractions": [0.6, 0.2, 0.2], **pairs},
+        }
+    )
     inputs = {"raw": tmp_path / "raw"}
     report = execute(get_stage("pairs"), cfg, inputs, tmp_path / "pairs", stage_ctx)
     execute(get_stage("graph"), cfg, {**inputs, "pairs": tmp_path / "pairs"}, tmp_path / "graph", stage_ctx)
-    pairs = {(r["q_item"], r["pos_item"]): r["split"] for r in pq.read_table(tmp_path / "pairs" / "pairs.parquet").to_pylist()}
+    pairs = {
+        (r["q_item"], r["pos_item"]): r["split"]
+        for r in pq.read_table(tmp_path / "pairs" / "pairs.parquet").to_pylist()
+    }
     return report, pairs
 
 
@@ -68,8 +78,16 @@ def test_global_time_cut(tmp_path, spark_section, stage_ctx):
     report, pairs = _run(tmp_path, spark_section, stage_ctx, temporal_scope="global", fractions=[0.5, 0.25, 0.25])
     assert report["split_protocol"] == "temporal (global)"
     want = {(f"I{k}", f"I{k + 1}"): "train" for k in range(7)}
-    want.update({("I7", "I8"): "validation", ("I8", "I9"): "validation", ("J0", "J1"): "validation",
-                 ("J1", "J2"): "test", ("J2", "J3"): "test", ("J3", "J4"): "test"})
+    want.update(
+        {
+            ("I7", "I8"): "validation",
+            ("I8", "I9"): "validation",
+            ("J0", "J1"): "validation",
+            ("J1", "J2"): "test",
+            ("J2", "J3"): "test",
+            ("J3", "J4"): "test",
+        }
+    )
     assert pairs == want
     assert _edges(tmp_path) == {("u1", f"I{k}") for k in range(8)}
 
@@ -81,6 +99,13 @@ def test_train_window_widens_training_pairs_only(tmp_path, spark_section, stage_
     want = {(f"I{k}", f"I{k + 1}"): "train" for k in range(5)}
     want.update({(f"I{k}", f"I{k + d}"): "train" for d in (2, 3) for k in range(6 - d)})
     want.update({("I5", "I6"): "validation", ("I6", "I7"): "validation", ("I7", "I8"): "test", ("I8", "I9"): "test"})
-    want.update({("J0", "J1"): "train", ("J1", "J2"): "train", ("J0", "J2"): "train",
-                 ("J2", "J3"): "validation", ("J3", "J4"): "test"})
+    want.update(
+        {
+            ("J0", "J1"): "train",
+            ("J1", "J2"): "train",
+            ("J0", "J2"): "train",
+            ("J2", "J3"): "validation",
+            ("J3", "J4"): "test",
+        }
+    )
     assert pairs == want

@@ -5,10 +5,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from components.base import execute, stage_main
+from components.orchestration.execution import execute, stage_main
 from components.stages import get_stage
 from pinsage_model.config import config_from_dict
-from pinsage_model.loaders import LoaderError
+from pinsage_model.data.loaders import LoaderError
 
 STAGE = get_stage("raw")
 
@@ -62,7 +62,10 @@ def test_empty_or_unusable_input_fails_and_leaves_nothing(tmp_path, stage_ctx):
     bad = tmp_path / "train.txt"
     bad.write_text("a b c\n")
     out = tmp_path / "raw"
-    with pytest.raises(LoaderError, match=r"train\.txt: no usable interactions: all 2 records quarantined \(bad int user_id: 2\); first at line 1"):
+    with pytest.raises(
+        LoaderError,
+        match=r"train\.txt: no usable interactions: all 2 records quarantined \(bad int user_id: 2\); first at line 1",
+    ):
         execute(STAGE, _cfg(source="adjacency", interactions_path=str(bad)), {}, out, stage_ctx)
     assert not out.exists()
     with pytest.raises(LoaderError, match="'data.interactions_path' must be set for data.source 'table'"):
@@ -80,7 +83,7 @@ def test_stage_cli_on_the_tiny_config(tmp_path, capsys):
 def test_generate_cli_writes_identical_files_and_prints_degree_stats(tmp_path, capsys):
     import argparse
 
-    from components import generate
+    from components.commands import generate
 
     parser = argparse.ArgumentParser()
     generate.add_arguments(parser)
@@ -93,7 +96,7 @@ def test_generate_cli_writes_identical_files_and_prints_degree_stats(tmp_path, c
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     args = parser.parse_args(["--preset", "tiny", "--seed", "7", "--out", str(tmp_path / "g"), "--graph-only"])
     assert generate.main(args) == 0
-    from pinsage_model.contracts import CSRGraph
+    from pinsage_model.graph.csr import CSRGraph
 
     assert CSRGraph.load(tmp_path / "g" / "graph.npz").num_edges == 3000
 
@@ -105,8 +108,15 @@ def test_table_source_with_mapping_and_npy_vectors(tmp_path, monkeypatch, stage_
     (tmp_path / "events.csv").write_text("who,what,at\nu1,a,1\nu1,b,2\nu2,a,3\n")
     np.save(tmp_path / "vec.npy", np.eye(2, dtype=np.float32))
     (tmp_path / "ids.txt").write_text("a\nb\n")
-    cfg = _cfg(source="table", interactions_path="events.csv", item_vectors_path="vec.npy",
-               item_vector_ids_path="ids.txt", user_column="who", item_column="what", timestamp_column="at")
+    cfg = _cfg(
+        source="table",
+        interactions_path="events.csv",
+        item_vectors_path="vec.npy",
+        item_vector_ids_path="ids.txt",
+        user_column="who",
+        item_column="what",
+        timestamp_column="at",
+    )
     rep = execute(STAGE, cfg, {}, tmp_path / "raw", stage_ctx)
     assert rep["interactions"] == 3 and rep["users"] == 2 and rep["collections"] == 2
     assert rep["items"] == 2 and rep["items_with_features"] == 2

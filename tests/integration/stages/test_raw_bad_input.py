@@ -2,9 +2,9 @@
 
 The corpus (``tests/integration/bad_input_corpus.py``) is written by the ``corpus_case`` fixture
 into a fresh folder. Each case runs through ``pinsage run --to raw`` (``components.cli.main``) and
-``python -m components.stages.raw`` (``components.base.stage_main``) in process, and both must
+``python -m components.stages.raw`` (``components.orchestration.execution.stage_main``) in process, and both must
 give the same exit code, the same one-line error and the same report and files; a few cases run
-the real commands (including the old name ``python -m components.ingest``) as subprocesses.
+the real commands as subprocesses.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from bad_input_corpus import CASES, FUTURE_REASON, NOW, Case, count_records
 
 from components import cli
-from components.base import stage_main
+from components.orchestration.execution import stage_main
 
 REPO = Path(__file__).resolve().parents[3]
 BY_NAME = {c.name: c for c in CASES}
@@ -112,8 +111,13 @@ def test_case_has_one_outcome_on_both_entry_points(corpus_case, tmp_path, capsys
     assert via_stage == via_run
 
 
-SUBPROCESS_CASES = ["ml_ratings_gzip_named_csv", "adj_leak_is_an_error", "npy_pickled_object_array",
-                    "ml_unknown_config_key", "csv_duplicates"]
+SUBPROCESS_CASES = [
+    "ml_ratings_gzip_named_csv",
+    "adj_leak_is_an_error",
+    "npy_pickled_object_array",
+    "ml_unknown_config_key",
+    "csv_duplicates",
+]
 
 
 @pytest.mark.parametrize("name", SUBPROCESS_CASES)
@@ -127,13 +131,18 @@ def test_real_commands_agree_and_print_one_line(name, tmp_path):
     commands = {
         "pinsage run": [str(Path(sys.executable).parent / "pinsage"), "run", "--to", "raw"],
         "components.stages.raw": [sys.executable, "-m", "components.stages.raw"],
-        "components.ingest": [sys.executable, "-m", "components.ingest"],
     }
     outcomes = {}
     for label, cmd in commands.items():
         run_dir = tmp_path / label.replace(" ", "_")
-        proc = subprocess.run([*cmd, "--config", str(config), "--run-dir", str(run_dir)], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [*cmd, "--config", str(config), "--run-dir", str(run_dir)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         out = _outcome(proc.returncode, proc.stderr, run_dir)
         _check_expected(case, out, folder)
         outcomes[label] = out
@@ -147,7 +156,7 @@ def test_in_host_front_ends_print_the_same_line_and_exit_1(name, tmp_path, capsy
     """The Kubeflow lightweight components (``execute_paths``) and the Airflow tasks
     (``exit_on_known_error(execute, ...)``) run inside a host process: they print the same one
     line as ``pinsage run`` and raise ``SystemExit(1)``, which both hosts report without a traceback."""
-    from components.base import execute, execute_paths, exit_on_known_error
+    from components.orchestration.execution import execute, execute_paths, exit_on_known_error
     from components.stages import get_stage
     from pinsage_model.config import load_config
 
@@ -166,14 +175,16 @@ def test_in_host_front_ends_print_the_same_line_and_exit_1(name, tmp_path, capsy
     if case.rc == 2:
         return  # the DAG loads its config at parse time; a config error is a DagBag import error
     with pytest.raises(SystemExit) as airflow:
-        exit_on_known_error(execute, get_stage("raw"), load_config(config), {}, tmp_path / "dag" / "raw", stage_ctx, force=True)
+        exit_on_known_error(
+            execute, get_stage("raw"), load_config(config), {}, tmp_path / "dag" / "raw", stage_ctx, force=True
+        )
     assert airflow.value.code == 1
     assert [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")] == line
     assert not (tmp_path / "kfp").exists() and not (tmp_path / "dag" / "raw").exists()
 
 
 def test_a_bug_is_not_swallowed():
-    from components.base import exit_on_known_error
+    from components.orchestration.execution import exit_on_known_error
 
     def bug():
         raise KeyError("a bug, not bad input")
@@ -185,7 +196,7 @@ def test_a_bug_is_not_swallowed():
 def test_future_rule_follows_the_logical_time_and_is_off_at_the_epoch(tmp_path):
     """A timestamp is "in the future" relative to the run's logical time; the Kubeflow pipeline's
     default logical time (the Unix epoch, none given) turns the rule off rather than refusing all."""
-    from components.base import execute
+    from components.orchestration.execution import execute
     from components.stages import StageContext, get_stage
     from pinsage_model.config import config_from_dict
 
@@ -197,6 +208,10 @@ def test_future_rule_follows_the_logical_time_and_is_off_at_the_epoch(tmp_path):
         reports[when] = execute(get_stage("raw"), cfg, {}, tmp_path / when[:4] / "raw", ctx)
     reasons = {w: next(iter(r["files"].values()))["reasons"] for w, r in reports.items()}
     assert reasons["2026-01-01T00:00:00Z"] == {"negative weight": 1, FUTURE_REASON: 1, "negative timestamp": 1}
-    assert reasons["2200-01-01T00:00:00Z"] == reasons["1970-01-01T00:00:00Z"] == {"negative weight": 1, "negative timestamp": 1}
+    assert (
+        reasons["2200-01-01T00:00:00Z"]
+        == reasons["1970-01-01T00:00:00Z"]
+        == {"negative weight": 1, "negative timestamp": 1}
+    )
     assert reports["2026-01-01T00:00:00Z"]["future_timestamps_after"] == "2026-01-01T00:00:00Z"
     assert reports["1970-01-01T00:00:00Z"]["future_timestamps_after"] is None

@@ -11,20 +11,22 @@ import json
 from pathlib import Path
 
 import pytest
+from run_fixtures import make_run
 
-from components import mlflow_store
-from components.base import execute, stage_main
+from components.orchestration.execution import execute, stage_main
+from components.registry import mlflow_store
 from components.stages import StageContext, get_stage
 from components.stages.registration import GATE_METRICS, gate, split_metrics
 from pinsage_model.config import config_from_dict
-from pinsage_model.contracts import model_digest
-from run_fixtures import make_run
+from pinsage_model.data.contracts import model_digest
 
 WHEN = "2026-01-12T00:00:00Z"
 
 
 def cfg_for(name: str, tolerance: float = 0.0, **sections):
-    return config_from_dict({"name": "t", "tracking": {"registered_model": name, "promotion_tolerance": tolerance}, **sections})
+    return config_from_dict(
+        {"name": "t", "tracking": {"registered_model": name, "promotion_tolerance": tolerance}, **sections}
+    )
 
 
 def register(cfg, run_dir: Path, area: Path, force: bool = False) -> dict:
@@ -36,6 +38,7 @@ def register(cfg, run_dir: Path, area: Path, force: bool = False) -> dict:
 
 
 # --- the gate as a pure function (hand-computed)
+
 
 def tags(hr, mrr, split="s1"):
     return {"hit_rate_at_10": repr(hr), "mrr": repr(mrr), "validation_split": split}
@@ -64,7 +67,10 @@ def test_gate_metrics_are_pinsage_on_one_split():
     # components/stages/evaluation.py's layout: per method, test and validation splits side by side
     evaluate_layout = {
         "methods": {
-            "pinsage": {"test": {"hit_rate_at_10": 0.31, "hit_rate_at_50": 0.6, "mrr": 0.12}, "validation": {"hit_rate_at_10": 0.5, "mrr": 0.3}},
+            "pinsage": {
+                "test": {"hit_rate_at_10": 0.31, "hit_rate_at_50": 0.6, "mrr": 0.12},
+                "validation": {"hit_rate_at_10": 0.5, "mrr": 0.3},
+            },
             "pixie": {"test": {"hit_rate_at_10": 0.2, "mrr": 0.05}, "validation": {"hit_rate_at_10": 0.1, "mrr": 0.01}},
         },
         "config": {"ks": [10, 50], "test_pairs": 900},
@@ -76,6 +82,7 @@ def test_gate_metrics_are_pinsage_on_one_split():
 
 
 # --- against a real MLflow SQLite store
+
 
 @pytest.fixture(scope="module")
 def area(tmp_path_factory):
@@ -131,8 +138,15 @@ def test_registration_gate_promote_and_rollback(area):
     assert [m.value for m in history] == [0.9, 0.5, 0.25]
     assert client.get_metric_history(d3["mlflow_run_id"], "train.val_hit_rate_at_10")[-1].value == 0.40
     logged = {f.path for d in ("model", "evaluation") for f in client.list_artifacts(d3["mlflow_run_id"], d)}
-    assert {"model/weights.npz", "model/model_config.json", "model/model.keras", "model/history.json",
-            "evaluation/report.md", "evaluation/hit_rate.png", "evaluation/metrics.json"} <= logged
+    assert {
+        "model/weights.npz",
+        "model/model_config.json",
+        "model/model.keras",
+        "model/history.json",
+        "evaluation/report.md",
+        "evaluation/hit_rate.png",
+        "evaluation/metrics.json",
+    } <= logged
     assert (area / "mlartifacts").is_dir() and not Path("mlruns").exists()
 
 
@@ -212,7 +226,18 @@ def test_stage_cli_with_separate_stage_folders(area, tmp_path):
     conf = tmp_path / "c.yaml"
     conf.write_text("name: t\ntracking:\n  registered_model: cli-track-model\n")
     out = tmp_path / "registration-out"
-    args = ["--config", str(conf), "--output", str(out), "--run-area", str(area), "--run-id", "kfp-1", "--logical-time", WHEN]
+    args = [
+        "--config",
+        str(conf),
+        "--output",
+        str(out),
+        "--run-area",
+        str(area),
+        "--run-id",
+        "kfp-1",
+        "--logical-time",
+        WHEN,
+    ]
     ins = [f"--{n}={run / n}" for n in ("graph", "model", "embeddings", "evaluation")]
     assert stage_main("components.stages.registration", [*args, *ins]) == 0
     decision = json.loads((out / "decision.json").read_text())
@@ -222,7 +247,7 @@ def test_stage_cli_with_separate_stage_folders(area, tmp_path):
 
 def test_published_index_follows_champion(area, tmp_path, capsys):
     from components.cli import main
-    from pinsage_model.index import current_version
+    from pinsage_model.serving.index import current_version
 
     root = tmp_path / "published"
     raw = {"name": "t", "tracking": {"registered_model": "serve-model"}, "index": {"publish_root": str(root)}}

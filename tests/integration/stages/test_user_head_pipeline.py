@@ -8,20 +8,23 @@ import json
 import numpy as np
 import pytest
 
-from components.local_runner import run_pipeline
+from components.orchestration.local_runner import run_pipeline
 from pinsage_model.config import load_config
-from pinsage_model.contracts import CSRGraph, read_collection_recency
-from pinsage_model.index import IndexReader
-from pinsage_model.user_head import load_head, time_ordered, user_vectors
+from pinsage_model.graph.csr import CSRGraph, read_collection_recency
+from pinsage_model.model.user_head import load_head, time_ordered, user_vectors
+from pinsage_model.serving.index import IndexReader
 
 pytestmark = pytest.mark.slow
 
 
 def test_user_head_from_model_to_served_homefeed(tmp_path):
-    cfg = load_config("configs/tiny.yaml", overrides={
-        "tracking": {"enabled": False},
-        "user_head": {"enabled": True, "hidden_dim": 16, "recency_half_life": 5.0, "steps": 40, "batch_size": 16},
-    })
+    cfg = load_config(
+        "configs/tiny.yaml",
+        overrides={
+            "tracking": {"enabled": False},
+            "user_head": {"enabled": True, "hidden_dim": 16, "recency_half_life": 5.0, "steps": 40, "batch_size": 16},
+        },
+    )
     run = tmp_path / "run"
     reports = run_pipeline(cfg, run)
     rep = reports["model"]["user_head"]
@@ -41,6 +44,6 @@ def test_user_head_from_model_to_served_homefeed(tmp_path):
     assert version.user_head is not None
     assert "user_head.npz" in json.loads((version.path / "manifest.json").read_text())["files"]
     c = int(np.argmax(np.diff(graph.coll_indptr)))
-    row_items = time_ordered(graph, recency)[graph.coll_indptr[c]:graph.coll_indptr[c + 1]]
+    row_items = time_ordered(graph, recency)[graph.coll_indptr[c] : graph.coll_indptr[c + 1]]
     ids = [version.item_ids[np.flatnonzero(version.item_idx == i)[0]] for i in row_items]
     np.testing.assert_allclose(version.user_query(ids), colls[c] + head["shift"], atol=1e-4)

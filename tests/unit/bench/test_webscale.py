@@ -11,10 +11,19 @@ from bench import webscale
 
 
 def test_core_hours_and_machines_follow_the_measured_per_core_rate(tmp_path):
-    (tmp_path / "pairs.json").write_text(json.dumps({
-        "machine": {"cpus": 2},
-        "datasets": {"synthetic-bench": {"pairs": {"interactions_per_s": 7200.0}, "graph": {"interactions_per_s": 3600.0}}},
-    }))
+    (tmp_path / "pairs.json").write_text(
+        json.dumps(
+            {
+                "machine": {"cpus": 2},
+                "datasets": {
+                    "synthetic-bench": {
+                        "pairs": {"interactions_per_s": 7200.0},
+                        "graph": {"interactions_per_s": 3600.0},
+                    }
+                },
+            }
+        )
+    )
     rates = webscale.measured_rates(tmp_path)
     assert rates["pairs"].per_s == 7200.0 and rates["pairs"].cores == 2
     assert rates["features"] is None and rates["model"] is None

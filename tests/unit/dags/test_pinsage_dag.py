@@ -61,11 +61,15 @@ def parse_dag(tmp_path: Path, config_text: str) -> dict:
     }
     proc = subprocess.run(
         [sys.executable, "-c", PARSE, str(REPO / "dags"), ",".join(HEAVY)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
-    return json.loads(line[len("RESULT"):])
+    return json.loads(line[len("RESULT") :])
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +125,8 @@ def test_dag_kfp_graph_and_pinsage_run_list_the_same_stages_in_the_same_order(tm
     graph (tasks, their dependencies, and no task before its inputs) and ``pinsage run``."""
     import yaml
 
-    from components import kfp_pipeline
-    from components.local_runner import run_pipeline
+    from components.orchestration import kfp_pipeline
+    from components.orchestration.local_runner import run_pipeline
     from components.stages import STAGE_NAMES, STAGES, Stage
     from pinsage_model.config import config_from_dict
 
@@ -144,6 +148,7 @@ def test_dag_kfp_graph_and_pinsage_run_list_the_same_stages_in_the_same_order(tm
         def run(cfg, inputs, out_dir, ctx):
             ran.append(self.name)
             return {}
+
         return run
 
     monkeypatch.setattr(Stage, "load_run", fake_run)

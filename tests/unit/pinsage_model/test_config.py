@@ -85,7 +85,9 @@ def test_value_ranges(tmp_path):
 
 
 def test_a_tfjob_needs_the_multi_worker_strategy(tmp_path):
-    with pytest.raises(ConfigError, match="tfjob_workers' = 4 launches a multi-worker TFJob, which needs train.strategy"):
+    with pytest.raises(
+        ConfigError, match="tfjob_workers' = 4 launches a multi-worker TFJob, which needs train.strategy"
+    ):
         load_config(write(tmp_path, "orchestration:\n  tfjob_workers: 4\n"))
     cfg = load_config(write(tmp_path, "orchestration:\n  tfjob_workers: 4\ntrain:\n  strategy: multi_worker\n"))
     assert cfg.orchestration.tfjob_workers == 4 and cfg.train.strategy == "multi_worker"

@@ -10,8 +10,8 @@ import pytest
 
 from components.stages.graph import degree_quantiles
 from components.stages.pairs import check_interactions_schema
-from pinsage_model.contracts import ContractError
-from pinsage_model.feature_transform import item_rows
+from pinsage_model.data.contracts import ContractError
+from pinsage_model.features.transform import item_rows
 
 
 def test_degree_quantiles_on_a_known_vector():
@@ -33,11 +33,13 @@ def test_missing_interactions_column_is_named(tmp_path):
 
 def test_item_rows_align_with_dense_ids_and_reject_bad_rows():
     item_ids = pa.table({"item_idx": pa.array([0, 1, 2, 3], pa.int32()), "item_id": ["a", "b", "c", "d"]})
-    items = pa.table({
-        "item_id": ["c", "a", "zz", "a", None, "b"],
-        "features": pa.array([[1, 2], [3, 4], [5, 6], [7, 8], [0, 0], [math.nan, 1]], pa.list_(pa.float32())),
-        "genres": ["x|y", None, "q", "r", "s", "t"],
-    })
+    items = pa.table(
+        {
+            "item_id": ["c", "a", "zz", "a", None, "b"],
+            "features": pa.array([[1, 2], [3, 4], [5, 6], [7, 8], [0, 0], [math.nan, 1]], pa.list_(pa.float32())),
+            "genres": ["x|y", None, "q", "r", "s", "t"],
+        }
+    )
     rows, rejected = item_rows(items, item_ids, np.array([3, 0, 1, 7]))
     assert rejected == [(2, "unknown_item_id"), (3, "duplicate_item_id"), (4, "null_item_id"), (5, "bad_vector")]
     assert rows["item_idx"].tolist() == [0, 1, 2, 3]
@@ -55,10 +57,12 @@ def test_item_rows_without_an_item_table():
     assert rows["has_features"].tolist() == [0, 0]
 
 
-def test_model_stage_writer_is_the_chief_and_a_cluster_needs_the_multi_worker_strategy(tmp_path, monkeypatch, stage_ctx):
+def test_model_stage_writer_is_the_chief_and_a_cluster_needs_the_multi_worker_strategy(
+    tmp_path, monkeypatch, stage_ctx
+):
     import json
 
-    from components.base import StageError
+    from components.orchestration.execution import StageError
     from components.stages import model
     from pinsage_model.config import config_from_dict
 

@@ -1,0 +1,1 @@
+"""``pinsage`` subcommands other than ``run``: generate, recommend, tune, ablation, promote/rollback."""

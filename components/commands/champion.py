@@ -1,0 +1,75 @@
+"""``pinsage promote`` / ``pinsage rollback``: move the MLflow ``champion`` alias by hand.
+
+``promote`` applies the registration stage's gate (:func:`components.stages.registration.gate`,
+validation split) to a version, ``--force`` skips it; ``rollback`` restores the previous
+champion. When a publish root is known (``--index-root`` or ``index.publish_root``) its
+``CURRENT`` follows the new champion to the index built from its weights.
+
+Usage::
+
+    pinsage promote --config configs/demo.yaml              # gate the current challenger
+    pinsage promote --config configs/demo.yaml --version 3 --force
+    pinsage rollback --config configs/demo.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_RUN_AREA = "runs"
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str = "promote") -> None:
+    parser.add_argument("--config", required=True, help="pipeline YAML config (registry name and tolerance)")
+    parser.add_argument(
+        "--run-area",
+        default=DEFAULT_RUN_AREA,
+        help="folder holding the local registry mlflow.db when no tracking URI is configured (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--index-root",
+        default=None,
+        help="published index root whose CURRENT should follow the new champion "
+        "(default: index.publish_root of the config, if set)",
+    )
+    if command == "promote":
+        parser.add_argument("--version", type=int, help="model version to promote (default: the 'challenger' alias)")
+        parser.add_argument("--force", action="store_true", help="promote even if the gate fails")
+
+
+def main(args: argparse.Namespace) -> int:
+    from components.orchestration.execution import cli_config
+    from components.registry import mlflow_store
+    from components.stages.index import follow_champion
+    from components.stages.registration import promote
+
+    cfg = cli_config(args.config)
+    if cfg is None:
+        return 2
+    client = mlflow_store.client_for(cfg, args.run_area)
+    name = cfg.tracking.registered_model
+    try:
+        if args.command == "rollback":
+            old, new = mlflow_store.rollback(client, name)
+            print(f"{name}: {mlflow_store.CHAMPION} rolled back from version {old} to version {new}")
+        else:
+            decision = promote(client, name, args.version, cfg.tracking.promotion_tolerance, force=args.force)
+            verdict = "promoted" if decision.promote else "not promoted"
+            print(
+                f"{name}: version {decision.candidate} {verdict} (champion was {decision.champion}): {decision.reason}"
+            )
+            if not decision.promote:
+                return 3
+    except mlflow_store.RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    index_root = args.index_root or cfg.index.publish_root
+    if index_root:
+        version = follow_champion(cfg, Path(index_root), Path(args.run_area))
+        if version is None:
+            print(f"warning: no index under {index_root} was built from the champion's weights; CURRENT unchanged")
+        else:
+            print(f"{index_root}/CURRENT -> {version}")
+    return 0

@@ -1,0 +1,281 @@
+"""What every stage shares: atomic, fingerprinted execution, the stage CLI and report tables.
+
+:func:`execute` runs one stage of :mod:`components.stages` for every front end (the local runner,
+``python -m components.stages.<stage>``, the Airflow DAG and the Kubeflow components): it checks
+the inputs, skips a stage whose fingerprint is unchanged, removes temporary folders that an
+interrupted attempt left behind, runs the stage into a fresh temporary folder and renames it into
+place only when the stage returns, so a failing stage leaves no partial output. The stage's
+report (a JSON-able dict) is written to ``report.json`` beside its outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from components.logs import setup_logging
+from components.stages import Stage, StageContext, get_stage
+from pinsage_model.config import ConfigError, PipelineConfig, config_to_dict, load_config, save_resolved
+from pinsage_model.io import atomic_dir, atomic_write_json, file_digest, json_digest
+
+log = logging.getLogger("pinsage")
+
+FINGERPRINT_FILE = "_fingerprint.json"
+REPORT_FILE = "report.json"
+
+
+class StageError(RuntimeError):
+    """A stage could not produce its outputs; the message says what to do next."""
+
+
+# Errors of the input or the setup, not of the code: every front end prints them as one line
+# (``error_line``) and exits non-zero, never with a traceback. ``LoaderError``, ``ContractError``,
+# ``ConfigError`` and pyarrow's ``ArrowInvalid`` are ``ValueError``s (as are numpy's read errors);
+# file-system errors and pyarrow's ``ArrowIOError`` are ``OSError``s; a corrupt ``.npz`` is a
+# ``BadZipFile``.
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (StageError, ValueError, OSError, EOFError, zipfile.BadZipFile)
+
+
+def error_line(exc: BaseException) -> str:
+    """The one-line message every front end prints for a known error."""
+    return "error: " + " ".join(str(exc).split())
+
+
+def exit_on_known_error(fn, *args, **kwargs):
+    """Call ``fn``; on a known error print :func:`error_line` to stderr and exit with status 1.
+
+    For front ends that run a stage inside a host process (the Kubeflow lightweight components,
+    the Airflow tasks): ``SystemExit`` fails the task with that one line and no traceback.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except KNOWN_ERRORS as exc:
+        print(error_line(exc), file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+def external_inputs(cfg: PipelineConfig) -> list[str]:
+    """Files outside the run dir that the ingest stage reads (their bytes enter its fingerprint)."""
+    d = cfg.data
+    return [
+        p
+        for p in (d.path, d.interactions_path, d.items_path, d.test_path, d.item_vectors_path, d.item_vector_ids_path)
+        if p
+    ]
+
+
+def fingerprint(stage: Stage, cfg: PipelineConfig, inputs: dict[str, Path]) -> str:
+    """Hash of the stage, its config sections and its inputs' fingerprints (or file digests)."""
+    cfg_dict = config_to_dict(cfg)
+    parts: dict[str, Any] = {
+        "stage": stage.name,
+        "seed": cfg.seed,
+        "config": {s: cfg_dict[s] for s in stage.config_sections},
+        "inputs": {},
+    }
+    for name, path in sorted(inputs.items()):
+        fp = Path(path) / FINGERPRINT_FILE
+        parts["inputs"][name] = json.loads(fp.read_text())["fingerprint"] if fp.exists() else file_digest(path)
+    if not stage.inputs:
+        parts["external"] = {p: file_digest(p) if Path(p).exists() else "missing" for p in external_inputs(cfg)}
+    return json_digest(parts)
+
+
+def is_current(out: Path, fp: str) -> bool:
+    f = out / FINGERPRINT_FILE
+    return f.exists() and json.loads(f.read_text()).get("fingerprint") == fp
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Remove the temporary folders an interrupted attempt left beside ``out``.
+
+    ``atomic_dir`` removes its ``.<stage>.*.tmp`` folder when a stage fails, but not when the
+    process is killed (nor the ``.<stage>.old-*`` folder of a kill during the final swap); at 1M
+    items one such folder holds gigabytes. Called each time a front end gets to the stage, when
+    no other attempt of it is writing there (front ends run one attempt of a stage at a time).
+    """
+    if not out.parent.exists():
+        return []
+    stale = sorted(
+        p for pattern in (f".{out.name}.*.tmp", f".{out.name}.old-*") for p in out.parent.glob(pattern) if p.is_dir()
+    )
+    for path in stale:
+        log.info("removing %s left by an interrupted run of stage %s", path, out.name)
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def execute(
+    stage: Stage, cfg: PipelineConfig, inputs: dict[str, Path], out: Path, ctx: StageContext, force: bool = False
+) -> dict:
+    """Run one stage into ``out`` atomically; skip it when its fingerprint is unchanged.
+
+    Args:
+      stage: the stage to run.
+      cfg: the resolved config.
+      inputs: upstream stage name -> that stage's output directory.
+      out: this stage's output directory.
+      ctx: the run's context; the stage sees it with its own scratch folder.
+      force: run even when the fingerprint is unchanged.
+    """
+    for name in stage.inputs:
+        if name not in inputs or not Path(inputs[name]).exists():
+            raise StageError(
+                f"stage '{stage.name}' needs the output of '{name}' at {inputs.get(name)}; "
+                f"run that stage first (pinsage run --to {name})"
+            )
+    run = stage.load_run()
+    writer = writes_outputs(run, cfg)
+    if writer:  # a helper process must not remove the writer's folders in progress
+        remove_stale_temps(out)
+    fp = fingerprint(stage, cfg, inputs)
+    if not force and is_current(out, fp):
+        log.info("stage %-15s unchanged, skipped (%s)", stage.name, out)
+        report_path = out / REPORT_FILE
+        return {"skipped": True, **(json.loads(report_path.read_text()) if report_path.exists() else {})}
+    log.info("stage %-15s running: %s", stage.name, stage.description)
+    t0 = time.perf_counter()
+    stage_ctx = ctx.for_stage(stage, fp)
+    if not writer:
+        # One of several processes running the stage together (e.g. a non-chief training
+        # worker): same inputs and scratch folder, outputs discarded; the writer keeps and
+        # finally removes the scratch folder.
+        with tempfile.TemporaryDirectory(prefix=f"pinsage-{stage.name}-helper-") as tmp:
+            report = run(cfg, {k: Path(v) for k, v in inputs.items()}, Path(tmp), stage_ctx) or {}
+        log.info(
+            "stage %-15s done in %.1f s; its outputs are the writer's, in %s", stage.name, time.perf_counter() - t0, out
+        )
+        return {
+            "skipped": False,
+            "wrote_outputs": False,
+            "stage": stage.name,
+            "seconds": round(time.perf_counter() - t0, 3),
+            **report,
+        }
+    with atomic_dir(out) as tmp:
+        report = run(cfg, {k: Path(v) for k, v in inputs.items()}, tmp, stage_ctx) or {}
+        report = {"stage": stage.name, "seconds": round(time.perf_counter() - t0, 3), **report}
+        atomic_write_json(tmp / REPORT_FILE, report)
+        atomic_write_json(tmp / FINGERPRINT_FILE, {"fingerprint": fp, "stage": stage.name})
+    shutil.rmtree(stage_ctx.scratch_dir, ignore_errors=True)
+    log.info("stage %-15s done in %.1f s -> %s", stage.name, time.perf_counter() - t0, out)
+    return {"skipped": False, **report}
+
+
+def writes_outputs(run, cfg: PipelineConfig) -> bool:
+    """Whether this process writes the outputs of the stage whose ``run`` is given: the answer of
+    ``writes_outputs(cfg)`` in the module defining ``run`` (:mod:`components.stages`), else True."""
+    decide = getattr(sys.modules.get(run.__module__), "writes_outputs", None)
+    return True if decide is None else bool(decide(cfg))
+
+
+def cli_config(path: str) -> PipelineConfig | None:
+    """Load a config for a command; on a schema error print it (key and file) and return None."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(error_line(exc), file=sys.stderr)
+        return None
+
+
+def cli_names(what: str, text: str, known) -> list[str] | None:
+    """The names in a comma-separated command option; on an unknown ``what`` print it and the
+    known names and return None."""
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        print(f"error: unknown {what} '{unknown[0]}'; known: {', '.join(known)}", file=sys.stderr)
+        return None
+    return names
+
+
+def execute_paths(
+    stage_name: str, config_path: str, output: str, ctx: StageContext, force: bool = False, **inputs: str
+) -> dict:
+    """:func:`execute` by stage name over plain paths (the Kubeflow lightweight components); a known
+    error prints its one line and exits with status 1 (:func:`exit_on_known_error`)."""
+
+    def go() -> dict:
+        cfg = load_config(config_path)
+        return execute(
+            get_stage(stage_name), cfg, {k: Path(v) for k, v in inputs.items()}, Path(output), ctx, force=force
+        )
+
+    return exit_on_known_error(go)
+
+
+def print_table(title: str, rows: list[tuple[str, object]]) -> str:
+    """Format a two-column stage report table, print it to stderr and return it."""
+    width = max([len(k) for k, _ in rows] + [10])
+    lines = [title, "-" * (width + 16)] + [f"{k:<{width}}  {v:>14}" for k, v in rows]
+    text = "\n".join(lines)
+    print(text, file=sys.stderr)
+    return text
+
+
+def stage_main(module_name: str, argv: list[str] | None = None) -> int:
+    """``python -m components.stages.<stage>``: run one stage over a run dir or explicit paths."""
+    if module_name == "__main__":  # run as `python -m components.stages.<stage>`
+        module_name = sys.modules["__main__"].__spec__.name
+    stage = get_stage(module_name)
+    doc = importlib.import_module(stage.module).__doc__ or ""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {stage.module}",
+        description=f"{stage.description}\n\n{doc.strip()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, help="pipeline YAML config (e.g. configs/demo.yaml)")
+    parser.add_argument("--run-dir", help="run directory; inputs and output default to its stage folders")
+    for name in stage.inputs:
+        parser.add_argument(f"--{name}", dest=f"in_{name}", help=f"output directory of stage '{name}'")
+    parser.add_argument("--output", help=f"output directory (default: <run-dir>/{stage.name})")
+    parser.add_argument("--run-id", help="run id without --run-dir (default: the run directory's name)")
+    parser.add_argument("--run-area", help="folder runs share without --run-dir (default: orchestration.run_root)")
+    parser.add_argument(
+        "--logical-time", help="ISO 8601 instant the run stands for (default: SOURCE_DATE_EPOCH, else now)"
+    )
+    parser.add_argument("--force", action="store_true", help="run even if inputs and config are unchanged")
+    parser.add_argument("--verbose", action="store_true", help="every library's log lines on the console, at DEBUG")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    if not args.run_dir and (not args.output or any(getattr(args, f"in_{n}") is None for n in stage.inputs)):
+        parser.error("give --run-dir, or --output and every input directory")
+    if not args.run_dir and not args.run_id:
+        parser.error("give --run-dir, or --run-id with --output")
+    cfg = cli_config(args.config)
+    if cfg is None:
+        return 2
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    inputs = {n: Path(getattr(args, f"in_{n}") or run_dir / n) for n in stage.inputs}
+    out = Path(args.output) if args.output else run_dir / stage.name
+    when = args.logical_time or start_time()
+    try:
+        if run_dir is not None:
+            ctx = StageContext.for_run_dir(run_dir, when)
+            if writes_outputs(stage.load_run(), cfg):  # a helper process writes nothing in the run dir
+                save_resolved(cfg, run_dir / "config.resolved.yaml")
+        else:
+            ctx = StageContext.create(args.run_area or cfg.orchestration.run_root, args.run_id, when)
+        report = execute(stage, cfg, inputs, out, ctx, force=args.force)
+    except KNOWN_ERRORS as exc:
+        print(error_line(exc), file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def start_time() -> dt.datetime:
+    """A local run's logical time: ``SOURCE_DATE_EPOCH`` when set (reproducible manifests), else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    return dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch else dt.datetime.now(dt.timezone.utc)

@@ -1,0 +1,1 @@
+"""MLflow: tracking, model versions and aliases, and the registered pyfunc model."""

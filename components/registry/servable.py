@@ -1,0 +1,117 @@
+"""The registered model: an MLflow ``pyfunc`` that answers related items and homefeeds.
+
+Registration logs this file as the model's code (MLflow "models from code": no pickle) with the
+artifacts of one model version:
+
+* ``index``: a published index version of :mod:`pinsage_model.serving.index` (``index.faiss``,
+  ``ids.parquet``, ``embeddings.npy`` L2-normalised, ``manifest.json``);
+* ``query_shift``: ``query_shift.npy`` (d,) float32, the model's learned query shift (optional:
+  absent means zero);
+* the training outputs (``weights.npz``, ``model_config.json``, ...) for whoever wants the weights.
+
+So ``mlflow.pyfunc.load_model("models:/pinsage@champion")`` and ``mlflow models serve -m
+models:/pinsage@champion --env-manager local`` serve exactly the champion's embeddings and index.
+
+Input: a DataFrame (JSON ``dataframe_records``), one query per row, in one column ``item_ids``
+(list of str):
+
+* one id: related items of that item: query ``items[q] + query_shift``, the item excluded;
+* several ids: a homefeed for a user's recent items, oldest first: the version's user vector
+  (:meth:`pinsage_model.serving.index.LoadedVersion.user_query`: the model's user head over them plus its
+  shift, or ``normalise(mean(items[recent])) + query_shift`` for a model without one), the recent
+  items excluded. (One recent item gives its related items.)
+
+Param ``k`` (int, default 10): how many items a row returns. Output, one row per input row:
+``item_ids`` (list of str) and ``scores`` (list of float, inner products, best first), ``unknown_ids``
+(list of str: the query ids not in the index, skipped) and ``error`` (str, empty when the row was
+answered). A row none of whose ids is known gets an empty answer and its ``error``; the other rows
+are answered as usual.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+INPUT_COLUMN = "item_ids"
+OUTPUT_COLUMNS = ("item_ids", "scores", "unknown_ids", "error")
+DEFAULT_K = 10
+MAX_K = 1000  # one request cannot ask for the whole catalogue row by row
+
+
+class PinSageRecommender(PythonModel):
+    """Related items and homefeeds from the faiss index bundled with the model version."""
+
+    def load_context(self, context) -> None:
+        """Load the bundled index version (checksums verified) and the query shift."""
+        from pathlib import Path
+
+        from pinsage_model.serving.index import load_version
+
+        self.version = load_version(context.artifacts["index"], verify=True)
+        dim = self.version.embeddings.shape[1]
+        shift_path = context.artifacts.get("query_shift")
+        self.shift = np.zeros(dim, np.float32)
+        if shift_path and Path(shift_path).exists():
+            self.shift = np.load(shift_path, allow_pickle=False).astype(np.float32).reshape(dim)
+
+    def predict(self, context, model_input, params=None):
+        """One answer row per input row (see the module docstring); never raises for bad ids."""
+        import pandas as pd
+
+        k = max(1, min(int((params or {}).get("k") or DEFAULT_K), MAX_K))
+        if isinstance(model_input, pd.DataFrame):
+            queries = model_input[INPUT_COLUMN].tolist() if INPUT_COLUMN in model_input.columns else []
+        else:
+            queries = [row[INPUT_COLUMN] for row in model_input]
+        return pd.DataFrame([self._answer(q, k) for q in queries], columns=list(OUTPUT_COLUMNS))
+
+    def _answer(self, query, k: int) -> tuple[list[str], list[float], list[str], str]:
+        from pinsage_model.serving.index import _search
+
+        v = self.version
+        ids = [str(i) for i in (query if isinstance(query, (list, tuple, np.ndarray)) else [])]
+        known = list(dict.fromkeys(i for i in ids if i in v.row_of))
+        unknown = [i for i in ids if i not in v.row_of]
+        if not known:
+            if not ids:
+                return [], [], [], f"give a non-empty list of item ids in column '{INPUT_COLUMN}'"
+            return [], [], unknown, f"unknown item id(s) {', '.join(unknown[:5])}: not in index version {v.name}"
+        # one item: related items, its own embedding + the query shift; several: a homefeed, the
+        # version's user vector of them (the user head when the model has one, else their mean)
+        if len(known) == 1:
+            vector = np.asarray(v.embeddings[v.row_of[known[0]]], np.float32) + self.shift
+        else:
+            vector = v.user_query(known)
+        (nb,) = _search(v, vector[None, :], k, [known])
+        return list(nb.item_ids), [float(s) for s in nb.scores], unknown, ""
+
+
+def input_example(item_id: str, recent_item_ids: list[str]):
+    """The input example logged with the model: one related-items row, one homefeed row."""
+    import pandas as pd
+
+    return pd.DataFrame({INPUT_COLUMN: [[item_id], list(recent_item_ids)]})
+
+
+def signature():
+    """Input, output and params schema of :class:`PinSageRecommender` (what serving validates)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema([ColSpec(Array(DataType.string), INPUT_COLUMN)])
+    outputs = Schema(
+        [
+            ColSpec(Array(DataType.string), "item_ids"),
+            ColSpec(Array(DataType.double), "scores"),
+            ColSpec(Array(DataType.string), "unknown_ids"),
+            ColSpec(DataType.string, "error"),
+        ]
+    )
+    return ModelSignature(inputs, outputs, params=ParamSchema([ParamSpec("k", DataType.long, DEFAULT_K)]))
+
+
+# MLflow executes this file to load the model ("models from code"); importing it elsewhere only
+# sets the same module-level model object MLflow would.
+mlflow.models.set_model(PinSageRecommender())

@@ -1,0 +1,551 @@
+"""Layer-wise PinSage inference in process (paper 3.4), the per-node baseline, collection pooling.
+
+The paper's MapReduce scheme computes each node's layer-k representation exactly once: first
+every node is projected into the pooling space (Algorithm 1, line 1), then each node pools the
+projections of its importance neighbourhood and combines them with its own vector (lines 2-3);
+this repeats K times before the dense head (Algorithm 2, line 16). :func:`embed_all` does the same
+over whole arrays: per layer one projection pass over all N nodes, then one pass that pools and
+combines, both in cache-sized row blocks spread over worker threads (BLAS sgemms plus compiled
+GIL-free kernels). The Spark backend (:mod:`pinsage_model.spark.inference`) runs the same plan as
+Spark jobs and reuses the per-block functions below.
+
+:func:`embed_nodes_naive` is Algorithm 2 applied to one target node at a time: it recomputes the
+overlapping K-hop neighbourhoods of different targets, which is what layer-wise inference avoids.
+It is the benchmark's baseline and an independent reference for the tests.
+
+Conventions follow ``contracts.py``: row vectors (``x @ Q``), weights keyed ``conv{k}/Q`` etc.,
+embeddings L2-normalised with ``x / sqrt(max(|x|^2, 1e-12))`` (as ``tf.math.l2_normalize``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from pinsage_model.data.contracts import ContractError
+from pinsage_model.graph.csr import CSRGraph, Neighbourhoods
+
+POOLING_MODES = {"importance": 0, "mean": 1, "max": 2}
+_NORM_EPS = 1e-12
+
+
+@dataclass
+class InferenceStats:
+    """What one :func:`embed_all` call did; filled in place when passed as ``stats``.
+
+    Attributes:
+      projection_counts: per layer, how many times each node was projected (N,) int32; the
+        layer-wise scheme makes every entry exactly 1.
+      dense_flops: floating-point operations of the matrix products (2 per multiply-add).
+      dense_thread_seconds: time the worker threads spent in those products and their
+        bias/ReLU/normalisation epilogues, summed over threads.
+      pool_thread_seconds: time the worker threads spent in the neighbourhood gather-and-reduce.
+      threads: worker threads that ran the blocks.
+    """
+
+    projection_counts: list[np.ndarray] = field(default_factory=list)
+    dense_flops: float = 0.0
+    dense_thread_seconds: float = 0.0
+    pool_thread_seconds: float = 0.0
+    threads: int = 1
+
+    @property
+    def projections(self) -> list[int]:
+        """Total projections per layer."""
+        return [int(c.sum()) for c in self.projection_counts]
+
+    @property
+    def dense_gflops(self) -> float:
+        """Throughput of the dense part with all threads busy: flops / (thread-seconds / threads)."""
+        return self.dense_flops * self.threads / max(self.dense_thread_seconds, 1e-12) / 1e9
+
+
+def check_weights(weights: dict[str, np.ndarray], config: dict, source: str = "<weights>") -> None:
+    """Check that ``weights`` has every array of the contract with the shape the config implies."""
+    for key in ("num_layers", "hidden_dim", "output_dim", "pooling", "input_dim"):
+        if key not in config:
+            raise ContractError(f"{source}: model config lacks '{key}'")
+    if config["pooling"] not in POOLING_MODES:
+        raise ContractError(f"{source}: unknown pooling '{config['pooling']}'; expected one of {sorted(POOLING_MODES)}")
+    m, d = config["hidden_dim"], config["output_dim"]
+    id_dim = int(config.get("id_embedding_dim", 0))
+    expected = {}
+    if id_dim:
+        if (
+            "id_embedding/E" not in weights
+            or weights["id_embedding/E"].ndim != 2
+            or weights["id_embedding/E"].shape[1] != id_dim
+        ):
+            raise ContractError(
+                f"{source}: model config has id_embedding_dim={id_dim} but no (N, {id_dim}) 'id_embedding/E' weight"
+            )
+    for k in range(1, config["num_layers"] + 1):
+        fk = config["input_dim"] + id_dim if k == 1 else d
+        expected.update({f"conv{k}/Q": (fk, m), f"conv{k}/q": (m,), f"conv{k}/W": (fk + m, d), f"conv{k}/w": (d,)})
+    expected.update({"head/G1": (d, d), "head/g": (d,), "head/G2": (d, d)})
+    if config.get("query_shift", False):
+        expected["head/query_shift"] = (d,)
+    for key, shape in expected.items():
+        if key not in weights:
+            raise ContractError(f"{source}: missing weight '{key}'")
+        if tuple(weights[key].shape) != shape:
+            raise ContractError(f"{source}: weight '{key}' has shape {weights[key].shape}, expected {shape}")
+
+
+def query_shift(weights: dict[str, np.ndarray], config: dict) -> np.ndarray:
+    """(d,) float32 vector added to every query embedding (zero for a model without the shift).
+
+    Item embeddings are the candidates; a related-items query for item q is ``items[q] + shift``
+    and a homefeed query ``user vector + shift``, both scored by inner product.
+    """
+    shift = weights.get("head/query_shift")
+    return np.zeros(config["output_dim"], np.float32) if shift is None else np.asarray(shift, np.float32)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise ``x / sqrt(max(|x|^2, 1e-12))`` in place-safe float32."""
+    sq = np.einsum("ij,ij->i", x, x)
+    return x * (1.0 / np.sqrt(np.maximum(sq, _NORM_EPS))).astype(np.float32)[:, None]
+
+
+@intrinsic
+def _prefetch(typingctx, arr, row, col):  # pragma: no cover - compiled
+    """Hint the CPU to fetch ``arr[row, col]``'s cache line (LLVM ``prefetch``, read, keep)."""
+    sig = types.void(arr, row, col)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        r = context.cast(builder, args[1], signature.args[1], types.intp)
+        c = context.cast(builder, args[2], signature.args[2], types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [r, c])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch"
+        )
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# Neighbours ahead whose projection rows are prefetched: a row is 8 cache lines (m = 128) that
+# the gather would otherwise wait for one node after another (about 1.5x faster pooling at 4-8).
+_PREFETCH_AHEAD = 6
+
+
+@numba.njit(nogil=True, cache=True)
+def _pool_kernel(proj, idx, wts, mode, out, col):  # pragma: no cover - compiled
+    """Reduce neighbour projections per node: importance (0, α-weighted mean), mean (1) or max (2).
+
+    proj (N, m) float32; idx (B, T) int32 with -1 padding; wts (B, T) float32; results go to
+    columns ``col:col + m`` of the C-contiguous ``out`` (B, >= col + m), e.g. the right-hand part
+    of the combine's ``[h | pooled]`` buffer (a strided view instead would defeat the inner
+    loop's vectorisation). Nodes without neighbours get a zero vector (projections are ReLU
+    outputs, so >= 0). Random row reads dominate, so the rows a few neighbours ahead are
+    prefetched. Serial and GIL-free: callers run blocks of rows on their own threads.
+    """
+    b_rows, t_cols = idx.shape
+    m = proj.shape[1]
+    for b in range(b_rows):
+        row = out[b, col : col + m]
+        for j in range(m):
+            row[j] = 0.0
+        count = 0
+        total = np.float32(0.0)
+        for t in range(t_cols):
+            ahead_b, ahead_t = b + (t + _PREFETCH_AHEAD) // t_cols, (t + _PREFETCH_AHEAD) % t_cols
+            if ahead_b < b_rows and idx[ahead_b, ahead_t] >= 0:
+                for c in range(0, m, 16):  # 16 float32 = one 64-byte cache line
+                    _prefetch(proj, idx[ahead_b, ahead_t], c)
+            v = idx[b, t]
+            if v < 0:
+                continue
+            count += 1
+            if mode == 0:
+                a = wts[b, t]
+                total += a
+                for j in range(m):
+                    row[j] += a * proj[v, j]
+            elif mode == 1:
+                for j in range(m):
+                    row[j] += proj[v, j]
+            else:
+                for j in range(m):
+                    if count == 1 or proj[v, j] > row[j]:
+                        row[j] = proj[v, j]
+        if mode == 1 and count > 0:
+            inv = np.float32(1.0) / np.float32(count)
+            for j in range(m):
+                row[j] *= inv
+        elif mode == 0 and total > 1e-12:
+            # α-weighted mean: divide by the weights' sum (1 for L1-normalised neighbourhoods)
+            inv = np.float32(1.0) / total
+            for j in range(m):
+                row[j] *= inv
+
+
+def pool_neighbours(proj: np.ndarray, idx: np.ndarray, wts: np.ndarray, pooling: str) -> np.ndarray:
+    """Gather-and-reduce neighbour projections (the γ of Algorithm 1), on the calling thread.
+
+    Args:
+      proj: (N, m) float32 projections of every node.
+      idx: (B, T) int32 neighbour ids, -1 padded.
+      wts: (B, T) float32 importance weights (used by ``importance`` only).
+      pooling: ``importance`` (α-weighted mean), ``mean`` or ``max`` over unpadded entries.
+
+    Returns:
+      (B, m) float32; zero rows where a node has no neighbours.
+    """
+    out = np.empty((idx.shape[0], proj.shape[1]), dtype=np.float32)
+    _pool_kernel(
+        np.ascontiguousarray(proj, dtype=np.float32),
+        np.ascontiguousarray(idx, dtype=np.int32),
+        np.ascontiguousarray(wts, dtype=np.float32),
+        POOLING_MODES[pooling],
+        out,
+        0,
+    )
+    return out
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _normalize_kernel(z):  # pragma: no cover - compiled
+    """In place, row-wise ``z / sqrt(max(|z|^2, 1e-12))`` over (B, k) float32."""
+    rows, cols = z.shape
+    for i in range(rows):
+        sq = np.float32(0.0)
+        for j in range(cols):
+            sq += z[i, j] * z[i, j]
+        inv = np.float32(1.0) / np.sqrt(max(sq, np.float32(_NORM_EPS)))
+        for j in range(cols):
+            z[i, j] *= inv
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _bias_relu_kernel(z, bias, normalize):  # pragma: no cover - compiled
+    """In place over (B, k) float32: z = ReLU(z + bias), then row-wise L2 if asked.
+
+    ``fastmath`` lets the row sums vectorise (reassociated float32 adds); the result depends only
+    on the compiled code, so reruns stay identical.
+    """
+    rows, cols = z.shape
+    for i in range(rows):
+        for j in range(cols):
+            z[i, j] = max(z[i, j] + bias[j], np.float32(0.0))
+    if normalize:
+        _normalize_kernel(z)
+
+
+def _bias_relu(z: np.ndarray, bias: np.ndarray, normalize: bool) -> np.ndarray:
+    z = np.ascontiguousarray(z, dtype=np.float32)
+    _bias_relu_kernel(z, np.ascontiguousarray(bias, dtype=np.float32), normalize)
+    return z
+
+
+def project(h: np.ndarray, weights: dict[str, np.ndarray], layer: int) -> np.ndarray:
+    """Algorithm 1 line 1 before pooling: ``ReLU(h Q + q)``, (B, F_k) -> (B, m)."""
+    return _bias_relu(h @ weights[f"conv{layer}/Q"], weights[f"conv{layer}/q"], False)
+
+
+def combine(h: np.ndarray, n: np.ndarray, weights: dict[str, np.ndarray], layer: int) -> np.ndarray:
+    """Algorithm 1 lines 2-3: ``normalize(ReLU(concat(h, n) W + w))``, (B, F_k), (B, m) -> (B, d)."""
+    # one sgemm with K = F_k + m runs faster than two thin ones (h @ W[:F_k] + n @ W[F_k:])
+    z = np.concatenate([h, n], axis=1) @ weights[f"conv{layer}/W"]  # (B, F_k + m) @ (F_k + m, d)
+    return _bias_relu(z, weights[f"conv{layer}/w"], True)
+
+
+def head(h: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
+    """Algorithm 2 line 16 plus output normalisation: ``normalize(ReLU(h G1 + g) G2)``."""
+    a = _bias_relu(h @ weights["head/G1"], weights["head/g"], False)
+    return l2_normalize(a @ weights["head/G2"])
+
+
+def input_rows(features: np.ndarray, weights: dict[str, np.ndarray], rows: slice | np.ndarray) -> np.ndarray:
+    """Layer-0 representations of ``rows``: features, plus the learned id embedding when present.
+
+    With ``id_embedding/E`` in the weights (transductive fallback, ``id_embedding_dim`` > 0 in the
+    model config) the layer-0 vector is ``concat(features, id_embedding)``, as in training.
+    """
+    h = np.asarray(features[rows], dtype=np.float32)
+    if "id_embedding/E" in weights:
+        h = np.concatenate([h, np.asarray(weights["id_embedding/E"][rows], dtype=np.float32)], axis=1)
+    return h
+
+
+def check_inputs(weights: dict, config: dict, features: np.ndarray, nbhd: Neighbourhoods) -> None:
+    """Check weights, features and neighbourhoods against each other before any work starts."""
+    check_weights(weights, config)
+    if features.ndim != 2 or features.shape[1] != config["input_dim"]:
+        raise ContractError(f"features have shape {features.shape}; the model expects (N, {config['input_dim']})")
+    if "id_embedding/E" in weights and weights["id_embedding/E"].shape[0] != features.shape[0]:
+        raise ContractError(
+            f"the model's id embedding covers {weights['id_embedding/E'].shape[0]} items but features {features.shape[0]}; "
+            "items unseen in training have no learned id (use a feature-only model for inductive inference)"
+        )
+    if nbhd.indices.shape[0] != features.shape[0]:
+        raise ContractError(
+            f"neighbourhoods have {nbhd.indices.shape[0]} rows but features {features.shape[0]}; both must cover every item"
+        )
+    if nbhd.indices.size and nbhd.indices.max() >= features.shape[0]:
+        raise ContractError(
+            f"a neighbour index ({int(nbhd.indices.max())}) is out of range for {features.shape[0]} items"
+        )
+
+
+def embed_all(
+    weights: dict[str, np.ndarray],
+    config: dict,
+    features: np.ndarray,
+    neighbourhoods: Neighbourhoods,
+    *,
+    batch_size: int = 4096,
+    num_threads: int | None = None,
+    progress: bool = False,
+    stats: InferenceStats | None = None,
+) -> np.ndarray:
+    """Embeddings of every item, layer by layer (paper 3.4): each node projected once per layer.
+
+    Per layer, one pass projects every node into an (N, m) table (the "map"); a second pass, per
+    block of rows, pools each node's neighbours from that table and combines them with the
+    node's own vector in one sgemm over a (B, F_k + m) buffer ``[h | pooled]``; bias, ReLU and
+    normalisation run in place on each sgemm's output while it is still in cache.
+
+    Blocks are cache-sized (default 4096 rows) and spread over ``num_threads`` threads, each with
+    single-threaded BLAS and GIL-free kernels: the products are thin (K of 32 to 192), so a
+    multi-threaded BLAS spends more time waking its pool than multiplying, and its spinning
+    threads starve the pooling kernel. Each block is computed the same way whatever the thread
+    count, so the result does not depend on it.
+
+    Args:
+      weights: arrays keyed as in ``contracts.py`` (``conv{k}/Q`` ...).
+      config: ``model_config.json`` content (``num_layers``, ``hidden_dim``, ``output_dim``,
+        ``pooling``, ``input_dim``).
+      features: (N, F) float32 item features aligned with ``item_idx``.
+      neighbourhoods: importance neighbourhoods of all N items (rows aligned with ``item_idx``).
+      batch_size: rows per block; besides the (N, m) projections and two (N, d) layer buffers,
+        each thread holds about ``batch_size * (F + 2m + d)`` floats of scratch.
+      num_threads: worker threads (default: the CPUs available to this process).
+      progress: show a tqdm bar per pass.
+      stats: optional :class:`InferenceStats` filled with projection counts and timings.
+
+    Returns:
+      (N, d) float32 L2-normalised embeddings.
+    """
+    from threadpoolctl import threadpool_limits
+
+    check_inputs(weights, config, features, neighbourhoods)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    threads = num_threads or len(os.sched_getaffinity(0))
+    weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+    n_items = features.shape[0]
+    m, d, mode = config["hidden_dim"], config["output_dim"], POOLING_MODES[config["pooling"]]
+    stats = stats if stats is not None else InferenceStats()
+    stats.threads = threads
+    nb_idx, nb_w = neighbourhoods.indices, neighbourhoods.weights
+    rows = min(batch_size, n_items)
+    scratch = threading.local()
+    clock = time.perf_counter
+    h: np.ndarray | None = None  # (N, d) output of the previous layer; layer 1 reads the features
+
+    def buffer(name: str, width: int) -> np.ndarray:
+        """This thread's (rows, width) float32 scratch buffer ``name``, reused across blocks."""
+        buf = getattr(scratch, name, None)
+        if buf is None or buf.shape[1] != width:
+            buf = np.empty((rows, width), dtype=np.float32)
+            setattr(scratch, name, buf)
+        return buf
+
+    # allocated once (first-touch page faults cost as much as a thin sgemm): the (N, m)
+    # projections of the current layer and two (N, d) buffers the layers alternate between;
+    # the last layer runs the head on each block in cache and writes the output buffer
+    num_layers = config["num_layers"]
+    proj = np.empty((n_items, m), dtype=np.float32)
+    layer_out = (np.empty((n_items, d), dtype=np.float32), np.empty((n_items, d), dtype=np.float32))
+    g1, g, g2 = weights["head/G1"], weights["head/g"], weights["head/G2"]
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+        for layer in range(1, num_layers + 1):
+            q_mat, q_bias = weights[f"conv{layer}/Q"], weights[f"conv{layer}/q"]
+            w_mat, w_bias = weights[f"conv{layer}/W"], weights[f"conv{layer}/w"]
+            fk = q_mat.shape[0]
+            rows_of = (
+                (lambda s, e: input_rows(features, weights, slice(s, e))) if layer == 1 else (lambda s, e, h=h: h[s:e])
+            )
+            counts = np.zeros(n_items, dtype=np.int32)
+            nxt, last = layer_out[layer % 2], layer == num_layers
+
+            def project_block(s: int, e: int) -> tuple[float, float]:
+                t0 = clock()
+                np.matmul(rows_of(s, e), q_mat, out=proj[s:e])  # (B, F_k) @ (F_k, m)
+                _bias_relu_kernel(proj[s:e], q_bias, False)
+                counts[s:e] += 1
+                return clock() - t0, 0.0
+
+            def combine_block(s: int, e: int) -> tuple[float, float]:
+                b = e - s
+                cat = buffer("cat", fk + m)[:b]  # (B, F_k + m) = [h | pooled]
+                t0 = clock()
+                _pool_kernel(
+                    proj,
+                    np.asarray(nb_idx[s:e], dtype=np.int32),
+                    np.asarray(nb_w[s:e], dtype=np.float32),
+                    mode,
+                    cat,
+                    fk,
+                )
+                t1 = clock()
+                cat[:, :fk] = rows_of(s, e)
+                z = buffer("z", d)[:b] if last else nxt[s:e]  # (B, d)
+                np.matmul(cat, w_mat, out=z)  # (B, F_k + m) @ (F_k + m, d)
+                _bias_relu_kernel(z, w_bias, True)
+                if last:  # Algorithm 2 line 16 and the output normalisation
+                    a = buffer("head", d)[:b]
+                    np.matmul(z, g1, out=a)
+                    _bias_relu_kernel(a, g, False)
+                    np.matmul(a, g2, out=nxt[s:e])
+                    _normalize_kernel(nxt[s:e])
+                return clock() - t1, t1 - t0
+
+            _run_blocks(pool, project_block, n_items, batch_size, stats, f"layer {layer} project", progress)
+            _run_blocks(pool, combine_block, n_items, batch_size, stats, f"layer {layer} pool+combine", progress)
+            stats.projection_counts.append(counts)
+            stats.dense_flops += 2.0 * n_items * (fk * m + (fk + m) * d)
+            h = nxt
+    stats.dense_flops += 2.0 * n_items * 2 * d * d
+    return h
+
+
+def _run_blocks(pool, fn, n_items: int, batch_size: int, stats: InferenceStats, desc: str, progress: bool) -> None:
+    """Run ``fn(start, stop) -> (dense_s, pool_s)`` over row blocks on ``pool``; add up the times."""
+    from pinsage_model.progress import progress_bar
+
+    blocks = range(0, n_items, batch_size)
+    futures = [pool.submit(fn, s, min(s + batch_size, n_items)) for s in blocks]
+    for f in progress_bar(futures, desc=desc, disable=not progress, unit="block"):
+        dense_s, pool_s = f.result()
+        stats.dense_thread_seconds += dense_s
+        stats.pool_thread_seconds += pool_s
+
+
+def embed_nodes_naive(
+    weights: dict[str, np.ndarray],
+    config: dict,
+    features: np.ndarray,
+    neighbourhoods: Neighbourhoods,
+    nodes: np.ndarray,
+) -> tuple[np.ndarray, int]:
+    """Algorithm 2 run separately for each target node (the naive inference of paper 3.4).
+
+    For each target u: S^(K) = {u}, S^(k-1) = S^(k) ∪ N(S^(k)); then for k = 1..K every node of
+    S^(k) is convolved, projecting each of its neighbours afresh (Algorithm 1 line 1). Nothing is
+    shared between targets, so overlapping neighbourhoods are recomputed: that is the baseline.
+
+    Args:
+      nodes: (B,) target item ids (a sample; the loop over targets is the point of the baseline).
+
+    Returns:
+      ((B, d) float32 embeddings, number of neighbour projections computed).
+    """
+    check_inputs(weights, config, features, neighbourhoods)
+    weights = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+    num_layers, pooling = config["num_layers"], config["pooling"]
+    out = np.empty((len(nodes), config["output_dim"]), dtype=np.float32)
+    projections = 0
+    for i, u in enumerate(np.asarray(nodes, dtype=np.int64)):
+        sets = [np.array([u])]  # sets[j] = S^(K - j)
+        for _ in range(num_layers):
+            nb = neighbourhoods.indices[sets[-1]]
+            sets.append(np.union1d(sets[-1], nb[nb >= 0]))
+        s_prev = sets[-1]  # S^(0), sorted
+        h_prev = input_rows(features, weights, s_prev)
+        for layer in range(1, num_layers + 1):
+            s_cur = sets[num_layers - layer]
+            idx = neighbourhoods.indices[s_cur]  # (s, T)
+            mask = idx >= 0
+            local = np.searchsorted(s_prev, np.where(mask, idx, s_prev[0]))
+            # every (node, neighbour) pair gets its own projection: no reuse across nodes
+            p = project(h_prev[local.reshape(-1)], weights, layer).reshape(*idx.shape, -1)  # (s, T, m)
+            projections += int(mask.sum())
+            p = np.where(mask[..., None], p, 0.0).astype(np.float32)
+            if pooling == "importance":
+                alpha = neighbourhoods.weights[s_cur] * mask
+                alpha = alpha / np.maximum(alpha.sum(axis=1, keepdims=True), 1e-12)
+                n = np.einsum("st,stm->sm", alpha, p)
+            elif pooling == "mean":
+                n = p.sum(axis=1) / np.maximum(mask.sum(axis=1), 1)[:, None]
+            else:
+                n = p.max(axis=1)  # padding is 0 and projections are >= 0
+            h_self = h_prev[np.searchsorted(s_prev, s_cur)]
+            h_prev = combine(h_self, n.astype(np.float32), weights, layer)
+            s_prev = s_cur
+        out[i] = head(h_prev, weights)[0]
+    return out, projections
+
+
+def collection_embeddings(item_emb: np.ndarray, graph: CSRGraph, edge_weights: np.ndarray | None = None) -> np.ndarray:
+    """Collection (board/user) embeddings by importance pooling of member items, L2-normalised.
+
+    The graph stores membership only, so by default every member item weighs the same (uniform
+    importance over a collection's distinct items). ``edge_weights`` (E,) aligned with
+    ``graph.coll_indices`` (e.g. engagement counts or random-walk visit counts from the
+    collection) are L1-normalised per collection and used instead. Empty collections get zeros.
+
+    Returns:
+      (C, d) float32.
+    """
+    import scipy.sparse as sp
+
+    n_coll, n_items = graph.num_collections, graph.num_items
+    if item_emb.shape[0] != n_items:
+        raise ContractError(f"item embeddings have {item_emb.shape[0]} rows, the graph {n_items} items")
+    if edge_weights is None:
+        edge_weights = np.ones(graph.num_edges, dtype=np.float64)
+    elif edge_weights.shape != (graph.num_edges,):
+        raise ContractError(f"edge_weights must have shape ({graph.num_edges},), got {edge_weights.shape}")
+    adj = sp.csr_matrix(
+        (np.asarray(edge_weights, dtype=np.float64), np.asarray(graph.coll_indices), np.asarray(graph.coll_indptr)),
+        shape=(n_coll, n_items),
+    )
+    sums = np.asarray(adj.sum(axis=1)).ravel()
+    adj = (
+        sp.diags(1.0 / np.where(sums > 0, sums, 1.0)) @ adj
+    )  # L1 per collection (scale-free after norm, kept for clarity)
+    pooled = np.asarray(adj @ item_emb.astype(np.float64), dtype=np.float32)  # (C, d)
+    return l2_normalize(pooled)
+
+
+def random_weights(config: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """Glorot-uniform weights and small biases in the contract's layout (tests and benchmarks)."""
+    rng = np.random.default_rng(seed)
+    m, d = config["hidden_dim"], config["output_dim"]
+
+    def glorot(shape: tuple[int, int]) -> np.ndarray:
+        lim = np.sqrt(6.0 / sum(shape))
+        return rng.uniform(-lim, lim, size=shape).astype(np.float32)
+
+    def bias(n: int) -> np.ndarray:
+        return rng.uniform(-0.1, 0.1, size=n).astype(np.float32)
+
+    out: dict[str, np.ndarray] = {}
+    for k in range(1, config["num_layers"] + 1):
+        fk = config["input_dim"] if k == 1 else d
+        out.update(
+            {
+                f"conv{k}/Q": glorot((fk, m)),
+                f"conv{k}/q": bias(m),
+                f"conv{k}/W": glorot((fk + m, d)),
+                f"conv{k}/w": bias(d),
+            }
+        )
+    out.update({"head/G1": glorot((d, d)), "head/g": bias(d), "head/G2": glorot((d, d))})
+    return out

@@ -1,0 +1,283 @@
+"""PinSage network (paper 3.2): CONVOLVE (Algorithm 1) stacked K times, and the dense head.
+
+The model never sees the whole graph. It reads the compact tensors that
+:func:`pinsage_model.model.minibatch.build_minibatch` produces (Algorithm 2 re-indexing):
+
+* ``features`` (n_0, F): input features of every node of S^(0), in local order;
+* ``node_ids`` (n_0,): their global ids (only read when learned id embeddings are on);
+* ``index_k`` (n_k, T) int32 for k = 1..K: neighbour positions of each node of S^(k) inside
+  S^(k-1), -1 for padding;
+* ``weight_k`` (n_k, T) float32: the importance weights α (L1-normalised visit counts).
+
+Each S^(k) is a prefix of S^(k-1), so a node's own previous-layer representation is row ``i`` of
+the previous layer's output. The model returns L2-normalised embeddings of the n_K nodes of S^(K).
+
+Conventions match ``weights.npz`` (contracts.py): row vectors, ``x @ Q``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+POOLINGS = ("importance", "mean", "max")
+# z / max(||z||, sqrt(NORM_EPS)): the same rule as tf.math.l2_normalize; inference uses it too.
+NORM_EPS = 1e-12
+
+
+def l2_normalize(x: tf.Tensor) -> tf.Tensor:
+    """Row-wise ``x / sqrt(max(sum(x^2), NORM_EPS))``."""
+    return x * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(x), axis=-1, keepdims=True), NORM_EPS))
+
+
+def _own_rows(shape: Any, dtype: Any = None) -> tf.Tensor:
+    """Default identity table: item i reads table row i in every one of its H slots."""
+    return tf.repeat(tf.range(shape[0], dtype=tf.int32)[:, None], shape[1], axis=1)
+
+
+@keras.saving.register_keras_serializable(package="pinsage")
+class PinSageConv(keras.layers.Layer):
+    """CONVOLVE (Algorithm 1) over a compact neighbourhood.
+
+    ``n_u = γ({ReLU(h_v Q + q) | v ∈ N(u)}, α)``; ``z_u = ReLU(concat(h_u, n_u) W + w)``;
+    output ``z_u / ‖z_u‖₂``. γ is ``importance`` (α-weighted mean), ``mean`` or ``max`` over the
+    unpadded neighbours; a node without neighbours gets ``n_u = 0``.
+
+    The neighbour transform ReLU(h Q + q) is computed once per node of the previous layer and then
+    gathered, not once per (node, neighbour) edge.
+
+    Args:
+      hidden_dim: m, the pooling space width (columns of Q).
+      output_dim: d, the output width (columns of W).
+      pooling: ``importance``, ``mean`` or ``max``.
+    """
+
+    def __init__(self, *, hidden_dim: int, output_dim: int, pooling: str = "importance", **kwargs: Any):
+        super().__init__(**kwargs)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.hidden_dim = int(hidden_dim)
+        self.output_dim = int(output_dim)
+        self.pooling = pooling
+
+    def build(self, input_shape: Any) -> None:
+        """``input_shape``: shape of the previous-layer representations, (n_{k-1}, F_k)."""
+        if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(input_shape[0], (list, tuple)):
+            input_shape = input_shape[0]
+        in_dim = int(input_shape[-1])
+        self.input_dim = in_dim
+        self.Q = self.add_weight(name="Q", shape=(in_dim, self.hidden_dim), initializer="glorot_uniform")
+        self.q = self.add_weight(name="q", shape=(self.hidden_dim,), initializer="zeros")
+        self.W = self.add_weight(
+            name="W", shape=(in_dim + self.hidden_dim, self.output_dim), initializer="glorot_uniform"
+        )
+        self.w = self.add_weight(name="w", shape=(self.output_dim,), initializer="zeros")
+        self.built = True
+
+    def call(self, h_prev: tf.Tensor, index: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
+        """One convolution for the n_k nodes of S^(k).
+
+        Args:
+          h_prev: (n_{k-1}, F) representations of S^(k-1); its first n_k rows are S^(k).
+          index: (n_k, T) int32 neighbour rows into ``h_prev``, -1 = padding.
+          weight: (n_k, T) float32 importance weights α (0 at padding).
+
+        Returns:
+          (n_k, d) L2-normalised representations.
+        """
+        h_prev = tf.convert_to_tensor(h_prev, dtype=self.compute_dtype)
+        index = tf.convert_to_tensor(index, dtype=tf.int32)
+        weight = tf.cast(weight, self.compute_dtype)
+        n_k = tf.shape(index)[0]
+        mask = tf.cast(index >= 0, self.compute_dtype)  # (n_k, T)
+        projected = tf.nn.relu(tf.matmul(h_prev, self.Q) + self.q)  # (n_{k-1}, m)
+        neigh = tf.gather(projected, tf.maximum(index, 0))  # (n_k, T, m)
+        if self.pooling == "importance":
+            alpha = weight * mask
+            total = tf.reduce_sum(alpha, axis=1, keepdims=True)  # (n_k, 1)
+            alpha = alpha / tf.maximum(total, 1e-12)
+            pooled = tf.einsum("nt,ntm->nm", alpha, neigh)
+        elif self.pooling == "mean":
+            count = tf.reduce_sum(mask, axis=1, keepdims=True)
+            pooled = tf.einsum("nt,ntm->nm", mask, neigh) / tf.maximum(count, 1.0)
+        else:
+            # ReLU outputs are >= 0, so zeroing padded rows leaves the max over real neighbours
+            # unchanged and gives 0 when there are none.
+            pooled = tf.reduce_max(neigh * mask[:, :, None], axis=1)
+        h_self = h_prev[:n_k]  # (n_k, F): S^(k) is a prefix of S^(k-1)
+        z = tf.nn.relu(tf.matmul(tf.concat([h_self, pooled], axis=1), self.W) + self.w)  # (n_k, d)
+        return l2_normalize(z)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "hidden_dim": self.hidden_dim,
+            "output_dim": self.output_dim,
+            "pooling": self.pooling,
+        }
+
+
+@keras.saving.register_keras_serializable(package="pinsage")
+class PinSageModel(keras.Model):
+    """K stacked :class:`PinSageConv` layers and the head ``G2·ReLU(G1 h + g)`` (Algorithm 2).
+
+    Args:
+      input_dim: F, width of the input features.
+      num_layers: K.
+      hidden_dim: m.
+      output_dim: d.
+      pooling: γ of every layer.
+      num_items: number of items N; needed only with learned id embeddings.
+      id_embedding_dim: width of a learned per-item embedding concatenated to the features
+        (transductive identity, or the fallback when items have no features); 0 turns it off.
+      id_table_rows: rows of the id-embedding table (default N: one per item; fewer when hashed).
+      id_num_hashes: H, table rows summed per item (:mod:`pinsage_model.model.identity`).
+      query_shift: learn a (d,) vector ``w`` added to query embeddings only (``shift_queries``);
+        the model's output, the candidate side, is unchanged.
+
+    With id embeddings, :meth:`set_id_rows` loads the (N, H) row table (default: row i for item i);
+    it is a non-trainable weight, saved with the model.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_dim: int,
+        num_layers: int = 2,
+        hidden_dim: int = 128,
+        output_dim: int = 64,
+        pooling: str = "importance",
+        num_items: int = 0,
+        id_embedding_dim: int = 0,
+        id_table_rows: int = 0,
+        id_num_hashes: int = 1,
+        query_shift: bool = False,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if id_embedding_dim and num_items < 1:
+            raise ValueError("id_embedding_dim > 0 needs num_items (the number of items)")
+        self.input_dim = int(input_dim)
+        self.num_layers = int(num_layers)
+        self.hidden_dim = int(hidden_dim)
+        self.output_dim = int(output_dim)
+        self.pooling = pooling
+        self.num_items = int(num_items)
+        self.id_embedding_dim = int(id_embedding_dim)
+        self.id_table_rows = int(id_table_rows or num_items) if self.id_embedding_dim else 0
+        self.id_num_hashes = int(id_num_hashes) if self.id_embedding_dim else 1
+        self.use_query_shift = bool(query_shift)
+        self.id_embedding = (
+            keras.layers.Embedding(self.id_table_rows, self.id_embedding_dim, name="id_embedding")
+            if self.id_embedding_dim
+            else None
+        )
+        self.convs = [
+            PinSageConv(hidden_dim=hidden_dim, output_dim=output_dim, pooling=pooling, name=f"conv{k}")
+            for k in range(1, self.num_layers + 1)
+        ]
+        self.G1 = keras.layers.Dense(output_dim, activation="relu", name="head_G1")
+        self.G2 = keras.layers.Dense(output_dim, use_bias=False, name="head_G2")
+        # Every weight shape is known from the dimensions alone: build now, so the model can be
+        # saved, reloaded and checkpointed before it has seen data.
+        if self.id_embedding is not None:
+            self.id_embedding.build((None,))
+            self.id_rows = self.add_weight(
+                name="id_rows",
+                shape=(self.num_items, self.id_num_hashes),
+                dtype="int32",
+                trainable=False,
+                initializer=_own_rows,
+            )
+        width = self.input_dim + self.id_embedding_dim
+        for conv in self.convs:
+            conv.build((None, width))
+            width = self.output_dim
+        self.G1.build((None, self.output_dim))
+        self.G2.build((None, self.output_dim))
+        # Zero at start: training begins from the paper's plain cosine scores.
+        self.query_shift = (
+            self.add_weight(name="query_shift", shape=(self.output_dim,), initializer="zeros")
+            if self.use_query_shift
+            else None
+        )
+        self.built = True
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Embeddings (n_K, d), L2-normalised, of the nodes of S^(K) in local order."""
+        h = tf.convert_to_tensor(inputs["features"], dtype=self.compute_dtype)  # (n_0, F)
+        if self.id_embedding is not None:
+            rows = tf.gather(self.id_rows, inputs["node_ids"])  # (n_0, H), -1 = no identity
+            ids = self.id_embedding(tf.maximum(rows, 0))  # (n_0, H, e)
+            ids = tf.reduce_sum(ids * tf.cast(rows >= 0, ids.dtype)[:, :, None], axis=1)  # (n_0, e)
+            h = tf.concat([h, ids], axis=1)  # (n_0, F + e)
+        for k, conv in enumerate(self.convs, 1):
+            h = conv(h, inputs[f"index_{k}"], inputs[f"weight_{k}"])  # (n_k, d)
+        return l2_normalize(self.G2(self.G1(h)))  # (n_K, d)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "input_dim": self.input_dim,
+            "num_layers": self.num_layers,
+            "hidden_dim": self.hidden_dim,
+            "output_dim": self.output_dim,
+            "pooling": self.pooling,
+            "num_items": self.num_items,
+            "id_embedding_dim": self.id_embedding_dim,
+            "id_table_rows": self.id_table_rows,
+            "id_num_hashes": self.id_num_hashes,
+            "query_shift": self.use_query_shift,
+        }
+
+    def shift_queries(self, z: tf.Tensor) -> tf.Tensor:
+        """(b, d) query vectors of (b, d) embeddings: ``z + w`` with the learned shift, else ``z``."""
+        return z if self.query_shift is None else z + self.query_shift[None, :]
+
+    def set_id_rows(self, rows: Any) -> None:
+        """Load the (N, H) int32 identity table (:func:`pinsage_model.model.identity.identity_rows`)."""
+        self.id_rows.assign(tf.convert_to_tensor(rows, dtype=tf.int32))
+
+    def id_vectors(self) -> Any:
+        """(N, e) numpy id vector of every item (the sum of its rows; zero without identity)."""
+        from pinsage_model.model.identity import item_vectors
+
+        return item_vectors(self.id_embedding.embeddings.numpy(), self.id_rows.numpy())
+
+    @classmethod
+    def from_config(cls, config: dict) -> "PinSageModel":
+        return cls(**config)
+
+    def get_build_config(self) -> dict:
+        # Built in __init__: nothing to replay on load.
+        return {}
+
+    def build_from_config(self, config: dict) -> None:
+        return None
+
+
+def build_model(model_cfg: Any, input_dim: int, num_items: int = 0, id_embedding_dim: int = 0) -> PinSageModel:
+    """A :class:`PinSageModel` from a ``ModelConfig`` and the data's dimensions.
+
+    ``id_embedding_dim`` comes from the features stage (``feature_names.json``), which decides
+    whether items lacking content need the learned id embedding. With
+    ``model_cfg.id_hash_buckets`` > 0 the table has that many rows and ``id_num_hashes`` rows per
+    item; load the row table with :meth:`PinSageModel.set_id_rows`.
+    """
+    hashed = bool(id_embedding_dim and model_cfg.id_hash_buckets)
+    return PinSageModel(
+        input_dim=input_dim,
+        num_layers=model_cfg.num_layers,
+        hidden_dim=model_cfg.hidden_dim,
+        output_dim=model_cfg.output_dim,
+        pooling=model_cfg.pooling,
+        num_items=num_items if id_embedding_dim else 0,
+        id_embedding_dim=id_embedding_dim,
+        id_table_rows=model_cfg.id_hash_buckets if hashed else 0,
+        id_num_hashes=model_cfg.id_num_hashes if hashed else 1,
+        query_shift=model_cfg.query_shift,
+    )

@@ -1,0 +1,221 @@
+"""faiss index publishing: exact/approximate kinds, recall floor, atomic versions, live readers."""
+
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from pinsage_model.config import IndexConfig
+from pinsage_model.serving.index import CURRENT, IndexReader, IndexRecallError, IndexVersionError, load_version, publish
+
+CREATED = "2026-01-01T00:00:00Z"
+IDS = [f"item-{i}" for i in range(300)]
+
+
+def unit_rows(n: int, d: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def exact_related(emb: np.ndarray, row: int, k: int) -> list[str]:
+    scores = emb @ emb[row]
+    scores[row] = -np.inf
+    return [IDS[j] for j in np.argsort(-scores)[:k]]
+
+
+def test_publish_writes_complete_version_and_reader_answers(tmp_path):
+    emb = unit_rows(300, 16, seed=0)
+    vdir = publish(emb, IDS, tmp_path, "m1", {"hit_rate@10": 0.5}, created_at=CREATED)
+    assert (tmp_path / CURRENT).read_text().strip() == vdir.name
+    assert vdir.name.startswith("m1-")
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    assert manifest["model_version"] == "m1" and manifest["created_at"] == CREATED
+    assert manifest["metrics"] == {"hit_rate@10": 0.5}
+    assert manifest["index"]["kind"] == "flat_ip" and manifest["recall_at_10"] == 1.0
+    assert set(manifest["files"]) == {"index.faiss", "ids.parquet", "embeddings.npy"}
+    reader = IndexReader(tmp_path)
+    nb = reader.related_items("item-7", k=5)
+    assert nb.version == vdir.name and nb.item_ids == exact_related(emb, 7, 5)
+    np.testing.assert_allclose(nb.scores, np.sort(emb[[IDS.index(i) for i in nb.item_ids]] @ emb[7])[::-1], atol=1e-5)
+    # homefeed: best score of each candidate against either recent item, recent items excluded
+    hf = reader.homefeed(["item-1", "item-2"], k=6)
+    best = np.maximum(emb @ emb[1], emb @ emb[2])
+    best[[1, 2]] = -np.inf
+    assert hf.item_ids == [IDS[j] for j in np.argsort(-best)[:6]]
+    # same content again: no new version, CURRENT unchanged
+    assert publish(emb, IDS, tmp_path, "m1", {}, created_at=CREATED) == vdir
+    assert len(list((tmp_path / "versions").iterdir())) == 1
+
+
+def test_query_shift_is_published_and_added_to_every_query(tmp_path):
+    from pinsage_model.serving.index import mirror_version
+
+    emb = unit_rows(300, 16, seed=3)
+    shift = np.full(16, 0.4, np.float32)
+    plain = publish(emb, IDS, tmp_path / "a", "m1", {}, created_at=CREATED)
+    shifted = publish(emb, IDS, tmp_path / "b", "m1", {}, created_at=CREATED, query_shift=shift)
+    assert shifted.name != plain.name  # the shift is part of the version's content
+    assert set(json.loads((shifted / "manifest.json").read_text())["files"]) == {
+        "index.faiss",
+        "ids.parquet",
+        "embeddings.npy",
+        "query_shift.npy",
+    }
+    # a zero shift is no shift: the same version as without one
+    assert publish(emb, IDS, tmp_path / "c", "m1", {}, created_at=CREATED, query_shift=np.zeros(16)).name == plain.name
+    scores = emb @ (emb[7] + shift)
+    scores[7] = -np.inf
+    want = [IDS[j] for j in np.argsort(-scores)[:5]]
+    assert IndexReader(tmp_path / "b").related_items("item-7", k=5).item_ids == want
+    assert IndexReader(tmp_path / "a").related_items("item-7", k=5).item_ids == exact_related(emb, 7, 5)
+    best = np.maximum(emb @ (emb[1] + shift), emb @ (emb[2] + shift))
+    best[[1, 2]] = -np.inf
+    assert IndexReader(tmp_path / "b").homefeed(["item-1", "item-2"], k=6).item_ids == [
+        IDS[j] for j in np.argsort(-best)[:6]
+    ]
+    mirror_version(shifted, tmp_path / "mirror")
+    np.testing.assert_array_equal(load_version(tmp_path / "mirror" / "versions" / shifted.name).query_shift, shift)
+    with pytest.raises(ValueError, match="query_shift"):
+        publish(emb, IDS, tmp_path / "d", "m1", {}, created_at=CREATED, query_shift=np.ones(3))
+
+
+def test_user_head_is_published_and_builds_the_homefeed_vector_as_evaluation_does(tmp_path):
+    from pinsage_model.graph.csr import CSRGraph, collection_recency
+    from pinsage_model.model.user_head import user_vectors
+
+    emb = unit_rows(300, 16, seed=0)
+    rng = np.random.default_rng(1)
+    head = {
+        "W1": rng.normal(size=(16, 8)).astype(np.float32),
+        "b1": rng.normal(size=8).astype(np.float32),
+        "W2": rng.normal(size=(8, 16)).astype(np.float32),
+        "shift": rng.normal(size=16).astype(np.float32),
+        "recency_half_life": np.float32(1.5),
+    }
+    plain = publish(emb, IDS, tmp_path / "a", "m1", {}, created_at=CREATED)
+    vdir = publish(emb, IDS, tmp_path / "b", "m1", {}, created_at=CREATED, user_head=head)
+    assert vdir.name != plain.name and "user_head.npz" in json.loads((vdir / "manifest.json").read_text())["files"]
+    v = load_version(vdir)
+    assert load_version(plain).user_head is None and np.array_equal(v.user_head["W2"], head["W2"])
+    # one user who engaged items 5, 9, 2 in that order: the served vector equals evaluation's
+    items = np.array([5, 9, 2])
+    g = CSRGraph.from_edges(items, np.zeros(3, int), 300, 1)
+    served = v.user_query(["item-5", "item-9", "item-2"])
+    offline = (
+        user_vectors(emb, g, collection_recency(g, items, np.zeros(3, int), np.array([1, 2, 3])), head)[0]
+        + head["shift"]
+    )
+    np.testing.assert_allclose(served, offline, atol=1e-5)
+    feed = IndexReader(tmp_path / "b").user_feed(["item-5", "nope", "item-9", "item-2"], k=4)
+    scores = emb @ served
+    scores[[5, 9, 2]] = -np.inf
+    assert feed.item_ids == [IDS[j] for j in np.argsort(-scores)[:4]]
+    # without a head: the recent items' mean on the unit sphere plus the query shift
+    mean = emb[[5, 9]].mean(0)
+    np.testing.assert_allclose(
+        load_version(plain).user_query(["item-5", "item-9"]), mean / np.linalg.norm(mean), atol=1e-6
+    )
+    with pytest.raises(KeyError):
+        IndexReader(tmp_path / "b").user_feed(["nope"])
+
+
+def test_recall_floor_stops_publishing(tmp_path):
+    emb = unit_rows(2000, 32, seed=1)
+    weak = IndexConfig(exact_threshold=0, kind="hnsw", hnsw_m=2, ef_search=1, recall_floor=0.99, recall_queries=200)
+    with pytest.raises(IndexRecallError, match="recall@10 of the hnsw index is"):
+        publish(emb, [str(i) for i in range(2000)], tmp_path, "m", {}, created_at=CREATED, cfg=weak)
+    assert not (tmp_path / CURRENT).exists()
+    assert not (tmp_path / "versions").exists() or not any((tmp_path / "versions").iterdir())
+    # IVF probing every list is exhaustive: recall 1 passes the same floor
+    exhaustive = IndexConfig(
+        exact_threshold=0, kind="ivf", ivf_nlist=8, ivf_nprobe=8, recall_floor=0.99, recall_queries=200
+    )
+    vdir = publish(emb, [str(i) for i in range(2000)], tmp_path, "m", {}, created_at=CREATED, cfg=exhaustive)
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    assert manifest["index"] == {"kind": "ivf", "nlist": 8, "nprobe": 8}
+    assert manifest["recall_at_10"] == 1.0
+
+
+def test_corrupted_version_is_refused(tmp_path):
+    vdir = publish(unit_rows(300, 8, 2), IDS, tmp_path, "m", {}, created_at=CREATED)
+    arr = np.load(vdir / "embeddings.npy")
+    arr[0, 0] += 1
+    np.save(vdir / "embeddings.npy", arr)
+    with pytest.raises(IndexVersionError, match="checksum"):
+        load_version(vdir)
+
+
+def test_reader_never_sees_a_mixed_index_while_publishing(tmp_path):
+    # four versions over the same ids with different geometry: each has its own exact answers
+    embs = [unit_rows(300, 16, seed=s) for s in range(4)]
+    queries = [0, 5, 17, 42]
+    publish(embs[0], IDS, tmp_path, "v0", {}, created_at=CREATED)
+    expected: dict[str, list[list[str]]] = {}
+    names = []
+    for i, e in enumerate(embs):
+        name = publish(e, IDS, tmp_path / "scratch", f"v{i}", {}, created_at=CREATED).name
+        names.append(name)
+        expected[name] = [exact_related(e, q, 10) for q in queries]
+    reader = IndexReader(tmp_path)
+    stop, errors, seen = threading.Event(), [], []
+    lock = threading.Condition()
+
+    def query_loop():
+        while not stop.is_set():
+            version = None
+            try:
+                answers = reader.related_items_batch([IDS[q] for q in queries], k=10)
+                versions = {a.version for a in answers}
+                assert len(versions) == 1, f"one batch answered from {versions}"
+                version = answers[0].version
+                assert [a.item_ids for a in answers] == expected[version], f"answers differ from version {version}"
+            except Exception as exc:  # noqa: BLE001 - any failure is what the test looks for
+                errors.append(repr(exc))
+                stop.set()
+            with lock:
+                seen.append(version)
+                lock.notify_all()
+
+    thread = threading.Thread(target=query_loop)
+    thread.start()
+    try:
+        for round_ in range(3):
+            for i in [1, 2, 3, 0]:
+                publish(embs[i], IDS, tmp_path, f"v{i}", {}, created_at=CREATED)
+                with lock:  # let the reader answer a few batches from this version
+                    target = len(seen) + 3
+                    lock.wait_for(lambda: len(seen) >= target or stop.is_set(), timeout=30)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not errors, errors[:3]
+    assert set(seen) == set(names)  # every version was served at some point
+
+
+def test_prune_keeps_newest_serving_and_young_versions(tmp_path):
+    from pinsage_model.serving.index import VERSIONS, prune_versions, set_current
+
+    days = [f"2026-11-0{i}T00:00:00Z" for i in range(1, 6)]
+    names = [
+        publish(unit_rows(300, 8, 10 + i), IDS, tmp_path, f"m{i}", {}, created_at=day).name
+        for i, day in enumerate(days)
+    ]
+    set_current(tmp_path, names[0])  # a rollback made the oldest version serve again
+    crashed = tmp_path / VERSIONS / ".m9-abc.x.tmp"  # a publisher that died mid-build
+    crashed.mkdir()
+    os.utime(crashed, (0, 0))
+    # now = day 5, 12:00: with a 1-day grace the day-5 version is young, the rest are old
+    pruned = prune_versions(tmp_path, 2, now="2026-11-05T12:00:00Z", grace_s=86400)
+    assert pruned == [names[1], names[2]]  # oldest first; names[0] serves, names[3:] are the 2 newest
+    left = sorted(p.name for p in (tmp_path / VERSIONS).iterdir())
+    assert left == sorted([names[0], names[3], names[4]])
+    assert (tmp_path / CURRENT).read_text().strip() == names[0]
+    assert len(IndexReader(tmp_path).related_items(IDS[0], k=3).item_ids) == 3  # the serving version still answers
+    # keep=1 with the grace period: the day-5 version is both newest and young, day-4 is old
+    assert prune_versions(tmp_path, 1, now="2026-11-05T12:00:00Z", grace_s=86400) == [names[3]]
+    # a version younger than the grace period survives even beyond `keep`
+    assert prune_versions(tmp_path, 1, now="2026-11-05T12:00:00Z", grace_s=10**7) == []
+    with pytest.raises(ValueError):
+        prune_versions(tmp_path, 0, now="2026-11-05T12:00:00Z")
