@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test test-fast bench quality kfp airflow airflow-stop clean venv
+.PHONY: demo test lint test-fast bench quality kfp airflow airflow-stop clean venv
 
 venv: $(STAMP)
 
@@ -25,8 +25,14 @@ demo: $(STAMP)
 	$(VENV)/bin/pinsage recommend --run-dir $(RUN_DIR) --item i0000042 -k 10
 	$(VENV)/bin/pinsage recommend --run-dir $(RUN_DIR) --user u000007 -k 10
 
-test: $(STAMP)
+# Lint, format and type checks first (seconds), then the tests.
+test: $(STAMP) lint
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
