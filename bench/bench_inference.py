@@ -79,9 +79,10 @@ def model_sgemm_gflops(n: int, cfg: dict, repeats: int = 3) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     from bench.bench_sampler import load_graph
+    from bench.naive_inference import embed_nodes_naive, random_weights
     from pinsage_model.config import SamplerConfig
     from pinsage_model.graph.sampler import compute_neighbourhoods
-    from pinsage_model.inference.layerwise import InferenceStats, embed_all, embed_nodes_naive, random_weights
+    from pinsage_model.inference.layerwise import InferenceStats, embed_all
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="demo preset (5k items) instead of bench (1M)")

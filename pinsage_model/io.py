@@ -138,17 +138,18 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
+def file_digest(path: str | Path) -> str:
     """SHA-256 of a file, or of every file under a directory (names and bytes, sorted)."""
     path = Path(path)
+    if path.is_file():
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode())
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
         with open(f, "rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
+            # one running hash over every name and file: file_digest feeds the object it is given
+            hashlib.file_digest(fh, lambda: h)
     return h.hexdigest()
 
 

@@ -9,6 +9,8 @@ registry. Validation-split keys in the training history carry the ``val_`` prefi
 from __future__ import annotations
 
 MRR = "mrr"
+# The trained model's method key in ``metrics.json`` (beside the baselines' keys).
+PINSAGE = "pinsage"
 VALIDATION_PREFIX = "val_"
 
 

@@ -123,10 +123,13 @@ def table(results: dict[str, dict], ks: tuple[int, ...], baselines: tuple[str, .
             "train_seconds": seconds,
         }
 
-    rows = [row(label, res["metrics"]["methods"]["pinsage"], res["train_seconds"]) for label, res in results.items()]
+    rows = [
+        row(label, res["metrics"]["methods"][metric_keys.PINSAGE], res["train_seconds"])
+        for label, res in results.items()
+    ]
     if FULL in results:
         methods = results[FULL]["metrics"]["methods"]
-        order = [b for b in baselines if b in methods] + sorted(set(methods) - set(baselines) - {"pinsage"})
+        order = [b for b in baselines if b in methods] + sorted(set(methods) - set(baselines) - {metric_keys.PINSAGE})
         rows += [row(name, methods[name], None) for name in order]
     fmt = lambda v, p: "n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = [

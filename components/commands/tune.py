@@ -163,9 +163,9 @@ def validation_score(metrics: dict, names: tuple[str, str] = (HIT, metric_keys.M
     ``evaluation/metrics.json``: PinSage's related-item metrics, or for recall/NDCG its homefeed
     user vectors' (``user_level.validation.pinsage-pooled``)."""
     if names[0] == HIT:
-        val = metrics["methods"]["pinsage"]["validation"]
+        val = metrics["methods"][metric_keys.PINSAGE]["validation"]
     else:
-        val = (metrics.get("user_level") or {}).get("validation", {}).get("pinsage-pooled")
+        val = (metrics.get("user_level") or {}).get("validation", {}).get(f"{metric_keys.PINSAGE}-pooled")
         if val is None:
             raise ValueError("evaluation/metrics.json has no user-level validation metrics of pinsage-pooled")
     return float(val[names[0]]), float(val[names[1]])

@@ -26,10 +26,11 @@ from components.orchestration.execution import StageError, stage_main
 from components.stages import StageContext
 from pinsage_model import metric_keys
 from pinsage_model.config import PipelineConfig
+from pinsage_model.graph.csr import csr_subset
 
 log = logging.getLogger("pinsage")
 
-PINSAGE = "pinsage"
+PINSAGE = metric_keys.PINSAGE
 
 
 def content_columns(features_dir: Path) -> list[int]:
@@ -174,12 +175,7 @@ def spread(method, num_items: int, cfg: PipelineConfig) -> dict | None:
         return None
     a, b = metrics.random_pairs(num_items, ev.similarity_pairs, ev.seed)
     sims = method.pair_similarity(a, b)
-    return {
-        "kurtosis": metrics.excess_kurtosis(sims),
-        "mean": float(sims.mean()),
-        "std": float(sims.std()),
-        "similarities": sims,
-    }
+    return metrics.spread_summary(sims)
 
 
 def user_events(cfg: PipelineConfig, inputs: dict[str, Path]):
@@ -294,7 +290,7 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
         for m in methods:
 
             def score(pos, m=m):
-                ptr, idx = _sub_csr(rec_indptr, rec_indices, users[pos])
+                ptr, idx = csr_subset(rec_indptr, rec_indices, users[pos])
                 return m.set_scores(ptr, idx)
 
             out[f"{m.name}-recent"] = metrics.user_topk_metrics(score, **common)
@@ -305,15 +301,6 @@ def user_level(cfg: PipelineConfig, inputs: dict[str, Path], methods: list) -> d
     if "validation" in held:
         result["validation"] = rank_split(held["validation"])[0]
     return result
-
-
-def _sub_csr(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from pinsage_model.evaluation.metrics import csr_rows
-
-    lengths = indptr[rows + 1] - indptr[rows]
-    ptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=ptr[1:])
-    return ptr, csr_rows(indptr, indices, rows)[1]
 
 
 def format_table(rows: dict[str, dict], ks: tuple[int, ...], kurtosis: bool = True) -> str:

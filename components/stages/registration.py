@@ -40,7 +40,7 @@ log = logging.getLogger("pinsage")
 GATE_METRICS = (metric_keys.hit_rate(10), metric_keys.MRR)
 GATE_SPLIT = "validation"
 SPLIT_TAG = "validation_split"
-METHOD = "pinsage"
+METHOD = metric_keys.PINSAGE
 MODEL_FILES = ("weights.npz", "model_config.json", "model.keras", "history.json")
 _EPS = 1e-12
 

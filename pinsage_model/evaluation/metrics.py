@@ -25,6 +25,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from pinsage_model import metric_keys
+from pinsage_model.graph.csr import csr_rows
 from pinsage_model.progress import progress_bar
 
 # A block of query rows times the pool is kept under this many bytes of float64 scores.
@@ -35,7 +36,12 @@ ScoreFn = Callable[[np.ndarray], np.ndarray]
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (float64); all-zero rows stay zero (cosine 0 to everything)."""
+    """Rows scaled to unit L2 norm in float64; all-zero rows stay zero (cosine 0 to everything).
+
+    The library's one numpy normalisation for scoring and pooling; inference keeps the float32
+    :func:`pinsage_model.inference.layerwise.l2_normalize_f32` so its output follows the trained
+    model's own (TensorFlow) rule.
+    """
     x = np.asarray(x, dtype=np.float64)
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
@@ -299,16 +305,6 @@ def evaluate_scores(
     return {**summarise(r, ks, mrr_scale), "pool": num_items if pool is None else len(pool), "ranks": r}
 
 
-def excess_kurtosis(x: np.ndarray) -> float:
-    """Fisher (excess) kurtosis, population form: ``m4 / m2**2 - 3`` (normal -> 0)."""
-    x = np.asarray(x, dtype=np.float64)
-    d = x - x.mean()
-    m2 = np.mean(d**2)
-    if m2 == 0:
-        return float("nan")
-    return float(np.mean(d**4) / m2**2 - 3.0)
-
-
 def random_pairs(
     num_items: int, num_pairs: int, seed: int, items: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -337,23 +333,18 @@ def similarity_spread(item_emb: np.ndarray, num_pairs: int, seed: int) -> dict:
     """
     nonzero = np.flatnonzero(np.any(np.asarray(item_emb) != 0, axis=1))
     a, b = random_pairs(len(item_emb), num_pairs, seed, items=nonzero)
-    sims = pair_cosine(item_emb, a, b)
-    return {
-        "kurtosis": excess_kurtosis(sims),
-        "mean": float(sims.mean()),
-        "std": float(sims.std()),
-        "similarities": sims,
-    }
+    return spread_summary(pair_cosine(item_emb, a, b))
 
 
-def csr_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(block row, column) coordinates of the entries of CSR ``rows``, for fancy indexing."""
-    starts = np.asarray(indptr)[rows]
-    lengths = np.asarray(indptr)[np.asarray(rows) + 1] - starts
-    block_row = np.repeat(np.arange(len(rows)), lengths)
-    # offset of each entry inside its row, added to that row's start
-    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return block_row, np.asarray(indices)[np.repeat(starts, lengths) + offsets]
+def spread_summary(sims: np.ndarray) -> dict:
+    """Excess kurtosis (Fisher, population form: normal -> 0; NaN for a constant sample), mean,
+    standard deviation and the sample of (P,) pair similarities."""
+    import scipy.stats
+
+    sims = np.asarray(sims)
+    # a constant sample has no kurtosis: NaN, without scipy's precision-loss warning
+    kurtosis = float(scipy.stats.kurtosis(sims, fisher=True, bias=True)) if np.ptp(sims) > 0 else float("nan")
+    return {"kurtosis": kurtosis, "mean": float(sims.mean()), "std": float(sims.std()), "similarities": sims}
 
 
 def user_topk_metrics(

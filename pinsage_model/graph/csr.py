@@ -185,6 +185,28 @@ class Neighbourhoods:
         return Neighbourhoods(indices=a["indices"], weights=a["weights"]).validate(str(path))
 
 
+def csr_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(block row, column) coordinates of the entries of CSR ``rows``, for fancy indexing.
+
+    ``block_row[e]`` is the position in ``rows`` of entry ``e``'s row and ``column[e]`` its index.
+    """
+    starts = np.asarray(indptr)[rows]
+    lengths = np.asarray(indptr)[np.asarray(rows) + 1] - starts
+    block_row = np.repeat(np.arange(len(rows)), lengths)
+    # offset of each entry inside its row, added to that row's start
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return block_row, np.asarray(indices)[np.repeat(starts, lengths) + offsets]
+
+
+def csr_subset(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR ``(indptr, indices)`` of ``rows`` only, in that order (int64 indptr from 0)."""
+    indptr = np.asarray(indptr)
+    rows = np.asarray(rows)
+    ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(indptr[rows + 1] - indptr[rows], out=ptr[1:])
+    return ptr, csr_rows(indptr, indices, rows)[1]
+
+
 def collection_recency(graph: CSRGraph, item_idx: np.ndarray, coll_idx: np.ndarray, last_ts: np.ndarray) -> np.ndarray:
     """(E,) int32 aligned with ``graph.coll_indices``: the number of the collection's items engaged
     later than this one (0 = the latest). Equal timestamps rank the higher item index as later,

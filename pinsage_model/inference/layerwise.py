@@ -9,9 +9,8 @@ combines, both in cache-sized row blocks spread over worker threads (BLAS sgemms
 GIL-free kernels). The Spark backend (:mod:`pinsage_model.spark.inference`) runs the same plan as
 Spark jobs and reuses the per-block functions below.
 
-:func:`embed_nodes_naive` is Algorithm 2 applied to one target node at a time: it recomputes the
-overlapping K-hop neighbourhoods of different targets, which is what layer-wise inference avoids.
-It is the benchmark's baseline and an independent reference for the tests.
+The naive per-node Algorithm 2 (the benchmark's baseline and the tests' reference) lives in
+``bench/naive_inference.py``.
 
 Conventions follow ``contracts.py``: row vectors (``x @ Q``), weights keyed ``conv{k}/Q`` etc.,
 embeddings L2-normalised with ``x / sqrt(max(|x|^2, 1e-12))`` (as ``tf.math.l2_normalize``).
@@ -112,8 +111,10 @@ def query_shift(weights: dict[str, np.ndarray], config: dict) -> np.ndarray:
     return np.zeros(config["output_dim"], np.float32) if shift is None else np.asarray(shift, np.float32)
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Row-wise ``x / sqrt(max(|x|^2, 1e-12))`` in place-safe float32."""
+def l2_normalize_f32(x: np.ndarray) -> np.ndarray:
+    """Row-wise ``x / sqrt(max(|x|^2, 1e-12))`` in float32: the trained model's own rule
+    (``layers.l2_normalize``, as ``tf.math.l2_normalize``), so inference matches it; scoring uses
+    the float64, zero-rows-stay-zero :func:`pinsage_model.evaluation.metrics.l2_normalise`."""
     sq = np.einsum("ij,ij->i", x, x)
     return x * (1.0 / np.sqrt(np.maximum(sq, _NORM_EPS))).astype(np.float32)[:, None]
 
@@ -267,7 +268,7 @@ def combine(h: np.ndarray, n: np.ndarray, weights: dict[str, np.ndarray], layer:
 def head(h: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
     """Algorithm 2 line 16 plus output normalisation: ``normalize(ReLU(h G1 + g) G2)``."""
     a = _bias_relu(h @ weights["head/G1"], weights["head/g"], False)
-    return l2_normalize(a @ weights["head/G2"])
+    return l2_normalize_f32(a @ weights["head/G2"])
 
 
 def input_rows(features: np.ndarray, weights: dict[str, np.ndarray], rows: slice | np.ndarray) -> np.ndarray:
@@ -289,12 +290,14 @@ def check_inputs(weights: dict, config: dict, features: np.ndarray, nbhd: Neighb
         raise ContractError(f"features have shape {features.shape}; the model expects (N, {config['input_dim']})")
     if "id_embedding/E" in weights and weights["id_embedding/E"].shape[0] != features.shape[0]:
         raise ContractError(
-            f"the model's id embedding covers {weights['id_embedding/E'].shape[0]} items but features {features.shape[0]}; "
+            f"the model's id embedding covers {weights['id_embedding/E'].shape[0]} items "
+            f"but features {features.shape[0]}; "
             "items unseen in training have no learned id (use a feature-only model for inductive inference)"
         )
     if nbhd.indices.shape[0] != features.shape[0]:
         raise ContractError(
-            f"neighbourhoods have {nbhd.indices.shape[0]} rows but features {features.shape[0]}; both must cover every item"
+            f"neighbourhoods have {nbhd.indices.shape[0]} rows but features {features.shape[0]}; "
+            "both must cover every item"
         )
     if nbhd.indices.size and nbhd.indices.max() >= features.shape[0]:
         raise ContractError(
@@ -437,61 +440,6 @@ def _run_blocks(pool, fn, n_items: int, batch_size: int, stats: InferenceStats, 
         stats.pool_thread_seconds += pool_s
 
 
-def embed_nodes_naive(
-    weights: dict[str, np.ndarray],
-    config: dict,
-    features: np.ndarray,
-    neighbourhoods: Neighbourhoods,
-    nodes: np.ndarray,
-) -> tuple[np.ndarray, int]:
-    """Algorithm 2 run separately for each target node (the naive inference of paper 3.4).
-
-    For each target u: S^(K) = {u}, S^(k-1) = S^(k) ∪ N(S^(k)); then for k = 1..K every node of
-    S^(k) is convolved, projecting each of its neighbours afresh (Algorithm 1 line 1). Nothing is
-    shared between targets, so overlapping neighbourhoods are recomputed: that is the baseline.
-
-    Args:
-      nodes: (B,) target item ids (a sample; the loop over targets is the point of the baseline).
-
-    Returns:
-      ((B, d) float32 embeddings, number of neighbour projections computed).
-    """
-    check_inputs(weights, config, features, neighbourhoods)
-    weights = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
-    num_layers, pooling = config["num_layers"], config["pooling"]
-    out = np.empty((len(nodes), config["output_dim"]), dtype=np.float32)
-    projections = 0
-    for i, u in enumerate(np.asarray(nodes, dtype=np.int64)):
-        sets = [np.array([u])]  # sets[j] = S^(K - j)
-        for _ in range(num_layers):
-            nb = neighbourhoods.indices[sets[-1]]
-            sets.append(np.union1d(sets[-1], nb[nb >= 0]))
-        s_prev = sets[-1]  # S^(0), sorted
-        h_prev = input_rows(features, weights, s_prev)
-        for layer in range(1, num_layers + 1):
-            s_cur = sets[num_layers - layer]
-            idx = neighbourhoods.indices[s_cur]  # (s, T)
-            mask = idx >= 0
-            local = np.searchsorted(s_prev, np.where(mask, idx, s_prev[0]))
-            # every (node, neighbour) pair gets its own projection: no reuse across nodes
-            p = project(h_prev[local.reshape(-1)], weights, layer).reshape(*idx.shape, -1)  # (s, T, m)
-            projections += int(mask.sum())
-            p = np.where(mask[..., None], p, 0.0).astype(np.float32)
-            if pooling == "importance":
-                alpha = neighbourhoods.weights[s_cur] * mask
-                alpha = alpha / np.maximum(alpha.sum(axis=1, keepdims=True), 1e-12)
-                n = np.einsum("st,stm->sm", alpha, p)
-            elif pooling == "mean":
-                n = p.sum(axis=1) / np.maximum(mask.sum(axis=1), 1)[:, None]
-            else:
-                n = p.max(axis=1)  # padding is 0 and projections are >= 0
-            h_self = h_prev[np.searchsorted(s_prev, s_cur)]
-            h_prev = combine(h_self, n.astype(np.float32), weights, layer)
-            s_prev = s_cur
-        out[i] = head(h_prev, weights)[0]
-    return out, projections
-
-
 def collection_embeddings(item_emb: np.ndarray, graph: CSRGraph, edge_weights: np.ndarray | None = None) -> np.ndarray:
     """Collection (board/user) embeddings by importance pooling of member items, L2-normalised.
 
@@ -521,31 +469,4 @@ def collection_embeddings(item_emb: np.ndarray, graph: CSRGraph, edge_weights: n
         sp.diags(1.0 / np.where(sums > 0, sums, 1.0)) @ adj
     )  # L1 per collection (scale-free after norm, kept for clarity)
     pooled = np.asarray(adj @ item_emb.astype(np.float64), dtype=np.float32)  # (C, d)
-    return l2_normalize(pooled)
-
-
-def random_weights(config: dict, seed: int = 0) -> dict[str, np.ndarray]:
-    """Glorot-uniform weights and small biases in the contract's layout (tests and benchmarks)."""
-    rng = np.random.default_rng(seed)
-    m, d = config["hidden_dim"], config["output_dim"]
-
-    def glorot(shape: tuple[int, int]) -> np.ndarray:
-        lim = np.sqrt(6.0 / sum(shape))
-        return rng.uniform(-lim, lim, size=shape).astype(np.float32)
-
-    def bias(n: int) -> np.ndarray:
-        return rng.uniform(-0.1, 0.1, size=n).astype(np.float32)
-
-    out: dict[str, np.ndarray] = {}
-    for k in range(1, config["num_layers"] + 1):
-        fk = config["input_dim"] if k == 1 else d
-        out.update(
-            {
-                f"conv{k}/Q": glorot((fk, m)),
-                f"conv{k}/q": bias(m),
-                f"conv{k}/W": glorot((fk + m, d)),
-                f"conv{k}/w": bias(d),
-            }
-        )
-    out.update({"head/G1": glorot((d, d)), "head/g": bias(d), "head/G2": glorot((d, d))})
-    return out
+    return l2_normalize_f32(pooled)

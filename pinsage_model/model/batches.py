@@ -17,8 +17,7 @@ from typing import Callable
 import numpy as np
 
 from pinsage_model.config import SamplerConfig, TrainConfig
-from pinsage_model.evaluation.metrics import csr_rows
-from pinsage_model.graph.csr import CSRGraph, Neighbourhoods
+from pinsage_model.graph.csr import CSRGraph, Neighbourhoods, csr_subset
 from pinsage_model.model.loss import hard_negatives_for_epoch
 from pinsage_model.model.minibatch import build_minibatch
 
@@ -178,9 +177,7 @@ class BatchProducer:
         negatives = rng.choice(self.negative_pool, size=cfg.num_negatives, replace=few).astype(np.int32)  # (n,)
         num_hard = hard_negatives_for_epoch(epoch, cfg.max_hard_negatives, cfg.use_hard_negatives)
         if num_hard:
-            ex_ptr = np.zeros(len(q) + 1, dtype=np.int64)
-            np.cumsum(self.pos_indptr[q + 1] - self.pos_indptr[q], out=ex_ptr[1:])
-            ex_idx = csr_rows(self.pos_indptr, self.pos_indices, q)[1]
+            ex_ptr, ex_idx = csr_subset(self.pos_indptr, self.pos_indices, q)
             hard = self.hard_negative_fn(
                 self.data.graph,
                 q,

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pinsage_model.evaluation.metrics import l2_normalise
+
 if TYPE_CHECKING:
     from pinsage_model.config import UserHeadConfig
     from pinsage_model.graph.csr import CSRGraph
@@ -44,10 +46,6 @@ def recency_weights(recency: np.ndarray, half_life: float) -> np.ndarray:
     return np.exp(-np.asarray(recency, np.float64) / half_life)
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 def pooled(item_emb: np.ndarray, graph: "CSRGraph", weights: np.ndarray) -> np.ndarray:
     """(C, d) float32 ``p``: each collection's weighted mean item embedding, L2-normalised (zero if empty)."""
     import scipy.sparse as sp
@@ -58,7 +56,7 @@ def pooled(item_emb: np.ndarray, graph: "CSRGraph", weights: np.ndarray) -> np.n
     )
     total = np.asarray(adj.sum(axis=1)).ravel()
     p = (adj @ np.asarray(item_emb, np.float64)) / np.maximum(total, 1e-12)[:, None]
-    return _normalise(p)
+    return l2_normalise(p).astype(np.float32)
 
 
 def apply_head(p: np.ndarray, head: dict[str, np.ndarray]) -> np.ndarray:

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from pinsage_model.graph.csr import Neighbourhoods
-from pinsage_model.inference.layerwise import POOLING_MODES, check_inputs, input_rows, l2_normalize
+from pinsage_model.inference.layerwise import POOLING_MODES, check_inputs, input_rows, l2_normalize_f32
 
 _ROWS_PER_FILE = 1 << 18
 # Rows per block of the gather plan: a multiple of the page size for any width of 4-byte values.
@@ -283,7 +283,7 @@ def _combine_fn(w_mat: np.ndarray, w_bias: np.ndarray, width: int, m: int):
             z = h @ w_mat[:width]
             z += n @ w_mat[width:]
             z += w_bias
-            yield encode(b.column("item_idx").to_numpy(), l2_normalize(np.maximum(z, 0.0, out=z)))  # (B, d)
+            yield encode(b.column("item_idx").to_numpy(), l2_normalize_f32(np.maximum(z, 0.0, out=z)))  # (B, d)
 
     return combine
 
@@ -296,7 +296,7 @@ def _head_fn(g1: np.ndarray, g: np.ndarray, g2: np.ndarray):
             h = decode(b.column("v"), d)  # (B, d)
             a = h @ g1
             a += g
-            yield encode(b.column("item_idx").to_numpy(), l2_normalize(np.maximum(a, 0.0, out=a) @ g2))
+            yield encode(b.column("item_idx").to_numpy(), l2_normalize_f32(np.maximum(a, 0.0, out=a) @ g2))
 
     return head
 

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+from bench.naive_inference import random_weights
 from pinsage_model.config import SamplerConfig, SparkConfig
 from pinsage_model.graph.csr import Neighbourhoods
-from pinsage_model.inference.layerwise import embed_all, random_weights
+from pinsage_model.inference.layerwise import embed_all
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pinsage_model.inference.layerwise import embed_all, random_weights
+from bench.naive_inference import random_weights
+from pinsage_model.inference.layerwise import embed_all
 
 REPO = Path(__file__).resolve().parents[4]
 TOLERANCE = 1e-4  # max abs difference of L2-normalised embeddings

@@ -121,11 +121,15 @@ def test_evaluate_embeddings_pool_is_seeded():
     assert via_faiss["hit_rate_at_10"] == full["hit_rate_at_10"]
 
 
-def test_excess_kurtosis_hand_computed():
+def test_spread_summary_kurtosis_hand_computed():
     # mean 0.25; m2 = 0.1875, m4 = 0.08203125 -> 0.08203125 / 0.03515625 - 3 = -2/3
-    assert metrics.excess_kurtosis(np.array([0, 0, 0, 1.0])) == pytest.approx(-2 / 3)
+    summary = metrics.spread_summary(np.array([0, 0, 0, 1.0]))
+    assert summary["kurtosis"] == pytest.approx(-2 / 3)
+    assert summary["mean"] == 0.25 and summary["std"] == pytest.approx(0.1875**0.5)
     x = np.random.default_rng(0).standard_t(5, 1000)
-    assert metrics.excess_kurtosis(x) == pytest.approx(scipy.stats.kurtosis(x, fisher=True, bias=True))
+    assert metrics.spread_summary(x)["kurtosis"] == pytest.approx(scipy.stats.kurtosis(x, fisher=True, bias=True))
+    # a constant sample has no kurtosis
+    assert np.isnan(metrics.spread_summary(np.full(7, 0.1))["kurtosis"])
 
 
 def test_random_pairs_distinct_and_seeded():
@@ -155,11 +159,6 @@ def test_user_recall_ndcg_hand_computed():
     assert out["recall_at_10"] == 1.0
     ndcg0_10 = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
     assert out["ndcg_at_10"] == pytest.approx((ndcg0_10 + 1.0) / 2)
-
-
-def test_csr_rows():
-    rows, cols = metrics.csr_rows(np.array([0, 2, 2, 5]), np.array([7, 8, 1, 2, 3]), np.array([2, 0]))
-    assert rows.tolist() == [0, 0, 0, 1, 1] and cols.tolist() == [1, 2, 3, 7, 8]
 
 
 def test_query_shift_adds_a_candidate_prior():

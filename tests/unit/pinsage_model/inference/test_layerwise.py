@@ -3,15 +3,10 @@
 import numpy as np
 import pytest
 
+from bench.naive_inference import embed_nodes_naive, random_weights
 from pinsage_model.data.contracts import ContractError
 from pinsage_model.graph.csr import CSRGraph, Neighbourhoods
-from pinsage_model.inference.layerwise import (
-    InferenceStats,
-    collection_embeddings,
-    embed_all,
-    embed_nodes_naive,
-    random_weights,
-)
+from pinsage_model.inference.layerwise import InferenceStats, collection_embeddings, embed_all
 
 
 def random_neighbourhoods(n: int, t: int, seed: int) -> Neighbourhoods:

@@ -160,7 +160,7 @@ def test_producer_shards_split_the_batch_and_hard_negatives_skip_train_positives
 
 
 def test_positive_exclusion_rows_are_the_queries_own():
-    from pinsage_model.evaluation.metrics import csr_rows
+    from pinsage_model.graph.csr import csr_rows
     from pinsage_model.model.batches import _positives_csr
 
     indptr, indices = _positives_csr(np.array([0, 0, 2]), np.array([1, 3, 1]), 4)
