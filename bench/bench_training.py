@@ -28,7 +28,6 @@ import os
 import platform
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +71,7 @@ def bench_preset(preset: str, args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     graph = _graph(preset, 0)
     t_graph = time.perf_counter() - t0
-    sampler = replace(cfg.sampler, num_walks=args.walks, top_t=args.top_t)
+    sampler = cfg.sampler.replace(num_walks=args.walks, top_t=args.top_t)
     t0 = time.perf_counter()
     nb = compute_neighbourhoods(graph, sampler, progress=True)
     t_nb = time.perf_counter() - t0
@@ -81,8 +80,7 @@ def bench_preset(preset: str, args: argparse.Namespace) -> dict:
     features = rng.normal(size=(n, args.feature_dim)).astype(np.float32)  # (N, F)
     q, p = _pairs(graph, args.steps * args.batch_size + 200, rng)
     data = TrainData(features, nb, graph, q[200:], p[200:], q[:200], p[:200])
-    train_cfg = replace(
-        cfg.train,
+    train_cfg = cfg.train.replace(
         epochs=2,
         steps_per_epoch=args.steps,
         batch_size=args.batch_size,

@@ -15,7 +15,6 @@ command. Test metrics are read here, once per final config; tuning never reads t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import platform
 import sys
@@ -30,15 +29,10 @@ RESULTS = Path(__file__).parent / "results"
 
 def seed_config(cfg, seed: int, with_baselines: bool):
     """The config with the model's seeds set; the split and the graph keep theirs."""
-    out = dataclasses.replace(
-        cfg,
-        sampler=dataclasses.replace(cfg.sampler, seed=seed),
-        train=dataclasses.replace(cfg.train, seed=seed),
-        user_head=dataclasses.replace(cfg.user_head, seed=seed),
-    )
     if not with_baselines:
-        out = dataclasses.replace(out, evaluation=dataclasses.replace(out.evaluation, baselines=()))
-    return out
+        cfg = cfg.replace(evaluation=cfg.evaluation.replace(baselines=()))
+    # model_copy, not replace: validation would derive the sections' seeds from the top-level one
+    return cfg.model_copy(update={s: getattr(cfg, s).replace(seed=seed) for s in ("sampler", "train", "user_head")})
 
 
 def summarise(per_seed: list[dict], keys: list[str]) -> dict:

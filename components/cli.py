@@ -17,6 +17,7 @@ COMMANDS = {
     "tune": ("components.commands.tune", "Optuna search of PinSage's settings on the validation split"),
     "promote": ("components.commands.champion", "move the MLflow 'champion' alias to a model version"),
     "rollback": ("components.commands.champion", "restore the previous 'champion' model version"),
+    "config": ("components.commands.config", "show the resolved config, non-default values marked"),
 }
 
 

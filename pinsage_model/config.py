@@ -1,30 +1,74 @@
-"""Typed, frozen pipeline configuration loaded from YAML.
+"""Typed, frozen pipeline configuration loaded from YAML (pydantic v2).
 
-One schema validates every config file before any stage runs: an unknown key or a value of the
-wrong type raises :class:`ConfigError` naming the key path and the file. Each section is a frozen
-dataclass with defaults beside the code; ``load_config`` returns the resolved tree, and
-``config_to_dict`` turns it back into plain YAML-able data (saved with every run, logged as MLflow
-params).
+One schema validates every config file before any stage runs: each section is a frozen pydantic
+model with ``extra="forbid"``, field constraints and defaults beside the code, so an unknown key,
+a wrong type or a value out of range raises :class:`ConfigError` naming the file, the key path
+(``train.batch_size``) and what is allowed. Where a key's meaning depends on another, the schema
+nests it: the loss's parameters live under ``train.loss`` (``kind: xent`` or ``kind:
+max_margin``), the approximate index's under ``index.ann`` (``kind: hnsw`` or ``kind: ivf``).
+
+The defaults are the tuned general-purpose settings (those of ml-latest-small, see
+``configs/ml-latest-small.yaml``): a config file only states what it changes. One top-level
+``seed``; each stage derives its own with :meth:`PipelineConfig.seed_for`.
+
+``load_config`` returns the resolved tree; ``config_to_dict`` turns it back into plain YAML-able
+data (saved with every run, logged as MLflow params); ``config_diff`` keeps only what differs
+from the defaults.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# Scalars are strict (no "3" for 3, no 1 for true, no 2.5 for an int); a float also takes an int.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+PosInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+PosFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegFloat = Annotated[float, Strict(), Field(ge=0)]
+Fraction = Annotated[float, Strict(), Field(ge=0, le=1)]
 
 
 class ConfigError(ValueError):
     """A configuration file does not match the schema."""
 
 
-@dataclass(frozen=True)
-class DataConfig:
+class _KeyedError(ValueError):
+    """A cross-field rule broken; ``key`` (relative to the model that checks it) is to blame."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+class Section(BaseModel):
+    """A frozen config section: unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def replace(self, **changes: Any) -> Any:
+        """A validated copy with ``changes`` applied (as ``dataclasses.replace``)."""
+        return type(self).model_validate({**dict(self), **changes})
+
+
+class DataConfig(Section):
     """Where the raw inputs come from.
 
     ``source`` picks the loader: ``synthetic`` generates the preset, ``movielens`` reads a
@@ -44,92 +88,104 @@ class DataConfig:
     """
 
     source: Literal["synthetic", "movielens", "adjacency", "table"] = "synthetic"
-    preset: Literal["demo", "bench", "tiny"] = "demo"
-    path: str = ""
-    interactions_path: str = ""
-    items_path: str = ""
-    test_path: str = ""
-    item_vectors_path: str = ""
-    item_vector_ids_path: str = ""
-    seed: int = 0
-    user_column: str = "user_id"
-    item_column: str = "item_id"
-    timestamp_column: str = "timestamp"
-    collection_column: str = ""
-    weight_column: str = ""
-    vector_column: str = "features"
-    future_tolerance_s: int = 86_400
+    preset: Literal["demo", "bench", "tiny"] = "demo"  # synthetic only
+    path: Str = ""
+    interactions_path: Str = ""
+    items_path: Str = ""
+    test_path: Str = ""
+    item_vectors_path: Str = ""
+    item_vector_ids_path: Str = ""
+    user_column: Str = "user_id"
+    item_column: Str = "item_id"
+    timestamp_column: Str = "timestamp"
+    collection_column: Str = ""
+    weight_column: Str = ""
+    vector_column: Str = "features"
+    future_tolerance_s: NonNegInt = 86_400
     timestamp_unit: Literal["auto", "s", "ms", "us", "ns"] = "auto"
-    allow_leaks: bool = False
+    allow_leaks: Bool = False
+    seed: int = 0  # derived: PipelineConfig.seed_for("data")
 
 
-@dataclass(frozen=True)
-class SparkConfig:
-    master: str = "local[2]"
-    driver_memory: str = "4g"
-    shuffle_partitions: int = 8
-    app_name: str = "pinsage"
+class SparkConfig(Section):
+    master: Str = "local[2]"
+    driver_memory: Str = "4g"
+    shuffle_partitions: PosInt = 4
+    app_name: Str = "pinsage"
 
 
-@dataclass(frozen=True)
-class PairsConfig:
+class PairsConfig(Section):
     """Engagement pairs (paper 4.1): consecutive distinct items of a user within ``max_gap_s``."""
 
-    max_gap_s: int = 86400
-    min_rating: float | None = None
-    min_item_support: int = 1
+    max_gap_s: PosInt = 86400
+    min_rating: Float | None = None
+    min_item_support: PosInt = 1
     # temporal (default): each user's latest events (temporal_scope "user") or the events after
     # a global time cut ("global") are validation and test, and only earlier events reach the
     # graph; hash: a seeded hash of the unordered pair decides (paper-style), the graph holds
     # every event. fractions: (train, validation, test) shares of events (temporal) or pairs (hash).
     split: Literal["temporal", "hash"] = "temporal"
     temporal_scope: Literal["user", "global"] = "user"
-    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    seed: int = 0
+    fractions: tuple[Fraction, Fraction, Fraction] = (0.7, 0.1, 0.2)
     # Training pairs also join each event to its next ``train_window`` - 1 events after the
     # successor (each within max_gap_s of the event): a wider co-engagement context, as a
     # skip-gram window, for data whose consecutive events are only loosely ordered (ratings
     # entered in bulk). Validation and test pairs stay consecutive: the protocol is unchanged.
-    train_window: int = 1
+    train_window: Annotated[int, Strict(), Field(ge=1)] = 1
+    seed: int = 0  # derived: PipelineConfig.seed_for("pairs")
+
+    @field_validator("fractions")
+    @classmethod
+    def _sum_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"must be three non-negative fractions summing to 1, got {list(v)}")
+        return v
 
 
-@dataclass(frozen=True)
-class GraphConfig:
+class GraphConfig(Section):
     """Bipartite item-collection graph; the training subgraph keeps a fraction of collections."""
 
-    train_collection_fraction: float = 0.2
-    seed: int = 0
+    train_collection_fraction: Annotated[float, Strict(), Field(gt=0, le=1)] = 1.0
+    seed: int = 0  # derived: PipelineConfig.seed_for("graph")
 
 
-@dataclass(frozen=True)
-class FeaturesConfig:
+class FeaturesConfig(Section):
     """TF Transform feature stage (Beam DirectRunner locally)."""
 
     # Beam runner of the analysis: "DirectRunner" runs it on this machine (Beam's FnApiRunner);
     # a cluster names its runner ("FlinkRunner", "SparkRunner", "DataflowRunner") and passes
     # that runner's flags in ``beam_options``.
-    beam_runner: str = "DirectRunner"
+    beam_runner: Str = "DirectRunner"
     # Extra Beam pipeline flags, verbatim, e.g. ["--flink_master=host:8081",
     # "--environment_type=LOOPBACK"]; the analysis temp folder must be reachable by the workers.
-    beam_options: tuple[str, ...] = ()
+    beam_options: tuple[Str, ...] = ()
     # DirectRunner only: how bundles run and on how many workers (0 = one per core). in_memory
     # is the fastest on 2 cores (bench/results/features.json: 24.5 s vs 28.9 s multi_threading and
     # 35.1 s multi_processing at 1M items): the analysis is ~10 s of the stage, less than what
     # more workers cost (each multi_processing worker imports TensorFlow).
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
-    direct_num_workers: int = 1
+    direct_num_workers: NonNegInt = 1
     # Rows per Arrow record batch fed to the analysis (one Parquet shard each): large enough
     # that TF runs the analysis graph on big batches, small enough to spread over workers.
-    batch_rows: int = 65536
-    text_hash_buckets: int = 64
-    categorical_vocab_top_k: int = 200
-    categorical_oov_buckets: int = 1
-    id_embedding_dim: int = 16
+    batch_rows: PosInt = 65536
+    text_hash_buckets: PosInt = 64
+    categorical_vocab_top_k: PosInt = 200
+    categorical_oov_buckets: NonNegInt = 1
+    # width of the id embedding the features stage asks for items without features (when
+    # model.id_embedding_dim is 0; otherwise the model's own id embedding serves them)
+    id_embedding_dim: PosInt = 16
     missing_features: Literal["id_embedding", "zeros"] = "id_embedding"
 
+    @model_validator(mode="after")
+    def _in_memory_is_one_worker(self) -> FeaturesConfig:
+        if self.direct_running_mode == "in_memory" and self.direct_num_workers != 1:
+            raise _KeyedError(
+                "direct_num_workers", "must be 1 with direct_running_mode in_memory (one in-process worker)"
+            )
+        return self
 
-@dataclass(frozen=True)
-class SamplerConfig:
+
+class SamplerConfig(Section):
     """Random-walk importance neighbourhoods (paper 3.2) and PPR hard negatives (3.3).
 
     ``backend`` picks where the neighbourhoods stage runs the walks: ``numba`` in process on
@@ -137,48 +193,57 @@ class SamplerConfig:
     ranges, each running the same kernel on the graph memory-mapped from the run area
     (:mod:`pinsage_model.spark.sampler`; master from ``spark.master``, ``spark.task.cpus``
     threads per task), for graphs whose walks outgrow one machine. Rows depend only on (graph,
-    item, ``seed``), so both backends write byte-identical files.
+    item, seed), so both backends write byte-identical files.
+
+    ``hard_negative_band`` is (lo, hi), fractions of the item count: hard negatives are drawn
+    from the PPR ranks [floor(lo N), floor(hi N)) of the query (the paper's ranks 2000-5000 of
+    its catalogue are a band of fractions of it).
     """
 
-    num_walks: int = 200
-    walk_length: int = 10
-    restart_prob: float = 0.5
-    top_t: int = 50
+    num_walks: PosInt = 200
+    walk_length: PosInt = 5
+    restart_prob: Annotated[float, Strict(), Field(ge=0, lt=1)] = 0.5
+    top_t: PosInt = 20
     backend: Literal["numba", "spark"] = "numba"
-    num_threads: int = 0
-    hard_negative_band: tuple[float, float] = (0.02, 0.05)
-    hard_negative_walks: int = 400
-    seed: int = 0
+    num_threads: NonNegInt = 0
+    hard_negative_band: tuple[Fraction, Fraction] = (0.02, 0.06)
+    hard_negative_walks: PosInt = 400
+    seed: int = 0  # derived: PipelineConfig.seed_for("sampler")
+
+    @field_validator("hard_negative_band")
+    @classmethod
+    def _band_order(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not v[0] < v[1]:
+            raise ValueError(f"must be (lo, hi) with lo < hi, got {list(v)}")
+        return v
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Section):
     """PinSage network (paper 3.2): K conv layers of width m (pooling space) and d (output)."""
 
-    num_layers: int = 2
-    hidden_dim: int = 128
-    output_dim: int = 64
+    num_layers: PosInt = 2
+    hidden_dim: PosInt = 128
+    output_dim: PosInt = 64
     pooling: Literal["importance", "mean", "max"] = "importance"
     # > 0: a learned id embedding of this width is concatenated to every item's features
     # (transductive; items never trained keep their small random initialisation). 0 = the
     # paper's purely feature-based, inductive model (the features stage may still request one
     # for items that have no features at all).
-    id_embedding_dim: int = 0
+    id_embedding_dim: NonNegInt = 32
     # Identity table of the learned id embedding: 0 = one row per item; B > 0 = B rows shared
     # through ``id_num_hashes`` seeded hash functions (an item's vector is the sum of its rows),
     # so the table stays bounded at web scale. Items absent from the training graph get no
     # identity (feature-only path): their id vector is zero.
-    id_hash_buckets: int = 0
-    id_num_hashes: int = 2
+    id_hash_buckets: NonNegInt = 0
+    id_num_hashes: PosInt = 2
     # A learned vector w added to every query embedding: a candidate's score z_q·z_c gains w·z_c,
     # a per-candidate prior (how often an item is engaged next, whatever the query) that unit
     # vectors compared by cosine cannot express. Candidates stay unit vectors, so one inner-product
     # index serves related items (query z_q + w) and homefeed (user vector + w).
-    query_shift: bool = False
+    query_shift: Bool = False
 
 
-@dataclass(frozen=True)
-class UserHeadConfig:
+class UserHeadConfig(Section):
     """A learned user (collection) vector for homefeed: PinSage's convolution over the user's items.
 
     With ``enabled``, the model stage fits, after the item model and on its frozen item
@@ -189,68 +254,89 @@ class UserHeadConfig:
     evaluation masks training items). Off: collections are the uniform mean of their items.
     """
 
-    enabled: bool = False
-    hidden_dim: int = 256
+    enabled: Bool = True
+    hidden_dim: PosInt = 256
     # recency importance exp(-age / h), age = how many of the user's items came later; 0 = uniform
-    recency_half_life: float = 0.0
-    steps: int = 2000
-    batch_size: int = 128
-    lr: float = 0.001
+    recency_half_life: NonNegFloat = 10.0
+    steps: PosInt = 2000
+    batch_size: PosInt = 128
+    lr: PosFloat = 0.001
     # a training example's input is the first fraction f ~ U[min_input_fraction, 1) of the user's
     # items in time order, its targets the rest
-    min_input_fraction: float = 0.5
+    min_input_fraction: Annotated[float, Strict(), Field(ge=0, lt=1)] = 0.5
     # candidates of the softmax: 0 = every item; K > 0 = a shared uniform sample of K items per step
     # plus the step's targets (for catalogues too large to score in full each step)
-    negatives: int = 0
-    seed: int = 0
+    negatives: NonNegInt = 0
+    seed: int = 0  # derived: PipelineConfig.seed_for("user_head")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training (paper 3.3): max-margin loss, shared negatives, hard-negative curriculum."""
+class MaxMarginLoss(Section):
+    """The paper's max-margin loss (Eq. 1) over shared and hard negatives."""
 
-    epochs: int = 6
-    batch_size: int = 256
-    # Peak learning rate is base_lr * batch_size / 256 (linear scaling rule). 1e-2 rather than
-    # 1e-3: on the tiny synthetic run validation hit@10 after 4 epochs was 0.12 vs 0.065.
-    base_lr: float = 1e-2
-    lr_decay: float = 0.9
-    margin: float = 0.1
+    kind: Literal["max_margin"] = "max_margin"
+    margin: PosFloat = 0.1
     # How Eq. 1 is reduced over an example's negatives (pinsage_model.model.loss.max_margin_loss).
-    margin_reduction: Literal["mean", "mean_per_source", "sum"] = "mean"
-    num_negatives: int = 500
-    max_hard_negatives: int = 6
-    use_hard_negatives: bool = True
-    loss: Literal["max_margin", "xent"] = "max_margin"
+    reduction: Literal["mean", "mean_per_source", "sum"] = "mean"
+
+
+class XentLoss(Section):
+    """Sampled softmax cross-entropy over the negatives (embeddings are unit vectors)."""
+
+    kind: Literal["xent"] = "xent"
+    temperature: PosFloat = 0.1
+    # the other examples' positives are negatives too (drawn by popularity), and logits are
+    # corrected by -log Q (expected draws of the item as a candidate; Yi et al. 2019)
+    in_batch_negatives: Bool = True
+    logq_correction: Bool = True
+
+
+def _loss_kind(v: Any) -> Any:
+    """``loss: xent`` is short for ``loss: {kind: xent}``."""
+    return {"kind": v} if isinstance(v, str) else v
+
+
+Loss = Annotated[Union[MaxMarginLoss, XentLoss], Discriminator("kind")]
+
+
+class TrainConfig(Section):
+    """Training (paper 3.3): the loss, shared negatives, hard-negative curriculum."""
+
+    epochs: PosInt = 10
+    batch_size: PosInt = 256
+    # Peak learning rate is base_lr * batch_size / 256 (linear scaling rule).
+    base_lr: PosFloat = 0.003
+    lr_decay: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.9
+    loss: Loss = Field(default_factory=XentLoss)
+    num_negatives: PosInt = 500
+    max_hard_negatives: NonNegInt = 6
+    use_hard_negatives: Bool = True
     # mirrored: tf.distribute.MirroredStrategy over num_devices devices of this machine.
     # multi_worker: tf.distribute.MultiWorkerMirroredStrategy over the workers that TF_CONFIG
     # names, num_devices GPUs each (1 on CPU), so a model outgrowing one box trains on several
     # (paper 3.3 trains on one machine; this is the scale-out path). Every worker runs the same
     # stage on the same inputs; only the chief writes its outputs (training.worker_role).
     strategy: Literal["mirrored", "multi_worker"] = "mirrored"
-    num_devices: int = 1
-    producer_threads: int = 2
-    queue_size: int = 8
-    early_stopping_patience: int = 2
-    validation_pairs: int = 2000
-    steps_per_epoch: int = 0
-    deterministic: bool = False
-    seed: int = 0
-    # Softmax temperature of the cross-entropy ablation loss (embeddings are unit vectors).
-    xent_temperature: float = 0.1
-    # xent only: the other examples' positives are negatives too, and logits are corrected by
-    # -log Q (expected draws of the item as a candidate; Yi et al. 2019).
-    in_batch_negatives: bool = False
-    logq_correction: bool = False
+    num_devices: PosInt = 1
+    producer_threads: PosInt = 2
+    queue_size: PosInt = 8
+    early_stopping_patience: NonNegInt = 2
+    validation_pairs: NonNegInt = 10000
+    steps_per_epoch: NonNegInt = 0
+    deterministic: Bool = False
     # Train on (i, q) as well as (q, i): embeddings are compared by a symmetric cosine.
-    reverse_pairs: bool = False
+    reverse_pairs: Bool = False
     # Early-stopping evaluation ranks each validation positive among all items when there are at
     # most this many, else among this many sampled items plus the positives.
-    eval_candidates: int = 20000
+    eval_candidates: PosInt = 20000
+    seed: int = 0  # derived: PipelineConfig.seed_for("train")
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss_shorthand(cls, v: Any) -> Any:
+        return _loss_kind(v)
 
 
-@dataclass(frozen=True)
-class InferenceConfig:
+class InferenceConfig(Section):
     """Layer-wise inference (paper 3.4): in process (``numpy``) or as Spark jobs.
 
     ``spark_strategy`` picks how the Spark backend joins projections with neighbourhoods
@@ -260,13 +346,12 @@ class InferenceConfig:
     """
 
     backend: Literal["numpy", "spark"] = "numpy"
-    batch_size: int = 4096  # rows per block of the numpy backend: cache-sized, see inference.embed_all
+    batch_size: PosInt = 4096  # rows per block of the numpy backend: cache-sized, see inference.embed_all
     spark_strategy: Literal["auto", "shuffle", "broadcast", "gather"] = "auto"
-    spark_broadcast_max_mb: int = 1024
+    spark_broadcast_max_mb: PosInt = 1024
 
 
-@dataclass(frozen=True)
-class EvaluationConfig:
+class EvaluationConfig(Section):
     """Offline evaluation (paper 4.2).
 
     ``candidate_pool`` 0 ranks against all items, n > 0 against a seeded sample of n items;
@@ -275,34 +360,54 @@ class EvaluationConfig:
     ``baseline_graph`` ("full", the default: the graph PinSage's inference uses, so baselines see
     everything PinSage sees and are as strong as they can be; "train": the training subgraph).
     User-level metrics (adjacency data with a test file, or the temporal split of user-item data)
-    use ``user_ks`` and the user's ``recent_items`` latest training items (0 = all of them). ``ease`` inverts a dense N x N matrix (about
-    12 N^2 bytes): above ``ease_max_items`` items it is skipped with a note in the report.
+    use ``user_ks`` and the user's ``recent_items`` latest training items (0 = all of them).
+    ``ease`` inverts a dense N x N matrix (about 12 N^2 bytes): above ``ease_max_items`` items it
+    is skipped with a note in the report.
     """
 
-    ks: tuple[int, ...] = (10, 50, 100)
-    candidate_pool: int = 0
-    mrr_scale: float = 1.0
-    similarity_pairs: int = 100000
-    baselines: tuple[str, ...] = ("content", "pixie", "popularity", "itemknn", "svd", "ease")
-    seed: int = 0
-    exact_max_pool: int = 200000
-    max_pairs: int = 0
+    ks: tuple[PosInt, ...] = (10, 50, 100)
+    candidate_pool: NonNegInt = 0
+    mrr_scale: PosFloat = 1.0
+    similarity_pairs: PosInt = 100000
+    baselines: tuple[Str, ...] = ("content", "pixie", "popularity", "itemknn", "svd", "ease")
+    exact_max_pool: PosInt = 200000
+    max_pairs: NonNegInt = 0
     baseline_graph: Literal["train", "full"] = "full"
-    svd_dim: int = 64
-    pixie_walks: int = 1000
+    svd_dim: PosInt = 64
+    pixie_walks: PosInt = 1000
     # EASE's L2 weight lambda. Steck used 500 on ML-20M; validation hit@10 is flat from 250 to
     # 1000 on ml-latest-small (0.065-0.066) and on the demo data rises to 1000 and stays
     # (0.102 at 500, 0.111 at 1000, 0.113 at 5000), so 1000 suits both.
-    ease_lambda: float = 1000.0
+    ease_lambda: PosFloat = 1000.0
     # Above this many items EASE is skipped (the inverse is dense: 20k items need ~4.5 GiB).
-    ease_max_items: int = 20000
-    user_ks: tuple[int, ...] = (20,)
-    recent_items: int = 0
+    ease_max_items: PosInt = 20000
+    user_ks: tuple[PosInt, ...] = (20,)
+    recent_items: NonNegInt = 0
+    seed: int = 0  # derived: PipelineConfig.seed_for("evaluation")
 
 
-@dataclass(frozen=True)
-class IndexConfig:
+class HnswIndex(Section):
+    """faiss HNSW graph: ``m`` links per node, ``ef_search`` candidates per query."""
+
+    kind: Literal["hnsw"] = "hnsw"
+    m: PosInt = 32
+    ef_search: PosInt = 128
+
+
+class IvfIndex(Section):
+    """faiss inverted file: ``nlist`` clusters, ``nprobe`` of them scanned per query."""
+
+    kind: Literal["ivf"] = "ivf"
+    nlist: PosInt = 1024
+    nprobe: PosInt = 32
+
+
+class IndexConfig(Section):
     """faiss index publishing (paper 3.5).
+
+    Below ``exact_threshold`` items the index is exact inner product; from there on it is the
+    approximate ``ann`` index (``kind: hnsw`` or ``kind: ivf`` with that kind's parameters),
+    checked against ``recall_floor`` on ``recall_queries`` queries.
 
     ``publish_root`` is the persistent folder that keeps every published version and the serving
     ``CURRENT`` pointer across runs; empty means ``<run dir>/../published/<run dir name>``
@@ -315,32 +420,31 @@ class IndexConfig:
     version. Keep enough for ``pinsage rollback`` to find the previous champion's index.
     """
 
-    exact_threshold: int = 200000
-    kind: Literal["hnsw", "ivf"] = "hnsw"
-    hnsw_m: int = 32
-    ef_search: int = 128
-    ivf_nlist: int = 1024
-    ivf_nprobe: int = 32
-    recall_floor: float = 0.95
-    recall_queries: int = 1000
-    publish_root: str = ""
-    keep_versions: int = 0
-    prune_grace_s: int = 3600
+    exact_threshold: NonNegInt = 200000
+    ann: Annotated[Union[HnswIndex, IvfIndex], Discriminator("kind")] = Field(default_factory=HnswIndex)
+    recall_floor: Fraction = 0.95
+    recall_queries: PosInt = 1000
+    publish_root: Str = ""
+    keep_versions: NonNegInt = 0
+    prune_grace_s: NonNegInt = 3600
+
+    @field_validator("ann", mode="before")
+    @classmethod
+    def _ann_shorthand(cls, v: Any) -> Any:
+        return {"kind": v} if isinstance(v, str) else v
 
 
-@dataclass(frozen=True)
-class TrackingConfig:
+class TrackingConfig(Section):
     """MLflow tracking; an empty URI means a SQLite store inside the run area."""
 
-    enabled: bool = True
-    tracking_uri: str = ""
-    experiment: str = "pinsage"
-    registered_model: str = "pinsage"
-    promotion_tolerance: float = 0.0
+    enabled: Bool = True
+    tracking_uri: Str = ""
+    experiment: Str = "pinsage"
+    registered_model: Str = "pinsage"
+    promotion_tolerance: NonNegFloat = 0.0
 
 
-@dataclass(frozen=True)
-class OrchestrationConfig:
+class OrchestrationConfig(Section):
     """Airflow DAG and Kubeflow pipeline settings.
 
     ``run_root`` holds one run directory per data interval (``<run_root>/<interval>``) and the
@@ -349,168 +453,208 @@ class OrchestrationConfig:
     ``pairs`` for a data-only schedule.
     """
 
-    schedule: str = "@weekly"
-    retries: int = 2
-    retry_delay_s: int = 300
-    start_date: str = "2026-01-05"
-    run_root: str = "runs/airflow"
-    stop_after: str = ""
-    image: str = "ghcr.io/pinsage/pinsage:0.1.0"
-    submit_to_kfp: bool = False
-    kfp_host: str = ""
+    schedule: Str = "@weekly"
+    retries: NonNegInt = 2
+    retry_delay_s: NonNegInt = 300
+    start_date: Str = "2026-01-05"
+    run_root: Str = "runs/airflow"
+    stop_after: Str = ""
+    image: Str = "ghcr.io/pinsage/pinsage:0.1.0"
+    submit_to_kfp: Bool = False
+    kfp_host: Str = ""
     # Kubeflow only: N > 0 makes the pipeline's model task a launcher (components.orchestration.tfjob) that
     # runs the model stage as a Training Operator TFJob of N workers (train.num_devices GPUs
     # each; needs train.strategy multi_worker) on the shared run area, built from the manifest
     # tfjob_template (relative: to the working directory, then the repository root); 0 trains
     # inside the pipeline task itself.
-    tfjob_workers: int = 0
-    tfjob_template: str = "infra/training/tfjob.yaml"
+    tfjob_workers: NonNegInt = 0
+    tfjob_template: Str = "infra/training/tfjob.yaml"
 
 
-@dataclass(frozen=True)
-class PipelineConfig:
+# Offsets of each stage's seed from the top-level one (seed_for). The synthetic data keeps the
+# seed itself; the others differ so that no two stages replay one random stream. Sections with a
+# ``seed`` field receive theirs when the config is validated.
+SEED_OFFSETS: dict[str, int] = {
+    "data": 0,
+    "pairs": 1,
+    "graph": 2,
+    "sampler": 3,
+    "model": 4,
+    "train": 5,
+    "user_head": 6,
+    "evaluation": 7,
+    "index": 8,
+}
+
+# Keys that change how fast or where a stage runs, never what it writes: left out of the stage
+# fingerprints (components.orchestration.execution), so changing them reruns nothing.
+OUTPUT_NEUTRAL: frozenset[str] = frozenset(
+    {
+        "spark.driver_memory",
+        "spark.app_name",
+        "sampler.num_threads",
+        "train.producer_threads",
+        "train.queue_size",
+    }
+)
+
+
+class PipelineConfig(Section):
     """The whole pipeline's configuration."""
 
-    name: str = "pinsage"
-    seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    spark: SparkConfig = field(default_factory=SparkConfig)
-    pairs: PairsConfig = field(default_factory=PairsConfig)
-    graph: GraphConfig = field(default_factory=GraphConfig)
-    features: FeaturesConfig = field(default_factory=FeaturesConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    user_head: UserHeadConfig = field(default_factory=UserHeadConfig)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    index: IndexConfig = field(default_factory=IndexConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
+    name: Str = "pinsage"
+    seed: NonNegInt = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    user_head: UserHeadConfig = Field(default_factory=UserHeadConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
+    def seed_for(self, stage: str) -> int:
+        """The seed of ``stage``'s random draws: the top-level seed plus the stage's offset."""
+        return self.seed + SEED_OFFSETS[stage]
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it in the dataclass's form."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-
-    def fail(expected: str) -> ConfigError:
-        return ConfigError(f"{source}: key '{where}' expects {expected}, got {type(value).__name__} {value!r}")
-
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise fail("a mapping")
-        return _build(tp, value, where, source)
-    if origin is Literal:
-        if value not in args:
-            raise fail("one of " + ", ".join(repr(a) for a in args))
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_seeds(cls, raw: Any) -> Any:
+        """Give every seeded section its derived seed; a section may not set its own."""
+        if not isinstance(raw, dict):
+            return raw
+        seed = raw.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            return raw  # the field's own check names the bad top-level seed
+        out = dict(raw)
+        for section, field in cls.model_fields.items():
+            if "seed" not in getattr(field.annotation, "model_fields", {}) or section not in SEED_OFFSETS:
                 continue
-            try:
-                return _coerce(value, arg, where, source)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise fail(" or ".join(_type_name(a) for a in args))
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise fail(f"a list ({_type_name(tp)})")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{where}[{i}]", source) for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise fail(f"a list of {len(args)} items")
-        return tuple(_coerce(v, a, f"{where}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise fail("a boolean")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail("an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail("a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise fail("a string")
-        return value
-    raise ConfigError(f"{source}: key '{where}' has an unsupported type {tp!r}")
+            value = out.get(section, {})
+            derived = seed + SEED_OFFSETS[section]
+            if isinstance(value, BaseModel):
+                out[section] = value.model_copy(update={"seed": derived})
+            elif isinstance(value, dict):
+                if "seed" in value:
+                    raise _KeyedError(
+                        f"{section}.seed", "is derived from the top-level seed (seed_for); set `seed` at the top level"
+                    )
+                out[section] = {**value, "seed": derived}
+        return out
 
-
-def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(f"{source}: unknown key '{key}'; allowed here: {', '.join(sorted(names))}")
-    kwargs = {}
-    for name, value in raw.items():
-        where = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(value, hints[name], where, source)
-    obj = cls(**kwargs)
-    _check_values(obj, prefix, source)
-    return obj
-
-
-def _check_values(obj: Any, prefix: str, source: str) -> None:
-    """Range checks that types alone cannot express."""
-
-    def bad(key: str, why: str) -> ConfigError:
-        return ConfigError(f"{source}: key '{prefix + '.' if prefix else ''}{key}' {why}")
-
-    if isinstance(obj, DataConfig) and obj.future_tolerance_s < 0:
-        raise bad("future_tolerance_s", f"must be >= 0, got {obj.future_tolerance_s}")
-    if isinstance(obj, PairsConfig):
-        if abs(sum(obj.fractions) - 1.0) > 1e-6 or min(obj.fractions) < 0:
-            raise bad("fractions", f"must be three non-negative fractions summing to 1, got {obj.fractions}")
-        if obj.train_window < 1:
-            raise bad("train_window", f"must be >= 1 (1 = consecutive pairs only), got {obj.train_window}")
-    if isinstance(obj, GraphConfig) and not 0.0 < obj.train_collection_fraction <= 1.0:
-        raise bad("train_collection_fraction", "must be in (0, 1]")
-    if isinstance(obj, SamplerConfig):
-        if obj.top_t < 1 or obj.num_walks < 1:
-            raise bad("top_t", "and num_walks must be >= 1")
-        if not 0.0 <= obj.restart_prob < 1.0:
-            raise bad("restart_prob", "must be in [0, 1)")
-    if isinstance(obj, UserHeadConfig):
-        if obj.hidden_dim < 1 or obj.steps < 1 or obj.batch_size < 1 or obj.negatives < 0:
-            raise bad("hidden_dim", "steps and batch_size must be >= 1 and negatives >= 0")
-        if not 0.0 <= obj.min_input_fraction < 1.0 or obj.recency_half_life < 0 or obj.lr <= 0:
-            raise bad("min_input_fraction", "must be in [0, 1), recency_half_life >= 0 and lr > 0")
-    if isinstance(obj, FeaturesConfig):
-        if obj.direct_num_workers < 0 or obj.batch_rows < 1:
-            raise bad(
-                "direct_num_workers",
-                f"must be >= 0 and batch_rows >= 1, got {obj.direct_num_workers} and {obj.batch_rows}",
+    @model_validator(mode="after")
+    def _tfjob_needs_multi_worker(self) -> PipelineConfig:
+        if self.orchestration.tfjob_workers and self.train.strategy != "multi_worker":
+            raise _KeyedError(
+                "orchestration.tfjob_workers",
+                f"= {self.orchestration.tfjob_workers} launches a multi-worker TFJob, which needs "
+                f"train.strategy: multi_worker (got {self.train.strategy!r})",
             )
-        if obj.direct_running_mode == "in_memory" and obj.direct_num_workers != 1:
-            raise bad("direct_num_workers", "must be 1 with direct_running_mode in_memory (one in-process worker)")
-    if isinstance(obj, TrainConfig):
-        if obj.batch_size < 1:
-            raise bad("batch_size", "must be >= 1")
-        if obj.num_devices < 1:
-            raise bad("num_devices", f"must be >= 1, got {obj.num_devices}")
-    if isinstance(obj, OrchestrationConfig) and obj.tfjob_workers < 0:
-        raise bad("tfjob_workers", f"must be >= 0 (0 = train inside the pipeline task), got {obj.tfjob_workers}")
-    if isinstance(obj, PipelineConfig) and obj.orchestration.tfjob_workers and obj.train.strategy != "multi_worker":
-        raise ConfigError(
-            f"{source}: key 'orchestration.tfjob_workers' = {obj.orchestration.tfjob_workers} launches a multi-worker "
-            f"TFJob, which needs train.strategy: multi_worker (got {obj.train.strategy!r})"
-        )
-    if isinstance(obj, IndexConfig) and (obj.keep_versions < 0 or obj.prune_grace_s < 0):
-        raise bad("keep_versions", f"and prune_grace_s must be >= 0, got {obj.keep_versions} and {obj.prune_grace_s}")
+        return self
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+_EXPECTS = {
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "bool_type": "a boolean",
+    "string_type": "a string",
+    "tuple_type": "a list",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "dict_type": "a mapping",
+}
+
+
+def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, dict[str, type[BaseModel]]]:
+    """(the section model, or {tag: model} of a tagged union) an annotation holds."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, {}
+    members = getattr(annotation, "__args__", ())
+    for arg in members:  # Annotated[Union[...], Discriminator] -> Union[...]
+        _, tags = _model_of(arg)
+        if tags:
+            return None, tags
+    tagged: dict[str, type[BaseModel]] = {
+        m.model_fields["kind"].default: m for m in members if isinstance(m, type) and issubclass(m, Section)
+    }
+    return None, tagged
+
+
+def _describe(error: Any) -> tuple[str, type[BaseModel] | None, Any]:
+    """An error's key path (``train.loss.temperature``; union tags dropped), the model there and
+    the field's annotation."""
+    parts: list[str] = []
+    model: type[BaseModel] | None = PipelineConfig
+    tags: dict[str, type[BaseModel]] = {}
+    annotation: Any = PipelineConfig
+    for elem in error["loc"]:
+        if isinstance(elem, int):
+            parts[-1] += f"[{elem}]"
+            continue
+        if tags:  # a tagged union's loc names the tag before the member's fields
+            model, tags = tags.get(elem), {}
+            continue
+        parts.append(str(elem))
+        field = model.model_fields.get(elem) if model else None
+        annotation = field.annotation if field else None
+        model, tags = _model_of(annotation) if field else (None, {})
+    ctx_error = (error.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, _KeyedError):
+        parts.append(ctx_error.key)
+    return ".".join(parts), model, annotation
+
+
+def _config_error(exc: ValidationError, source: str) -> ConfigError:
+    error = exc.errors()[0]
+    kind, given, loc = error["type"], error.get("input"), error["loc"]
+    if kind == "missing" and loc and isinstance(loc[-1], int):  # a tuple of fixed length too short
+        key, _, annotation = _describe({**error, "loc": loc[:-1]})
+        return ConfigError(f"{source}: key '{key}' expects a list of {len(annotation.__args__)} items")
+    key, model, annotation = _describe(error)
+    if kind == "extra_forbidden":
+        _, parent, _ = _describe({**error, "loc": loc[:-1]})
+        allowed = ", ".join(f for f in parent.model_fields if not _derived(parent, f)) if parent else ""
+        return ConfigError(f"{source}: unknown key '{key}'; allowed here: {allowed}")
+    if kind == "union_tag_not_found":
+        tags = ", ".join(repr(t) for t in _model_of(annotation)[1])
+        return ConfigError(f"{source}: key '{key}' needs a 'kind': one of {tags}")
+    if kind in ("literal_error", "union_tag_invalid"):
+        ctx = error.get("ctx") or {}
+        expected = str(ctx.get("expected_tags") or ctx.get("expected")).replace(" or ", ", ")
+        if kind == "union_tag_invalid":
+            given = ctx.get("tag")
+        return ConfigError(f"{source}: key '{key}' expects one of {expected}, got {given!r}")
+    if kind in _EXPECTS:
+        return ConfigError(f"{source}: key '{key}' expects {_EXPECTS[kind]}, got {type(given).__name__} {given!r}")
+    if kind in ("too_short", "too_long"):
+        return ConfigError(f"{source}: key '{key}' expects a list of {error['ctx']['max_length']} items, got {given!r}")
+    message = error["msg"].removeprefix("Value error, ")
+    message = message[:1].lower() + message[1:]
+    if kind != "value_error":
+        message = f"must be {message.removeprefix('input should be ')}, got {given!r}"
+    return ConfigError(f"{source}: key '{key}' {message}")
+
+
+# --- loading and dumping ------------------------------------------------------------------------
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> PipelineConfig:
+    """Validate an already-parsed mapping (same rules as :func:`load_config`)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections")
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(exc, source) from None
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> PipelineConfig:
@@ -526,12 +670,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> PipelineConf
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     if overrides:
         raw = _merge(raw, overrides)
-    return _build(PipelineConfig, raw, "", str(path))
-
-
-def config_from_dict(raw: dict, source: str = "<dict>") -> PipelineConfig:
-    """Validate an already-parsed mapping (same rules as :func:`load_config`)."""
-    return _build(PipelineConfig, raw, "", source)
+    return config_from_dict(raw, str(path))
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -544,22 +683,72 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def config_to_dict(cfg: Any) -> dict:
-    """Plain nested dict (tuples as lists) for YAML/JSON dumps and fingerprints."""
-
-    def plain(v: Any) -> Any:
-        if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, tuple):
-            return [plain(x) for x in v]
-        return v
-
-    return plain(cfg)
+def _derived(model: type[BaseModel], name: str) -> bool:
+    """Whether ``model.name`` is set by validation, not by files: a section's derived seed."""
+    return name == "seed" and model is not PipelineConfig
 
 
-def flatten(cfg: Any) -> dict[str, Any]:
-    """``{"train.batch_size": 256, ...}``: the form logged as MLflow params."""
-    return _flatten_dict(config_to_dict(cfg), "")
+def _derived_keys(model: type[BaseModel]) -> Any:
+    """The ``exclude`` argument of ``model_dump`` that leaves the derived seeds out."""
+    if model is PipelineConfig:
+        return {
+            s: {"seed"} for s, f in model.model_fields.items() if "seed" in getattr(f.annotation, "model_fields", {})
+        }
+    return {"seed"} if "seed" in model.model_fields else None
+
+
+def config_to_dict(cfg: BaseModel) -> dict:
+    """Plain nested dict (tuples as lists) for YAML/JSON dumps; derived seeds left out."""
+    return cfg.model_dump(mode="json", exclude=_derived_keys(type(cfg)))
+
+
+def fingerprint_dict(cfg: PipelineConfig) -> dict:
+    """The config with its derived seeds and without the :data:`OUTPUT_NEUTRAL` keys: what stage
+    fingerprints hash (a section seed set in code, as a bench does, counts too)."""
+    out = cfg.model_dump(mode="json")
+    for dotted in OUTPUT_NEUTRAL:
+        section, key = dotted.split(".")
+        del out[section][key]
+    return out
+
+
+def config_diff(cfg: BaseModel, base: BaseModel | None = None) -> dict:
+    """The nested keys of ``cfg`` whose values differ from ``base`` (default: the defaults).
+
+    A tagged union of another kind than the default's (``train.loss: {kind: max_margin}``)
+    keeps its ``kind`` and what differs from that kind's own defaults.
+    """
+    base = base if base is not None else type(cfg)()
+    out: dict[str, Any] = {}
+    for name, info in type(cfg).model_fields.items():
+        if _derived(type(cfg), name):
+            continue
+        value, default = getattr(cfg, name), getattr(base, name)
+        if isinstance(value, BaseModel):
+            if type(value) is not type(default):
+                out[name] = {"kind": value.kind, **config_diff(value)}  # type: ignore[attr-defined]
+            elif sub := config_diff(value, default):
+                out[name] = sub
+        elif value != default:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def round_floats(tree: Any, digits: int = 3) -> Any:
+    """``tree`` with every float rounded to ``digits`` significant digits (tuned values)."""
+    if isinstance(tree, dict):
+        return {k: round_floats(v, digits) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [round_floats(v, digits) for v in tree]
+    if isinstance(tree, float) and tree != 0 and math.isfinite(tree):
+        return round(tree, digits - 1 - math.floor(math.log10(abs(tree))))
+    return tree
+
+
+def flatten(cfg: BaseModel | dict) -> dict[str, Any]:
+    """``{"train.batch_size": 256, ...}``: the form logged as MLflow params (of a config, or of a
+    nested dict such as :func:`config_diff`'s)."""
+    return _flatten_dict(cfg if isinstance(cfg, dict) else config_to_dict(cfg), "")
 
 
 def _flatten_dict(d: dict, prefix: str) -> dict[str, Any]:

@@ -19,7 +19,6 @@ Variants (paper 4.1):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -48,15 +47,16 @@ def variant_config(cfg: PipelineConfig, name: str, top_t: int | None = None) -> 
     Only the full PinSage variant (at the configured T) keeps the configured baselines.
     """
     pooling, hard, loss = VARIANTS[name]
-    out = dataclasses.replace(
-        cfg,
-        model=dataclasses.replace(cfg.model, pooling=pooling),
-        train=dataclasses.replace(cfg.train, use_hard_negatives=hard, loss=loss),
+    # the configured loss's own parameters when the variant keeps its kind, else that kind's defaults
+    loss_cfg = cfg.train.loss if cfg.train.loss.kind == loss else {"kind": loss}
+    out = cfg.replace(
+        model=cfg.model.replace(pooling=pooling),
+        train=cfg.train.replace(use_hard_negatives=hard, loss=loss_cfg),
     )
     if top_t is not None and top_t != cfg.sampler.top_t:
-        out = dataclasses.replace(out, sampler=dataclasses.replace(cfg.sampler, top_t=top_t))
+        out = out.replace(sampler=cfg.sampler.replace(top_t=top_t))
     if name != FULL or (top_t is not None and top_t != cfg.sampler.top_t):
-        out = dataclasses.replace(out, evaluation=dataclasses.replace(cfg.evaluation, baselines=()))
+        out = out.replace(evaluation=cfg.evaluation.replace(baselines=()))
     return out
 
 

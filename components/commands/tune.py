@@ -11,22 +11,22 @@ metrics are computed by the evaluation stage but never read here, and trials eva
 baselines.
 
 Every trial is a nested MLflow run under one parent run (its sampled params and validation
-metrics); the best setting is written as a complete YAML config (``--output``) that
-``pinsage run`` takes as it is, plus ``tune/trials.json`` and ``tune/report.md``. The search is
+metrics); the best setting is written as a YAML config (``--output``) that ``pinsage run`` takes
+as it is, holding only what differs from the defaults, floats rounded to 3 significant digits,
+plus ``tune/trials.json`` and ``tune/report.md``. The search is
 seeded (``--seed``, TPE), so the same command proposes the same trials.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from pinsage_model import metric_keys
-from pinsage_model.config import PipelineConfig, config_from_dict, config_to_dict
+from pinsage_model.config import PipelineConfig, config_diff, config_from_dict, config_to_dict, round_floats
 
 log = logging.getLogger("pinsage")
 
@@ -38,22 +38,24 @@ def _lr(trial) -> dict:
 
 
 def _loss(trial) -> dict:
-    loss = trial.suggest_categorical("train.loss", ["xent", "max_margin"])
-    if loss == "xent":
+    kind = trial.suggest_categorical("train.loss.kind", ["xent", "max_margin"])
+    if kind == "xent":
         # in-batch negatives are drawn by popularity, so they come with the log-Q correction;
         # uniform shared negatives alone leave popularity in the scores
-        in_batch = trial.suggest_categorical("train.in_batch_negatives", [True, False])
-        return {
-            "train.loss": loss,
-            "train.xent_temperature": trial.suggest_float("train.xent_temperature", 0.03, 0.3, log=True),
-            "train.in_batch_negatives": in_batch,
-            "train.logq_correction": in_batch,
+        in_batch = trial.suggest_categorical("train.loss.in_batch_negatives", [True, False])
+        loss = {
+            "kind": kind,
+            "temperature": trial.suggest_float("train.loss.temperature", 0.03, 0.3, log=True),
+            "in_batch_negatives": in_batch,
+            "logq_correction": in_batch,
         }
-    return {
-        "train.loss": loss,
-        "train.margin": trial.suggest_float("train.margin", 0.05, 0.5, log=True),
-        "train.margin_reduction": trial.suggest_categorical("train.margin_reduction", ["mean", "mean_per_source"]),
-    }
+    else:
+        loss = {
+            "kind": kind,
+            "margin": trial.suggest_float("train.loss.margin", 0.05, 0.5, log=True),
+            "reduction": trial.suggest_categorical("train.loss.reduction", ["mean", "mean_per_source"]),
+        }
+    return {"train.loss": loss}  # the whole loss: its parameters depend on its kind
 
 
 def _walks(trial) -> dict:
@@ -118,9 +120,20 @@ def apply(cfg: PipelineConfig, params: dict[str, Any]) -> PipelineConfig:
     """``cfg`` with dotted ``section.key`` values replaced (validated like a config file)."""
     raw = config_to_dict(cfg)
     for dotted, value in params.items():
-        section, key = dotted.split(".", 1)
-        raw[section][key] = value
+        *parents, key = dotted.split(".")
+        node = raw
+        for name in parents:
+            node = node[name]
+        node[key] = value
     return config_from_dict(raw, source="pinsage tune")
+
+
+def sparse_yaml(cfg: PipelineConfig) -> str:
+    """``cfg`` as YAML overrides: only what differs from the defaults, floats to 3 significant
+    digits (tuned values are not known better than that)."""
+    import yaml
+
+    return yaml.safe_dump(round_floats(config_diff(cfg)), sort_keys=False)
 
 
 def starting_point(cfg: PipelineConfig, dims: list[str]) -> dict[str, Any]:
@@ -148,14 +161,16 @@ class _ConfigTrial:
 def _current(cfg: PipelineConfig, name: str) -> Any:
     if name == "sampler.hard_negative_band_lo":
         return cfg.sampler.hard_negative_band[0]
-    section, key = name.split(".", 1)
-    return getattr(getattr(cfg, section), key)
+    value: Any = cfg
+    for attr in name.split("."):
+        value = getattr(value, attr)
+    return value
 
 
 def trial_config(cfg: PipelineConfig, params: dict[str, Any]) -> PipelineConfig:
     """A trial's config: ``params`` applied, baselines off (they do not depend on the trial)."""
     out = apply(cfg, params)
-    return dataclasses.replace(out, evaluation=dataclasses.replace(out.evaluation, baselines=()))
+    return out.replace(evaluation=out.evaluation.replace(baselines=()))
 
 
 def validation_score(metrics: dict, names: tuple[str, str] = (HIT, metric_keys.MRR)) -> tuple[float, float]:
@@ -195,7 +210,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import optuna
-    import yaml
 
     from components.commands.ablation import run_variant
     from components.orchestration.execution import StageError, cli_config, cli_names
@@ -266,7 +280,7 @@ def main(args: argparse.Namespace) -> int:
         f"{names[0]} {best[names[0]]:.4f}, {names[1]} {best[names[1]]:.4f}\n"
     )
     output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output, header + yaml.safe_dump(config_to_dict(best_cfg), sort_keys=False))
+    atomic_write_text(output, header + sparse_yaml(best_cfg))
     atomic_write_json(
         tune_dir / "trials.json",
         {"config": args.config, "space": dims, "objective": args.objective, "seed": args.seed, "trials": results},

@@ -26,7 +26,7 @@ from typing import Any
 
 from components.logs import setup_logging
 from components.stages import Stage, StageContext, get_stage
-from pinsage_model.config import ConfigError, PipelineConfig, config_to_dict, load_config, save_resolved
+from pinsage_model.config import ConfigError, PipelineConfig, fingerprint_dict, load_config, save_resolved
 from pinsage_model.io import atomic_dir, atomic_write_json, file_digest, json_digest
 
 log = logging.getLogger("pinsage")
@@ -76,8 +76,13 @@ def external_inputs(cfg: PipelineConfig) -> list[str]:
 
 
 def fingerprint(stage: Stage, cfg: PipelineConfig, inputs: dict[str, Path]) -> str:
-    """Hash of the stage, its config sections and its inputs' fingerprints (or file digests)."""
-    cfg_dict = config_to_dict(cfg)
+    """Hash of the stage, its config sections and its inputs' fingerprints (or file digests).
+
+    The sections hold their derived seeds and leave out the output-neutral keys
+    (``pinsage_model.config.OUTPUT_NEUTRAL``: memory, threads, queue sizes), so changing those
+    reruns nothing.
+    """
+    cfg_dict = fingerprint_dict(cfg)
     parts: dict[str, Any] = {
         "stage": stage.name,
         "seed": cfg.seed,

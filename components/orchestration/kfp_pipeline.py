@@ -25,7 +25,6 @@ Usage::
 
 # No ``from __future__ import annotations``: KFP reads component annotations as real types.
 import argparse
-import dataclasses
 import datetime as dt
 import inspect
 import linecache
@@ -320,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in run_local(args.config, args.run_local).items():
             print(f"{name:<16}{path}")
     if args.submit:
-        orch = dataclasses.replace(cfg.orchestration, image=image, kfp_host=args.kfp_host or cfg.orchestration.kfp_host)
-        cfg = dataclasses.replace(cfg, orchestration=orch)
+        orch = cfg.orchestration.replace(image=image, kfp_host=args.kfp_host or cfg.orchestration.kfp_host)
+        cfg = cfg.replace(orchestration=orch)
         print(f"submitted run {submit(cfg, args.config, args.run_name, start_time())}")
     return 0
 

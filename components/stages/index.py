@@ -2,7 +2,7 @@
 
 Reads ``embeddings/items.npy`` and ``embeddings/model.json``, ``graph/item_ids.parquet``,
 ``evaluation/metrics.json`` and ``registration/decision.json``. Builds the index (exact inner
-product below ``index.exact_threshold`` items, else ``index.kind`` HNSW or IVF), checks its
+product below ``index.exact_threshold`` items, else ``index.ann`` HNSW or IVF), checks its
 recall@10 against exact search (``index.recall_floor``; below it the stage fails and nothing is
 published), then:
 
@@ -106,7 +106,7 @@ def publish_embeddings(
             created_at=ctx.timestamp(),
             cfg=cfg.index,
             item_idx=np.flatnonzero(keep).astype(np.int32),
-            seed=cfg.seed,
+            seed=cfg.seed_for("index"),
             make_current=make_current,
             weights_digest=model.get("weights_digest", ""),
             query_shift=read_query_shift(emb_dir, emb.shape[1]),

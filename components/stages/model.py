@@ -226,7 +226,8 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
     (tq, tp), (vq, vp), counts = _pairs(graph_dir / "pairs_indexed.parquet", n, out_dir)
     if counts["train_pairs"] == 0:
         raise StageError(f"{graph_dir / 'pairs_indexed.parquet'}: no train pairs inside the training graph")
-    identity = identity_rows(graph.item_degree() > 0, cfg.model.id_hash_buckets, cfg.model.id_num_hashes, cfg.seed)
+    m = cfg.model
+    identity = identity_rows(graph.item_degree() > 0, m.id_hash_buckets, m.id_num_hashes, cfg.seed_for("model"))
     data = TrainData(
         np.asarray(features, dtype=np.float32),
         nb,

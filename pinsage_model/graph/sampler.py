@@ -740,8 +740,8 @@ def visit_counts(
 
 
 def band_ranks(band: tuple[float, float], num_items: int) -> tuple[int, int]:
-    """Half-open rank range [lo, hi) of a band given as fractions of N (< 1) or ranks (>= 1)."""
-    lo, hi = (int(math.floor(b * num_items)) if b < 1 else int(b) for b in band)
+    """Half-open rank range [floor(lo N), floor(hi N)) of a band given as fractions of N."""
+    lo, hi = (int(math.floor(b * num_items)) for b in band)
     hi = min(hi, num_items)  # no item can rank at N or beyond
     if not 0 <= lo < hi:
         raise ValueError(f"hard-negative band {band} gives the empty rank range [{lo}, {hi}) for N = {num_items}")
@@ -775,7 +775,7 @@ def hard_negatives(
       graph: the (training) graph.
       queries: (B,) query item indices.
       num: hard negatives per query.
-      band: (lo, hi); entries < 1 are fractions of N, entries >= 1 absolute ranks (0-based).
+      band: (lo, hi), fractions of N: ranks [floor(lo N), floor(hi N)) (0-based).
       exclude_indptr: (B + 1,) CSR row pointers of each query's known positives, or None.
       exclude_indices: item indices of those positives, or None.
       num_walks: walks per query.

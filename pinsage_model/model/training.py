@@ -297,20 +297,19 @@ def _loss_fn(train_cfg: TrainConfig, shift_queries: Callable[[Any], Any]) -> Cal
         hard = tf.gather(z, inputs["h_pos"])  # (b, h, d)
         q, pos, neg = (tf.gather(z, inputs[key]) for key in ("q_pos", "p_pos", "n_pos"))  # (b|n, d)
         q = shift_queries(q)  # (b, d)
-        if train_cfg.loss == "max_margin":
-            return max_margin_loss(
-                q, pos, neg, hard, inputs["h_mask"], margin=train_cfg.margin, reduction=train_cfg.margin_reduction
-            )
+        loss = train_cfg.loss
+        if loss.kind == "max_margin":
+            return max_margin_loss(q, pos, neg, hard, inputs["h_mask"], margin=loss.margin, reduction=loss.reduction)
         ids = {key: tf.gather(inputs["node_ids"], inputs[f"{key[0]}_pos"]) for key in ("q_ids", "pos_ids", "neg_ids")}
-        logq = {"pos_logq": inputs["p_logq"], "neg_logq": inputs["n_logq"]} if train_cfg.logq_correction else {}
+        logq = {"pos_logq": inputs["p_logq"], "neg_logq": inputs["n_logq"]} if loss.logq_correction else {}
         return xent_loss(
             q,
             pos,
             neg,
             hard,
             inputs["h_mask"],
-            temperature=train_cfg.xent_temperature,
-            in_batch=train_cfg.in_batch_negatives,
+            temperature=loss.temperature,
+            in_batch=loss.in_batch_negatives,
             **ids,
             **logq,
         )

@@ -75,25 +75,25 @@ def build_index(emb: np.ndarray, cfg: IndexConfig, seed: int = 0):
     if n < cfg.exact_threshold:
         index = faiss.IndexFlatIP(d)
         params = {"kind": "flat_ip"}
-    elif cfg.kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = max(40, cfg.ef_search)
-        index.hnsw.efSearch = cfg.ef_search
+    elif cfg.ann.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, cfg.ann.m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = max(40, cfg.ann.ef_search)
+        index.hnsw.efSearch = cfg.ann.ef_search
         params = {
             "kind": "hnsw",
-            "M": cfg.hnsw_m,
-            "ef_search": cfg.ef_search,
+            "M": cfg.ann.m,
+            "ef_search": cfg.ann.ef_search,
             "ef_construction": index.hnsw.efConstruction,
         }
     else:
         # at least ~39 training points per centroid (faiss warns below that)
-        nlist = max(1, min(cfg.ivf_nlist, n // 39))
+        nlist = max(1, min(cfg.ann.nlist, n // 39))
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
         train = emb[np.sort(rng.choice(n, size=min(n, 256 * nlist), replace=False))]
         index.train(train)
-        index.nprobe = min(cfg.ivf_nprobe, nlist)
+        index.nprobe = min(cfg.ann.nprobe, nlist)
         params = {"kind": "ivf", "nlist": nlist, "nprobe": index.nprobe}
     index.add(emb)
     return index, params
@@ -209,7 +209,7 @@ def publish(
         if recall < cfg.recall_floor:
             raise IndexRecallError(
                 f"recall@{RECALL_K} of the {params['kind']} index is {recall:.4f} on {len(queries)} queries, "
-                f"below index.recall_floor={cfg.recall_floor}; raise ef_search/nprobe (or hnsw_m/ivf_nlist) "
+                f"below index.recall_floor={cfg.recall_floor}; raise index.ann.ef_search/nprobe (or m/nlist) "
                 "in the index config"
             )
         (root / VERSIONS).mkdir(parents=True, exist_ok=True)

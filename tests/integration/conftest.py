@@ -8,11 +8,9 @@ their config so that ``get_spark`` finds and reuses this session (same master).
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
-from pinsage_model.config import SparkConfig
+from pinsage_model.config import SparkConfig, config_to_dict
 
 SPARK_TEST = SparkConfig(master="local[2]", driver_memory="1g", shuffle_partitions=4, app_name="pinsage-tests")
 
@@ -20,7 +18,7 @@ SPARK_TEST = SparkConfig(master="local[2]", driver_memory="1g", shuffle_partitio
 @pytest.fixture(scope="session")
 def spark_section() -> dict:
     """The ``spark`` config section matching the shared session, as a plain dict."""
-    return dataclasses.asdict(SPARK_TEST)
+    return config_to_dict(SPARK_TEST)
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def test_pinsage_beats_content_on_demo_validation(tmp_path):
     inputs = {name: run / name for name in ("graph", "features", "neighbourhoods")}
     ctx = StageContext.for_run_dir(run, "2026-01-12T00:00:00Z")
     for seed in SEEDS:
-        seeded = load_config("configs/demo.yaml", overrides={**base, "train": {**base["train"], "seed": seed}})
+        seeded = load_config("configs/demo.yaml", overrides={**base, "seed": seed})  # the model's seeds derive from it
         model_dir = tmp_path / f"model-{seed}"
         execute(get_stage("model"), seeded, inputs, model_dir, ctx)
         emb_dir = tmp_path / f"embeddings-{seed}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import subprocess
@@ -187,10 +186,8 @@ def test_kfp_local_runs_the_whole_graph_like_the_local_runner(tmp_path, spark, m
     # The session fixture's master, so the in-process runner reuses that SparkSession; training
     # bit-reproducible across processes.
     cfg = load_config(REPO / "configs" / "tiny.yaml")
-    cfg = dataclasses.replace(
-        cfg,
-        spark=dataclasses.replace(cfg.spark, master=spark.sparkContext.master),
-        train=dataclasses.replace(cfg.train, deterministic=True),
+    cfg = cfg.replace(
+        spark=cfg.spark.replace(master=spark.sparkContext.master), train=cfg.train.replace(deterministic=True)
     )
     conf = tmp_path / "tiny.yaml"
     conf.write_text(yaml.safe_dump(config_to_dict(cfg)))
@@ -229,7 +226,7 @@ def test_kfp_local_run_equals_local_runner(tmp_path, spark):
 
     # The session fixture's master, so the in-process runner reuses that SparkSession.
     cfg = load_config(REPO / "configs" / "tiny.yaml")
-    cfg = dataclasses.replace(cfg, spark=dataclasses.replace(cfg.spark, master=spark.sparkContext.master))
+    cfg = cfg.replace(spark=cfg.spark.replace(master=spark.sparkContext.master))
     conf = tmp_path / "tiny.yaml"
     conf.write_text(yaml.safe_dump(config_to_dict(cfg)))
     stages = [get_stage(name) for name in ("raw", "pairs", "graph", "features")]

@@ -6,9 +6,10 @@ import argparse
 
 import optuna
 import pytest
+import yaml
 
 from components.commands import tune
-from pinsage_model.config import ConfigError, load_config
+from pinsage_model.config import ConfigError, config_from_dict, load_config
 
 
 def test_apply_overrides_dotted_keys_and_validates():
@@ -85,7 +86,19 @@ def test_every_search_dimension_yields_a_valid_config(dims):
 def test_trial_zero_is_the_config_as_given():
     cfg = load_config("configs/tiny.yaml")
     start = tune.starting_point(cfg, ["lr", "loss", "band"])
-    assert start["train.base_lr"] == cfg.train.base_lr and start["train.loss"] == cfg.train.loss
+    assert start["train.base_lr"] == cfg.train.base_lr and start["train.loss.kind"] == cfg.train.loss.kind
     assert start["sampler.hard_negative_band_lo"] == cfg.sampler.hard_negative_band[0]
     # the loss branch follows the config: max-margin asks for its margin, not a temperature
-    assert ("train.margin" in start) == (cfg.train.loss == "max_margin")
+    assert cfg.train.loss.kind == "max_margin"
+    assert start["train.loss.margin"] == cfg.train.loss.margin and "train.loss.temperature" not in start
+    xent = tune.starting_point(load_config("configs/demo.yaml"), ["loss"])
+    assert xent == {"train.loss.kind": "xent", "train.loss.temperature": 0.133, "train.loss.in_batch_negatives": True}
+
+
+def test_the_best_config_is_written_as_rounded_overrides():
+    cfg = tune.apply(load_config("configs/tiny.yaml"), {"train.base_lr": 0.0020554062603827007})
+    text = tune.sparse_yaml(cfg)
+    assert "base_lr: 0.00206\n" in text and "hard_negative_band" in text  # tiny's own choices stay
+    assert "ease_lambda" not in text  # defaults are not written
+    again = config_from_dict(yaml.safe_load(text))
+    assert again.train.base_lr == 0.00206 and again.replace(train=cfg.train) == cfg

@@ -254,7 +254,7 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="band"):
         sampler.band_ranks((0.5, 0.2), 100)
     assert sampler.band_ranks((0.02, 0.05), 5000) == (100, 250)
-    assert sampler.band_ranks((2000, 5000), 10**6) == (2000, 5000)
+    assert sampler.band_ranks((0.002, 0.005), 10**6) == (2000, 5000)  # the paper's ranks as fractions
 
 
 def test_tie_permutation_is_a_bijection_inverted_by_unpermute():
@@ -384,12 +384,12 @@ def test_hard_negatives_lie_in_the_band_and_skip_query_and_positives(hn_graph):
         picked = out[row][out[row] >= 0]
         assert len(picked) == 12 and len(set(picked.tolist())) == 12
         assert set(picked.tolist()) <= in_band - {q} - set(positives[row])
-    # Same draws whatever the thread count; absolute ranks give the same band as fractions.
+    # Same draws whatever the thread count.
     again = sampler.hard_negatives(
         hn_graph,
         queries,
         num=12,
-        band=(30, 90),
+        band=band,
         exclude_indptr=ex_ptr,
         exclude_indices=ex_idx,
         seed=4,
@@ -409,7 +409,7 @@ def test_hard_negatives_pad_when_the_band_is_exhausted(hn_graph):
         hn_graph,
         queries,
         num=6,
-        band=(40, 44),
+        band=(0.134, 0.147),  # ranks [40, 44)
         exclude_indptr=np.array([0, 1, 1]),
         exclude_indices=np.array([pos]),
         seed=1,
@@ -421,7 +421,14 @@ def test_hard_negatives_pad_when_the_band_is_exhausted(hn_graph):
     # Beyond the visited items there is no PPR estimate: nothing to sample.
     # (at most 299 other items can be ranked, so rank 299 never exists).
     far = sampler.hard_negatives(
-        hn_graph, queries, num=3, band=(299, 400), exclude_indptr=None, exclude_indices=None, seed=1, **HN
+        hn_graph,
+        queries,
+        num=3,
+        band=(0.997, 1.0),  # ranks [299, 300)
+        exclude_indptr=None,
+        exclude_indices=None,
+        seed=1,
+        **HN,
     )
     assert np.all(far == -1)
 
@@ -431,7 +438,14 @@ def test_hard_negatives_are_uniform_over_the_band(hn_graph):
     reps = 4000
     queries = np.full(reps, 17)
     out = sampler.hard_negatives(
-        hn_graph, queries, num=2, band=(10, 20), exclude_indptr=None, exclude_indices=None, seed=8, **HN
+        hn_graph,
+        queries,
+        num=2,
+        band=(0.034, 0.067),  # ranks [10, 20)
+        exclude_indptr=None,
+        exclude_indices=None,
+        seed=8,
+        **HN,
     )
     assert np.all(out >= 0) and np.all(out[:, 0] != out[:, 1])
     values, freq = np.unique(out, return_counts=True)
@@ -482,7 +496,7 @@ def test_neighbourhoods_stage_writes_train_and_full(tmp_path, components_graph):
         ),
         tmp_path / "graph" / "pairs_indexed.parquet",
     )
-    cfg = config_from_dict({"sampler": {"num_walks": 30, "walk_length": 3, "top_t": 5, "seed": 1}})
+    cfg = config_from_dict({"seed": 1, "sampler": {"num_walks": 30, "walk_length": 3, "top_t": 5}})
     stage = get_stage("neighbourhoods")
     ctx = StageContext.create(tmp_path, "test", "2026-01-12T00:00:00Z")
     report = execute(stage, cfg, {"graph": tmp_path / "graph"}, tmp_path / "nb", ctx)
@@ -543,7 +557,7 @@ def test_concurrent_calls_from_python_threads(hn_graph):
             hn_graph,
             queries,
             num=3,
-            band=(10, 60),
+            band=(0.034, 0.2),  # ranks [10, 60)
             exclude_indptr=None,
             exclude_indices=None,
             seed=s,

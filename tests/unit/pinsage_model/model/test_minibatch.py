@@ -115,7 +115,7 @@ def _producer_fixture():
             items.append(6 * g + i)
             colls.append(c)
     graph = CSRGraph.from_edges(np.array(items), np.array(colls), 24, 40).validate()
-    sampler = SamplerConfig(num_walks=30, walk_length=4, top_t=5, hard_negative_band=(0, 24), hard_negative_walks=50)
+    sampler = SamplerConfig(num_walks=30, walk_length=4, top_t=5, hard_negative_band=(0.0, 1.0), hard_negative_walks=50)
     nb = compute_neighbourhoods(graph, sampler, progress=False)
     feats = rng.normal(size=(24, 3)).astype(np.float32)
     q = np.array([0, 1, 2, 6, 7, 8, 12, 13], np.int32)

@@ -1,6 +1,5 @@
 """User head: recency order by hand, the untrained head equals mean pooling, training and files."""
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -103,7 +102,7 @@ def test_training_lowers_the_loss_deterministically_and_round_trips(tmp_path):
     assert float(loaded["recency_half_life"]) == 2.0
     assert load_head(tmp_path / "nowhere") is None
     # a sampled candidate set trains too
-    sampled, rep = train_head(emb, g, rec, np.arange(40), dataclasses.replace(cfg, negatives=8), progress=False)
+    sampled, rep = train_head(emb, g, rec, np.arange(40), cfg.replace(negatives=8), progress=False)
     assert np.all(np.isfinite(sampled["W2"])) and rep["loss_last"] < rep["loss_first"]
 
 

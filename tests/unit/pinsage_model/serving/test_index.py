@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from pinsage_model.config import IndexConfig
+from pinsage_model.config import HnswIndex, IndexConfig, IvfIndex
 from pinsage_model.serving.index import CURRENT, IndexReader, IndexRecallError, IndexVersionError, load_version, publish
 
 CREATED = "2026-01-01T00:00:00Z"
@@ -123,15 +123,13 @@ def test_user_head_is_published_and_builds_the_homefeed_vector_as_evaluation_doe
 
 def test_recall_floor_stops_publishing(tmp_path):
     emb = unit_rows(2000, 32, seed=1)
-    weak = IndexConfig(exact_threshold=0, kind="hnsw", hnsw_m=2, ef_search=1, recall_floor=0.99, recall_queries=200)
+    weak = IndexConfig(exact_threshold=0, ann=HnswIndex(m=2, ef_search=1), recall_floor=0.99, recall_queries=200)
     with pytest.raises(IndexRecallError, match="recall@10 of the hnsw index is"):
         publish(emb, [str(i) for i in range(2000)], tmp_path, "m", {}, created_at=CREATED, cfg=weak)
     assert not (tmp_path / CURRENT).exists()
     assert not (tmp_path / "versions").exists() or not any((tmp_path / "versions").iterdir())
     # IVF probing every list is exhaustive: recall 1 passes the same floor
-    exhaustive = IndexConfig(
-        exact_threshold=0, kind="ivf", ivf_nlist=8, ivf_nprobe=8, recall_floor=0.99, recall_queries=200
-    )
+    exhaustive = IndexConfig(exact_threshold=0, ann=IvfIndex(nlist=8, nprobe=8), recall_floor=0.99, recall_queries=200)
     vdir = publish(emb, [str(i) for i in range(2000)], tmp_path, "m", {}, created_at=CREATED, cfg=exhaustive)
     manifest = json.loads((vdir / "manifest.json").read_text())
     assert manifest["index"] == {"kind": "ivf", "nlist": 8, "nprobe": 8}
