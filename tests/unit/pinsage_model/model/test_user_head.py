@@ -1,6 +1,5 @@
 """User head: recency order by hand, the untrained head equals mean pooling, training and files."""
 
-
 import numpy as np
 import pytest
 
