@@ -76,7 +76,8 @@ def _inputs(root, spark):
 
 def _cfg(spark_section, **spark):
     return config_from_dict(
-        {"spark": {**spark_section, **spark}, "graph": {"train_collection_fraction": FRACTION, "seed": 3}}
+        # seed 1: the graph's derived seed is 3 (PipelineConfig.seed_for("graph"))
+        {"seed": 1, "spark": {**spark_section, **spark}, "graph": {"train_collection_fraction": FRACTION}}
     )
 
 
