@@ -303,9 +303,9 @@ class TrainConfig(Section):
 
     epochs: PosInt = 10
     batch_size: PosInt = 256
-    # Peak learning rate is base_lr * batch_size / 256 (linear scaling rule).
+    # Peak learning rate is base_lr * batch_size / 256 (linear scaling rule), reached over the
+    # first epoch, then decayed by pinsage_model.model.schedule.EPOCH_DECAY per epoch.
     base_lr: PosFloat = 0.003
-    lr_decay: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.9
     loss: Loss = Field(default_factory=XentLoss)
     num_negatives: PosInt = 500
     max_hard_negatives: NonNegInt = 6
@@ -323,8 +323,6 @@ class TrainConfig(Section):
     validation_pairs: NonNegInt = 10000
     steps_per_epoch: NonNegInt = 0
     deterministic: Bool = False
-    # Train on (i, q) as well as (q, i): embeddings are compared by a symmetric cosine.
-    reverse_pairs: Bool = False
     # Early-stopping evaluation ranks each validation positive among all items when there are at
     # most this many, else among this many sampled items plus the positives.
     eval_candidates: PosInt = 20000

@@ -115,13 +115,7 @@ class BatchProducer:
         if train_cfg.batch_size % num_replicas:
             raise ValueError(f"train.batch_size {train_cfg.batch_size} must be divisible by num_devices {num_replicas}")
         self.data = data
-        # (P,) or (2P,) with reversed pairs: similarity is symmetric, so (i, q) is as much an
-        # example as (q, i); the known-positive exclusion below already covers both directions.
-        self.train_q, self.train_pos = (
-            (np.concatenate([data.train_q, data.train_pos]), np.concatenate([data.train_pos, data.train_q]))
-            if train_cfg.reverse_pairs
-            else (data.train_q, data.train_pos)
-        )
+        self.train_q, self.train_pos = data.train_q, data.train_pos  # (P,) each
         self.num_layers = num_layers
         self.cfg = train_cfg
         self.sampler_cfg = sampler_cfg

@@ -323,13 +323,13 @@ def _build(data: TrainData, model_cfg: ModelConfig, train_cfg: TrainConfig, stra
     import tensorflow as tf
 
     from pinsage_model.model.layers import build_model
-    from pinsage_model.model.schedule import make_schedule
+    from pinsage_model.model.schedule import EPOCH_DECAY, make_schedule
 
     with strategy.scope():
         model = build_model(model_cfg, data.features.shape[1], data.num_items, data.id_embedding_dim)
         if model.id_embedding is not None and data.identity is not None:
             model.set_id_rows(data.identity)
-        optimizer = keras.optimizers.Adam(learning_rate=make_schedule(peak, steps, steps, train_cfg.lr_decay))
+        optimizer = keras.optimizers.Adam(learning_rate=make_schedule(peak, steps, steps, EPOCH_DECAY))
         optimizer.build(model.trainable_variables)
         state = {
             "epoch": tf.Variable(0, dtype=tf.int64, trainable=False),

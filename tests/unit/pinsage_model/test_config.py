@@ -68,6 +68,8 @@ def migrate(old: dict) -> dict:
     for section in ("data", "pairs", "graph", "sampler", "train", "user_head", "evaluation"):
         assert new[section].pop("seed") == 0
     t = new["train"]
+    # removed: no config, search or ablation changed them; the code keeps what they held
+    assert (t.pop("lr_decay"), t.pop("reverse_pairs")) == (0.9, False)
     kind, margin, reduction = t.pop("loss"), t.pop("margin"), t.pop("margin_reduction")
     xent = {"temperature": t.pop("xent_temperature")}
     xent |= {k: t.pop(k) for k in ("in_batch_negatives", "logq_correction")}
