@@ -63,7 +63,7 @@ def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     """``np.savez`` (uncompressed, so members can be memory-mapped) written atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub misreads **kwds
 
 
 def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:

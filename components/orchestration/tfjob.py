@@ -46,7 +46,7 @@ GPU = "nvidia.com/gpu"
 
 def load_template(path: str | Path) -> dict:
     """The TFJob template (``orchestration.tfjob_template``), resolved as data paths are."""
-    from pinsage_model.data.loaders import resolve_path
+    from pinsage_model.data.reading import resolve_path
 
     resolved = resolve_path(path, "orchestration.tfjob_template")
     body = yaml.safe_load(resolved.read_text())

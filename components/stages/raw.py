@@ -26,18 +26,14 @@ import pyarrow.compute as pc
 from components.orchestration.execution import stage_main
 from components.stages import StageContext
 from pinsage_model.config import DataConfig, PipelineConfig
+from pinsage_model.data.adjacency import load_adjacency
+from pinsage_model.data.checks import InputRules
 from pinsage_model.data.contracts import INTERACTIONS, ITEMS
-from pinsage_model.data.loaders import (
-    ColumnMap,
-    InputRules,
-    LoaderError,
-    LoadResult,
-    empty_quarantine,
-    load_adjacency,
-    load_movielens,
-    load_table,
-    resolve_path,
-)
+from pinsage_model.data.inputs import LoaderError
+from pinsage_model.data.movielens import load_movielens
+from pinsage_model.data.quarantine import empty_quarantine
+from pinsage_model.data.reading import LoadResult, resolve_path
+from pinsage_model.data.table import ColumnMap, load_table
 from pinsage_model.io import atomic_write_parquet
 
 

@@ -8,7 +8,7 @@ import pytest
 from components.orchestration.execution import execute, stage_main
 from components.stages import get_stage
 from pinsage_model.config import config_from_dict
-from pinsage_model.data.loaders import LoaderError
+from pinsage_model.data.inputs import LoaderError
 
 STAGE = get_stage("raw")
 

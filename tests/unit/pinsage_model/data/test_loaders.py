@@ -5,14 +5,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pinsage_model.data.loaders import (
-    ColumnMap,
-    LoaderError,
-    load_adjacency,
-    load_movielens,
-    load_table,
-    resolve_path,
-)
+from pinsage_model.data.adjacency import load_adjacency
+from pinsage_model.data.inputs import LoaderError
+from pinsage_model.data.movielens import load_movielens
+from pinsage_model.data.reading import resolve_path
+from pinsage_model.data.table import ColumnMap, load_table
 
 
 def _write(path, text, encoding="utf-8"):
