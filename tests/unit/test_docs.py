@@ -7,7 +7,8 @@ Checked in README.md and docs/*.md:
 * every repository path written in backticks (``pinsage_model/...``, ``components/...``, ...)
   exists;
 * every dotted reference to the code (``components.orchestration.execution.execute``) names a
-  module, and what follows the module is defined in it;
+  module, and what follows the module is defined in it; a ``Class.member`` of the library or the
+  components names a member defined in the class's module;
 * the README stays a page a newcomer reads: at most 250 lines.
 """
 
@@ -108,4 +109,24 @@ def test_dotted_references_resolve(page):
                 unknown.append(ref)
             elif n < len(parts) and not _defines(module.read_text(), parts[n]):
                 unknown.append(ref)
+    assert unknown == []
+
+
+def _class_modules() -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    for top in ("pinsage_model", "components"):
+        for module in (ROOT / top).rglob("*.py"):
+            for name in re.findall(r"^class (\w+)", module.read_text(), re.M):
+                found.setdefault(name, []).append(module)
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_ids(PAGES))
+def test_class_members_resolve(page):
+    classes = _class_modules()
+    unknown = []
+    for code in re.findall(r"`([^`\n]+)`", page.read_text()):
+        for cls, member in re.findall(r"(?<![\w.])([A-Z]\w+)\.([a-z_]\w*)\b", code):
+            if cls in classes and not any(_defines(m.read_text(), member) for m in classes[cls]):
+                unknown.append(f"{cls}.{member}")
     assert unknown == []
