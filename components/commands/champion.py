@@ -1,9 +1,9 @@
 """``pinsage promote`` / ``pinsage rollback``: move the MLflow ``champion`` alias by hand.
 
-``promote`` applies the registration stage's gate (:func:`components.stages.registration.gate`,
-validation split) to a version, ``--force`` skips it; ``rollback`` restores the previous
-champion. When a publish root is known (``--index-root`` or ``index.publish_root``) its
-``CURRENT`` follows the new champion to the index built from its weights.
+``promote`` applies the promotion gate (:mod:`pinsage_model.evaluation.gate`, validation split)
+to a version, ``--force`` skips it; ``rollback`` restores the previous champion. When a publish
+root is known (``--index-root`` or ``index.publish_root``) its ``CURRENT`` follows the new
+champion to the index built from its weights.
 
 Usage::
 
@@ -42,8 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "promote") -> 
 def main(args: argparse.Namespace) -> int:
     from components.orchestration.execution import cli_config
     from components.registry import mlflow_store
-    from components.stages.index import follow_champion
-    from components.stages.registration import promote
 
     cfg = cli_config(args.config)
     if cfg is None:
@@ -55,7 +53,9 @@ def main(args: argparse.Namespace) -> int:
             old, new = mlflow_store.rollback(client, name)
             print(f"{name}: {mlflow_store.CHAMPION} rolled back from version {old} to version {new}")
         else:
-            decision = promote(client, name, args.version, cfg.tracking.promotion_tolerance, force=args.force)
+            decision = mlflow_store.promote(
+                client, name, args.version, cfg.tracking.promotion_tolerance, force=args.force
+            )
             verdict = "promoted" if decision.promote else "not promoted"
             print(
                 f"{name}: version {decision.candidate} {verdict} (champion was {decision.champion}): {decision.reason}"
@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
         return 1
     index_root = args.index_root or cfg.index.publish_root
     if index_root:
-        version = follow_champion(cfg, Path(index_root), Path(args.run_area))
+        version = mlflow_store.follow_champion(cfg, Path(index_root), Path(args.run_area))
         if version is None:
             print(f"warning: no index under {index_root} was built from the champion's weights; CURRENT unchanged")
         else:

@@ -17,7 +17,9 @@ into a URI before it is reported.
 
 Each registered version is the pyfunc model of :mod:`components.registry.servable` (:func:`log_servable`):
 the version's item embeddings, id map and faiss index, servable with ``mlflow models serve``.
-The registration stage logs and gates; ``pinsage promote`` / ``rollback`` move the champion by hand.
+The registration stage logs and gates (:func:`promote`, over the library's gate
+:mod:`pinsage_model.evaluation.gate`); ``pinsage promote`` / ``rollback`` move the champion by hand,
+and :func:`follow_champion` points a publish root's ``CURRENT`` at the champion's index.
 """
 
 from __future__ import annotations
@@ -201,6 +203,54 @@ def alias_version(client, name: str, alias: str) -> int | None:
 def version_tags(client, name: str, version: int) -> dict[str, str]:
     """The tags of one model version (the gate reads its metrics and split digest there)."""
     return dict(client.get_model_version(name, str(version)).tags)
+
+
+def promote(client, name: str, version: int | None = None, tolerance: float = 0.0, force: bool = False):
+    """Move ``champion`` to ``version`` (default: the ``challenger``) if it passes the promotion gate.
+
+    Args:
+      client: an ``MlflowClient``.
+      name: registered model name.
+      version: candidate version; the ``challenger`` alias when None.
+      tolerance: allowed drop of each gate metric below the champion's.
+      force: promote even if the gate fails (the decision still records why it failed).
+
+    Returns:
+      The :class:`pinsage_model.evaluation.gate.GateDecision`.
+    """
+    from pinsage_model.evaluation.gate import decide
+
+    if version is None:
+        version = alias_version(client, name, CHALLENGER)
+        if version is None:
+            raise RegistryError(f"registered model '{name}' has no '{CHALLENGER}' version; run the pipeline first")
+    version = int(version)
+    current = alias_version(client, name, CHAMPION)
+    if current == version:  # nothing to compare, nothing to move
+        return decide(version, {}, current, None, tolerance)
+    champion_tags = version_tags(client, name, current) if current is not None else None
+    decision = decide(version, version_tags(client, name, version), current, champion_tags, tolerance, force=force)
+    if decision.promote:
+        set_champion(client, name, version)
+        log.info("%s: version %s is now %s (%s)", name, version, CHAMPION, decision.reason)
+    else:
+        log.info(
+            "%s: version %s stays out; %s remains version %s (%s)", name, version, CHAMPION, current, decision.reason
+        )
+    return decision
+
+
+def follow_champion(cfg: PipelineConfig, root: Path, run_area: str | Path) -> str | None:
+    """Point ``<root>/CURRENT`` (a publish root of :mod:`pinsage_model.serving.index`) at the index
+    built from the champion's weights, after a promotion or a rollback; returns that version, or
+    None when no published index matches (CURRENT is then left alone)."""
+    from pinsage_model.serving.index import find_version, set_current
+
+    champion = champion_version(cfg, run_area=run_area)
+    version = find_version(root, champion["tags"].get("model_fingerprint", "")) if champion else None
+    if version is not None:
+        set_current(root, version)
+    return version
 
 
 def history(client, name: str) -> list[int]:

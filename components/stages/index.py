@@ -46,19 +46,6 @@ def publish_root(cfg: "PipelineConfig", ctx: "StageContext") -> Path:
     return ctx.run_area / "published" / ctx.run_id
 
 
-def follow_champion(cfg: "PipelineConfig", root: Path, run_area: Path) -> str | None:
-    """Point ``<root>/CURRENT`` at the index built from the champion's weights (after a
-    promotion or a rollback); returns the version, or None when no published index matches."""
-    from components.registry.mlflow_store import champion_version
-    from pinsage_model.serving.index import find_version, set_current
-
-    champion = champion_version(cfg, run_area=run_area)
-    version = find_version(root, champion["tags"].get("model_fingerprint", "")) if champion else None
-    if version is not None:
-        set_current(root, version)
-    return version
-
-
 def scalar_metrics(metrics: dict) -> dict:
     """Numeric leaves of a nested metrics dict as ``{"a.b": x}``, sorted, at most
     :data:`MAX_MANIFEST_METRICS` (histograms and lists dropped)."""

@@ -5,7 +5,8 @@ Reads ``model/`` (``weights.npz``, ``model_config.json``, ``model.keras``, ``his
 ``tracking.enabled`` it logs one MLflow run (the resolved config as params, the training curve
 per epoch, the evaluation metrics, the evaluation files and the model), registers the model as a
 version of ``tracking.registered_model`` (alias ``challenger``; a model with the same weights
-is not registered twice) and moves ``champion`` to it only when it passes :func:`gate`.
+is not registered twice) and moves ``champion`` to it only when it passes the promotion gate
+(:mod:`pinsage_model.evaluation.gate`).
 
 The gate compares PinSage's **validation**-split hit-rate@10 and MRR with the champion's, on the
 same validation pairs (``validation_split`` version tag): each must be at least the champion's
@@ -22,116 +23,20 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from components.orchestration.execution import StageError, stage_main
 from components.registry import mlflow_store
 from components.stages import StageContext
-from pinsage_model import metric_keys
 from pinsage_model.config import PipelineConfig
 from pinsage_model.data.contracts import model_digest
+from pinsage_model.evaluation.gate import GATE_SPLIT, SPLIT_TAG, split_metrics
 from pinsage_model.io import atomic_write_json
 
 log = logging.getLogger("pinsage")
 
-GATE_METRICS = (metric_keys.hit_rate(10), metric_keys.MRR)
-GATE_SPLIT = "validation"
-SPLIT_TAG = "validation_split"
-METHOD = metric_keys.PINSAGE
 MODEL_FILES = ("weights.npz", "model_config.json", "model.keras", "history.json")
-_EPS = 1e-12
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """Outcome of the promotion gate for one candidate version."""
-
-    promote: bool
-    reason: str
-    candidate: int
-    champion: int | None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def gate(candidate: dict[str, str], champion: dict[str, str] | None, tolerance: float) -> tuple[bool, str]:
-    """Compare two versions' tags (``hit_rate_at_10``, ``mrr`` on the validation split, ``validation_split``).
-
-    Args:
-      candidate: the candidate version's tags.
-      champion: the current champion's tags, or None when there is no champion.
-      tolerance: how far below the champion a metric may be and still pass.
-
-    Returns:
-      ``(passes, reason)``.
-    """
-    try:
-        cand = {m: float(candidate[m]) for m in GATE_METRICS}
-    except (KeyError, ValueError):
-        return False, f"candidate has no validation metrics {GATE_METRICS} (tags: {sorted(candidate)})"
-    if any(math.isnan(v) for v in cand.values()):
-        return False, f"candidate metrics are NaN: {cand}"
-    if champion is None:
-        return True, "no champion yet"
-    if candidate.get(SPLIT_TAG, "") != champion.get(SPLIT_TAG, "") or not candidate.get(SPLIT_TAG):
-        return False, "candidate and champion were evaluated on different validation splits; re-evaluate first"
-    champ = {m: float(champion[m]) for m in GATE_METRICS}
-    # _EPS: a metric exactly at the boundary passes despite float rounding of champ - tolerance.
-    worse = [
-        f"{m} {cand[m]:.4f} < {champ[m]:.4f} - {tolerance:g}"
-        for m in GATE_METRICS
-        if cand[m] < champ[m] - tolerance - _EPS
-    ]
-    if worse:
-        return False, "worse than champion: " + "; ".join(worse)
-    return True, "; ".join(f"{m} {cand[m]:.4f} >= {champ[m]:.4f} - {tolerance:g}" for m in GATE_METRICS)
-
-
-def promote(client, name: str, version: int | None = None, tolerance: float = 0.0, force: bool = False) -> GateDecision:
-    """Move ``champion`` to ``version`` (default: the ``challenger``) if it passes the gate.
-
-    Args:
-      client: an ``MlflowClient``.
-      name: registered model name.
-      version: candidate version; the ``challenger`` alias when None.
-      tolerance: allowed drop of each gate metric below the champion's.
-      force: promote even if the gate fails (the decision still records why it failed).
-    """
-    if version is None:
-        version = mlflow_store.alias_version(client, name, mlflow_store.CHALLENGER)
-        if version is None:
-            raise mlflow_store.RegistryError(
-                f"registered model '{name}' has no '{mlflow_store.CHALLENGER}' version; run the pipeline first"
-            )
-    current = mlflow_store.alias_version(client, name, mlflow_store.CHAMPION)
-    if current == int(version):
-        return GateDecision(False, f"version {version} is already {mlflow_store.CHAMPION}", int(version), current)
-    champ_tags = mlflow_store.version_tags(client, name, current) if current is not None else None
-    passes, reason = gate(mlflow_store.version_tags(client, name, int(version)), champ_tags, tolerance)
-    if passes or force:
-        mlflow_store.set_champion(client, name, int(version))
-        reason = reason if passes else f"forced ({reason})"
-        log.info("%s: version %s is now %s (%s)", name, version, mlflow_store.CHAMPION, reason)
-    else:
-        log.info(
-            "%s: version %s stays out; %s remains version %s (%s)",
-            name,
-            version,
-            mlflow_store.CHAMPION,
-            current,
-            reason,
-        )
-    return GateDecision(passes or force, reason, int(version), current)
-
-
-def split_metrics(metrics: dict, split: str) -> dict[str, float]:
-    """PinSage's gate metrics on one split of an evaluation ``metrics.json`` ({} when absent)."""
-    values = metrics.get("methods", {}).get(METHOD, {}).get(split) or {}
-    return {m: float(values[m]) for m in GATE_METRICS if values.get(m) is not None}
 
 
 def _read_json(path: Path):
@@ -244,7 +149,7 @@ def _register(
         }
         version_tags.update({k: repr(v) for k, v in candidate.items()})
         version = mlflow_store.register_model(client, name, run_id, version_tags, model_info.model_id)
-    decided = promote(client, name, version, cfg.tracking.promotion_tolerance)
+    decided = mlflow_store.promote(client, name, version, cfg.tracking.promotion_tolerance)
     after = mlflow_store.alias_version(client, name, mlflow_store.CHAMPION)
     log.info("tracked run %s in %s (model version %s)", run_id, client.tracking_uri, version)
     return {

@@ -89,9 +89,8 @@ def test_the_graph_is_read_from_source():
     edges = graph()
     assert "components.registry.mlflow_store" in edges["components.stages.registration"]
     assert "components.stages" in edges["components.orchestration.execution"]
-    assert (
-        "pinsage_model.metric_keys" in edges["components.stages.evaluation"]
-    )  # `from pinsage_model import metric_keys`
+    # `from pinsage_model.evaluation import protocol` inside a function
+    assert "pinsage_model.evaluation.protocol" in edges["components.stages.evaluation"]
 
 
 def test_no_import_cycles():

@@ -1,6 +1,5 @@
 """The evaluation stage on a hand-built run directory with hand-computed expectations."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -8,12 +7,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = pytest.mark.slow  # compiles the sampler's numba kernels (Pixie)
-
 from components.orchestration.execution import execute
 from components.stages import StageContext, get_stage
 from pinsage_model.config import config_from_dict
 from pinsage_model.graph.csr import CSRGraph
+
+pytestmark = pytest.mark.slow  # compiles the sampler's numba kernels (Pixie)
 
 # 8 items, 4 collections: c0 {0, 1, 2}, c1 {0, 1}, c2 {2, 3, 4}, c3 {5, 6, 7}.
 # Item degrees (full graph): 2, 2, 2, 1, 1, 1, 1, 1. The training subgraph drops c3.
@@ -270,7 +269,7 @@ def test_ease_skipped_above_max_items_with_a_note(run_dir):
 
 
 def test_content_baseline_reads_content_columns_only(tmp_path):
-    from components.stages.evaluation import content_columns
+    from pinsage_model.evaluation.protocol import content_columns
 
     (tmp_path / "feature_names.json").write_text(
         json.dumps({"names": ["log_degree", "has_features", "title_hash_0", "genres=Drama"]})
@@ -312,12 +311,12 @@ def test_user_level_from_the_temporal_split_without_a_test_file(run_dir, tmp_pat
     assert u["validation"]["pinsage-pooled"]["users"] == 1 and u["validation"]["pinsage-pooled"]["recall_at_1"] == 1.0
     assert "## User-level, validation, for tuning" in (root / "evaluation" / "report.md").read_text()
     # with a hash split there is no user-level protocol for this data
-    _run(root, "evaluation_hash", cfg=dataclasses.replace(CFG, pairs=dataclasses.replace(CFG.pairs, split="hash")))
+    _run(root, "evaluation_hash", cfg=CFG.replace(pairs=CFG.pairs.replace(split="hash")))
     assert json.loads((root / "evaluation_hash" / "metrics.json").read_text())["user_level"] is None
 
 
 def test_kurtosis_reference_is_that_of_random_unit_vectors():
-    from components.stages.evaluation import random_kurtosis
+    from pinsage_model.evaluation.protocol import random_kurtosis
 
     cfg = config_from_dict({"evaluation": {"similarity_pairs": 200_000}})
     # cosine of random unit vectors in d dims: excess kurtosis -6 / (d + 2), about -0.09 for d = 64

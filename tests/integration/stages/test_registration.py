@@ -16,7 +16,6 @@ from run_fixtures import make_run
 from components.orchestration.execution import execute, stage_main
 from components.registry import mlflow_store
 from components.stages import StageContext, get_stage
-from components.stages.registration import GATE_METRICS, gate, split_metrics
 from pinsage_model.config import config_from_dict
 from pinsage_model.data.contracts import model_digest
 
@@ -35,50 +34,6 @@ def register(cfg, run_dir: Path, area: Path, force: bool = False) -> dict:
     ctx = StageContext.create(area, run_dir.name, WHEN)
     execute(stage, cfg, {n: run_dir / n for n in stage.inputs}, run_dir / "registration", ctx, force=force)
     return json.loads((run_dir / "registration" / "decision.json").read_text())
-
-
-# --- the gate as a pure function (hand-computed)
-
-
-def tags(hr, mrr, split="s1"):
-    return {"hit_rate_at_10": repr(hr), "mrr": repr(mrr), "validation_split": split}
-
-
-def test_gate_without_champion_passes():
-    assert gate(tags(0.1, 0.01), None, 0.0) == (True, "no champion yet")
-
-
-def test_gate_requires_both_metrics_at_least_champion():
-    assert gate(tags(0.30, 0.10), tags(0.30, 0.10), 0.0)[0] is True  # equal passes
-    ok, why = gate(tags(0.31, 0.09), tags(0.30, 0.10), 0.0)
-    assert not ok and "mrr 0.0900 < 0.1000" in why and "hit_rate" not in why
-    assert gate(tags(0.31, 0.09), tags(0.30, 0.10), 0.01)[0] is True  # 0.09 >= 0.10 - 0.01
-    assert gate(tags(0.31, 0.089), tags(0.30, 0.10), 0.01)[0] is False
-
-
-def test_gate_refuses_different_split_and_missing_metrics():
-    ok, why = gate(tags(0.9, 0.9, "s2"), tags(0.1, 0.1, "s1"), 0.0)
-    assert not ok and "different validation splits" in why
-    ok, why = gate({"validation_split": "s1"}, tags(0.1, 0.1), 0.0)
-    assert not ok and "no validation metrics" in why
-
-
-def test_gate_metrics_are_pinsage_on_one_split():
-    # components/stages/evaluation.py's layout: per method, test and validation splits side by side
-    evaluate_layout = {
-        "methods": {
-            "pinsage": {
-                "test": {"hit_rate_at_10": 0.31, "hit_rate_at_50": 0.6, "mrr": 0.12},
-                "validation": {"hit_rate_at_10": 0.5, "mrr": 0.3},
-            },
-            "pixie": {"test": {"hit_rate_at_10": 0.2, "mrr": 0.05}, "validation": {"hit_rate_at_10": 0.1, "mrr": 0.01}},
-        },
-        "config": {"ks": [10, 50], "test_pairs": 900},
-    }
-    assert split_metrics(evaluate_layout, "validation") == {"hit_rate_at_10": 0.5, "mrr": 0.3}
-    assert split_metrics(evaluate_layout, "test") == {"hit_rate_at_10": 0.31, "mrr": 0.12}
-    assert split_metrics({"methods": {"pinsage": {"test": {"mrr": 0.1}, "validation": {}}}}, "validation") == {}
-    assert GATE_METRICS == ("hit_rate_at_10", "mrr")
 
 
 # --- against a real MLflow SQLite store
