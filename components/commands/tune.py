@@ -214,25 +214,12 @@ def main(args: argparse.Namespace) -> int:
     from components.commands.ablation import run_variant
     from components.orchestration.execution import StageError, cli_config, cli_names
     from components.orchestration.local_runner import run_pipeline
-    from pinsage_model.io import atomic_write_json, atomic_write_text
 
     cfg = cli_config(args.config)
     if cfg is None:
         return 2
     dims = cli_names("search dimension (--space)", args.space, SPACES)
-    if dims is None:
-        return 2
-    if args.objective == "user" and not (
-        cfg.pairs.split == "temporal" and cfg.pairs.temporal_scope == "user" and cfg.evaluation.user_ks
-    ):
-        print(
-            "error: --objective user ranks the users' validation events: set pairs.split: temporal, "
-            "pairs.temporal_scope: user and evaluation.user_ks",
-            file=sys.stderr,
-        )
-        return 2
-    if args.trials < 1:
-        print(f"error: --trials must be >= 1, got {args.trials}", file=sys.stderr)
+    if dims is None or not _arguments_fit(cfg, args):
         return 2
     run_dir = Path(args.run_dir or f"runs/{Path(args.config).stem}")
     tune_dir = run_dir / "tune"
@@ -272,6 +259,39 @@ def main(args: argparse.Namespace) -> int:
     except (StageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    _write_results(cfg, args, dims, names, results, output, tune_dir)
+    return 0
+
+
+def _arguments_fit(cfg: PipelineConfig, args: argparse.Namespace) -> bool:
+    """Whether the objective suits the config and the trial count is positive (else says why)."""
+    if args.objective == "user" and not (
+        cfg.pairs.split == "temporal" and cfg.pairs.temporal_scope == "user" and cfg.evaluation.user_ks
+    ):
+        print(
+            "error: --objective user ranks the users' validation events: set pairs.split: temporal, "
+            "pairs.temporal_scope: user and evaluation.user_ks",
+            file=sys.stderr,
+        )
+        return False
+    if args.trials < 1:
+        print(f"error: --trials must be >= 1, got {args.trials}", file=sys.stderr)
+        return False
+    return True
+
+
+def _write_results(
+    cfg: PipelineConfig,
+    args: argparse.Namespace,
+    dims: list[str],
+    names: tuple[str, str],
+    results: list[dict],
+    output: Path,
+    tune_dir: Path,
+) -> None:
+    """The best trial's config at ``output``, ``trials.json`` and ``report.md`` (also printed)."""
+    from pinsage_model.io import atomic_write_json, atomic_write_text
+
     best = max(results, key=lambda r: (r[names[0]], r[names[1]]))
     best_cfg = apply(cfg, best["params"])
     header = (
@@ -288,7 +308,6 @@ def main(args: argparse.Namespace) -> int:
     atomic_write_text(tune_dir / "report.md", _report(results, args.config, names))
     print(_report(results, args.config, names))
     print(f"best config: {output}")
-    return 0
 
 
 def _report(results: list[dict], config: str, names: tuple[str, str]) -> str:

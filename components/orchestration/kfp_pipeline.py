@@ -72,7 +72,8 @@ _LIGHTWEIGHT_TEMPLATE = '''def {name}(
 
 
 def lightweight_component(stage: Stage) -> Callable:
-    """A lightweight Python component (for ``kfp.local``) calling :func:`components.orchestration.execution.execute_paths`."""
+    """A lightweight Python component (for ``kfp.local``) calling
+    :func:`components.orchestration.execution.execute_paths`."""
     source = _LIGHTWEIGHT_TEMPLATE.format(
         name=stage.name,
         inputs="".join(f"    {n}: dsl.Input[dsl.Artifact],\n" for n in stage.inputs),
@@ -136,8 +137,8 @@ def build_pipeline(
       config_path: default of the pipeline's ``config`` parameter (a path inside the image for
         ``cluster``; a local path for ``local``).
       tfjob_template: ``cluster`` only: when set (``orchestration.tfjob_template`` of a config with
-        ``tfjob_workers`` > 0), the model task launches the TFJob (:mod:`components.orchestration.tfjob`) and
-        mounts this template's run volume.
+        ``tfjob_workers`` > 0), the model task launches the TFJob
+        (:mod:`components.orchestration.tfjob`) and mounts this template's run volume.
 
     The pipeline's parameters are ``config``, ``run_id`` and ``logical_time`` (ISO 8601); every
     task gets them and the output artifacts of its stage's inputs.
@@ -148,30 +149,10 @@ def build_pipeline(
         missing = [n for n in s.inputs if n not in names]
         if missing:
             raise ValueError(f"stage '{s.name}' needs {missing}, which are not in the pipeline")
-    launcher: dict = {}
     if target == "cluster":
-        if not image:
-            raise ValueError("a cluster pipeline needs an image (orchestration.image)")
-        ops = {s.name: container_component(s, image) for s in stages}
-        if tfjob_template and TFJOB_STAGE in ops:
-            from components.orchestration.tfjob import load_template, run_volume
-
-            claim, mount = run_volume(load_template(tfjob_template))
-            ops[TFJOB_STAGE] = container_component(get_stage(TFJOB_STAGE), image, "components.orchestration.tfjob")
-            # The platform spec kfp-kubernetes' mount_pvc writes (the kubernetes executor config).
-            launcher = {
-                "kubernetes": {
-                    "pvcMount": [
-                        {
-                            "mountPath": mount,
-                            "constant": claim,
-                            "pvcNameParameter": {"runtimeValue": {"constant": claim}},
-                        },
-                    ]
-                }
-            }
+        ops, launcher = _cluster_components(stages, image, tfjob_template)
     else:
-        ops = {s.name: LOCAL_COMPONENTS[s.name] for s in stages}
+        ops, launcher = {s.name: LOCAL_COMPONENTS[s.name] for s in stages}, {}
 
     @dsl.pipeline(name=PIPELINE_NAME, description="PinSage: " + ", ".join(s.name for s in stages))
     def pinsage(config: str = config_path, run_id: str = "manual", logical_time: str = "1970-01-01T00:00:00Z"):
@@ -188,6 +169,33 @@ def build_pipeline(
             tasks[s.name] = task.set_display_name(s.name)
 
     return pinsage
+
+
+def _cluster_components(stages: list[Stage], image: str, tfjob_template: str) -> tuple[dict, dict]:
+    """(container component per stage name, the model task's platform config): with a TFJob
+    template, the model task launches the TFJob and mounts the template's run volume."""
+    if not image:
+        raise ValueError("a cluster pipeline needs an image (orchestration.image)")
+    ops = {s.name: container_component(s, image) for s in stages}
+    if not (tfjob_template and TFJOB_STAGE in ops):
+        return ops, {}
+    from components.orchestration.tfjob import load_template, run_volume
+
+    claim, mount = run_volume(load_template(tfjob_template))
+    ops[TFJOB_STAGE] = container_component(get_stage(TFJOB_STAGE), image, "components.orchestration.tfjob")
+    # The platform spec kfp-kubernetes' mount_pvc writes (the kubernetes executor config).
+    launcher = {
+        "kubernetes": {
+            "pvcMount": [
+                {
+                    "mountPath": mount,
+                    "constant": claim,
+                    "pvcNameParameter": {"runtimeValue": {"constant": claim}},
+                },
+            ]
+        }
+    }
+    return ops, launcher
 
 
 def compile_pipeline(

@@ -2,12 +2,13 @@
 
 Reads ``graph/graph.npz`` and ``graph/item_ids.parquet``, ``features/features.npy``,
 ``neighbourhoods/full.npz`` (neighbourhoods on the FULL graph) and ``model/weights.npz`` +
-``model_config.json``. Writes ``items.npy`` (N, d) L2-normalised, ``collections.npy`` (C, d) (unit means, or the user
-head's unnormalised vectors), ``query_shift.npy`` (d,): the model's learned query shift, zero without one
-(related-item queries are ``items[q] + shift``), ``user_shift.npy`` (d,): added to a collection
-vector for homefeed (the user head's shift, else the query shift), ``user_head.npz`` (a copy of
-the model's, when it has one: the index bundles it), ``item_flags.parquet`` (``item_idx``, ``in_train_graph``, ``neighbourhood_size``)
-and ``model.json`` (which model made these embeddings).
+``model_config.json``. Writes ``items.npy`` (N, d) L2-normalised, ``collections.npy`` (C, d)
+(unit means, or the user head's unnormalised vectors), ``query_shift.npy`` (d,): the model's
+learned query shift, zero without one (related-item queries are ``items[q] + shift``),
+``user_shift.npy`` (d,): added to a collection vector for homefeed (the user head's shift, else
+the query shift), ``user_head.npz`` (a copy of the model's, when it has one: the index bundles
+it), ``item_flags.parquet`` (``item_idx``, ``in_train_graph``, ``neighbourhood_size``) and
+``model.json`` (which model made these embeddings).
 
 Inductive by construction: the model was trained on the training subgraph, but every item of the
 full graph is embedded from its features (the saved feature transform) and its full-graph
@@ -43,20 +44,50 @@ log = logging.getLogger("pinsage")
 
 
 def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
-    import pyarrow as pa
+    from pinsage_model.inference.layerwise import InferenceStats, query_shift
+    from pinsage_model.io import atomic_save_npy
 
-    from pinsage_model.data.contracts import ITEM_IDS, ContractError, model_digest, read_table
-    from pinsage_model.graph.csr import CSRGraph, Neighbourhoods, read_collection_recency
-    from pinsage_model.inference.layerwise import (
-        InferenceStats,
-        check_inputs,
-        collection_embeddings,
-        embed_all,
-        query_shift,
-    )
-    from pinsage_model.io import atomic_save_npy, atomic_write_json, atomic_write_parquet
+    graph, item_ids, features, nbhd, weights, mcfg = _read_inputs(inputs)
+    stats = InferenceStats()
+    emb = _embed_items(cfg, weights, mcfg, features, nbhd, out_dir, stats)
+    shift = query_shift(weights, mcfg)
+    colls, user_shift, head = _collections(emb, graph, shift, inputs)
+    atomic_save_npy(out_dir / "items.npy", emb)
+    atomic_save_npy(out_dir / "collections.npy", colls)
+    atomic_save_npy(out_dir / "query_shift.npy", shift)
+    atomic_save_npy(out_dir / "user_shift.npy", user_shift)
+    if head is not None:
+        from pinsage_model.model.user_head import save_head
+
+        save_head(head, out_dir)  # with the embeddings: the index bundles it for homefeed queries
+    in_train_by_idx, nb_size = _write_item_flags(out_dir, item_ids, nbhd, graph.num_items)
+    version = _write_model_json(out_dir, inputs["model"], mcfg)
+    backend = cfg.inference.backend
+    held_out = ~in_train_by_idx
+    return {
+        "backend": backend,
+        "model_version": version,
+        "num_items": int(graph.num_items),
+        "num_collections": int(graph.num_collections),
+        "dim": int(emb.shape[1]),
+        "items_in_train_graph": int(in_train_by_idx.sum()),
+        "items_held_out": int(held_out.sum()),
+        "held_out_with_neighbourhood": int((held_out & (nb_size > 0)).sum()),
+        "items_without_neighbourhood": int((nb_size == 0).sum()),
+        "zero_embeddings": int((np.linalg.norm(emb, axis=1) < 0.5).sum()),
+        "query_shift_norm": round(float(np.linalg.norm(shift)), 4),
+        "empty_collections": int((graph.collection_degree() == 0).sum()),
+        "projections_per_layer": stats.projections if backend == "numpy" else None,
+        "dense_gflops": round(stats.dense_gflops, 2) if backend == "numpy" else None,
+    }
+
+
+def _read_inputs(inputs: dict[str, Path]):
+    """(graph, item_ids, features, neighbourhoods, weights, model config), checked against each other."""
+    from pinsage_model.data.contracts import ITEM_IDS, ContractError, read_table
+    from pinsage_model.graph.csr import CSRGraph, Neighbourhoods
+    from pinsage_model.inference.layerwise import check_inputs
     from pinsage_model.model.export import load_weights_npz
-    from pinsage_model.model.user_head import load_head, save_head, user_vectors
 
     try:
         graph = CSRGraph.load(inputs["graph"] / "graph.npz")
@@ -73,9 +104,14 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
             f"embeddings: graph has {n_items} items, features.npy {features.shape[0]} rows, "
             f"item_ids.parquet {item_ids.num_rows} rows; rerun the graph and features stages"
         )
-    backend = cfg.inference.backend
-    stats = InferenceStats()
-    if backend == "numpy":
+    return graph, item_ids, features, nbhd, weights, mcfg
+
+
+def _embed_items(cfg: "PipelineConfig", weights, mcfg, features, nbhd, out_dir: Path, stats) -> np.ndarray:
+    """(N, d) item embeddings on the configured backend (``stats`` filled by the numpy one)."""
+    from pinsage_model.inference.layerwise import embed_all
+
+    if cfg.inference.backend == "numpy":
         emb = embed_all(weights, mcfg, features, nbhd, batch_size=cfg.inference.batch_size, progress=True, stats=stats)
     else:
         from pinsage_model.spark.inference import embed_all_spark
@@ -97,22 +133,32 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
             shutil.rmtree(scratch, ignore_errors=True)
     if not np.all(np.isfinite(emb)):
         raise StageError("embeddings: inference produced NaN/inf values; check the model weights")
-    shift = query_shift(weights, mcfg)
+    return emb
+
+
+def _collections(emb: np.ndarray, graph, shift: np.ndarray, inputs: dict[str, Path]):
+    """(collection vectors, user shift, user head or None): the head's vectors and shift when the
+    model has a user head, else the uniform mean of the items and the query shift."""
+    from pinsage_model.data.contracts import ContractError
+    from pinsage_model.graph.csr import read_collection_recency
+    from pinsage_model.inference.layerwise import collection_embeddings
+    from pinsage_model.model.user_head import load_head, user_vectors
+
     try:
         head = load_head(inputs["model"])
         if head is None:
-            colls, user_shift = collection_embeddings(emb, graph), shift
-        else:
-            colls = user_vectors(emb, graph, read_collection_recency(inputs["graph"], graph), head)
-            user_shift = head["shift"].astype(np.float32)
+            return collection_embeddings(emb, graph), shift, None
+        colls = user_vectors(emb, graph, read_collection_recency(inputs["graph"], graph), head)
+        return colls, head["shift"].astype(np.float32), head
     except ContractError as exc:
         raise StageError(f"embeddings: {exc}") from exc
-    atomic_save_npy(out_dir / "items.npy", emb)
-    atomic_save_npy(out_dir / "collections.npy", colls)
-    atomic_save_npy(out_dir / "query_shift.npy", shift)
-    atomic_save_npy(out_dir / "user_shift.npy", user_shift)
-    if head is not None:
-        save_head(head, out_dir)  # with the embeddings: the index bundles it for homefeed queries
+
+
+def _write_item_flags(out_dir: Path, item_ids, nbhd, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Write ``item_flags.parquet``; returns (N,) in the training graph and (N,) neighbourhood sizes."""
+    import pyarrow as pa
+
+    from pinsage_model.io import atomic_write_parquet
 
     in_train = item_ids.column("in_train_graph").to_numpy(zero_copy_only=False)
     order = item_ids.column("item_idx").to_numpy()
@@ -129,31 +175,22 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
             }
         ),
     )
+    return in_train_by_idx, nb_size
+
+
+def _write_model_json(out_dir: Path, model_dir: Path, mcfg: dict) -> str:
+    """Write ``model.json``; returns the model version ``sha-<digest prefix>``."""
+    from pinsage_model.data.contracts import model_digest
+    from pinsage_model.io import atomic_write_json
+
     # The registry identifies a model version by this digest; index publishing compares it with
     # the champion's, and its prefix names the embeddings' model.
-    digest = model_digest(inputs["model"])
+    digest = model_digest(model_dir)
     version = f"sha-{digest[:12]}"
     atomic_write_json(
         out_dir / "model.json", {"model_version": version, "weights_digest": digest, "model_config": mcfg}
     )
-    zero_norm = np.linalg.norm(emb, axis=1) < 0.5
-    held_out = ~in_train_by_idx
-    return {
-        "backend": backend,
-        "model_version": version,
-        "num_items": int(n_items),
-        "num_collections": int(graph.num_collections),
-        "dim": int(emb.shape[1]),
-        "items_in_train_graph": int(in_train_by_idx.sum()),
-        "items_held_out": int(held_out.sum()),
-        "held_out_with_neighbourhood": int((held_out & (nb_size > 0)).sum()),
-        "items_without_neighbourhood": int((nb_size == 0).sum()),
-        "zero_embeddings": int(zero_norm.sum()),
-        "query_shift_norm": round(float(np.linalg.norm(shift)), 4),
-        "empty_collections": int((graph.collection_degree() == 0).sum()),
-        "projections_per_layer": stats.projections if backend == "numpy" else None,
-        "dense_gflops": round(stats.dense_gflops, 2) if backend == "numpy" else None,
-    }
+    return version
 
 
 if __name__ == "__main__":

@@ -93,15 +93,8 @@ def degree_quantiles(degree, qs=(0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)) -> dict[
 
 def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     """Build the graphs, id maps and indexed pairs into ``out_dir``."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from pyspark.sql import functions as F
-
-    from pinsage_model.data.contracts import PAIRS, SPLITS, read_table
-    from pinsage_model.graph.csr import CSRGraph, collection_recency
-    from pinsage_model.io import atomic_save_npy, atomic_write_parquet
-    from pinsage_model.spark.session import get_spark, spark_to_arrow
+    from pinsage_model.data.contracts import PAIRS, read_table
+    from pinsage_model.spark.session import get_spark
 
     raw = Path(inputs["raw"])
     pairs_path = Path(inputs["pairs"]) / "pairs.parquet"
@@ -111,18 +104,43 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         raise StageError(f"{clean_path}: not found; rerun the pairs stage, which writes the cleaned interactions")
     spark = get_spark(cfg.spark)
     tmp = out_dir / "_spark"
+    pairs = spark.read.parquet(str(pairs_path.resolve()))
+    edges, items = _train_edges_and_items(spark, clean_path, raw / "items.parquet", pairs)
+    item_map = dense_index(items, "item_id", "item_idx", tmp / "items_sorted")
+    coll_map = dense_index(edges.select("collection_id"), "collection_id", "collection_idx", tmp / "colls_sorted")
+    full, train, coll_in_train = _write_graphs(cfg, edges, item_map, coll_map, clean_path, out_dir, tmp)
+    item_in_train = train.item_degree() > 0  # (N,)
+    pidx, is_train, both_in = _index_pairs(pairs, item_map, item_in_train, tmp)
+    n_train_kept = int((is_train & both_in).sum())
+    if n_train_kept == 0:
+        raise StageError(
+            f"no training pair has both items in the training subgraph "
+            f"(graph.train_collection_fraction={cfg.graph.train_collection_fraction}); raise the fraction"
+        )
+    from pinsage_model.io import atomic_write_parquet
+
+    atomic_write_parquet(out_dir / "pairs_indexed.parquet", pidx)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return _report(full, train, item_in_train, coll_in_train, pidx, is_train, both_in)
+
+
+def _train_edges_and_items(spark, clean_path: Path, items_path: Path, pairs: "DataFrame"):
+    """(edges, items): one training edge per (item, collection) with its latest engagement time
+    ``last_ts`` (the recency order), and every item id the graph must number (edges, catalogue,
+    pairs)."""
+    from pyspark.sql import functions as F
+
+    from pinsage_model.data.contracts import SPLITS
 
     clean = spark.read.parquet(str(clean_path.resolve()))
     if "split" not in clean.columns:
         raise StageError(f"{clean_path}: no 'split' column; rerun the pairs stage")
-    # one edge per (item, collection), stamped with its latest engagement (the recency order)
     edges = (
         clean.where(F.col("split") == SPLITS[0])
         .groupBy("item_id", "collection_id")
         .agg(F.max("timestamp").alias("last_ts"))
     )
     items = edges.select("item_id")
-    items_path = raw / "items.parquet"
     if items_path.exists():
         catalogue = (
             spark.read.parquet(str(items_path.resolve()))
@@ -130,12 +148,21 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
             .where(F.col("item_id").isNotNull() & (F.trim("item_id") != ""))
         )
         items = items.unionByName(catalogue)
-    pairs = spark.read.parquet(str(pairs_path.resolve()))
     items = items.unionByName(pairs.select(F.col("q_item").alias("item_id"))).unionByName(
         pairs.select(F.col("pos_item").alias("item_id"))
     )
-    item_map = dense_index(items, "item_id", "item_idx", tmp / "items_sorted")
-    coll_map = dense_index(edges.select("collection_id"), "collection_id", "collection_idx", tmp / "colls_sorted")
+    return edges, items
+
+
+def _write_graphs(cfg: "PipelineConfig", edges, item_map, coll_map, clean_path: Path, out_dir: Path, tmp: Path):
+    """Write ``graph.npz``, ``train_graph.npz``, ``collection_recency.npy`` and the id maps;
+    returns (full graph, training graph, (C,) bool collections in the training graph)."""
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    from pinsage_model.graph.csr import CSRGraph, collection_recency
+    from pinsage_model.io import atomic_save_npy
+    from pinsage_model.spark.session import spark_to_arrow
 
     item_tbl = spark_to_arrow(item_map, tmp / "item_map").sort_by("item_idx")
     coll_tbl = spark_to_arrow(coll_map, tmp / "coll_map").sort_by("collection_idx")
@@ -165,14 +192,24 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     last_ts = etbl.column("last_ts").to_numpy().astype(np.int64)  # (E,)
     atomic_save_npy(out_dir / "collection_recency.npy", collection_recency(full, e_item, e_coll, last_ts))
 
-    item_in_train = train.item_degree() > 0  # (N,)
     coll_in_train = np.zeros(n_colls, dtype=bool)
     coll_in_train[np.unique(e_coll[e_train])] = True
+    _write_id_maps(out_dir, item_tbl, coll_tbl, full, train.item_degree() > 0, coll_in_train)
+    return full, train, coll_in_train
+
+
+def _write_id_maps(out_dir: Path, item_tbl, coll_tbl, full, item_in_train, coll_in_train) -> None:
+    """``item_ids.parquet`` (with ``in_train_graph`` and the full degree) and ``collection_ids.parquet``."""
+    import numpy as np
+    import pyarrow as pa
+
+    from pinsage_model.io import atomic_write_parquet
+
     atomic_write_parquet(
         out_dir / "item_ids.parquet",
         pa.table(
             {
-                "item_idx": pa.array(np.arange(n_items, dtype=np.int32)),
+                "item_idx": pa.array(np.arange(item_tbl.num_rows, dtype=np.int32)),
                 "item_id": item_tbl.column("item_id"),
                 "in_train_graph": pa.array(item_in_train),
                 "degree": pa.array(full.item_degree().astype(np.int32)),
@@ -183,12 +220,23 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         out_dir / "collection_ids.parquet",
         pa.table(
             {
-                "collection_idx": pa.array(np.arange(n_colls, dtype=np.int32)),
+                "collection_idx": pa.array(np.arange(coll_tbl.num_rows, dtype=np.int32)),
                 "collection_id": coll_tbl.column("collection_id"),
                 "in_train_graph": pa.array(coll_in_train),
             }
         ),
     )
+
+
+def _index_pairs(pairs: "DataFrame", item_map, item_in_train, tmp: Path):
+    """(pairs_indexed table, (P,) is a training pair, (P,) both items in the training graph):
+    training pairs kept only when both items are in the training subgraph, the others all."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyspark.sql import functions as F
+
+    from pinsage_model.spark.session import spark_to_arrow
 
     q_map = item_map.select(F.col("item_id").alias("q_item"), F.col("item_idx").alias("q_idx"))
     p_map = item_map.select(F.col("item_id").alias("pos_item"), F.col("item_idx").alias("pos_idx"))
@@ -210,20 +258,21 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
             "in_train_graph": pa.array(both_in[keep]),
         }
     ).sort_by([("q_idx", "ascending"), ("pos_idx", "ascending"), ("split", "ascending")])
-    n_train_kept = int(np.sum(is_train & both_in))
-    if n_train_kept == 0:
-        raise StageError(
-            f"no training pair has both items in the training subgraph "
-            f"(graph.train_collection_fraction={frac}); raise the fraction"
-        )
-    atomic_write_parquet(out_dir / "pairs_indexed.parquet", pidx)
-    shutil.rmtree(tmp, ignore_errors=True)
+    return pidx, is_train, both_in
+
+
+def _report(full, train, item_in_train, coll_in_train, pidx, is_train, both_in) -> dict:
+    """The stage's report (sizes, degree quantiles, pairs per split), also printed as a table."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from pinsage_model.data.contracts import SPLITS
 
     split_col = pidx.column("split")
     per_split = {s: int(pc.sum(pc.equal(split_col, s)).as_py() or 0) for s in SPLITS}
     report = {
-        "items": n_items,
-        "collections": n_colls,
+        "items": full.num_items,
+        "collections": full.num_collections,
         "edges": full.num_edges,
         "items_without_edges": int(np.sum(full.item_degree() == 0)),
         "train_items": int(item_in_train.sum()),

@@ -194,35 +194,15 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
     """The stage's work in this process: load the inputs, train (checkpoints in ``ckpt_dir``), export."""
     import numpy as np
 
-    from pinsage_model.data.contracts import ContractError
-    from pinsage_model.graph.csr import CSRGraph, Neighbourhoods
     from pinsage_model.model.export import save_history, save_keras, save_weights_npz
     from pinsage_model.model.identity import identity_rows
     from pinsage_model.model.training import TrainData, train
 
     t0 = time.perf_counter()
-    graph_dir, feat_dir, nb_dir = inputs["graph"], inputs["features"], inputs["neighbourhoods"]
-    try:
-        graph = CSRGraph.load(graph_dir / "train_graph.npz")
-        features_path = feat_dir / "features.npy"
-        if not features_path.exists():
-            raise ContractError(f"{features_path}: not found (run the features stage)")
-        features = np.load(features_path, mmap_mode="r")
-        nb = Neighbourhoods.load(nb_dir / "train.npz")
-        # model selection embeds validation items as inference will: full-graph neighbourhoods
-        val_nb = Neighbourhoods.load(nb_dir / "full.npz")
-    except ContractError as exc:
-        raise StageError(str(exc)) from exc
+    graph_dir = inputs["graph"]
+    graph, features, nb, val_nb = _load_inputs(graph_dir, inputs["features"], inputs["neighbourhoods"])
     n = graph.num_items
-    if features.ndim != 2 or features.shape[0] != n or nb.indices.shape[0] != n:
-        raise StageError(
-            f"item counts disagree: {graph_dir / 'train_graph.npz'} has {n} items, "
-            f"{features_path} {features.shape}, {nb_dir / 'train.npz'} {nb.indices.shape}"
-        )
-    names_path = feat_dir / "feature_names.json"
-    feature_info = json.loads(names_path.read_text()) if names_path.exists() else {}
-    fallback_dim = int(feature_info.get("id_embedding_dim", 0)) if feature_info.get("items_without_features", 0) else 0
-    id_dim = cfg.model.id_embedding_dim or fallback_dim
+    id_dim = cfg.model.id_embedding_dim or _fallback_id_dim(inputs["features"] / "feature_names.json")
     (tq, tp), (vq, vp), counts = _pairs(graph_dir / "pairs_indexed.parquet", n, out_dir)
     if counts["train_pairs"] == 0:
         raise StageError(f"{graph_dir / 'pairs_indexed.parquet'}: no train pairs inside the training graph")
@@ -240,7 +220,6 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
         val_neighbourhoods=val_nb,
         identity=identity,
     )
-
     resumed = (ckpt_dir / "epochs" / "checkpoint").exists()
     result = train(data, cfg.model, cfg.train, cfg.sampler, checkpoint_dir=ckpt_dir, resume=True)
 
@@ -270,6 +249,42 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
         "epochs": epochs,
         "train_seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _load_inputs(graph_dir: Path, feat_dir: Path, nb_dir: Path):
+    """(training graph, (N, F) memory-mapped features, training neighbourhoods, full-graph
+    neighbourhoods), checked to cover the same items."""
+    import numpy as np
+
+    from pinsage_model.data.contracts import ContractError
+    from pinsage_model.graph.csr import CSRGraph, Neighbourhoods
+
+    features_path = feat_dir / "features.npy"
+    try:
+        graph = CSRGraph.load(graph_dir / "train_graph.npz")
+        if not features_path.exists():
+            raise ContractError(f"{features_path}: not found (run the features stage)")
+        features = np.load(features_path, mmap_mode="r")
+        nb = Neighbourhoods.load(nb_dir / "train.npz")
+        # model selection embeds validation items as inference will: full-graph neighbourhoods
+        val_nb = Neighbourhoods.load(nb_dir / "full.npz")
+    except ContractError as exc:
+        raise StageError(str(exc)) from exc
+    n = graph.num_items
+    if features.ndim != 2 or features.shape[0] != n or nb.indices.shape[0] != n:
+        raise StageError(
+            f"item counts disagree: {graph_dir / 'train_graph.npz'} has {n} items, "
+            f"{features_path} {features.shape}, {nb_dir / 'train.npz'} {nb.indices.shape}"
+        )
+    return graph, features, nb, val_nb
+
+
+def _fallback_id_dim(names_path: Path) -> int:
+    """The id-embedding width the features stage asks for when items lack features (else 0)."""
+    if not names_path.exists():
+        raise StageError(f"{names_path}: not found; rerun the features stage")
+    info = json.loads(names_path.read_text())
+    return int(info.get("id_embedding_dim", 0)) if info.get("items_without_features", 0) else 0
 
 
 def _fit_user_head(cfg: "PipelineConfig", graph_dir: Path, features, nb, out_dir: Path, train_graph) -> dict:

@@ -101,7 +101,8 @@ def _train_pairs(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def format_table(report: dict) -> str:
     """Markdown table of the per-graph report entries (the rows of :data:`OUTPUTS`)."""
     lines = [
-        "| neighbourhoods | items with neighbours | mean size | top-T slots decided by ties | training positives in N(q) | seconds |",
+        "| neighbourhoods | items with neighbours | mean size | top-T slots decided by ties "
+        "| training positives in N(q) | seconds |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for out_name, _, what in OUTPUTS:
@@ -152,23 +153,13 @@ def _sample_graphs(
     whose shared output files live in ``out_dir/_scratch/<graph>`` until the graph's entry is
     written (the caller removes what a failure leaves).
     """
-    from pinsage_model.data.contracts import ContractError
-    from pinsage_model.graph.csr import CSRGraph
     from pinsage_model.graph.sampler import compute_neighbourhoods
 
     s = cfg.sampler
     num_items = None
     for out_name, graph_name, what in OUTPUTS:
         path = inputs["graph"] / graph_name
-        try:
-            graph = CSRGraph.load(path)
-        except ContractError as exc:
-            raise StageError(f"neighbourhoods: {exc}; rerun the graph stage") from exc
-        if num_items is not None and graph.num_items != num_items:
-            raise StageError(
-                f"neighbourhoods: {path} has {graph.num_items} items but the other graph has {num_items}; "
-                "both graphs must share the dense item id space (rerun the graph stage)"
-            )
+        graph = _load_graph(path, num_items)
         num_items = graph.num_items
         log.info(
             "neighbourhoods on the %s: %d items, %d edges, R=%d L=%d p=%.2f T=%d",
@@ -204,6 +195,23 @@ def _sample_graphs(
         if spark is not None:
             del nb  # the memory maps of the shared files, before they go
             shutil.rmtree(scratch)
+
+
+def _load_graph(path: Path, num_items: int | None):
+    """The graph at ``path``, checked to have ``num_items`` items when the other graph set it."""
+    from pinsage_model.data.contracts import ContractError
+    from pinsage_model.graph.csr import CSRGraph
+
+    try:
+        graph = CSRGraph.load(path)
+    except ContractError as exc:
+        raise StageError(f"neighbourhoods: {exc}; rerun the graph stage") from exc
+    if num_items is not None and graph.num_items != num_items:
+        raise StageError(
+            f"neighbourhoods: {path} has {graph.num_items} items but the other graph has {num_items}; "
+            "both graphs must share the dense item id space (rerun the graph stage)"
+        )
+    return graph
 
 
 if __name__ == "__main__":

@@ -242,9 +242,10 @@ def extract_pairs(events: "DataFrame", cfg: "PipelineConfig") -> tuple["DataFram
             "next_split",
         )
     )
-    if p.train_window > 1:
-        # Successors 2..W of each event, kept below only as training pairs (see pair_split).
-        wider = [
+    candidates = transitions.withColumn("lag", F.lit(1))
+    # Successors 2..W of each event, kept below only as training pairs (see pair_split).
+    for d in range(2, p.train_window + 1):
+        candidates = candidates.unionByName(
             kept.select(
                 "user_id",
                 "item_id",
@@ -253,22 +254,8 @@ def extract_pairs(events: "DataFrame", cfg: "PipelineConfig") -> tuple["DataFram
                 F.lead("split", d).over(w).alias("next_split"),
                 F.lit(d).alias("lag"),
             )
-            for d in range(2, p.train_window + 1)
-        ]
-        candidates = transitions.withColumn("lag", F.lit(1))
-        for frame in wider:
-            candidates = candidates.unionByName(frame)
-    else:
-        candidates = transitions.withColumn("lag", F.lit(1))
-    if p.split == "hash":
-        u = F.pmod(
-            F.xxhash64(F.least("item_id", "next_item"), F.greatest("item_id", "next_item"), F.lit(p.seed)),
-            F.lit(_SPLIT_BUCKETS),
         )
-        lo, mid = p.fractions[0] * _SPLIT_BUCKETS, (p.fractions[0] + p.fractions[1]) * _SPLIT_BUCKETS
-        pair_split = F.when(u < F.lit(lo), SPLITS[0]).when(u < F.lit(mid), SPLITS[1]).otherwise(SPLITS[2])
-    else:
-        pair_split = F.col("next_split")
+    pair_split = _pair_split(p)
     pairs = (
         candidates.where(
             F.col("next_item").isNotNull()
@@ -280,13 +267,34 @@ def extract_pairs(events: "DataFrame", cfg: "PipelineConfig") -> tuple["DataFram
         .agg(F.count(F.lit(1)).cast("long").alias("count"))
     )
     if p.min_item_support > 1:
-        # support counts what the graph will hold: training events only
-        support = kept.where(F.col("split") == SPLITS[0]).groupBy("item_id").count()
-        support = support.where(F.col("count") >= p.min_item_support).select("item_id")
-        pairs = pairs.join(support.withColumnRenamed("item_id", "q_item"), "q_item", "left_semi").join(
-            support.withColumnRenamed("item_id", "pos_item"), "pos_item", "left_semi"
-        )
+        pairs = _supported(pairs, kept, p.min_item_support)
     return transitions.drop("next_split"), pairs.select("q_item", "pos_item", "count", "split")
+
+
+def _supported(pairs: "DataFrame", kept: "DataFrame", min_support: int) -> "DataFrame":
+    """The pairs whose two items each have ``min_support`` training events or more (support counts
+    what the graph will hold)."""
+    from pyspark.sql import functions as F
+
+    support = kept.where(F.col("split") == SPLITS[0]).groupBy("item_id").count()
+    support = support.where(F.col("count") >= min_support).select("item_id")
+    return pairs.join(support.withColumnRenamed("item_id", "q_item"), "q_item", "left_semi").join(
+        support.withColumnRenamed("item_id", "pos_item"), "pos_item", "left_semi"
+    )
+
+
+def _pair_split(p):
+    """The split column of a pair: its later event's (temporal), or by a hash of the unordered pair."""
+    from pyspark.sql import functions as F
+
+    if p.split != "hash":
+        return F.col("next_split")
+    u = F.pmod(
+        F.xxhash64(F.least("item_id", "next_item"), F.greatest("item_id", "next_item"), F.lit(p.seed)),
+        F.lit(_SPLIT_BUCKETS),
+    )
+    lo, mid = p.fractions[0] * _SPLIT_BUCKETS, (p.fractions[0] + p.fractions[1]) * _SPLIT_BUCKETS
+    return F.when(u < F.lit(lo), SPLITS[0]).when(u < F.lit(mid), SPLITS[1]).otherwise(SPLITS[2])
 
 
 def transition_stats(labelled: "DataFrame", transitions: "DataFrame", max_gap_s: int) -> dict[str, int]:
@@ -316,7 +324,6 @@ def transition_stats(labelled: "DataFrame", transitions: "DataFrame", max_gap_s:
 def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "StageContext") -> dict:
     """Extract pairs from ``inputs["raw"]/interactions.parquet`` into ``out_dir``."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     from pyspark import StorageLevel
 
     from pinsage_model.data.contracts import PAIRS
@@ -327,22 +334,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     labelled = label_interactions(spark, source, cfg.pairs.min_rating).persist(StorageLevel.MEMORY_AND_DISK)
     transitions = events = None
     try:
-        counts = reason_counts(labelled)
-        n_in = sum(counts.values())
-        n_kept = counts.get("kept", 0)
-        quarantined = {r: counts.get(r, 0) for r in QUARANTINE_REASONS if counts.get(r, 0)}
-        n_quarantined = write_quarantine(
-            labelled, source, out_dir / "quarantine.parquet", out_dir / "_spark_quarantine"
-        )
-        if n_in != n_kept + n_quarantined:
-            raise StageError(
-                f"{source}: row accounting failed: {n_in} read != {n_kept} kept + {n_quarantined} quarantined"
-            )
-        if n_kept == 0:
-            raise StageError(
-                f"{source}: all {n_in} interactions were quarantined ({quarantined}); "
-                f"see {out_dir.name}/quarantine.parquet and check pairs.min_rating"
-            )
+        n_in, n_kept, n_quarantined, quarantined = _write_quarantine_checked(labelled, source, out_dir)
         # read three times (clean file, event counts, pairs): keep the per-user windows
         events = event_splits(labelled, cfg).persist(StorageLevel.MEMORY_AND_DISK)
         n_clean = write_clean_interactions(events, out_dir / "interactions.parquet", out_dir / "_spark_clean")
@@ -366,10 +358,6 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
             f"pairs.max_gap_s={cfg.pairs.max_gap_s} s (min_item_support={cfg.pairs.min_item_support})"
         )
     atomic_write_parquet(out_dir / "pairs.parquet", table)
-    split_counts = {d["values"]: int(d["counts"]) for d in pc.value_counts(table.column("split")).to_pylist()}
-    per_split = {s: split_counts.get(s, 0) for s in SPLITS}
-    total_count = int(pc.sum(table.column("count")).as_py())
-    items_in_pairs = len(pc.unique(pa.chunked_array(table.column("q_item").chunks + table.column("pos_item").chunks)))
     report = {
         "interactions_read": n_in,
         "interactions_kept": n_kept,
@@ -379,20 +367,48 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         "events_per_split": {s: events_per_split.get(s, 0) for s in SPLITS},
         "quarantined_by_reason": quarantined,
         "same_timestamp_event_share": stats["tied_events"] / n_kept,
-        "transitions": stats["transitions"],
-        "repeat_transitions": stats["repeat_transitions"],
-        "over_gap_transitions": stats["over_gap_transitions"],
-        "same_timestamp_pairs": stats["same_timestamp_pairs"],
-        "pair_occurrences": total_count,
-        "pairs": table.num_rows,
-        "pairs_per_split": per_split,
-        "items_in_pairs": items_in_pairs,
+        **{k: stats[k] for k in ("transitions", "repeat_transitions", "over_gap_transitions", "same_timestamp_pairs")},
+        **_pairs_report(table),
     }
     rows = [(k, v) for k, v in report.items() if not isinstance(v, dict)]
     rows += [(f"quarantined: {k}", v) for k, v in quarantined.items()]
-    rows += [(f"pairs: {k}", v) for k, v in per_split.items()]
+    rows += [(f"pairs: {k}", v) for k, v in report["pairs_per_split"].items()]
     print_table("pairs stage", [(k, f"{v:.4f}" if isinstance(v, float) else v) for k, v in rows])
     return report
+
+
+def _write_quarantine_checked(labelled: "DataFrame", source: Path, out_dir: Path) -> tuple[int, int, int, dict]:
+    """Write ``quarantine.parquet``; (read, kept, quarantined, quarantined by reason), checked to
+    add up and to keep something."""
+    counts = reason_counts(labelled)
+    n_in = sum(counts.values())
+    n_kept = counts.get("kept", 0)
+    quarantined = {r: counts.get(r, 0) for r in QUARANTINE_REASONS if counts.get(r, 0)}
+    n_quarantined = write_quarantine(labelled, source, out_dir / "quarantine.parquet", out_dir / "_spark_quarantine")
+    if n_in != n_kept + n_quarantined:
+        raise StageError(f"{source}: row accounting failed: {n_in} read != {n_kept} kept + {n_quarantined} quarantined")
+    if n_kept == 0:
+        raise StageError(
+            f"{source}: all {n_in} interactions were quarantined ({quarantined}); "
+            f"see {out_dir.name}/quarantine.parquet and check pairs.min_rating"
+        )
+    return n_in, n_kept, n_quarantined, quarantined
+
+
+def _pairs_report(table) -> dict:
+    """Occurrences, distinct pairs, pairs per split and distinct items of the pairs table."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    split_counts = {d["values"]: int(d["counts"]) for d in pc.value_counts(table.column("split")).to_pylist()}
+    return {
+        "pair_occurrences": int(pc.sum(table.column("count")).as_py()),
+        "pairs": table.num_rows,
+        "pairs_per_split": {s: split_counts.get(s, 0) for s in SPLITS},
+        "items_in_pairs": len(
+            pc.unique(pa.chunked_array(table.column("q_item").chunks + table.column("pos_item").chunks))
+        ),
+    }
 
 
 if __name__ == "__main__":

@@ -91,24 +91,8 @@ def item_rows(
         src = np.nonzero(ok)[0]
         dst = pos[src]
         if "features" in items.column_names:
-            col = items.column("features").combine_chunks()
-            lengths = pc.fill_null(pc.list_value_length(col), -1).to_numpy()
-            valid_lengths = lengths[lengths > 0]
-            width = int(np.bincount(valid_lengths).argmax()) if len(valid_lengths) else 0
-            good = lengths == width
-            flat = np.asarray(
-                pc.list_flatten(col.filter(pa.array(good))).to_numpy(zero_copy_only=False), dtype=np.float32
-            )
-            vec_src = np.zeros((len(lengths), width), dtype=np.float32)
-            vec_src[good] = flat.reshape(-1, width)
-            good &= np.isfinite(vec_src).all(axis=1)
-            for r in src[~good[src] & (lengths[src] >= 0)]:
-                rejected.append((int(r), "bad_vector"))
-            vec = np.zeros((n, width), dtype=np.float32)
-            has_vec = np.zeros(n, dtype=bool)
-            use = src[good[src]]
-            vec[pos[use]] = vec_src[use]
-            has_vec[pos[use]] = True
+            vec, has_vec, bad = _vectors(items.column("features").combine_chunks(), src, pos, n)
+            rejected += [(int(r), "bad_vector") for r in bad]
             rows["vector"] = vec
             rows["has_vector"] = has_vec.astype(np.float32)
             has_any |= has_vec
@@ -122,6 +106,29 @@ def item_rows(
             has_any |= vals != ""
     rows["has_features"] = has_any.astype(np.float32)
     return rows, sorted(rejected)
+
+
+def _vectors(col, src: np.ndarray, pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """((n, F0) float32 vectors, (n,) has a vector, item-table rows of rejected vectors) from the
+    list column ``col``; item-table row ``src[k]`` feeds item ``pos[src[k]]``. A vector is
+    rejected for NaN/inf or a length other than the most common one."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lengths = pc.fill_null(pc.list_value_length(col), -1).to_numpy()
+    valid_lengths = lengths[lengths > 0]
+    width = int(np.bincount(valid_lengths).argmax()) if len(valid_lengths) else 0
+    good = lengths == width
+    flat = np.asarray(pc.list_flatten(col.filter(pa.array(good))).to_numpy(zero_copy_only=False), dtype=np.float32)
+    vec_src = np.zeros((len(lengths), width), dtype=np.float32)
+    vec_src[good] = flat.reshape(-1, width)
+    good &= np.isfinite(vec_src).all(axis=1)
+    vec = np.zeros((n, width), dtype=np.float32)
+    has_vec = np.zeros(n, dtype=bool)
+    use = src[good[src]]
+    vec[pos[use]] = vec_src[use]
+    has_vec[pos[use]] = True
+    return vec, has_vec, src[~good[src] & (lengths[src] >= 0)]
 
 
 def feature_spec(rows: dict[str, np.ndarray]) -> dict:

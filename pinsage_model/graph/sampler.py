@@ -134,20 +134,9 @@ def _walk_block(
     independent and the CPU keeps many cache misses in flight: a random walk over a large
     graph is bound by memory latency, not arithmetic.
     """
-    nb = items.shape[0]
-    nw = nb * num_walks
+    nw = items.shape[0] * num_walks
     visits[: nw * walk_length] = -1
-    n_active = 0
-    for b in range(nb):
-        u = items[b]
-        if ip[u + 1] == ip[u]:
-            continue  # isolated seed: no walk can start
-        for r in range(num_walks):
-            w = b * num_walks + r
-            cur[w] = u
-            state[w] = _stream_key(seed, _SALT_WALK, u, r)
-            active[n_active] = w
-            n_active += 1
+    n_active = _start_walks(ip, items, num_walks, seed, cur, state, active)
     restart = restart_prob > 0.0
     for s in range(walk_length):
         for j in range(n_active):  # pass 1: item row -> edge position
@@ -183,6 +172,23 @@ def _walk_block(
         n_active = n_next
         if n_active == 0:
             break
+
+
+@njit(nogil=True, cache=True)
+def _start_walks(ip, items, num_walks, seed, cur, state, active):
+    """Put ``num_walks`` walks on each seed of ``items`` that has an edge; returns how many are live."""
+    n_active = 0
+    for b in range(items.shape[0]):
+        u = items[b]
+        if ip[u + 1] == ip[u]:
+            continue  # isolated seed: no walk can start
+        for r in range(num_walks):
+            w = b * num_walks + r
+            cur[w] = u
+            state[w] = _stream_key(seed, _SALT_WALK, u, r)
+            active[n_active] = w
+            n_active += 1
+    return n_active
 
 
 @njit(nogil=True, cache=True)
@@ -490,34 +496,40 @@ def _hard_negative_kernel(
             row = start + b
             q = queries[row]
             nd = _count_visits(visits, nw, walk_length, b * num_walks, num_walks, q, keys, vals, slots, items, counts)
-            if nd <= lo:
-                continue
-            maxc = 0
-            for i in range(nd):
-                maxc = max(maxc, counts[i])
-            salt = _tie_salt(seed, q)
-            key = np.empty(nd, np.int64)
-            for i in range(nd):
-                key[i] = _rank_key(counts[i], maxc, items[i], salt)
-            key.sort()
-            excl = np.sort(ex_idx[ex_ptr[row] : ex_ptr[row + 1]])
-            m = 0
-            for r in range(lo, min(hi, nd)):
-                v = np.int32(_unpermute(key[r] & 0xFFFFFFFF, salt))
-                p = np.searchsorted(excl, v)
-                if p < excl.shape[0] and excl[p] == v:
-                    continue
-                band[m] = v
-                m += 1
-            # Partial Fisher-Yates: a uniform sample without replacement of min(num, m) items.
-            st = _stream_key(seed, _SALT_PICK, row, q)
-            for i in range(min(num, m)):
-                st = st + _GOLDEN
-                j = i + _below(_mix(st) >> np.uint64(32), m - i)
-                tmp = band[i]
-                band[i] = band[j]
-                band[j] = tmp
-                out[row, i] = band[i]
+            if nd > lo:
+                excl = np.sort(ex_idx[ex_ptr[row] : ex_ptr[row + 1]])
+                _sample_band(items, counts, nd, seed, row, q, lo, hi, num, excl, band, out)
+
+
+@njit(nogil=True, cache=True)
+def _sample_band(items, counts, nd, seed, row, q, lo, hi, num, excl, band, out):
+    """Rank the ``nd`` visited ``items`` by (count desc, permuted item asc) and write a uniform
+    sample of ``num`` of ranks [lo, hi), less the sorted ``excl``, into ``out[row]``."""
+    maxc = 0
+    for i in range(nd):
+        maxc = max(maxc, counts[i])
+    salt = _tie_salt(seed, q)
+    key = np.empty(nd, np.int64)
+    for i in range(nd):
+        key[i] = _rank_key(counts[i], maxc, items[i], salt)
+    key.sort()
+    m = 0
+    for r in range(lo, min(hi, nd)):
+        v = np.int32(_unpermute(key[r] & 0xFFFFFFFF, salt))
+        p = np.searchsorted(excl, v)
+        if p < excl.shape[0] and excl[p] == v:
+            continue
+        band[m] = v
+        m += 1
+    # Partial Fisher-Yates: a uniform sample without replacement of min(num, m) items.
+    st = _stream_key(seed, _SALT_PICK, row, q)
+    for i in range(min(num, m)):
+        st = st + _GOLDEN
+        j = i + _below(_mix(st) >> np.uint64(32), m - i)
+        tmp = band[i]
+        band[i] = band[j]
+        band[j] = tmp
+        out[row, i] = band[i]
 
 
 # --------------------------------------------------------------------------------------------
@@ -620,12 +632,7 @@ def sample_neighbourhoods(
     if top_t < 1:
         raise ValueError(f"top_t must be >= 1, got {top_t}")
     seeds = _check_seeds(graph, seeds, "seeds")
-    if tie_slots is None:
-        tie_slots = np.empty(seeds.shape[0], np.int32)
-    elif tie_slots.shape != seeds.shape or tie_slots.dtype != np.int32 or not tie_slots.flags.c_contiguous:
-        raise ValueError(
-            f"tie_slots must be a contiguous int32 array of shape {seeds.shape}, got {tie_slots.dtype} {tie_slots.shape}"
-        )
+    tie_slots = _tie_slots_out(tie_slots, seeds.shape)
     out_idx = np.full((seeds.shape[0], top_t), -1, np.int32)  # (B, T)
     out_w = np.zeros((seeds.shape[0], top_t), np.float32)  # (B, T)
     if seeds.size:
@@ -644,6 +651,17 @@ def sample_neighbourhoods(
                 tie_slots,
             )
     return Neighbourhoods(indices=out_idx, weights=out_w)
+
+
+def _tie_slots_out(tie_slots: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """The caller's ``tie_slots`` output, checked, or a scratch one."""
+    if tie_slots is None:
+        return np.empty(shape, np.int32)
+    if tie_slots.shape != shape or tie_slots.dtype != np.int32 or not tie_slots.flags.c_contiguous:
+        raise ValueError(
+            f"tie_slots must be a contiguous int32 array of shape {shape}, got {tie_slots.dtype} {tie_slots.shape}"
+        )
+    return tie_slots
 
 
 def compute_neighbourhoods(
@@ -789,40 +807,40 @@ def hard_negatives(
       (B, num) int32 item indices, -1 where the band is exhausted.
     """
     if walk_length is None:
-        if restart_prob <= 0:
-            raise ValueError("hard_negatives needs restart_prob > 0 or an explicit walk_length")
-        walk_length = max(1, math.ceil(math.log(1e-3) / math.log(1.0 - restart_prob)))
+        walk_length = _survival_length(restart_prob)
     _check_walks(num_walks, walk_length, restart_prob)
     if num < 0:
         raise ValueError(f"num must be >= 0, got {num}")
     queries = _check_seeds(graph, queries, "queries")
     lo, hi = band_ranks(band, graph.num_items)
-    if exclude_indptr is None:
-        exclude_indptr = np.zeros(queries.shape[0] + 1, np.int64)
-        exclude_indices = np.zeros(0, np.int32)
-    exclude_indptr = np.ascontiguousarray(exclude_indptr, dtype=np.int64)
-    exclude_indices = np.ascontiguousarray(exclude_indices, dtype=np.int32)
-    if exclude_indptr.shape != (queries.shape[0] + 1,) or exclude_indptr[-1] != exclude_indices.shape[0]:
-        raise ValueError(
-            f"exclude_indptr must have len(queries) + 1 = {queries.shape[0] + 1} entries ending at "
-            f"len(exclude_indices) = {exclude_indices.shape[0]}, got shape {exclude_indptr.shape}"
-        )
+    exclusions = _exclusions(exclude_indptr, exclude_indices, queries.shape[0])  # (indptr, indices)
     out = np.full((queries.shape[0], num), -1, np.int32)  # (B, num)
     if queries.size and num:
+        walks = (num_walks, walk_length, float(restart_prob), _seed64(seed), _block(num_walks, queries.size))
         with _threads(num_threads):
-            _hard_negative_kernel(
-                *_arrays(graph),
-                queries,
-                num_walks,
-                walk_length,
-                float(restart_prob),
-                _seed64(seed),
-                _block(num_walks, queries.size),
-                lo,
-                hi,
-                num,
-                exclude_indptr,
-                exclude_indices,
-                out,
-            )
+            _hard_negative_kernel(*_arrays(graph), queries, *walks, lo, hi, num, *exclusions, out)
     return out
+
+
+def _survival_length(restart_prob: float) -> int:
+    """The walk length whose survival probability (1 - p)**L drops below 1e-3."""
+    if restart_prob <= 0:
+        raise ValueError("hard_negatives needs restart_prob > 0 or an explicit walk_length")
+    return max(1, math.ceil(math.log(1e-3) / math.log(1.0 - restart_prob)))
+
+
+def _exclusions(
+    indptr: np.ndarray | None, indices: np.ndarray | None, num_queries: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Contiguous (int64 indptr, int32 indices) of each query's excluded items (none if None), checked."""
+    if indptr is None:
+        indptr = np.zeros(num_queries + 1, np.int64)
+        indices = np.zeros(0, np.int32)
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    indices = np.ascontiguousarray(indices, dtype=np.int32)
+    if indptr.shape != (num_queries + 1,) or indptr[-1] != indices.shape[0]:
+        raise ValueError(
+            f"exclude_indptr must have len(queries) + 1 = {num_queries + 1} entries ending at "
+            f"len(exclude_indices) = {indices.shape[0]}, got shape {indptr.shape}"
+        )
+    return indptr, indices

@@ -320,14 +320,8 @@ def embed_all(
 
     Per layer, one pass projects every node into an (N, m) table (the "map"); a second pass, per
     block of rows, pools each node's neighbours from that table and combines them with the
-    node's own vector in one sgemm over a (B, F_k + m) buffer ``[h | pooled]``; bias, ReLU and
-    normalisation run in place on each sgemm's output while it is still in cache.
-
-    Blocks are cache-sized (default 4096 rows) and spread over ``num_threads`` threads, each with
-    single-threaded BLAS and GIL-free kernels: the products are thin (K of 32 to 192), so a
-    multi-threaded BLAS spends more time waking its pool than multiplying, and its spinning
-    threads starve the pooling kernel. Each block is computed the same way whatever the thread
-    count, so the result does not depend on it.
+    node's own vector (:func:`_layer_passes`). Blocks run on ``num_threads`` threads, each block
+    the same way whatever the thread count, so the result does not depend on it.
 
     Args:
       weights: arrays keyed as in ``contracts.py`` (``conv{k}/Q`` ...).
@@ -341,91 +335,112 @@ def embed_all(
       progress: show a tqdm bar per pass.
       stats: optional :class:`InferenceStats` filled with projection counts and timings.
 
-    Returns:
-      (N, d) float32 L2-normalised embeddings.
+    Returns: (N, d) float32 L2-normalised embeddings.
     """
     from threadpoolctl import threadpool_limits
 
     check_inputs(weights, config, features, neighbourhoods)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    threads = num_threads or len(os.sched_getaffinity(0))
     weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
-    n_items = features.shape[0]
-    m, d, mode = config["hidden_dim"], config["output_dim"], POOLING_MODES[config["pooling"]]
-    stats = stats if stats is not None else InferenceStats()
-    stats.threads = threads
-    nb_idx, nb_w = neighbourhoods.indices, neighbourhoods.weights
-    rows = min(batch_size, n_items)
-    scratch = threading.local()
-    clock = time.perf_counter
-    h: np.ndarray | None = None  # (N, d) output of the previous layer; layer 1 reads the features
-
-    def buffer(name: str, width: int) -> np.ndarray:
-        """This thread's (rows, width) float32 scratch buffer ``name``, reused across blocks."""
-        buf = getattr(scratch, name, None)
-        if buf is None or buf.shape[1] != width:
-            buf = np.empty((rows, width), dtype=np.float32)
-            setattr(scratch, name, buf)
-        return buf
-
+    n_items, m, d = features.shape[0], config["hidden_dim"], config["output_dim"]
+    stats = stats or InferenceStats()
+    stats.threads = num_threads or len(os.sched_getaffinity(0))
     # allocated once (first-touch page faults cost as much as a thin sgemm): the (N, m)
-    # projections of the current layer and two (N, d) buffers the layers alternate between;
-    # the last layer runs the head on each block in cache and writes the output buffer
-    num_layers = config["num_layers"]
+    # projections of the current layer and two (N, d) buffers the layers alternate between
     proj = np.empty((n_items, m), dtype=np.float32)
     layer_out = (np.empty((n_items, d), dtype=np.float32), np.empty((n_items, d), dtype=np.float32))
-    g1, g, g2 = weights["head/G1"], weights["head/g"], weights["head/G2"]
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-        for layer in range(1, num_layers + 1):
-            q_mat, q_bias = weights[f"conv{layer}/Q"], weights[f"conv{layer}/q"]
-            w_mat, w_bias = weights[f"conv{layer}/W"], weights[f"conv{layer}/w"]
-            fk = q_mat.shape[0]
-            rows_of = (
-                (lambda s, e: input_rows(features, weights, slice(s, e))) if layer == 1 else (lambda s, e, h=h: h[s:e])
-            )
+    scratch = _Scratch(min(batch_size, n_items))
+    h: np.ndarray | None = None  # (N, d) output of the previous layer; layer 1 reads the features
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(stats.threads) as pool:
+        for layer in range(1, config["num_layers"] + 1):
             counts = np.zeros(n_items, dtype=np.int32)
-            nxt, last = layer_out[layer % 2], layer == num_layers
-
-            def project_block(s: int, e: int) -> tuple[float, float]:
-                t0 = clock()
-                np.matmul(rows_of(s, e), q_mat, out=proj[s:e])  # (B, F_k) @ (F_k, m)
-                _bias_relu_kernel(proj[s:e], q_bias, False)
-                counts[s:e] += 1
-                return clock() - t0, 0.0
-
-            def combine_block(s: int, e: int) -> tuple[float, float]:
-                b = e - s
-                cat = buffer("cat", fk + m)[:b]  # (B, F_k + m) = [h | pooled]
-                t0 = clock()
-                _pool_kernel(
-                    proj,
-                    np.asarray(nb_idx[s:e], dtype=np.int32),
-                    np.asarray(nb_w[s:e], dtype=np.float32),
-                    mode,
-                    cat,
-                    fk,
-                )
-                t1 = clock()
-                cat[:, :fk] = rows_of(s, e)
-                z = buffer("z", d)[:b] if last else nxt[s:e]  # (B, d)
-                np.matmul(cat, w_mat, out=z)  # (B, F_k + m) @ (F_k + m, d)
-                _bias_relu_kernel(z, w_bias, True)
-                if last:  # Algorithm 2 line 16 and the output normalisation
-                    a = buffer("head", d)[:b]
-                    np.matmul(z, g1, out=a)
-                    _bias_relu_kernel(a, g, False)
-                    np.matmul(a, g2, out=nxt[s:e])
-                    _normalize_kernel(nxt[s:e])
-                return clock() - t1, t1 - t0
-
-            _run_blocks(pool, project_block, n_items, batch_size, stats, f"layer {layer} project", progress)
-            _run_blocks(pool, combine_block, n_items, batch_size, stats, f"layer {layer} pool+combine", progress)
+            nxt = layer_out[layer % 2]
+            passes = _layer_passes(weights, config, layer, features, h, neighbourhoods, proj, nxt, counts, scratch)
+            _run_blocks(pool, passes[0], n_items, batch_size, stats, f"layer {layer} project", progress)
+            _run_blocks(pool, passes[1], n_items, batch_size, stats, f"layer {layer} pool+combine", progress)
             stats.projection_counts.append(counts)
+            fk = weights[f"conv{layer}/Q"].shape[0]  # F_k
             stats.dense_flops += 2.0 * n_items * (fk * m + (fk + m) * d)
             h = nxt
     stats.dense_flops += 2.0 * n_items * 2 * d * d
     return h
+
+
+class _Scratch:
+    """Each worker thread's (rows, width) float32 scratch buffers, reused across blocks."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.local = threading.local()
+
+    def get(self, name: str, width: int) -> np.ndarray:
+        buf = getattr(self.local, name, None)
+        if buf is None or buf.shape[1] != width:
+            buf = np.empty((self.rows, width), dtype=np.float32)
+            setattr(self.local, name, buf)
+        return buf
+
+
+def _layer_passes(
+    weights: dict[str, np.ndarray],
+    config: dict,
+    layer: int,
+    features: np.ndarray,
+    h: np.ndarray | None,
+    neighbourhoods: Neighbourhoods,
+    proj: np.ndarray,
+    nxt: np.ndarray,
+    counts: np.ndarray,
+    scratch: _Scratch,
+):
+    """The two per-block functions ``(start, stop) -> (dense_s, pool_s)`` of one layer.
+
+    ``project`` writes the block's rows of the (N, m) projections ``proj``; ``combine`` pools each
+    node's neighbours from ``proj`` into a (B, F_k + m) buffer ``[h | pooled]`` and combines in
+    one sgemm; bias, ReLU and normalisation run in place on each sgemm's output while it is still
+    in cache. The last layer runs the head on each block and writes ``nxt``.
+
+    Blocks are cache-sized and run with single-threaded BLAS and GIL-free kernels: the products
+    are thin (K of 32 to 192), so a multi-threaded BLAS spends more time waking its pool than
+    multiplying, and its spinning threads starve the pooling kernel.
+    """
+    q_mat, q_bias = weights[f"conv{layer}/Q"], weights[f"conv{layer}/q"]
+    w_mat, w_bias = weights[f"conv{layer}/W"], weights[f"conv{layer}/w"]
+    g1, g, g2 = weights["head/G1"], weights["head/g"], weights["head/G2"]
+    fk, m, d = q_mat.shape[0], config["hidden_dim"], config["output_dim"]
+    mode, last = POOLING_MODES[config["pooling"]], layer == config["num_layers"]
+    nb_idx, nb_w = neighbourhoods.indices, neighbourhoods.weights
+    rows_of = (lambda s, e: input_rows(features, weights, slice(s, e))) if h is None else (lambda s, e: h[s:e])
+    clock = time.perf_counter
+
+    def project_block(s: int, e: int) -> tuple[float, float]:
+        t0 = clock()
+        np.matmul(rows_of(s, e), q_mat, out=proj[s:e])  # (B, F_k) @ (F_k, m)
+        _bias_relu_kernel(proj[s:e], q_bias, False)
+        counts[s:e] += 1
+        return clock() - t0, 0.0
+
+    def combine_block(s: int, e: int) -> tuple[float, float]:
+        b = e - s
+        cat = scratch.get("cat", fk + m)[:b]  # (B, F_k + m) = [h | pooled]
+        t0 = clock()
+        idx, wts = np.asarray(nb_idx[s:e], dtype=np.int32), np.asarray(nb_w[s:e], dtype=np.float32)
+        _pool_kernel(proj, idx, wts, mode, cat, fk)
+        t1 = clock()
+        cat[:, :fk] = rows_of(s, e)
+        z = scratch.get("z", d)[:b] if last else nxt[s:e]  # (B, d)
+        np.matmul(cat, w_mat, out=z)  # (B, F_k + m) @ (F_k + m, d)
+        _bias_relu_kernel(z, w_bias, True)
+        if last:  # Algorithm 2 line 16 and the output normalisation
+            a = scratch.get("head", d)[:b]
+            np.matmul(z, g1, out=a)
+            _bias_relu_kernel(a, g, False)
+            np.matmul(a, g2, out=nxt[s:e])
+            _normalize_kernel(nxt[s:e])
+        return clock() - t1, t1 - t0
+
+    return project_block, combine_block
 
 
 def _run_blocks(pool, fn, n_items: int, batch_size: int, stats: InferenceStats, desc: str, progress: bool) -> None:

@@ -182,8 +182,11 @@ class PinSageModel(keras.Model):
         ]
         self.G1 = keras.layers.Dense(output_dim, activation="relu", name="head_G1")
         self.G2 = keras.layers.Dense(output_dim, use_bias=False, name="head_G2")
-        # Every weight shape is known from the dimensions alone: build now, so the model can be
-        # saved, reloaded and checkpointed before it has seen data.
+        self._build_weights()
+
+    def _build_weights(self) -> None:
+        """Create every weight now (their shapes follow from the dimensions alone), so the model
+        can be saved, reloaded and checkpointed before it has seen data."""
         if self.id_embedding is not None:
             self.id_embedding.build((None,))
             self.id_rows = self.add_weight(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import json
 import logging
 import os
@@ -401,7 +402,6 @@ def _run_epoch(
     producer: BatchProducer,
     step: Callable,
     train_cfg: TrainConfig,
-    threads: int,
     progress: bool,
     result: "TrainResult",
 ) -> dict:
@@ -410,6 +410,7 @@ def _run_epoch(
 
     steps, global_batch = producer.steps_per_epoch, producer.batch_size
     order = producer.epoch_order(epoch)
+    threads = 1 if train_cfg.deterministic else train_cfg.producer_threads
     batches = _Ordered(lambda s: producer.make(epoch, s, order), steps, threads, train_cfg.queue_size)
     losses, producer_s, compute_s, step_s = [], 0.0, 0.0, 0.0
     bar = progress_bar(total=steps, desc=f"epoch {epoch}/{train_cfg.epochs}", disable=not progress, unit="step")
@@ -478,70 +479,47 @@ def train(
       :class:`TrainResult` with the model holding the best validation epoch's weights.
     """
     checkpoint_dir = Path(checkpoint_dir)
-    if train_cfg.strategy == "multi_worker":
-        role = worker_role()
-        strategy, replicas = multi_worker_strategy(train_cfg.num_devices)  # before any other TensorFlow work
-        log.info(
-            "multi-worker training: %s %d of %d workers (chief: %s), replicas %d-%d of %d",
-            role.task_type,
-            role.index,
-            role.workers,
-            role.is_chief,
-            replicas.start,
-            replicas.stop - 1,
-            strategy.num_replicas_in_sync,
-        )
-        if role.is_chief:
-            return _train(
-                data,
-                model_cfg,
-                train_cfg,
-                sampler_cfg,
-                strategy,
-                replicas,
-                checkpoint_dir,
-                resume,
-                on_epoch_end,
-                progress,
-                hard_negative_fn,
-                role.workers,
-            )
-        # Checkpoints hold MirroredVariables every worker must save (TensorFlow's multi-worker
-        # guidance); a non-chief saves into its own folder, which starts as the chief's state.
-        with tempfile.TemporaryDirectory(prefix=f"pinsage-{role.task_type}{role.index}-") as tmp:
-            if resume and checkpoint_dir.is_dir():
-                shutil.copytree(checkpoint_dir, tmp, dirs_exist_ok=True)
-            return _train(
-                data,
-                model_cfg,
-                train_cfg,
-                sampler_cfg,
-                strategy,
-                replicas,
-                Path(tmp),
-                resume,
-                on_epoch_end,
-                progress,
-                hard_negative_fn,
-                role.workers,
-            )
-    devices = configure_devices(train_cfg.num_devices)
-    import tensorflow as tf
-
-    return _train(
+    run = functools.partial(
+        _train,
         data,
         model_cfg,
         train_cfg,
         sampler_cfg,
-        tf.distribute.MirroredStrategy(devices),
-        range(len(devices)),
-        checkpoint_dir,
-        resume,
-        on_epoch_end,
-        progress,
-        hard_negative_fn,
-        1,
+        resume=resume,
+        on_epoch_end=on_epoch_end,
+        progress=progress,
+        hard_negative_fn=hard_negative_fn,
     )
+    if train_cfg.strategy == "multi_worker":
+        return _train_multi_worker(run, train_cfg.num_devices, checkpoint_dir, resume)
+    devices = configure_devices(train_cfg.num_devices)
+    import tensorflow as tf
+
+    return run(tf.distribute.MirroredStrategy(devices), range(len(devices)), checkpoint_dir, workers=1)
+
+
+def _train_multi_worker(run: Callable[..., TrainResult], num_devices: int, checkpoint_dir: Path, resume: bool):
+    """``run(strategy, replicas, checkpoint_dir, workers=...)`` as this worker of ``TF_CONFIG``."""
+    role = worker_role()
+    strategy, replicas = multi_worker_strategy(num_devices)  # before any other TensorFlow work
+    log.info(
+        "multi-worker training: %s %d of %d workers (chief: %s), replicas %d-%d of %d",
+        role.task_type,
+        role.index,
+        role.workers,
+        role.is_chief,
+        replicas.start,
+        replicas.stop - 1,
+        strategy.num_replicas_in_sync,
+    )
+    if role.is_chief:
+        return run(strategy, replicas, checkpoint_dir, workers=role.workers)
+    # Checkpoints hold MirroredVariables every worker must save (TensorFlow's multi-worker
+    # guidance); a non-chief saves into its own folder, which starts as the chief's state.
+    with tempfile.TemporaryDirectory(prefix=f"pinsage-{role.task_type}{role.index}-") as tmp:
+        if resume and checkpoint_dir.is_dir():
+            shutil.copytree(checkpoint_dir, tmp, dirs_exist_ok=True)
+        return run(strategy, replicas, Path(tmp), workers=role.workers)
 
 
 def _train(
@@ -552,6 +530,7 @@ def _train(
     strategy: Any,
     replicas: range,
     checkpoint_dir: Path,
+    *,
     resume: bool,
     on_epoch_end: Callable[[int, dict], None] | None,
     progress: bool,
@@ -561,53 +540,114 @@ def _train(
     """:func:`train` under ``strategy``, this process holding ``replicas`` of its replicas in sync,
     with checkpoints and history in ``checkpoint_dir`` (a non-chief worker's private copy)."""
     import keras
-    import tensorflow as tf
 
-    if train_cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(train_cfg.seed)
-    if not resume:
-        for sub in ("epochs", "best"):
-            shutil.rmtree(checkpoint_dir / sub, ignore_errors=True)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    threads = 1 if train_cfg.deterministic else train_cfg.producer_threads
+    _seed(train_cfg)
+    n_sync = strategy.num_replicas_in_sync
     producer = BatchProducer(
-        data,
-        model_cfg.num_layers,
-        train_cfg,
-        sampler_cfg,
-        strategy.num_replicas_in_sync,
-        hard_negative_fn,
-        local_replicas=replicas,
+        data, model_cfg.num_layers, train_cfg, sampler_cfg, n_sync, hard_negative_fn, local_replicas=replicas
     )
     peak = train_cfg.base_lr * producer.batch_size / 256.0
     model, optimizer, state = _build(data, model_cfg, train_cfg, strategy, peak, producer.steps_per_epoch)
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, **state)
-    manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir / "epochs"), max_to_keep=2)
-    best_ckpt = tf.train.Checkpoint(model=model)
-    best_manager = tf.train.CheckpointManager(best_ckpt, str(checkpoint_dir / "best"), max_to_keep=1)
-    history_path = checkpoint_dir / "history.json"
-    history: list[dict] = []
-    if resume and manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        done = int(state["epoch"].numpy())
-        if history_path.exists():
-            history = [h for h in json.loads(history_path.read_text()) if h["epoch"] <= done]
-        log.info("resumed from %s (epoch %d done)", manager.latest_checkpoint, done)
+    ckpts = _Checkpoints(model, optimizer, state, checkpoint_dir, resume)
     step = _step_fn(model, optimizer, strategy, train_cfg, producer.batch_size, replicas.start)
-
-    val_q, val_pos = validation_sample(data, train_cfg)
-    if not len(val_q):
-        log.warning("no validation pairs: early stopping is off and the last epoch's weights are kept")
-    val_nb = data.val_neighbourhoods if data.val_neighbourhoods is not None else data.neighbourhoods
-    result = TrainResult(model=model, history=history, workers=workers)
+    validate, has_pairs = _validation(model, data, train_cfg, strategy, workers)
+    result = TrainResult(model=model, history=ckpts.history, workers=workers)
     start_epoch = int(state["epoch"].numpy()) + 1
     if start_epoch > 1 and int(state["bad_epochs"].numpy()) >= train_cfg.early_stopping_patience:
         start_epoch = train_cfg.epochs + 1  # the run had already stopped early
         result.stopped_early = True
     for epoch in range(start_epoch, train_cfg.epochs + 1):
         t_epoch = time.perf_counter()
-        metrics = _run_epoch(epoch, producer, step, train_cfg, threads, progress, result)
+        metrics = _run_epoch(epoch, producer, step, train_cfg, progress, result)
+        metrics.update(validate())
+        metrics["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        metrics["seconds"] = time.perf_counter() - t_epoch
+        hit = metrics[metric_keys.validation(HIT)]
+        # Without validation pairs there is nothing to select on: every epoch counts as better,
+        # so training runs all epochs and keeps the last weights.
+        ckpts.end_epoch(epoch, metrics, hit, better=hit > float(state["best"].numpy()) or not has_pairs)
+        log.info(
+            "epoch %d: loss %.4f val hit@%d %.4f (%.0f ex/s)",
+            epoch,
+            metrics["loss"],
+            HIT_K,
+            hit,
+            metrics["examples_per_s"],
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+        if int(state["bad_epochs"].numpy()) >= train_cfg.early_stopping_patience:
+            result.stopped_early = True
+            break
+    ckpts.restore_best()
+    result.best_epoch = int(state["best_epoch"].numpy())  # result.history is ckpts.history, appended to
+    return result
+
+
+class _Checkpoints:
+    """The epoch checkpoints (``epochs/``, the last two), the best epoch's weights (``best/``) and
+    ``history.json`` of one training run; restored from ``checkpoint_dir`` when resuming."""
+
+    def __init__(self, model: Any, optimizer: Any, state: dict, checkpoint_dir: Path, resume: bool) -> None:
+        import tensorflow as tf
+
+        if not resume:
+            for sub in ("epochs", "best"):
+                shutil.rmtree(checkpoint_dir / sub, ignore_errors=True)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self.state = state
+        self.ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, **state)
+        self.manager = tf.train.CheckpointManager(self.ckpt, str(checkpoint_dir / "epochs"), max_to_keep=2)
+        self.best_ckpt = tf.train.Checkpoint(model=model)
+        self.best_manager = tf.train.CheckpointManager(self.best_ckpt, str(checkpoint_dir / "best"), max_to_keep=1)
+        self.history_path = checkpoint_dir / "history.json"
+        self.history: list[dict] = []
+        if resume and self.manager.latest_checkpoint:
+            self.ckpt.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            done = int(state["epoch"].numpy())
+            if self.history_path.exists():
+                self.history = [h for h in json.loads(self.history_path.read_text()) if h["epoch"] <= done]
+            log.info("resumed from %s (epoch %d done)", self.manager.latest_checkpoint, done)
+
+    def end_epoch(self, epoch: int, metrics: dict, hit: float, better: bool) -> None:
+        """Keep the weights if ``better``, count a bad epoch otherwise; checkpoint and write the history."""
+        state = self.state
+        if better:
+            state["best"].assign(hit)
+            state["best_epoch"].assign(epoch)
+            state["bad_epochs"].assign(0)
+            self.best_manager.save(checkpoint_number=epoch)
+        else:
+            state["bad_epochs"].assign_add(1)
+        state["epoch"].assign(epoch)
+        self.history.append(metrics)
+        self.manager.save(checkpoint_number=epoch)
+        atomic_write_json(self.history_path, self.history)
+
+    def restore_best(self) -> None:
+        if self.best_manager.latest_checkpoint:
+            self.best_ckpt.restore(self.best_manager.latest_checkpoint).assert_existing_objects_matched()
+
+
+def _seed(train_cfg: TrainConfig) -> None:
+    """Seed Keras, TensorFlow, numpy and Python's random (and TensorFlow's op determinism if asked)."""
+    import keras
+    import tensorflow as tf
+
+    if train_cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(train_cfg.seed)
+
+
+def _validation(model: Any, data: TrainData, train_cfg: TrainConfig, strategy: Any, workers: int):
+    """(validate, has pairs): ``validate()`` is this epoch's ``{val_hit_rate_at_K, val_mrr}`` on the
+    sampled validation pairs (zeros without pairs), hit@K agreed between the workers."""
+    val_q, val_pos = validation_sample(data, train_cfg)
+    if not len(val_q):
+        log.warning("no validation pairs: early stopping is off and the last epoch's weights are kept")
+    val_nb = data.val_neighbourhoods if data.val_neighbourhoods is not None else data.neighbourhoods
+
+    def validate() -> dict[str, float]:
         val = (
             validation_metrics(
                 lambda nodes: embed_nodes(model, nodes, val_nb, data.features),
@@ -622,42 +662,6 @@ def _train(
             else {HIT: 0.0, metric_keys.MRR: 0.0}
         )
         hit = val[HIT] if workers == 1 else _agree(strategy, val[HIT])
-        metrics.update(
-            {
-                metric_keys.validation(HIT): hit,
-                metric_keys.validation(metric_keys.MRR): val[metric_keys.MRR],
-                "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-                "seconds": time.perf_counter() - t_epoch,
-            }
-        )
-        # Without validation pairs there is nothing to select on: every epoch counts as better,
-        # so training runs all epochs and keeps the last weights.
-        if hit > float(state["best"].numpy()) or not len(val_q):
-            state["best"].assign(hit)
-            state["best_epoch"].assign(epoch)
-            state["bad_epochs"].assign(0)
-            best_manager.save(checkpoint_number=epoch)
-        else:
-            state["bad_epochs"].assign_add(1)
-        state["epoch"].assign(epoch)
-        history.append(metrics)
-        manager.save(checkpoint_number=epoch)
-        atomic_write_json(history_path, history)
-        log.info(
-            "epoch %d: loss %.4f val hit@%d %.4f (%.0f ex/s)",
-            epoch,
-            metrics["loss"],
-            HIT_K,
-            hit,
-            metrics["examples_per_s"],
-        )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics)
-        if int(state["bad_epochs"].numpy()) >= train_cfg.early_stopping_patience:
-            result.stopped_early = True
-            break
-    if best_manager.latest_checkpoint:
-        best_ckpt.restore(best_manager.latest_checkpoint).assert_existing_objects_matched()
-    result.best_epoch = int(state["best_epoch"].numpy())
-    result.history = history
-    return result
+        return {metric_keys.validation(HIT): hit, metric_keys.validation(metric_keys.MRR): val[metric_keys.MRR]}
+
+    return validate, bool(len(val_q))

@@ -127,9 +127,8 @@ def train_head(
     n, d = item_emb.shape
     indptr = np.asarray(graph.coll_indptr, np.int64)
     seq = time_ordered(graph, recency)  # (E,)
-    lengths = np.diff(indptr)
     users = np.asarray(users, np.int64)
-    users = users[lengths[users] >= 2]
+    users = users[np.diff(indptr)[users] >= 2]
     if len(users) == 0:
         raise ValueError("user head: no training user has two or more items")
     rng = np.random.default_rng(cfg.seed)
@@ -140,8 +139,27 @@ def train_head(
     w2 = tf.Variable(np.zeros((cfg.hidden_dim, d), np.float32))
     shift = tf.Variable(np.zeros(d, np.float32) if init_shift is None else np.asarray(init_shift, np.float32))
     scale = tf.Variable(10.0)  # softmax temperature on inner products of near-unit vectors
+    step = _train_step(z, w1, b1, w2, shift, scale, tf.keras.optimizers.Adam(cfg.lr))
+    losses = []
+    for _ in progress_bar(range(cfg.steps), desc="user head", disable=not progress, leave=False):
+        batch = _head_batch(rng, users, indptr, seq, n, cfg)
+        losses.append(float(step(*(tf.constant(x) for x in batch))))
+    head = {
+        "W1": w1.numpy(),
+        "b1": b1.numpy(),
+        "W2": w2.numpy(),
+        "shift": shift.numpy(),
+        "recency_half_life": np.float32(cfg.recency_half_life),
+    }
+    return head, _head_report(len(users), cfg.steps, losses)
+
+
+def _train_step(z, w1, b1, w2, shift, scale, opt):
+    """The compiled training step: the softmax over candidates of each user's later items, from
+    the head's vector of their earlier items; returns the batch loss."""
+    import tensorflow as tf
+
     params = [w1, b1, w2, shift, scale]
-    opt = tf.keras.optimizers.Adam(cfg.lr)
 
     @tf.function(reduce_retracing=True)
     def step(inp, a, cand, tgt, mask):
@@ -159,58 +177,58 @@ def train_head(
         opt.apply_gradients(zip(tape.gradient(loss, params), params))
         return loss
 
-    losses = []
-    for it in progress_bar(range(cfg.steps), desc="user head", disable=not progress, leave=False):
-        batch = rng.choice(users, cfg.batch_size)
-        lens = lengths[batch]
-        cuts = np.clip(
-            np.floor(lens * rng.uniform(cfg.min_input_fraction, 1.0, len(batch))).astype(np.int64), 1, lens - 1
-        )
-        width = int(cuts.max())
-        inp = np.full((len(batch), width), n, np.int64)
-        a = np.zeros((len(batch), width), np.float32)
-        rows_in, rows_out = [], []
-        for r, (c, k) in enumerate(zip(batch, cuts)):
-            items = seq[indptr[c] : indptr[c + 1]]
-            inp[r, :k] = items[:k]
-            age = np.arange(k - 1, -1, -1, dtype=np.float64)
-            a[r, :k] = np.exp(-age / cfg.recency_half_life) if cfg.recency_half_life > 0 else 1.0
-            rows_in.append(items[:k])
-            rows_out.append(items[k:])
-        if cfg.negatives and cfg.negatives < n:
-            cand = np.unique(np.concatenate([rng.choice(n, cfg.negatives, replace=False), *rows_out]))
-        else:
-            cand = np.arange(n)
-        pos_of = np.full(n, -1, np.int64)
-        pos_of[cand] = np.arange(len(cand))
-        tgt = np.zeros((len(batch), len(cand)), np.float32)
-        mask = np.zeros_like(tgt)
-        for r in range(len(batch)):
-            tgt[r, pos_of[rows_out[r]]] = 1.0
-            seen = pos_of[rows_in[r]]
-            mask[r, seen[seen >= 0]] = 1.0
-        losses.append(
-            float(step(tf.constant(inp), tf.constant(a), tf.constant(cand), tf.constant(tgt), tf.constant(mask)))
-        )
-    head = {
-        "W1": w1.numpy(),
-        "b1": b1.numpy(),
-        "W2": w2.numpy(),
-        "shift": shift.numpy(),
-        "recency_half_life": np.float32(cfg.recency_half_life),
-    }
+    return step
+
+
+def _head_batch(
+    rng: np.random.Generator, users: np.ndarray, indptr: np.ndarray, seq: np.ndarray, n: int, cfg: "UserHeadConfig"
+) -> tuple[np.ndarray, ...]:
+    """One batch: each sampled user's sequence cut at a random point into earlier items (input,
+    recency-weighted) and later items (targets). Returns (inp (B, L) with pad ``n``, weights
+    (B, L), candidates (K,), targets (B, K), mask of input items (B, K))."""
+    batch = rng.choice(users, cfg.batch_size)
+    lens = np.diff(indptr)[batch]
+    cuts = np.clip(np.floor(lens * rng.uniform(cfg.min_input_fraction, 1.0, len(batch))).astype(np.int64), 1, lens - 1)
+    width = int(cuts.max())
+    inp = np.full((len(batch), width), n, np.int64)
+    a = np.zeros((len(batch), width), np.float32)
+    rows_in, rows_out = [], []
+    for r, (c, k) in enumerate(zip(batch, cuts)):
+        items = seq[indptr[c] : indptr[c + 1]]
+        inp[r, :k] = items[:k]
+        age = np.arange(k - 1, -1, -1, dtype=np.float64)
+        a[r, :k] = np.exp(-age / cfg.recency_half_life) if cfg.recency_half_life > 0 else 1.0
+        rows_in.append(items[:k])
+        rows_out.append(items[k:])
+    if cfg.negatives and cfg.negatives < n:
+        cand = np.unique(np.concatenate([rng.choice(n, cfg.negatives, replace=False), *rows_out]))
+    else:
+        cand = np.arange(n)
+    pos_of = np.full(n, -1, np.int64)
+    pos_of[cand] = np.arange(len(cand))
+    tgt = np.zeros((len(batch), len(cand)), np.float32)
+    mask = np.zeros_like(tgt)
+    for r in range(len(batch)):
+        tgt[r, pos_of[rows_out[r]]] = 1.0
+        seen = pos_of[rows_in[r]]
+        mask[r, seen[seen >= 0]] = 1.0
+    return inp, a, cand, tgt, mask
+
+
+def _head_report(num_users: int, steps: int, losses: list[float]) -> dict:
+    """Users, steps and the mean loss of the first and last tenth of the steps (also logged)."""
     tail = max(1, len(losses) // 10)
     report = {
-        "users": int(len(users)),
-        "steps": cfg.steps,
+        "users": int(num_users),
+        "steps": steps,
         "loss_first": round(float(np.mean(losses[:tail])), 6),
         "loss_last": round(float(np.mean(losses[-tail:])), 6),
     }
     log.info(
         "user head: %d users, %d steps, loss %.4f -> %.4f",
-        len(users),
-        cfg.steps,
+        num_users,
+        steps,
         report["loss_first"],
         report["loss_last"],
     )
-    return head, report
+    return report

@@ -335,15 +335,10 @@ def embed_all_spark(
     Returns:
       (N, d) float32 L2-normalised embeddings.
     """
-    from pyspark.sql import functions as F
-
     check_inputs(weights, config, features, neighbourhoods)
     weights = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
-    n_items = features.shape[0]
-    m, d, mode = config["hidden_dim"], config["output_dim"], POOLING_MODES[config["pooling"]]
-    parts = int(spark.conf.get("spark.sql.shuffle.partitions"))
     if strategy == "auto":
-        strategy = "gather" if n_items * m * 4 <= broadcast_max_bytes else "shuffle"
+        strategy = "gather" if features.shape[0] * config["hidden_dim"] * 4 <= broadcast_max_bytes else "shuffle"
     if strategy not in ("shuffle", "broadcast", "gather"):
         raise ValueError(f"strategy must be 'auto', 'shuffle', 'broadcast' or 'gather', got {strategy!r}")
     own_scratch = scratch_dir is None
@@ -352,39 +347,59 @@ def embed_all_spark(
     try:
         if strategy == "gather":
             return _embed_gather(spark, weights, config, features, neighbourhoods, scratch)
-        width = weights["conv1/Q"].shape[0]
-        _write_vectors(scratch / "h0", lambda s, e: input_rows(features, weights, slice(s, e)), n_items)
-        _write_edges(scratch / "edges", neighbourhoods)
-        edges = spark.read.parquet(str(scratch / "edges"))
-        for layer in range(1, config["num_layers"] + 1):
-            h = spark.read.parquet(str(scratch / f"h{layer - 1}"))
-            proj = h.mapInArrow(
-                _project_fn(weights[f"conv{layer}/Q"], weights[f"conv{layer}/q"]), _vector_schema("nbr_idx")
-            )
-            if strategy == "broadcast":
-                # streamed in file order: each item's rows stay contiguous, no shuffle
-                joined = edges.join(F.broadcast(proj), "nbr_idx").select("item_idx", "weight", "v")
-            else:
-                joined = (
-                    edges.join(proj, "nbr_idx")
-                    .select("item_idx", "weight", "v")
-                    .repartition(parts, "item_idx")
-                    .sortWithinPartitions("item_idx")
-                )
-            pooled = joined.mapInArrow(_reduce_fn(m, mode), _vector_schema()).withColumnRenamed("v", "n")
-            nxt = h.join(pooled, "item_idx", "left").mapInArrow(
-                _combine_fn(weights[f"conv{layer}/W"], weights[f"conv{layer}/w"], width, m), _vector_schema()
-            )
-            nxt.write.mode("overwrite").parquet(str(scratch / f"h{layer}"))
-            width = d
-        final = spark.read.parquet(str(scratch / f"h{config['num_layers']}")).mapInArrow(
-            _head_fn(weights["head/G1"], weights["head/g"], weights["head/G2"]), _vector_schema()
-        )
-        final.write.mode("overwrite").parquet(str(scratch / "out"))
-        return _read_embeddings(scratch / "out", n_items, d)
+        return _embed_join(spark, weights, config, features, neighbourhoods, scratch, strategy == "broadcast")
     finally:
         if own_scratch and not keep_scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _embed_join(
+    spark,
+    weights: dict[str, np.ndarray],
+    config: dict,
+    features: np.ndarray,
+    nbhd: Neighbourhoods,
+    scratch: Path,
+    broadcast: bool,
+) -> np.ndarray:
+    """The ``shuffle`` and ``broadcast`` plans: per layer, the projections joined to the edge
+    table (broadcast, or shuffled by item), reduced per item and combined; vectors in Parquet
+    tables under ``scratch``."""
+    from pyspark.sql import functions as F
+
+    n_items = features.shape[0]
+    m, d, mode = config["hidden_dim"], config["output_dim"], POOLING_MODES[config["pooling"]]
+    parts = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    width = weights["conv1/Q"].shape[0]
+    _write_vectors(scratch / "h0", lambda s, e: input_rows(features, weights, slice(s, e)), n_items)
+    _write_edges(scratch / "edges", nbhd)
+    edges = spark.read.parquet(str(scratch / "edges"))
+    for layer in range(1, config["num_layers"] + 1):
+        h = spark.read.parquet(str(scratch / f"h{layer - 1}"))
+        proj = h.mapInArrow(
+            _project_fn(weights[f"conv{layer}/Q"], weights[f"conv{layer}/q"]), _vector_schema("nbr_idx")
+        )
+        if broadcast:
+            # streamed in file order: each item's rows stay contiguous, no shuffle
+            joined = edges.join(F.broadcast(proj), "nbr_idx").select("item_idx", "weight", "v")
+        else:
+            joined = (
+                edges.join(proj, "nbr_idx")
+                .select("item_idx", "weight", "v")
+                .repartition(parts, "item_idx")
+                .sortWithinPartitions("item_idx")
+            )
+        pooled = joined.mapInArrow(_reduce_fn(m, mode), _vector_schema()).withColumnRenamed("v", "n")
+        nxt = h.join(pooled, "item_idx", "left").mapInArrow(
+            _combine_fn(weights[f"conv{layer}/W"], weights[f"conv{layer}/w"], width, m), _vector_schema()
+        )
+        nxt.write.mode("overwrite").parquet(str(scratch / f"h{layer}"))
+        width = d
+    final = spark.read.parquet(str(scratch / f"h{config['num_layers']}")).mapInArrow(
+        _head_fn(weights["head/G1"], weights["head/g"], weights["head/G2"]), _vector_schema()
+    )
+    final.write.mode("overwrite").parquet(str(scratch / "out"))
+    return _read_embeddings(scratch / "out", n_items, d)
 
 
 def _embed_gather(
