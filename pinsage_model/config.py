@@ -81,7 +81,7 @@ class DataConfig(Section):
     generic table's columns (``table`` source); empty collection/weight columns mean
     ``collection_id`` / ``weight`` or ``rating`` when present.
 
-    Bad-input rules (README, "Bad input"): timestamps later than the run's logical time plus
+    Bad-input rules (docs/bad-input.md): timestamps later than the run's logical time plus
     ``future_tolerance_s`` are quarantined; ``timestamp_unit`` is the unit of integer timestamps
     (``auto``: detected from their magnitude, with a note in the report); test pairs that also
     occur in train are an error unless ``allow_leaks``.

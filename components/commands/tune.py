@@ -94,7 +94,7 @@ def _user_head(trial) -> dict:
 
 
 # Search dimensions by name: ``--space`` picks a subset so a short search spends its trials
-# where the validation numbers moved most (see the README's quality section).
+# where the validation numbers moved most (see docs/results.md).
 SPACES: dict[str, Callable[[Any], dict]] = {
     "lr": _lr,
     "loss": _loss,

@@ -12,7 +12,7 @@ lists per input file ``in`` (counted from the file itself), ``kept``, ``quaranti
 and ``notes`` (conversions: latin-1 lines, timestamp units), and the cross-file ``findings``
 (items missing from the item table, cold test users and items, leaks, a missing movies file).
 A source with no usable interaction fails naming its file, and so do test pairs that also occur
-in train unless ``data.allow_leaks``. The README's "Bad input" table lists every rule.
+in train unless ``data.allow_leaks``. The table in docs/bad-input.md lists every rule.
 """
 
 from __future__ import annotations
