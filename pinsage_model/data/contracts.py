@@ -55,7 +55,7 @@ Arrays (``.npz`` uncompressed, so members can be memory-mapped; ``.npy``):
   ``user_shift.npy`` float32 (d,), added to a collection's vector for homefeed (the user head's,
   else the query shift);
   ``query_shift.npy`` float32 (d,), added to a query's vector before the inner product with items
-  (zero when the model learns none; absent in runs older than the shift: read as zero);
+  (zero when the model learns none);
   ``item_flags.parquet`` (``item_idx``, ``in_train_graph``, neighbourhood size) and ``model.json``
   (the model version the embeddings came from).
 """
@@ -209,22 +209,19 @@ def model_digest(model_dir: str | Path) -> str:
 
 
 def read_user_shift(embeddings_dir: str | Path, dim: int) -> np.ndarray:
-    """(dim,) float32 shift added to a user vector for homefeed: ``user_shift.npy``, else the
-    query shift (models without a user head, older runs)."""
-    path = Path(embeddings_dir) / "user_shift.npy"
-    if not path.exists():
-        return read_query_shift(embeddings_dir, dim)
-    shift = np.load(path, allow_pickle=False)
-    if shift.shape != (dim,):
-        raise ContractError(f"{path}: shape {shift.shape}, expected ({dim},) like the item embeddings")
-    return shift.astype(np.float32)
+    """(dim,) float32 shift added to a user vector for homefeed: ``user_shift.npy`` (the user
+    head's shift, or the query shift for a model without a head)."""
+    return _read_shift(Path(embeddings_dir) / "user_shift.npy", dim)
 
 
 def read_query_shift(embeddings_dir: str | Path, dim: int) -> np.ndarray:
-    """(dim,) float32 query shift of an embeddings folder; zero when the file is absent (older runs)."""
-    path = Path(embeddings_dir) / "query_shift.npy"
+    """(dim,) float32 query shift of an embeddings folder (``query_shift.npy``)."""
+    return _read_shift(Path(embeddings_dir) / "query_shift.npy", dim)
+
+
+def _read_shift(path: Path, dim: int) -> np.ndarray:
     if not path.exists():
-        return np.zeros(dim, np.float32)
+        raise ContractError(f"{path}: not found; rerun the embeddings stage, which writes it")
     shift = np.load(path, allow_pickle=False)
     if shift.shape != (dim,):
         raise ContractError(f"{path}: shape {shift.shape}, expected ({dim},) like the item embeddings")

@@ -92,8 +92,10 @@ def add_embeddings(
 
     emb = np.random.default_rng(seed).standard_normal((num_items, dim)).astype(np.float32)
     atomic_save_npy(run_dir / "embeddings" / "items.npy", emb / np.linalg.norm(emb, axis=1, keepdims=True))
-    if query_shift is not None:
-        atomic_save_npy(run_dir / "embeddings" / "query_shift.npy", np.asarray(query_shift, np.float32))
+    # as the embeddings stage writes them: zero shifts for a model that learns none
+    shift = np.zeros(dim, np.float32) if query_shift is None else np.asarray(query_shift, np.float32)
+    atomic_save_npy(run_dir / "embeddings" / "query_shift.npy", shift)
+    atomic_save_npy(run_dir / "embeddings" / "user_shift.npy", shift)
     digest = model_digest(run_dir / "model")
     atomic_write_json(
         run_dir / "embeddings" / "model.json", {"model_version": f"sha-{digest[:12]}", "weights_digest": digest}

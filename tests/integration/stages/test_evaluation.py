@@ -78,6 +78,8 @@ def run_dir(tmp_path_factory):
     emb = _emb()
     np.save(root / "embeddings" / "items.npy", emb)
     np.save(root / "embeddings" / "collections.npy", emb[[3, 0, 5, 6]])  # user u0 looks like item 3, u2 like item 5
+    np.save(root / "embeddings" / "query_shift.npy", np.zeros(emb.shape[1], np.float32))
+    np.save(root / "embeddings" / "user_shift.npy", np.zeros(emb.shape[1], np.float32))
     pq.write_table(
         pa.table(
             {

@@ -82,7 +82,8 @@ def test_load_npz_falls_back_for_compressed(tmp_path):
 def test_read_query_shift(tmp_path):
     from pinsage_model.data.contracts import ContractError, read_query_shift
 
-    assert np.array_equal(read_query_shift(tmp_path, 3), np.zeros(3, np.float32))  # older runs: no file
+    with pytest.raises(ContractError, match="query_shift.npy: not found; rerun the embeddings stage"):
+        read_query_shift(tmp_path, 3)
     np.save(tmp_path / "query_shift.npy", np.float32([1, 2, 3]))
     assert read_query_shift(tmp_path, 3).tolist() == [1.0, 2.0, 3.0]
     with pytest.raises(ContractError, match=r"expected \(4,\)"):

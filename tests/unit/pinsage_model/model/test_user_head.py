@@ -105,10 +105,12 @@ def test_training_lowers_the_loss_deterministically_and_round_trips(tmp_path):
     assert np.all(np.isfinite(sampled["W2"])) and rep["loss_last"] < rep["loss_first"]
 
 
-def test_user_shift_falls_back_to_the_query_shift(tmp_path):
-    assert read_user_shift(tmp_path, 3).tolist() == [0.0, 0.0, 0.0]
+def test_user_shift_is_read_and_required(tmp_path):
+    with pytest.raises(ContractError, match="user_shift.npy: not found; rerun the embeddings stage"):
+        read_user_shift(tmp_path, 3)
     np.save(tmp_path / "query_shift.npy", np.array([1, 2, 3], np.float32))
-    assert read_user_shift(tmp_path, 3).tolist() == [1.0, 2.0, 3.0]
+    with pytest.raises(ContractError, match="user_shift.npy"):
+        read_user_shift(tmp_path, 3)  # the query shift is not read in its place
     np.save(tmp_path / "user_shift.npy", np.array([4, 5, 6], np.float32))
     assert read_user_shift(tmp_path, 3).tolist() == [4.0, 5.0, 6.0]
     with pytest.raises(ContractError):
