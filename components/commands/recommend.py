@@ -1,15 +1,15 @@
 """``pinsage recommend``: related items for an item, or a homefeed for a user, from a published index.
 
 ``--item ID``: the k nearest items to the item's embedding (related pins, paper 4.1).
-``--user ID``: (a) items closest to any of the user's most recent items (homefeed, paper 4.1),
-and (b) items closest to the user's collection embedding (the pooled embedding of the
-collections the user engaged with), both excluding items the user already engaged with.
-Every query vector gets the model's learned query shift (``embeddings/query_shift.npy``, zero
-when absent) before the inner product with the unit item vectors of the index.
+``--user ID``: (a) items related to any of the user's most recent items (the paper's multi-query
+homefeed, 4.1), and (b) the homefeed from the user's collection embedding (the pooled embedding
+of the collections the user engaged with), both excluding items the user already engaged with.
 
 The index is the one the run published (``<run dir>/index``) unless ``--index-root`` names a
-publish root (whose ``CURRENT`` version is used). Titles come from ``raw/items.parquet`` when it
-has a ``title`` column. The same lookups are library calls: ``pinsage_model.serving.index.IndexReader``.
+publish root (whose ``CURRENT`` version is used). Every lookup is a call of the query API of
+:mod:`pinsage_model.serving.query` (``related_items``, ``related_to_any``, ``homefeed``), which
+adds the version's query or user shift. Titles come from ``raw/items.parquet`` when it has a
+``title`` column.
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ def user_history(run_dir: Path, user_id: str) -> tuple[list[str], list[str]]:
 
 
 def user_vector(run_dir: Path, collection_ids: list[str]) -> np.ndarray | None:
-    """(1, d) mean of the user's collection vectors (None when none is known)."""
+    """(d,) mean of the user's collection vectors as the embeddings stage wrote them (unit means,
+    or the user head's vectors), so a user of one collection is queried exactly as evaluation
+    ranks it; None when none is known."""
     import pyarrow.parquet as pq
 
     ids_path, emb_path = run_dir / "graph" / "collection_ids.parquet", run_dir / "embeddings" / "collections.npy"
@@ -76,73 +78,52 @@ def user_vector(run_dir: Path, collection_ids: list[str]) -> np.ndarray | None:
     rows = [row_of[c] for c in collection_ids if c in row_of]
     if not rows:
         return None
-    emb = np.load(emb_path, mmap_mode="r")
-    # as written by the embeddings stage (unit means, or the user head's vectors): a user of one
-    # collection is queried exactly as evaluation ranks it
-    return np.asarray(emb[rows], dtype=np.float32).mean(axis=0, keepdims=True)
+    return np.asarray(np.load(emb_path, mmap_mode="r")[rows], dtype=np.float32).mean(axis=0)
 
 
-def query_shift(run_dir: Path, dim: int) -> np.ndarray:
-    """The run's (dim,) query shift; zero for runs without one."""
-    from pinsage_model.data.contracts import read_query_shift
-
-    return read_query_shift(run_dir / "embeddings", dim)
-
-
-def _print(title: str, nb, titles: dict[str, str]) -> None:
+def print_neighbours(title: str, nb, titles: dict[str, str]) -> None:
+    """A numbered list of the answer's items, scores and titles."""
     print(f"{title}  (index version {nb.version})")
     for rank, (item, score) in enumerate(zip(nb.item_ids, nb.scores), 1):
         label = f"  {titles[item]}" if item in titles else ""
         print(f"{rank:>3}. {item:<16} {score:7.4f}{label}")
 
 
-def homefeed(reader, recent: list[str], k: int, shift: np.ndarray):
-    """Items closest to any of ``recent`` (each queried with the shift), recent items excluded;
-    unknown ids skipped, none known raises KeyError (as ``IndexReader.homefeed``)."""
-    from pinsage_model.serving.index import Neighbours
+def recommend_for_user(version, run_dir: Path, args: argparse.Namespace, titles: dict[str, str]) -> None:
+    """Print (a) the items related to any of the user's recent items and (b) the homefeed from
+    the user's collection embedding, neither holding an item the user already has."""
+    from pinsage_model.serving.query import Neighbours
 
-    v = reader.current()
-    known = [i for i in recent if i in v.row_of]
-    if not known:
-        raise KeyError(f"none of the recent items is in index version {v.name}")
-    best: dict[str, float] = {}
-    for nb in reader.search_vectors(np.asarray(v.embeddings[v.rows(known)]) + shift, k, [known] * len(known)):
-        for item, score in zip(nb.item_ids, nb.scores):
-            best[item] = max(score, best.get(item, -np.inf))
-    top = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-    return Neighbours(v.name, [t[0] for t in top], [t[1] for t in top])
+    items, colls = user_history(run_dir, args.user)
+    recent = items[: args.recent]
+    print(f"user {args.user}: {len(items)} items, most recent: {', '.join(recent)}\n")
+    related = version.related_to_any(recent, args.k + len(items))
+    kept = [(i, s) for i, s in zip(related.item_ids, related.scores) if i not in set(items)][: args.k]
+    related = Neighbours(related.version, [i for i, _ in kept], [s for _, s in kept])
+    print_neighbours("related to any of the most recent items", related, titles)
+    vec = user_vector(run_dir, colls)
+    if vec is not None:
+        print()
+        feed = version.homefeed(vec, args.k, exclude=items)
+        print_neighbours(
+            f"homefeed: closest to the user's collection embedding ({len(colls)} collections)", feed, titles
+        )
 
 
 def main(args: argparse.Namespace) -> int:
-    from pinsage_model.serving.index import IndexReader, IndexVersionError, Neighbours
+    from pinsage_model.serving.index import IndexVersionError
+    from pinsage_model.serving.query import IndexReader
 
     run_dir = Path(args.run_dir)
-    reader = IndexReader(args.index_root or run_dir / "index")
     titles = titles_of(run_dir)
     try:
-        version = reader.current()
-        shift = query_shift(run_dir, version.embeddings.shape[1])
+        version = IndexReader(args.index_root or run_dir / "index").current()
         if args.item:
-            row = version.rows([args.item])
-            (nb,) = reader.search_vectors(np.asarray(version.embeddings[row]) + shift, args.k, exclude=[[args.item]])
+            (nb,) = version.related_items([args.item], args.k)
             head = f"items related to {args.item}" + (f" ({titles[args.item]})" if args.item in titles else "")
-            _print(head, nb, titles)
-            return 0
-        items, colls = user_history(run_dir, args.user)
-        recent = items[: args.recent]
-        print(f"user {args.user}: {len(items)} items, most recent: {', '.join(recent)}\n")
-        feed = homefeed(reader, recent, args.k + len(items), shift)
-        kept = [(i, s) for i, s in zip(feed.item_ids, feed.scores) if i not in set(items)][: args.k]
-        feed = Neighbours(feed.version, [i for i, _ in kept], [s for _, s in kept])
-        _print("closest to the most recent items (homefeed)", feed, titles)
-        vec = user_vector(run_dir, colls)
-        if vec is not None:
-            print()
-            from pinsage_model.data.contracts import read_user_shift
-
-            user_shift = read_user_shift(run_dir / "embeddings", vec.shape[1])  # the user head's, else the query shift
-            (by_coll,) = reader.search_vectors(vec + user_shift, args.k, exclude=[items])
-            _print(f"closest to the user's collection embedding ({len(colls)} collections)", by_coll, titles)
+            print_neighbours(head, nb, titles)
+        else:
+            recommend_for_user(version, run_dir, args, titles)
         return 0
     except (KeyError, FileNotFoundError, IndexVersionError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)

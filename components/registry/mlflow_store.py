@@ -131,8 +131,9 @@ def log_servable(bundle: dict[str, Path], example_item: str, example_recent: lis
     """Log the pyfunc model of :mod:`components.registry.servable` in the active run; returns its ``ModelInfo``.
 
     Args:
-      bundle: artifact name -> file or folder (``index``: a published index version,
-        ``query_shift``, the training outputs), copied into the model.
+      bundle: artifact name -> file or folder (``index``: an index version of
+        :mod:`pinsage_model.serving.index`, with its query shift and user head; the training
+        outputs), copied into the model.
       example_item, example_recent: item ids of the input example (one related-items row, one
         homefeed row), which MLflow also runs through the model once as a check.
 
@@ -311,7 +312,7 @@ def champion_version(cfg: PipelineConfig, run_area: str | Path) -> dict | None:
 
 def download_champion(cfg: PipelineConfig, dst: str | Path, run_area: str | Path) -> Path:
     """Download the champion's pyfunc model into ``dst``; returns the folder of its bundled files
-    (``weights.npz``, ``model_config.json``, the index version, ``query_shift.npy`` ...)."""
+    (``weights.npz``, ``model_config.json``, the index version ...)."""
     import mlflow
 
     client_for(cfg, run_area)

@@ -3,23 +3,23 @@
 Registration logs this file as the model's code (MLflow "models from code": no pickle) with the
 artifacts of one model version:
 
-* ``index``: a published index version of :mod:`pinsage_model.serving.index` (``index.faiss``,
-  ``ids.parquet``, ``embeddings.npy`` L2-normalised, ``manifest.json``);
-* ``query_shift``: ``query_shift.npy`` (d,) float32, the model's learned query shift (optional:
-  absent means zero);
-* the training outputs (``weights.npz``, ``model_config.json``, ...) for whoever wants the weights.
+* ``index``: the index version the registration stage built (:mod:`pinsage_model.serving.index`:
+  ``index.faiss``, ``ids.parquet``, ``embeddings.npy`` L2-normalised, the optional
+  ``query_shift.npy`` and ``user_head.npz``, ``manifest.json``), the one the index stage publishes;
+* the training outputs (``weights.npz``, ``model_config.json``) for whoever wants the weights.
 
 So ``mlflow.pyfunc.load_model("models:/pinsage@champion")`` and ``mlflow models serve -m
 models:/pinsage@champion --env-manager local`` serve exactly the champion's embeddings and index.
 
 Input: a DataFrame (JSON ``dataframe_records``), one query per row, in one column ``item_ids``
-(list of str):
+(list of str); the answers come from the query API of :mod:`pinsage_model.serving.query`:
 
-* one id: related items of that item: query ``items[q] + query_shift``, the item excluded;
-* several ids: a homefeed for a user's recent items, oldest first: the version's user vector
-  (:meth:`pinsage_model.serving.index.LoadedVersion.user_query`: the model's user head over them plus its
+* one known id: :meth:`~pinsage_model.serving.query.LoadedVersion.related_items` of that item
+  (query ``items[q] + query_shift``, the item excluded);
+* several known ids: :meth:`~pinsage_model.serving.query.LoadedVersion.homefeed_from_recent`, a
+  homefeed from a user's recent items, oldest first (the model's user head over them plus its
   shift, or ``normalise(mean(items[recent])) + query_shift`` for a model without one), the recent
-  items excluded. (One recent item gives its related items.)
+  items excluded.
 
 Param ``k`` (int, default 10): how many items a row returns. Output, one row per input row:
 ``item_ids`` (list of str) and ``scores`` (list of float, inner products, best first), ``unknown_ids``
@@ -44,17 +44,10 @@ class PinSageRecommender(PythonModel):
     """Related items and homefeeds from the faiss index bundled with the model version."""
 
     def load_context(self, context) -> None:
-        """Load the bundled index version (checksums verified) and the query shift."""
-        from pathlib import Path
-
-        from pinsage_model.serving.index import load_version
+        """Load the bundled index version (checksums verified)."""
+        from pinsage_model.serving.query import load_version
 
         self.version = load_version(context.artifacts["index"], verify=True)
-        dim = self.version.embeddings.shape[1]
-        shift_path = context.artifacts.get("query_shift")
-        self.shift = np.zeros(dim, np.float32)
-        if shift_path and Path(shift_path).exists():
-            self.shift = np.load(shift_path, allow_pickle=False).astype(np.float32).reshape(dim)
 
     def predict(self, context, model_input, params=None):
         """One answer row per input row (see the module docstring); never raises for bad ids."""
@@ -68,23 +61,15 @@ class PinSageRecommender(PythonModel):
         return pd.DataFrame([self._answer(q, k) for q in queries], columns=list(OUTPUT_COLUMNS))
 
     def _answer(self, query, k: int) -> tuple[list[str], list[float], list[str], str]:
-        from pinsage_model.serving.index import _search
-
         v = self.version
         ids = [str(i) for i in (query if isinstance(query, (list, tuple, np.ndarray)) else [])]
-        known = list(dict.fromkeys(i for i in ids if i in v.row_of))
+        known = v.known(ids)
         unknown = [i for i in ids if i not in v.row_of]
         if not known:
             if not ids:
                 return [], [], [], f"give a non-empty list of item ids in column '{INPUT_COLUMN}'"
             return [], [], unknown, f"unknown item id(s) {', '.join(unknown[:5])}: not in index version {v.name}"
-        # one item: related items, its own embedding + the query shift; several: a homefeed, the
-        # version's user vector of them (the user head when the model has one, else their mean)
-        if len(known) == 1:
-            vector = np.asarray(v.embeddings[v.row_of[known[0]]], np.float32) + self.shift
-        else:
-            vector = v.user_query(known)
-        (nb,) = _search(v, vector[None, :], k, [known])
+        nb = v.related_items(known, k)[0] if len(known) == 1 else v.homefeed_from_recent(known, k)
         return list(nb.item_ids), [float(s) for s in nb.scores], unknown, ""
 
 

@@ -144,10 +144,10 @@ STAGES: tuple[Stage, ...] = (
         "registration",
         ("graph", "model", "embeddings", "evaluation"),
         ("tracking", "index"),
-        "MLflow run, servable model version (pyfunc over the faiss index) and the validation-split promotion gate",
+        "faiss index version, MLflow run, servable model version (pyfunc over that index) and the promotion gate",
         ("mlflow",),
     ),
-    Stage("index", ("graph", "embeddings", "evaluation", "registration"), ("index",), "faiss index publishing"),
+    Stage("index", ("registration",), ("index",), "faiss index publishing"),
 )
 
 STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -1,8 +1,14 @@
-"""Stage "registration": log the run to MLflow, register its model and apply the promotion gate.
+"""Stage "registration": build the index version, log the run to MLflow, register its model and
+apply the promotion gate.
 
 Reads ``model/`` (``weights.npz``, ``model_config.json``, ``model.keras``, ``history.json``,
-``report.json``) and ``evaluation/`` (``metrics.json``, ``report.md``, PNGs, ``report.json``). With
-``tracking.enabled`` it logs one MLflow run (the resolved config as params, the training curve
+``report.json``), ``evaluation/`` (``metrics.json``, ``report.md``, PNGs, ``report.json``),
+``embeddings/`` and ``graph/item_ids.parquet``. It first builds the run's index version
+(:func:`pinsage_model.serving.index.publish_embeddings`: exact inner product below
+``index.exact_threshold`` items, else the ``index.ann`` index, whose recall@10 against exact search
+must reach ``index.recall_floor`` or the stage fails) into ``index/versions/<version>/`` of its
+output; the registered model serves that version and the index stage publishes it. With
+``tracking.enabled`` it then logs one MLflow run (the resolved config as params, the training curve
 per epoch, the evaluation metrics, the evaluation files and the model), registers the model as a
 version of ``tracking.registered_model`` (alias ``challenger``; a model with the same weights
 is not registered twice) and moves ``champion`` to it only when it passes the promotion gate
@@ -14,8 +20,9 @@ minus ``tracking.promotion_tolerance``. Test-split metrics are logged and report
 choose, so the champion's test metrics are not selection-biased.
 
 Writes ``decision.json``: the model version, the champion before and after (and the weights
-digest the champion after serves), whether it was promoted and why, and the gate's metrics. The
-index stage reads it to decide whether its index serves. Without tracking nothing is registered
+digest the champion after serves), whether it was promoted and why, the gate's metrics, and the
+index version built (``index_version``, ``excluded_zero_embeddings``). The index stage reads it
+to publish that version and to decide whether it serves. Without tracking nothing is registered
 and every model serves.
 """
 
@@ -37,6 +44,8 @@ from pinsage_model.io import atomic_write_json
 log = logging.getLogger("pinsage")
 
 MODEL_FILES = ("weights.npz", "model_config.json", "model.keras", "history.json")
+# The index manifest keeps the scalar evaluation metrics, at most this many.
+MAX_MANIFEST_METRICS = 200
 
 
 def _read_json(path: Path):
@@ -44,13 +53,14 @@ def _read_json(path: Path):
 
 
 def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageContext) -> dict:
-    """Log, register and gate the run's model; write ``decision.json``."""
+    """Build the index version, then log, register and gate the run's model; write ``decision.json``."""
     model_dir, eval_dir = inputs["model"], inputs["evaluation"]
     metrics = _read_json(eval_dir / "metrics.json")
     if metrics is None or not (model_dir / "weights.npz").exists():
         raise StageError(
             f"registration needs {eval_dir / 'metrics.json'} and {model_dir / 'weights.npz'}; rerun those stages"
         )
+    version_dir, excluded = build_index_version(cfg, inputs, metrics, out_dir / "index", ctx)
     digest = model_digest(model_dir)
     splits = metrics.get("config", {}).get("split_digests", {})
     candidate = split_metrics(metrics, GATE_SPLIT)
@@ -67,38 +77,72 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
         "champion_weights_digest": None,
         "promoted": False,
         "reason": "tracking.enabled is false: nothing registered, the model serves",
+        "index_version": version_dir.name,
+        "excluded_zero_embeddings": excluded,
     }
     if cfg.tracking.enabled:
-        decision.update(_register(cfg, inputs, metrics, ctx, digest, candidate, splits))
+        decision.update(_register(cfg, inputs, metrics, ctx, digest, candidate, splits, version_dir))
     atomic_write_json(out_dir / "decision.json", decision)
     log.info("registration: %s", decision["reason"])
     return {k: decision[k] for k in ("model_version", "champion_before", "champion_after", "promoted", "reason")}
 
 
-def _servable_bundle(
-    cfg: PipelineConfig, inputs: dict[str, Path], ctx: StageContext
-) -> tuple[dict[str, Path], list[str]]:
-    """The files of the registered pyfunc model, built in the stage's scratch folder, and the item
-    ids of its input example (the first few of the index).
+def build_index_version(
+    cfg: PipelineConfig, inputs: dict[str, Path], metrics: dict, root: Path, ctx: StageContext
+) -> tuple[Path, int]:
+    """The run's index version, built and recall-checked under ``root`` (``CURRENT`` not set), and
+    how many all-zero embeddings were left out of it."""
+    from pinsage_model.data.contracts import ContractError
+    from pinsage_model.serving.index import IndexRecallError, publish_embeddings
 
-    The index is published exactly as the index stage publishes it (same content, same version
-    name), so the registered model answers what the published index of its weights answers.
-    """
+    try:
+        return publish_embeddings(
+            inputs["embeddings"],
+            inputs["graph"] / "item_ids.parquet",
+            root,
+            dict(sorted(mlflow_store.numeric_leaves(metrics).items())[:MAX_MANIFEST_METRICS]),
+            created_at=ctx.timestamp(),
+            cfg=cfg.index,
+            seed=cfg.seed_for("index"),
+            make_current=False,
+        )
+    except (IndexRecallError, ContractError, FileNotFoundError, ValueError) as exc:
+        raise StageError(f"index: {exc}") from exc
+
+
+def _servable_bundle(version_dir: Path, model_dir: Path) -> tuple[dict[str, Path], list[str]]:
+    """The files of the registered pyfunc model (the index version and the weights with their
+    config) and the item ids of its input example (the first few of the index)."""
     import pyarrow.parquet as pq
 
-    from components.stages.index import publish_embeddings
-
-    root = ctx.scratch_dir / "servable"
-    vdir, _, _ = publish_embeddings(cfg, inputs, root, ctx, make_current=False)
-    bundle = {"index": vdir}
-    shift = inputs["embeddings"] / "query_shift.npy"
-    if shift.exists():
-        bundle["query_shift"] = shift
+    bundle = {"index": version_dir}
     for f in MODEL_FILES[:2]:  # the weights and their config; model.keras stays a run artifact
-        if (inputs["model"] / f).exists():
-            bundle[f.split(".")[0]] = inputs["model"] / f
-    ids = pq.read_table(vdir / "ids.parquet", columns=["item_id"]).column("item_id").to_pylist()
+        if (model_dir / f).exists():
+            bundle[f.split(".")[0]] = model_dir / f
+    ids = pq.read_table(version_dir / "ids.parquet", columns=["item_id"]).column("item_id").to_pylist()
     return bundle, ids[:4]
+
+
+def _log_run(cfg: PipelineConfig, inputs: dict[str, Path], metrics: dict, candidate: dict[str, float]) -> None:
+    """Into the active MLflow run: the config, stage times, training curve, metrics and files."""
+    import mlflow
+
+    model_dir, eval_dir = inputs["model"], inputs["evaluation"]
+    mlflow_store.log_params(cfg)
+    reports = {s: _read_json(d / "report.json") for s, d in (("model", model_dir), ("evaluation", eval_dir))}
+    for stage, rep in reports.items():
+        if rep and isinstance(rep.get("seconds"), (int, float)):
+            mlflow.log_metric(f"stage_seconds.{stage}", float(rep["seconds"]))
+    mlflow.log_dict({s: r for s, r in reports.items() if r}, "reports.json")
+    mlflow_store.log_history(_read_json(model_dir / "history.json") or [], "train.")
+    mlflow.log_metrics({f"eval.{k}": v for k, v in mlflow_store.numeric_leaves(metrics).items()})
+    mlflow.log_metrics({f"gate.{k}": v for k, v in candidate.items()})
+    for path in sorted(eval_dir.glob("*.png")) + [eval_dir / "report.md", eval_dir / "metrics.json"]:
+        if path.exists():
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
+    for name in MODEL_FILES:
+        if (model_dir / name).exists():
+            mlflow.log_artifact(str(model_dir / name), artifact_path="model")
 
 
 def _register(
@@ -109,11 +153,11 @@ def _register(
     digest: str,
     candidate: dict[str, float],
     splits: dict[str, str],
+    version_dir: Path,
 ) -> dict:
     """The MLflow part of :func:`run`: one run logged, one servable version registered and gated."""
     import mlflow
 
-    model_dir, eval_dir = inputs["model"], inputs["evaluation"]
     client = mlflow_store.client_for(cfg, ctx.run_area)
     exp_id = mlflow_store.experiment_id(client, cfg, ctx.run_area)
     name = cfg.tracking.registered_model
@@ -125,27 +169,13 @@ def _register(
     }
     with mlflow.start_run(experiment_id=exp_id, run_name=ctx.run_id, tags=tags) as active:
         run_id = active.info.run_id
-        mlflow_store.log_params(cfg)
-        reports = {s: _read_json(d / "report.json") for s, d in (("model", model_dir), ("evaluation", eval_dir))}
-        for stage, rep in reports.items():
-            if rep and isinstance(rep.get("seconds"), (int, float)):
-                mlflow.log_metric(f"stage_seconds.{stage}", float(rep["seconds"]))
-        mlflow.log_dict({s: r for s, r in reports.items() if r}, "reports.json")
-        mlflow_store.log_history(_read_json(model_dir / "history.json") or [], "train.")
-        mlflow.log_metrics({f"eval.{k}": v for k, v in mlflow_store.numeric_leaves(metrics).items()})
-        mlflow.log_metrics({f"gate.{k}": v for k, v in candidate.items()})
-        for f in sorted(eval_dir.glob("*.png")) + [eval_dir / "report.md", eval_dir / "metrics.json"]:
-            if f.exists():
-                mlflow.log_artifact(str(f), artifact_path="evaluation")
-        for f in MODEL_FILES:
-            if (model_dir / f).exists():
-                mlflow.log_artifact(str(model_dir / f), artifact_path="model")
-        bundle, example = _servable_bundle(cfg, inputs, ctx)
+        _log_run(cfg, inputs, metrics, candidate)
+        bundle, example = _servable_bundle(version_dir, inputs["model"])
         model_info = mlflow_store.log_servable(bundle, example[0], example[1:])
         version_tags = {
             "model_fingerprint": digest,
             SPLIT_TAG: splits.get(GATE_SPLIT, ""),
-            "index_version": bundle["index"].name,
+            "index_version": version_dir.name,
         }
         version_tags.update({k: repr(v) for k, v in candidate.items()})
         version = mlflow_store.register_model(client, name, run_id, version_tags, model_info.model_id)

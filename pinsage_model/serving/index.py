@@ -1,4 +1,4 @@
-"""Nearest-neighbour index over item embeddings: build, check recall, publish, read (paper 3.5).
+"""Nearest-neighbour index over item embeddings: build, check recall, publish versions (paper 3.5).
 
 Layout of a publish root (a persistent folder shared by successive pipeline runs)::
 
@@ -21,6 +21,8 @@ version's directory therefore never sees a half-written or mixed index.
 Index kind: exact inner product (``IndexFlatIP``) below ``exact_threshold`` items, HNSW or IVF
 above it. The approximate index's recall@10 against exact search on a sample of item queries must
 reach ``recall_floor``, or :func:`publish` raises :class:`IndexRecallError` and writes nothing.
+
+Reading a version and querying it: :mod:`pinsage_model.serving.query`.
 """
 
 from __future__ import annotations
@@ -31,10 +33,9 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -72,6 +73,7 @@ def build_index(emb: np.ndarray, cfg: IndexConfig, seed: int = 0):
     faiss = _faiss()
     n, d = emb.shape
     emb = np.ascontiguousarray(emb, dtype=np.float32)
+    params: dict[str, Any]
     if n < cfg.exact_threshold:
         index = faiss.IndexFlatIP(d)
         params = {"kind": "flat_ip"}
@@ -99,7 +101,8 @@ def build_index(emb: np.ndarray, cfg: IndexConfig, seed: int = 0):
     return index, params
 
 
-def _apply_search_params(index, params: dict) -> None:
+def apply_search_params(index, params: dict) -> None:
+    """Set the search-time parameters a manifest records (``efSearch``, ``nprobe``) on a read index."""
     faiss = _faiss()
     if params["kind"] == "hnsw":
         faiss.downcast_index(index).hnsw.efSearch = params["ef_search"]
@@ -126,6 +129,140 @@ def recall_at_k(
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "model"
+
+
+@dataclass(frozen=True)
+class VersionContent:
+    """What an index version is made of, checked: the content its name is a digest of.
+
+    Attributes:
+      embeddings: (N, d) float32 L2-normalised item embeddings.
+      item_ids: (N,) unique item ids (object str), row-aligned with ``embeddings``.
+      item_idx: (N,) int32 dense item indices kept in ``ids.parquet``.
+      query_shift: (d,) float32 non-zero query shift, or None.
+      user_head: the model's user head, or None.
+    """
+
+    embeddings: np.ndarray
+    item_ids: np.ndarray
+    item_idx: np.ndarray
+    query_shift: np.ndarray | None
+    user_head: dict[str, np.ndarray] | None
+
+    @classmethod
+    def checked(
+        cls,
+        embeddings: np.ndarray,
+        item_ids: Sequence[str],
+        item_idx: np.ndarray | None = None,
+        query_shift: np.ndarray | None = None,
+        user_head: dict[str, np.ndarray] | None = None,
+    ) -> "VersionContent":
+        """The content, or ValueError when shapes or ids are inconsistent (see :func:`publish`)."""
+        emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+        ids = np.asarray([str(i) for i in item_ids], dtype=object)
+        if emb.ndim != 2 or emb.shape[0] != len(ids) or emb.shape[0] == 0:
+            raise ValueError(f"embeddings {emb.shape} and {len(ids)} item ids must be non-empty and row-aligned")
+        if len(set(ids.tolist())) != len(ids):
+            raise ValueError("item ids must be unique to publish an index")
+        if not np.all(np.isfinite(emb)):
+            raise ValueError("embeddings contain NaN or infinite values")
+        idx = np.arange(len(ids), dtype=np.int32) if item_idx is None else np.asarray(item_idx, dtype=np.int32)
+        shift = None if query_shift is None or not np.any(query_shift) else np.asarray(query_shift, np.float32)
+        if shift is not None and shift.shape != (emb.shape[1],):
+            raise ValueError(f"query_shift has shape {shift.shape}, expected ({emb.shape[1]},)")
+        return cls(emb, ids, idx, shift, user_head)
+
+    def version_name(self, model_version: str, cfg: IndexConfig) -> str:
+        """``<model version>-<digest of the content and the index settings>``."""
+        key: dict[str, Any] = {
+            "emb": hashlib.sha256(self.embeddings.data).hexdigest(),
+            "ids": self.item_ids.tolist(),
+            "index": _index_cfg(cfg),
+        }
+        if self.query_shift is not None:
+            key["query_shift"] = self.query_shift.tolist()
+        if self.user_head is not None:
+            key["user_head"] = {
+                k: hashlib.sha256(np.ascontiguousarray(v, np.float32).data).hexdigest()
+                for k, v in sorted(self.user_head.items())
+            }
+        return f"{_safe_name(model_version)}-{json_digest(key)[:12]}"
+
+
+def checked_index(content: VersionContent, cfg: IndexConfig, seed: int) -> tuple[Any, dict, float, int]:
+    """Build the configured index over the content and check its recall.
+
+    Returns:
+      (index, params, recall@10 against exact search, number of recall queries).
+
+    Raises:
+      IndexRecallError: the recall is below ``cfg.recall_floor``.
+    """
+    emb = content.embeddings
+    index, params = build_index(emb, cfg, seed)
+    rng = np.random.default_rng(seed)
+    queries = np.sort(rng.choice(len(emb), size=min(cfg.recall_queries, len(emb)), replace=False))
+    recall = 1.0 if params["kind"] == "flat_ip" else recall_at_k(index, emb, queries, query_shift=content.query_shift)
+    if recall < cfg.recall_floor:
+        raise IndexRecallError(
+            f"recall@{RECALL_K} of the {params['kind']} index is {recall:.4f} on {len(queries)} queries, "
+            f"below index.recall_floor={cfg.recall_floor}; raise index.ann.ef_search/nprobe (or m/nlist) "
+            "in the index config"
+        )
+    return index, params, recall, len(queries)
+
+
+def write_files(folder: Path, index, content: VersionContent) -> list[str]:
+    """Write the index, ids, embeddings and the optional shift and user head into ``folder``;
+    returns the file names written."""
+    import faiss
+    import pyarrow as pa
+
+    from pinsage_model.io import atomic_save_npy, atomic_write_parquet
+
+    faiss.write_index(index, str(folder / INDEX_FILE))
+    ids = pa.table(
+        {
+            "row": pa.array(np.arange(len(content.item_ids), dtype=np.int64)),
+            "item_id": pa.array(content.item_ids.tolist(), pa.string()),
+            "item_idx": pa.array(content.item_idx),
+        }
+    )
+    atomic_write_parquet(folder / IDS_FILE, ids)
+    atomic_save_npy(folder / EMB_FILE, content.embeddings)
+    files = [INDEX_FILE, IDS_FILE, EMB_FILE]
+    if content.query_shift is not None:
+        atomic_save_npy(folder / SHIFT_FILE, content.query_shift)
+        files.append(SHIFT_FILE)
+    if content.user_head is not None:
+        from pinsage_model.model.user_head import save_head
+
+        save_head(content.user_head, folder)
+        files.append(USER_HEAD_FILE)
+    return files
+
+
+def _complete_version(root: Path, version: str, fill) -> Path:
+    """``<root>/versions/<version>``, made by ``fill(tmp)`` in a temporary sibling renamed into
+    place (atomic), unless that version is already complete."""
+    final = root / VERSIONS / version
+    if (final / MANIFEST_FILE).exists():
+        return final
+    (root / VERSIONS).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=root / VERSIONS))
+    try:
+        fill(tmp)
+        os.chmod(tmp, 0o755)
+        try:
+            os.rename(tmp, final)  # atomic; fails if another publisher got there first
+        except OSError:
+            if not (final / MANIFEST_FILE).exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 def publish(
@@ -161,9 +298,9 @@ def publish(
       weights_digest: digest of the model's weights, recorded so that the version can be found
         again from the registry's champion (:func:`find_version`).
       query_shift: (d,) the model's learned query shift; a non-zero one is saved with the
-        version and added to every query (related items, homefeed) by :class:`IndexReader`.
+        version and added to every item query (:mod:`pinsage_model.serving.query`).
       user_head: the model's user head (:mod:`pinsage_model.model.user_head`), saved with the version
-        so that :meth:`LoadedVersion.user_query` builds homefeed vectors as evaluation does.
+        so that homefeed vectors are built as evaluation builds them.
 
     Returns:
       The version directory. Publishing the same content again only re-points ``CURRENT``.
@@ -172,97 +309,111 @@ def publish(
       IndexRecallError: recall@10 of the approximate index is below ``cfg.recall_floor``.
       ValueError: shapes or ids are inconsistent.
     """
-    import pyarrow as pa
+    from pinsage_model.io import atomic_write_json
 
-    from pinsage_model.io import atomic_save_npy, atomic_write_json, atomic_write_parquet
-
-    faiss = _faiss()
-    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
-    ids = np.asarray([str(i) for i in item_ids], dtype=object)
-    if emb.ndim != 2 or emb.shape[0] != len(ids) or emb.shape[0] == 0:
-        raise ValueError(f"embeddings {emb.shape} and {len(ids)} item ids must be non-empty and row-aligned")
-    if len(set(ids.tolist())) != len(ids):
-        raise ValueError("item ids must be unique to publish an index")
-    if not np.all(np.isfinite(emb)):
-        raise ValueError("embeddings contain NaN or infinite values")
-    idx = np.arange(len(ids), dtype=np.int32) if item_idx is None else np.asarray(item_idx, dtype=np.int32)
-    shift = None if query_shift is None or not np.any(query_shift) else np.asarray(query_shift, dtype=np.float32)
-    if shift is not None and shift.shape != (emb.shape[1],):
-        raise ValueError(f"query_shift has shape {shift.shape}, expected ({emb.shape[1]},)")
+    content = VersionContent.checked(embeddings, item_ids, item_idx, query_shift, user_head)
     root = Path(out_root)
-    key = {"emb": hashlib.sha256(emb.data).hexdigest(), "ids": ids.tolist(), "index": _index_cfg(cfg)}
-    if shift is not None:
-        key["query_shift"] = shift.tolist()
-    if user_head is not None:
-        key["user_head"] = {
-            k: hashlib.sha256(np.ascontiguousarray(v, np.float32).data).hexdigest()
-            for k, v in sorted(user_head.items())
-        }
-    content = json_digest(key)
-    version = f"{_safe_name(model_version)}-{content[:12]}"
-    final = root / VERSIONS / version
-    if not (final / MANIFEST_FILE).exists():
-        index, params = build_index(emb, cfg, seed)
-        rng = np.random.default_rng(seed)
-        queries = np.sort(rng.choice(len(ids), size=min(cfg.recall_queries, len(ids)), replace=False))
-        recall = 1.0 if params["kind"] == "flat_ip" else recall_at_k(index, emb, queries, query_shift=shift)
-        if recall < cfg.recall_floor:
-            raise IndexRecallError(
-                f"recall@{RECALL_K} of the {params['kind']} index is {recall:.4f} on {len(queries)} queries, "
-                f"below index.recall_floor={cfg.recall_floor}; raise index.ann.ef_search/nprobe (or m/nlist) "
-                "in the index config"
-            )
-        (root / VERSIONS).mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=root / VERSIONS))
-        try:
-            faiss.write_index(index, str(tmp / INDEX_FILE))
-            atomic_write_parquet(
-                tmp / IDS_FILE,
-                pa.table(
-                    {
-                        "row": pa.array(np.arange(len(ids), dtype=np.int64)),
-                        "item_id": pa.array(ids.tolist(), pa.string()),
-                        "item_idx": pa.array(idx),
-                    }
-                ),
-            )
-            atomic_save_npy(tmp / EMB_FILE, emb)
-            files = [INDEX_FILE, IDS_FILE, EMB_FILE]
-            if shift is not None:
-                atomic_save_npy(tmp / SHIFT_FILE, shift)
-                files.append(SHIFT_FILE)
-            if user_head is not None:
-                from pinsage_model.model.user_head import save_head
+    version = content.version_name(model_version, cfg)
 
-                save_head(user_head, tmp)
-                files.append(USER_HEAD_FILE)
-            manifest = {
-                "version": version,
-                "model_version": model_version,
-                "weights_digest": weights_digest,
-                "created_at": created_at,
-                "metrics": metrics,
-                f"recall_at_{RECALL_K}": recall,
-                "recall_queries": int(len(queries)),
-                "recall_floor": cfg.recall_floor,
-                "index": params,
-                "num_items": int(len(ids)),
-                "dim": int(emb.shape[1]),
-                "files": {f: file_digest(tmp / f) for f in files},
-            }
-            atomic_write_json(tmp / MANIFEST_FILE, manifest)
-            os.chmod(tmp, 0o755)
-            try:
-                os.rename(tmp, final)  # atomic; fails if another publisher got there first
-            except OSError:
-                if not (final / MANIFEST_FILE).exists():
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    if (root / VERSIONS / version / MANIFEST_FILE).exists():
+        if make_current:
+            set_current(root, version)
+        return root / VERSIONS / version
+    index, params, recall, num_queries = checked_index(content, cfg, seed)  # before anything is written
+
+    def fill(tmp: Path) -> None:
+        files = write_files(tmp, index, content)
+        manifest = {
+            "version": version,
+            "model_version": model_version,
+            "weights_digest": weights_digest,
+            "created_at": created_at,
+            "metrics": metrics,
+            f"recall_at_{RECALL_K}": recall,
+            "recall_queries": int(num_queries),
+            "recall_floor": cfg.recall_floor,
+            "index": params,
+            "num_items": int(len(content.item_ids)),
+            "dim": int(content.embeddings.shape[1]),
+            "files": {f: file_digest(tmp / f) for f in files},
+        }
+        atomic_write_json(tmp / MANIFEST_FILE, manifest)
+
+    final = _complete_version(root, version, fill)
     if make_current:
         set_current(root, version)
     return final
+
+
+def publish_embeddings(
+    embeddings_dir: Path,
+    item_ids_path: Path,
+    out_root: Path,
+    metrics: dict,
+    *,
+    created_at: str,
+    cfg: IndexConfig,
+    seed: int,
+    make_current: bool,
+) -> tuple[Path, int]:
+    """:func:`publish` the item embeddings of an embeddings folder (``items.npy``, ``model.json``,
+    the optional ``query_shift.npy`` and ``user_head.npz``) with their ids (the graph's
+    ``item_ids.parquet``).
+
+    Rows whose embedding is all zero (a dead ReLU head) cannot be ranked and stay out of the index.
+
+    Returns:
+      (the version directory, how many all-zero rows were left out).
+
+    Raises:
+      IndexRecallError, ValueError: as :func:`publish`; ContractError: an unreadable input.
+    """
+    from pinsage_model.data.contracts import ITEM_IDS, read_query_shift, read_table
+    from pinsage_model.model.user_head import load_head
+
+    emb = np.load(embeddings_dir / "items.npy", mmap_mode="r")
+    ids = read_table(item_ids_path, ITEM_IDS)
+    model = json.loads((embeddings_dir / "model.json").read_text())
+    order = np.argsort(ids.column("item_idx").to_numpy())
+    item_ids = np.asarray(ids.column("item_id").to_pylist(), dtype=object)[order]
+    if len(item_ids) != emb.shape[0]:
+        raise ValueError(f"{emb.shape[0]} embeddings but {len(item_ids)} item ids; rerun the embeddings stage")
+    keep = np.linalg.norm(emb, axis=1) > 0.5
+    vdir = publish(
+        np.asarray(emb[keep]),
+        item_ids[keep].tolist(),
+        out_root,
+        model["model_version"],
+        metrics,
+        created_at=created_at,
+        cfg=cfg,
+        item_idx=np.flatnonzero(keep).astype(np.int32),
+        seed=seed,
+        make_current=make_current,
+        weights_digest=model.get("weights_digest", ""),
+        query_shift=read_query_shift(embeddings_dir, emb.shape[1]),
+        user_head=load_head(embeddings_dir),
+    )
+    return vdir, int((~keep).sum())
+
+
+def install_version(version_dir: str | Path, root: str | Path) -> Path:
+    """Put an already published version into another publish root, unchanged (hard links where
+    possible, else copies), atomically as :func:`publish` does; ``CURRENT`` is left alone."""
+    src = Path(version_dir)
+
+    def fill(tmp: Path) -> None:
+        for f in (INDEX_FILE, IDS_FILE, EMB_FILE, SHIFT_FILE, USER_HEAD_FILE, MANIFEST_FILE):
+            if not (src / f).exists():  # the shift and user-head files are optional
+                continue
+            try:
+                os.link(src / f, tmp / f)
+            except OSError:
+                shutil.copy2(src / f, tmp / f)
+
+    if not (src / MANIFEST_FILE).exists():
+        raise IndexVersionError(f"{src}: no such published version")
+    return _complete_version(Path(root), src.name, fill)
 
 
 def set_current(root: str | Path, version: str) -> None:
@@ -294,7 +445,7 @@ def prune_versions(root: str | Path, keep: int, *, now: str, grace_s: float = 36
     """Delete published versions beyond the ``keep`` newest; return the names deleted, oldest first.
 
     Never deleted: the version ``CURRENT`` names, and any version created less than ``grace_s``
-    seconds before ``now`` (ISO 8601, chosen by the caller). An :class:`IndexReader` loads a
+    seconds before ``now`` (ISO 8601, chosen by the caller). An :class:`pinsage_model.serving.query.IndexReader` loads a
     version whole when ``CURRENT`` first names it, so only a reader still loading a version that
     has just stopped being current could notice its removal; the grace period covers that window.
     A version is first renamed to a hidden name, then removed, so it disappears at once.
@@ -335,209 +486,11 @@ def current_version(root: str | Path) -> str:
 
 
 def mirror_version(version_dir: str | Path, dest_root: str | Path) -> Path:
-    """Copy (hard-link where possible) a published version into another root and point its CURRENT.
+    """:func:`install_version` into ``dest_root`` and point its ``CURRENT`` at the version.
 
     The run directory's ``index/`` holds the version its run published, so a run is self-contained
     while the shared publish root keeps the history that live readers use.
     """
-    src = Path(version_dir)
-    dest = Path(dest_root) / VERSIONS / src.name
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in (INDEX_FILE, IDS_FILE, EMB_FILE, SHIFT_FILE, USER_HEAD_FILE, MANIFEST_FILE):
-        if not (src / f).exists():  # the shift and user-head files are optional
-            continue
-        try:
-            os.link(src / f, dest / f)
-        except OSError:
-            shutil.copy2(src / f, dest / f)
-    atomic_write_text(Path(dest_root) / CURRENT, src.name + "\n")
+    dest = install_version(version_dir, dest_root)
+    set_current(dest_root, dest.name)
     return dest
-
-
-@dataclass(frozen=True)
-class LoadedVersion:
-    """One published version, read whole: index, ids and embeddings of the same directory."""
-
-    name: str
-    path: Path
-    manifest: dict
-    index: object
-    item_ids: np.ndarray  # (N,) object str
-    item_idx: np.ndarray  # (N,) int32
-    embeddings: np.ndarray  # (N, d) float32
-    row_of: dict
-    query_shift: np.ndarray  # (d,) float32, zero when the version has none
-    user_head: dict | None = None  # the model's user head, None when it has none
-
-    def user_query(self, item_ids: Sequence[str]) -> np.ndarray:
-        """(d,) homefeed query for a user's known items, oldest first: the user head over them
-        (recency by position) plus its shift; without a head, their mean on the unit sphere plus
-        the query shift."""
-        emb = np.asarray(self.embeddings[self.rows(item_ids)], np.float64)  # (L, d)
-        if self.user_head is None:
-            mean = emb.mean(axis=0)
-            return (mean / max(float(np.linalg.norm(mean)), 1e-12) + self.query_shift).astype(np.float32)
-        from pinsage_model.model.user_head import apply_head, recency_weights
-
-        w = recency_weights(np.arange(len(emb) - 1, -1, -1), float(self.user_head["recency_half_life"]))
-        p = (w[:, None] * emb).sum(axis=0) / w.sum()
-        p = p / max(float(np.linalg.norm(p)), 1e-12)
-        return (apply_head(p[None, :].astype(np.float32), self.user_head)[0] + self.user_head["shift"]).astype(
-            np.float32
-        )
-
-    def rows(self, item_ids: Sequence[str]) -> np.ndarray:
-        missing = [i for i in item_ids if i not in self.row_of]
-        if missing:
-            raise KeyError(f"item id(s) not in index version {self.name}: {', '.join(map(str, missing[:5]))}")
-        return np.array([self.row_of[i] for i in item_ids], dtype=np.int64)
-
-
-@dataclass(frozen=True)
-class Neighbours:
-    """A query's answer and the index version that produced it."""
-
-    version: str
-    item_ids: list[str]
-    scores: list[float]
-
-
-def load_version(path: str | Path, verify: bool = True) -> LoadedVersion:
-    """Read a version directory; with ``verify`` check every file against the manifest's sha256."""
-    import pyarrow.parquet as pq
-
-    from pinsage_model.model.user_head import load_head
-
-    faiss = _faiss()
-    path = Path(path)
-    mpath = path / MANIFEST_FILE
-    if not mpath.exists():
-        raise IndexVersionError(f"{mpath}: not found; {path.name} is not a complete published version")
-    manifest = json.loads(mpath.read_text())
-    if verify:
-        for name, digest in manifest["files"].items():
-            if file_digest(path / name) != digest:
-                raise IndexVersionError(f"{path / name}: checksum differs from {mpath}")
-    index = faiss.read_index(str(path / INDEX_FILE))
-    _apply_search_params(index, manifest["index"])
-    ids = pq.read_table(path / IDS_FILE)
-    item_ids = np.asarray(ids.column("item_id").to_pylist(), dtype=object)
-    emb = np.load(path / EMB_FILE, mmap_mode="r")
-    if index.ntotal != len(item_ids) or emb.shape[0] != len(item_ids):
-        raise IndexVersionError(
-            f"{path}: index ({index.ntotal}), ids ({len(item_ids)}) and embeddings ({emb.shape[0]}) differ in size"
-        )
-    return LoadedVersion(
-        name=path.name,
-        path=path,
-        manifest=manifest,
-        index=index,
-        item_ids=item_ids,
-        item_idx=ids.column("item_idx").to_numpy(),
-        embeddings=emb,
-        row_of={v: i for i, v in enumerate(item_ids.tolist())},
-        query_shift=(
-            np.load(path / SHIFT_FILE, allow_pickle=False).astype(np.float32)
-            if (path / SHIFT_FILE).exists()
-            else np.zeros(emb.shape[1], np.float32)
-        ),
-        user_head=load_head(path),
-    )
-
-
-class IndexReader:
-    """Query the current published version of a publish root.
-
-    Each query call resolves ``CURRENT`` once and answers entirely from that version (loaded
-    whole and cached), so queries keep working, consistently, while new versions are published.
-    Safe to share between threads.
-    """
-
-    def __init__(self, root: str | Path, verify: bool = True, cache_size: int = 2):
-        self.root = Path(root)
-        self.verify = verify
-        self.cache_size = cache_size
-        self._cache: dict[str, LoadedVersion] = {}
-        self._lock = threading.Lock()
-
-    def current(self) -> LoadedVersion:
-        """The version ``CURRENT`` names now (loaded once, then cached)."""
-        name = current_version(self.root)
-        with self._lock:
-            hit = self._cache.get(name)
-        if hit is not None:
-            return hit
-        loaded = load_version(self.root / VERSIONS / name, verify=self.verify)
-        with self._lock:
-            self._cache[name] = loaded
-            while len(self._cache) > self.cache_size:
-                self._cache.pop(next(iter(self._cache)))
-        return loaded
-
-    def search_vectors(
-        self, vectors: np.ndarray, k: int, exclude: Sequence[Sequence[str]] | None = None
-    ) -> list[Neighbours]:
-        """Top-k items by inner product for each (B, d) query vector, skipping ``exclude[b]`` ids."""
-        return _search(self.current(), vectors, k, exclude)
-
-    def related_items(self, item_id: str, k: int = 10) -> Neighbours:
-        """The k best items for ``item_id`` (itself excluded): inner product with its embedding
-        plus the version's query shift."""
-        return self.related_items_batch([item_id], k)[0]
-
-    def related_items_batch(self, item_ids: Sequence[str], k: int = 10) -> list[Neighbours]:
-        """:meth:`related_items` for several items, all answered from one version."""
-        v = self.current()
-        rows = v.rows(item_ids)
-        return _search(v, np.asarray(v.embeddings[rows]) + v.query_shift, k, [[i] for i in item_ids])
-
-    def user_feed(self, recent_items: Sequence[str], k: int = 10) -> Neighbours:
-        """Homefeed from one user vector (what evaluation's ``pinsage-pooled`` ranks): the
-        version's :meth:`LoadedVersion.user_query` over the known recent items (oldest first),
-        the recent items excluded. Unknown ids are skipped; none known raises KeyError."""
-        v = self.current()
-        known = list(dict.fromkeys(i for i in recent_items if i in v.row_of))
-        if not known:
-            raise KeyError(f"none of the recent items is in index version {v.name}")
-        return _search(v, v.user_query(known)[None, :], k, [known])[0]
-
-    def homefeed(self, recent_items: Sequence[str], k: int = 10) -> Neighbours:
-        """Homefeed (paper 4.1): items closest to any of the user's recent items.
-
-        Each candidate scores its best inner product with one of the recent items; the recent
-        items themselves are excluded. Unknown ids are skipped; none known raises KeyError.
-        """
-        v = self.current()
-        known = [i for i in recent_items if i in v.row_of]
-        if not known:
-            raise KeyError(f"none of the recent items is in index version {v.name}")
-        per_item = _search(v, np.asarray(v.embeddings[v.rows(known)]) + v.query_shift, k, [known] * len(known))
-        best: dict[str, float] = {}
-        for nb in per_item:
-            for item, score in zip(nb.item_ids, nb.scores):
-                best[item] = max(score, best.get(item, -np.inf))
-        top = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-        return Neighbours(v.name, [t[0] for t in top], [t[1] for t in top])
-
-
-def _search(v: LoadedVersion, vectors: np.ndarray, k: int, exclude: Sequence[Sequence[str]] | None) -> list[Neighbours]:
-    queries = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
-    extra = max((len(e) for e in exclude), default=0) if exclude else 0
-    kk = min(k + extra, v.index.ntotal)
-    scores, rows = v.index.search(queries, kk)
-    out = []
-    for b in range(len(queries)):
-        skip = set(exclude[b]) if exclude else set()
-        ids, sc = [], []
-        for r, s in zip(rows[b], scores[b]):
-            if r < 0:
-                continue
-            item = v.item_ids[r]
-            if item in skip:
-                continue
-            ids.append(item)
-            sc.append(float(s))
-            if len(ids) == k:
-                break
-        out.append(Neighbours(v.name, ids, sc))
-    return out

@@ -126,7 +126,7 @@ def _execute(stage_name: str, run, **overrides):
 
 def test_embeddings_index_and_recommend_stages(tiny_run, tiny_inputs, capsys):
     from components.cli import main as cli_main
-    from pinsage_model.serving.index import IndexReader
+    from pinsage_model.serving.query import IndexReader
 
     run, w, cfg = tiny_run
     feats, nbhd = tiny_inputs
@@ -148,7 +148,7 @@ def test_embeddings_index_and_recommend_stages(tiny_run, tiny_inputs, capsys):
     published = run.parent / "published" / "tiny"
     assert (published / "CURRENT").read_text().strip() == rep["version"]
     assert (run / "index" / "CURRENT").read_text().strip() == rep["version"]
-    nb = IndexReader(run / "index").related_items("i0000007", k=3)
+    (nb,) = IndexReader(run / "index").current().related_items(["i0000007"], k=3)
     scores = emb @ emb[7]
     scores[7] = -np.inf
     assert nb.item_ids == [f"i{j:07d}" for j in np.argsort(-scores)[:3]]

@@ -28,10 +28,11 @@ def cfg_for(name: str, tolerance: float = 0.0, **sections):
     )
 
 
-def register(cfg, run_dir: Path, area: Path, force: bool = False) -> dict:
-    """Run the registration stage over ``run_dir`` (run area ``area``); returns decision.json."""
+def register(cfg, run_dir: Path, area: Path, force: bool = False, when: str = WHEN) -> dict:
+    """Run the registration stage over ``run_dir`` (run area ``area``, logical time ``when``);
+    returns decision.json."""
     stage = get_stage("registration")
-    ctx = StageContext.create(area, run_dir.name, WHEN)
+    ctx = StageContext.create(area, run_dir.name, when)
     execute(stage, cfg, {n: run_dir / n for n in stage.inputs}, run_dir / "registration", ctx, force=force)
     return json.loads((run_dir / "registration" / "decision.json").read_text())
 
@@ -210,7 +211,7 @@ def test_published_index_follows_champion(area, tmp_path, capsys):
     stage = get_stage("index")
 
     def publish(run_dir: Path, cfg, when: str = WHEN) -> dict:
-        register(cfg, run_dir, area)
+        register(cfg, run_dir, area, when=when)  # one run, one logical time
         ctx = StageContext.create(area, run_dir.name, when)
         return execute(stage, cfg, {n: run_dir / n for n in stage.inputs}, run_dir / "index", ctx)
 

@@ -12,7 +12,7 @@ from components.orchestration.local_runner import run_pipeline
 from pinsage_model.config import load_config
 from pinsage_model.graph.csr import CSRGraph, read_collection_recency
 from pinsage_model.model.user_head import load_head, time_ordered, user_vectors
-from pinsage_model.serving.index import IndexReader
+from pinsage_model.serving.query import IndexReader
 
 pytestmark = pytest.mark.slow
 

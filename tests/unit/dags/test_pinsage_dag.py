@@ -117,7 +117,7 @@ def test_dag_runs_every_stage_registration_before_index(tmp_path):
     tasks = out["tasks"]
     assert set(tasks) == {"prepare", *(s.name for s in STAGES)}
     assert set(tasks["registration"]) == {"prepare", "graph", "model", "embeddings", "evaluation"}
-    assert set(tasks["index"]) == {"prepare", "graph", "embeddings", "evaluation", "registration"}
+    assert set(tasks["index"]) == {"prepare", "registration"}
 
 
 def test_dag_kfp_graph_and_pinsage_run_list_the_same_stages_in_the_same_order(tmp_path, monkeypatch):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pinsage_model.config import HnswIndex, IndexConfig, IvfIndex
-from pinsage_model.serving.index import CURRENT, IndexReader, IndexRecallError, IndexVersionError, load_version, publish
+from pinsage_model.serving.index import CURRENT, IndexRecallError, IndexVersionError, publish
+from pinsage_model.serving.query import IndexReader, load_version
 
 CREATED = "2026-01-01T00:00:00Z"
 IDS = [f"item-{i}" for i in range(300)]
@@ -35,12 +36,12 @@ def test_publish_writes_complete_version_and_reader_answers(tmp_path):
     assert manifest["metrics"] == {"hit_rate@10": 0.5}
     assert manifest["index"]["kind"] == "flat_ip" and manifest["recall_at_10"] == 1.0
     assert set(manifest["files"]) == {"index.faiss", "ids.parquet", "embeddings.npy"}
-    reader = IndexReader(tmp_path)
-    nb = reader.related_items("item-7", k=5)
+    version = IndexReader(tmp_path).current()
+    (nb,) = version.related_items(["item-7"], k=5)
     assert nb.version == vdir.name and nb.item_ids == exact_related(emb, 7, 5)
     np.testing.assert_allclose(nb.scores, np.sort(emb[[IDS.index(i) for i in nb.item_ids]] @ emb[7])[::-1], atol=1e-5)
-    # homefeed: best score of each candidate against either recent item, recent items excluded
-    hf = reader.homefeed(["item-1", "item-2"], k=6)
+    # related to any: best score of each candidate against either item, the items excluded
+    hf = version.related_to_any(["item-1", "item-2"], k=6)
     best = np.maximum(emb @ emb[1], emb @ emb[2])
     best[[1, 2]] = -np.inf
     assert hf.item_ids == [IDS[j] for j in np.argsort(-best)[:6]]
@@ -68,11 +69,11 @@ def test_query_shift_is_published_and_added_to_every_query(tmp_path):
     scores = emb @ (emb[7] + shift)
     scores[7] = -np.inf
     want = [IDS[j] for j in np.argsort(-scores)[:5]]
-    assert IndexReader(tmp_path / "b").related_items("item-7", k=5).item_ids == want
-    assert IndexReader(tmp_path / "a").related_items("item-7", k=5).item_ids == exact_related(emb, 7, 5)
+    assert IndexReader(tmp_path / "b").current().related_items(["item-7"], k=5)[0].item_ids == want
+    assert IndexReader(tmp_path / "a").current().related_items(["item-7"], k=5)[0].item_ids == exact_related(emb, 7, 5)
     best = np.maximum(emb @ (emb[1] + shift), emb @ (emb[2] + shift))
     best[[1, 2]] = -np.inf
-    assert IndexReader(tmp_path / "b").homefeed(["item-1", "item-2"], k=6).item_ids == [
+    assert IndexReader(tmp_path / "b").current().related_to_any(["item-1", "item-2"], k=6).item_ids == [
         IDS[j] for j in np.argsort(-best)[:6]
     ]
     mirror_version(shifted, tmp_path / "mirror")
@@ -108,7 +109,7 @@ def test_user_head_is_published_and_builds_the_homefeed_vector_as_evaluation_doe
         + head["shift"]
     )
     np.testing.assert_allclose(served, offline, atol=1e-5)
-    feed = IndexReader(tmp_path / "b").user_feed(["item-5", "nope", "item-9", "item-2"], k=4)
+    feed = IndexReader(tmp_path / "b").current().homefeed_from_recent(["item-5", "nope", "item-9", "item-2"], k=4)
     scores = emb @ served
     scores[[5, 9, 2]] = -np.inf
     assert feed.item_ids == [IDS[j] for j in np.argsort(-scores)[:4]]
@@ -118,7 +119,90 @@ def test_user_head_is_published_and_builds_the_homefeed_vector_as_evaluation_doe
         load_version(plain).user_query(["item-5", "item-9"]), mean / np.linalg.norm(mean), atol=1e-6
     )
     with pytest.raises(KeyError):
-        IndexReader(tmp_path / "b").user_feed(["nope"])
+        IndexReader(tmp_path / "b").current().homefeed_from_recent(["nope"])
+
+
+def test_homefeed_from_a_user_vector_adds_the_user_shift(tmp_path):
+    emb = unit_rows(300, 16, seed=4)
+    shift = np.full(16, 0.2, np.float32)
+    rng = np.random.default_rng(2)
+    head = {
+        "W1": rng.normal(size=(16, 4)).astype(np.float32),
+        "b1": np.zeros(4, np.float32),
+        "W2": rng.normal(size=(4, 16)).astype(np.float32),
+        "shift": rng.normal(size=16).astype(np.float32),
+        "recency_half_life": np.float32(2.0),
+    }
+    plain = load_version(publish(emb, IDS, tmp_path / "a", "m1", {}, created_at=CREATED, query_shift=shift))
+    headed = load_version(
+        publish(emb, IDS, tmp_path / "b", "m1", {}, created_at=CREATED, query_shift=shift, user_head=head)
+    )
+    user = unit_rows(1, 16, seed=9)[0]
+    # without a head the user shift is the query shift; with one, the head's own shift
+    for version, user_shift in ((plain, shift), (headed, head["shift"])):
+        scores = emb @ (user + user_shift)
+        scores[3] = -np.inf
+        feed = version.homefeed(user, k=5, exclude=["item-3"])
+        assert feed.item_ids == [IDS[j] for j in np.argsort(-scores)[:5]]
+        np.testing.assert_allclose(feed.scores, np.sort(scores)[::-1][:5], atol=1e-5)
+
+
+def test_install_version_copies_a_version_unchanged_without_switching_current(tmp_path):
+    from pinsage_model.serving.index import VERSIONS, install_version
+
+    built = publish(unit_rows(300, 8, 5), IDS, tmp_path / "built", "m1", {}, created_at=CREATED, make_current=False)
+    assert not (tmp_path / "built" / CURRENT).exists()
+    serving = publish(unit_rows(300, 8, 6), IDS, tmp_path / "root", "m0", {}, created_at=CREATED)
+    dest = install_version(built, tmp_path / "root")
+    assert dest == tmp_path / "root" / VERSIONS / built.name
+    assert {f.name: f.read_bytes() for f in dest.iterdir()} == {f.name: f.read_bytes() for f in built.iterdir()}
+    assert (tmp_path / "root" / CURRENT).read_text().strip() == serving.name
+    assert install_version(built, tmp_path / "root") == dest  # already there: nothing to do
+    assert load_version(dest).name == built.name  # checksums verified
+    with pytest.raises(IndexVersionError):
+        install_version(tmp_path / "nowhere", tmp_path / "root")
+
+
+def test_publish_embeddings_orders_by_item_idx_and_leaves_zero_rows_out(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pinsage_model.serving.index import publish_embeddings
+
+    emb = unit_rows(5, 4, seed=7)
+    emb[2] = 0.0  # a dead row
+    (tmp_path / "emb").mkdir()
+    np.save(tmp_path / "emb" / "items.npy", emb)
+    np.save(tmp_path / "emb" / "query_shift.npy", np.zeros(4, np.float32))  # zero: no shift in the version
+    (tmp_path / "emb" / "model.json").write_text(json.dumps({"model_version": "sha-1", "weights_digest": "w1"}))
+    ids = pa.table(
+        {
+            "item_idx": pa.array([4, 0, 3, 1, 2], pa.int32()),
+            "item_id": ["e", "a", "d", "b", "c"],
+            "in_train_graph": [True] * 5,
+        }
+    )
+    pq.write_table(ids, tmp_path / "item_ids.parquet")
+    cfg = IndexConfig()
+    vdir, excluded = publish_embeddings(
+        tmp_path / "emb",
+        tmp_path / "item_ids.parquet",
+        tmp_path / "root",
+        {"m": 1.0},
+        created_at=CREATED,
+        cfg=cfg,
+        seed=0,
+        make_current=False,
+    )
+    assert excluded == 1 and not (tmp_path / "root" / CURRENT).exists()
+    v = load_version(vdir)
+    assert v.item_ids.tolist() == ["a", "b", "d", "e"] and v.item_idx.tolist() == [0, 1, 3, 4]
+    np.testing.assert_allclose(v.embeddings, emb[[0, 1, 3, 4]])
+    assert (v.manifest["model_version"], v.manifest["weights_digest"], v.manifest["metrics"]) == (
+        "sha-1",
+        "w1",
+        {"m": 1.0},
+    )
 
 
 def test_recall_floor_stops_publishing(tmp_path):
@@ -164,7 +248,7 @@ def test_reader_never_sees_a_mixed_index_while_publishing(tmp_path):
         while not stop.is_set():
             version = None
             try:
-                answers = reader.related_items_batch([IDS[q] for q in queries], k=10)
+                answers = reader.current().related_items([IDS[q] for q in queries], k=10)
                 versions = {a.version for a in answers}
                 assert len(versions) == 1, f"one batch answered from {versions}"
                 version = answers[0].version
@@ -210,7 +294,9 @@ def test_prune_keeps_newest_serving_and_young_versions(tmp_path):
     left = sorted(p.name for p in (tmp_path / VERSIONS).iterdir())
     assert left == sorted([names[0], names[3], names[4]])
     assert (tmp_path / CURRENT).read_text().strip() == names[0]
-    assert len(IndexReader(tmp_path).related_items(IDS[0], k=3).item_ids) == 3  # the serving version still answers
+    assert (
+        len(IndexReader(tmp_path).current().related_items([IDS[0]], k=3)[0].item_ids) == 3
+    )  # the serving version still answers
     # keep=1 with the grace period: the day-5 version is both newest and young, day-4 is old
     assert prune_versions(tmp_path, 1, now="2026-11-05T12:00:00Z", grace_s=86400) == [names[3]]
     # a version younger than the grace period survives even beyond `keep`

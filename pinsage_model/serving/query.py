@@ -1,0 +1,227 @@
+"""The query API of a published index version: every way the project answers a recommendation.
+
+Load a version directory with :func:`load_version`, or follow a publish root's ``CURRENT`` with
+:class:`IndexReader`; then ask the :class:`LoadedVersion`:
+
+* :meth:`LoadedVersion.related_items`: for each item, the items nearest to it (related pins,
+  paper 4.1): its embedding plus the version's query shift, the item itself excluded;
+* :meth:`LoadedVersion.related_to_any`: the items nearest to any of several items, each scored
+  by its best inner product with one of them (the paper's multi-query homefeed, 4.1);
+* :meth:`LoadedVersion.homefeed`: a homefeed from a user vector (a collection's vector as the
+  embeddings stage writes it), plus the version's user shift;
+* :meth:`LoadedVersion.homefeed_from_recent`: a homefeed from a user's recent items, oldest
+  first: the version's user vector of them (:meth:`LoadedVersion.user_query`), as evaluation's
+  ``pinsage-pooled`` ranks.
+
+The MLflow pyfunc (``components/registry/servable.py``), ``pinsage recommend`` and the tests all
+query through these methods.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from pinsage_model.io import file_digest
+from pinsage_model.serving.index import (
+    EMB_FILE,
+    IDS_FILE,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    SHIFT_FILE,
+    VERSIONS,
+    IndexVersionError,
+    apply_search_params,
+    current_version,
+)
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """A query's answer and the index version that produced it."""
+
+    version: str
+    item_ids: list[str]
+    scores: list[float]
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """One published version, read whole: index, ids and embeddings of the same directory."""
+
+    name: str
+    path: Path
+    manifest: dict
+    index: Any  # a faiss index over ``embeddings``
+    item_ids: np.ndarray  # (N,) object str
+    item_idx: np.ndarray  # (N,) int32
+    embeddings: np.ndarray  # (N, d) float32
+    row_of: dict
+    query_shift: np.ndarray  # (d,) float32, zero when the version has none
+    user_head: dict | None = None  # the model's user head, None when it has none
+
+    @property
+    def user_shift(self) -> np.ndarray:
+        """(d,) shift added to a user vector: the user head's, else the query shift."""
+        if self.user_head is None:
+            return self.query_shift
+        return np.asarray(self.user_head["shift"], np.float32)
+
+    def rows(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Row of each item id; KeyError names the ids this version does not hold."""
+        missing = [i for i in item_ids if i not in self.row_of]
+        if missing:
+            raise KeyError(f"item id(s) not in index version {self.name}: {', '.join(map(str, missing[:5]))}")
+        return np.array([self.row_of[i] for i in item_ids], dtype=np.int64)
+
+    def known(self, item_ids: Sequence[str]) -> list[str]:
+        """The ids this version holds, each once, in their first order."""
+        return list(dict.fromkeys(i for i in item_ids if i in self.row_of))
+
+    def user_query(self, item_ids: Sequence[str]) -> np.ndarray:
+        """(d,) homefeed query for a user's known items, oldest first: the user head over them
+        (recency by position) plus its shift; without a head, their mean on the unit sphere plus
+        the query shift."""
+        emb = np.asarray(self.embeddings[self.rows(item_ids)], np.float64)  # (L, d)
+        if self.user_head is None:
+            mean = emb.mean(axis=0)
+            return (mean / max(float(np.linalg.norm(mean)), 1e-12) + self.query_shift).astype(np.float32)
+        from pinsage_model.model.user_head import apply_head, recency_weights
+
+        w = recency_weights(np.arange(len(emb) - 1, -1, -1), float(self.user_head["recency_half_life"]))
+        p = (w[:, None] * emb).sum(axis=0) / w.sum()
+        p = p / max(float(np.linalg.norm(p)), 1e-12)
+        return (apply_head(p[None, :].astype(np.float32), self.user_head)[0] + self.user_shift).astype(np.float32)
+
+    def search(self, vectors: np.ndarray, k: int, exclude: Sequence[Sequence[str]] | None = None) -> list[Neighbours]:
+        """Top-k items by inner product for each (B, d) query vector as given, skipping ``exclude[b]`` ids."""
+        queries = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        extra = max((len(e) for e in exclude), default=0) if exclude else 0
+        scores, rows = self.index.search(queries, min(k + extra, self.index.ntotal))
+        out = []
+        for b in range(len(queries)):
+            skip = set(exclude[b]) if exclude else set()
+            kept = [(self.item_ids[r], float(s)) for r, s in zip(rows[b], scores[b]) if r >= 0]
+            kept = [(item, s) for item, s in kept if item not in skip][:k]
+            out.append(Neighbours(self.name, [i for i, _ in kept], [s for _, s in kept]))
+        return out
+
+    def related_items(self, item_ids: Sequence[str], k: int = 10) -> list[Neighbours]:
+        """For each item, the k best items: inner product with its embedding plus the query shift,
+        the item itself excluded. KeyError when an id is not in the version."""
+        vectors = np.asarray(self.embeddings[self.rows(item_ids)]) + self.query_shift
+        return self.search(vectors, k, [[i] for i in item_ids])
+
+    def related_to_any(self, item_ids: Sequence[str], k: int = 10) -> Neighbours:
+        """The k items closest to any of ``item_ids`` (the paper's multi-query homefeed, 4.1).
+
+        Each candidate scores its best inner product with one of the items (each plus the query
+        shift); the items themselves are excluded. Unknown ids are skipped; none known raises KeyError.
+        """
+        known = self._known_or_raise(item_ids)
+        vectors = np.asarray(self.embeddings[self.rows(known)]) + self.query_shift
+        best: dict[str, float] = {}
+        for nb in self.search(vectors, k, [known] * len(known)):
+            for item, score in zip(nb.item_ids, nb.scores):
+                best[item] = max(score, best.get(item, -np.inf))
+        top = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        return Neighbours(self.name, [t[0] for t in top], [t[1] for t in top])
+
+    def homefeed(self, user_vector: np.ndarray, k: int = 10, exclude: Sequence[str] = ()) -> Neighbours:
+        """Homefeed from a (d,) user vector as the embeddings stage writes a collection's vector
+        (the user head's output, or the unit mean of its items): the k best items for the vector
+        plus :attr:`user_shift`, the ``exclude`` ids (e.g. what the user already has) left out."""
+        vector = np.asarray(user_vector, np.float32).reshape(-1) + self.user_shift
+        return self.search(vector[None, :], k, [list(exclude)])[0]
+
+    def homefeed_from_recent(self, recent_items: Sequence[str], k: int = 10) -> Neighbours:
+        """Homefeed from a user's recent items, oldest first: the k best items for
+        :meth:`user_query` over the known ones, which are excluded. Unknown ids are skipped; none
+        known raises KeyError."""
+        known = self._known_or_raise(recent_items)
+        return self.search(self.user_query(known)[None, :], k, [known])[0]
+
+    def _known_or_raise(self, item_ids: Sequence[str]) -> list[str]:
+        known = self.known(item_ids)
+        if not known:
+            raise KeyError(f"none of the items is in index version {self.name}")
+        return known
+
+
+def load_version(path: str | Path, verify: bool = True) -> LoadedVersion:
+    """Read a version directory; with ``verify`` check every file against the manifest's sha256."""
+    import faiss
+    import pyarrow.parquet as pq
+
+    from pinsage_model.model.user_head import load_head
+
+    path = Path(path)
+    mpath = path / MANIFEST_FILE
+    if not mpath.exists():
+        raise IndexVersionError(f"{mpath}: not found; {path.name} is not a complete published version")
+    manifest = json.loads(mpath.read_text())
+    if verify:
+        for name, digest in manifest["files"].items():
+            if file_digest(path / name) != digest:
+                raise IndexVersionError(f"{path / name}: checksum differs from {mpath}")
+    index = faiss.read_index(str(path / INDEX_FILE))
+    apply_search_params(index, manifest["index"])
+    ids = pq.read_table(path / IDS_FILE)
+    item_ids = np.asarray(ids.column("item_id").to_pylist(), dtype=object)
+    emb = np.load(path / EMB_FILE, mmap_mode="r")
+    if index.ntotal != len(item_ids) or emb.shape[0] != len(item_ids):
+        raise IndexVersionError(
+            f"{path}: index ({index.ntotal}), ids ({len(item_ids)}) and embeddings ({emb.shape[0]}) differ in size"
+        )
+    shift_path = path / SHIFT_FILE
+    return LoadedVersion(
+        name=path.name,
+        path=path,
+        manifest=manifest,
+        index=index,
+        item_ids=item_ids,
+        item_idx=ids.column("item_idx").to_numpy(),
+        embeddings=emb,
+        row_of={v: i for i, v in enumerate(item_ids.tolist())},
+        query_shift=(
+            np.load(shift_path, allow_pickle=False).astype(np.float32)
+            if shift_path.exists()
+            else np.zeros(emb.shape[1], np.float32)
+        ),
+        user_head=load_head(path),
+    )
+
+
+class IndexReader:
+    """The version a publish root's ``CURRENT`` names, for live queries.
+
+    Resolve it once per query batch with :meth:`current` and ask that :class:`LoadedVersion`, so
+    a batch is answered entirely from one version while new versions are published (each is
+    loaded whole, once, and cached). Safe to share between threads.
+    """
+
+    def __init__(self, root: str | Path, verify: bool = True, cache_size: int = 2):
+        self.root = Path(root)
+        self.verify = verify
+        self.cache_size = cache_size
+        self._cache: dict[str, LoadedVersion] = {}
+        self._lock = threading.Lock()
+
+    def current(self) -> LoadedVersion:
+        """The version ``CURRENT`` names now (loaded once, then cached)."""
+        name = current_version(self.root)
+        with self._lock:
+            hit = self._cache.get(name)
+        if hit is not None:
+            return hit
+        loaded = load_version(self.root / VERSIONS / name, verify=self.verify)
+        with self._lock:
+            self._cache[name] = loaded
+            while len(self._cache) > self.cache_size:
+                self._cache.pop(next(iter(self._cache)))
+        return loaded
