@@ -213,13 +213,13 @@ def checked_index(content: VersionContent, cfg: IndexConfig, seed: int) -> tuple
     return index, params, recall, len(queries)
 
 
-def write_files(folder: Path, index, content: VersionContent) -> list[str]:
-    """Write the index, ids, embeddings and the optional shift and user head into ``folder``;
-    returns the file names written."""
+def write_version(folder: Path, index, content: VersionContent, record: dict) -> None:
+    """Write a version's files into ``folder``: the index, ids, embeddings, the optional shift and
+    user head, and ``manifest.json`` (``record`` plus the sizes and every file's sha256)."""
     import faiss
     import pyarrow as pa
 
-    from pinsage_model.io import atomic_save_npy, atomic_write_parquet
+    from pinsage_model.io import atomic_save_npy, atomic_write_json, atomic_write_parquet
 
     faiss.write_index(index, str(folder / INDEX_FILE))
     ids = pa.table(
@@ -240,7 +240,13 @@ def write_files(folder: Path, index, content: VersionContent) -> list[str]:
 
         save_head(content.user_head, folder)
         files.append(USER_HEAD_FILE)
-    return files
+    manifest = {
+        **record,
+        "num_items": int(len(content.item_ids)),
+        "dim": int(content.embeddings.shape[1]),
+        "files": {f: file_digest(folder / f) for f in files},
+    }
+    atomic_write_json(folder / MANIFEST_FILE, manifest)
 
 
 def _complete_version(root: Path, version: str, fill) -> Path:
@@ -309,21 +315,12 @@ def publish(
       IndexRecallError: recall@10 of the approximate index is below ``cfg.recall_floor``.
       ValueError: shapes or ids are inconsistent.
     """
-    from pinsage_model.io import atomic_write_json
-
     content = VersionContent.checked(embeddings, item_ids, item_idx, query_shift, user_head)
     root = Path(out_root)
     version = content.version_name(model_version, cfg)
-
-    if (root / VERSIONS / version / MANIFEST_FILE).exists():
-        if make_current:
-            set_current(root, version)
-        return root / VERSIONS / version
-    index, params, recall, num_queries = checked_index(content, cfg, seed)  # before anything is written
-
-    def fill(tmp: Path) -> None:
-        files = write_files(tmp, index, content)
-        manifest = {
+    if not (root / VERSIONS / version / MANIFEST_FILE).exists():
+        index, params, recall, num_queries = checked_index(content, cfg, seed)  # before anything is written
+        record = {
             "version": version,
             "model_version": model_version,
             "weights_digest": weights_digest,
@@ -333,16 +330,11 @@ def publish(
             "recall_queries": int(num_queries),
             "recall_floor": cfg.recall_floor,
             "index": params,
-            "num_items": int(len(content.item_ids)),
-            "dim": int(content.embeddings.shape[1]),
-            "files": {f: file_digest(tmp / f) for f in files},
         }
-        atomic_write_json(tmp / MANIFEST_FILE, manifest)
-
-    final = _complete_version(root, version, fill)
+        _complete_version(root, version, lambda tmp: write_version(tmp, index, content, record))
     if make_current:
         set_current(root, version)
-    return final
+    return root / VERSIONS / version
 
 
 def publish_embeddings(
