@@ -101,15 +101,19 @@ class CSRGraph:
     def load(path: str | Path, mmap: bool = True) -> "CSRGraph":
         """Load a graph; with ``mmap`` the arrays are memory-mapped from the npz members."""
         path = Path(path)
-        if not path.exists():
-            raise ContractError(f"{path}: graph file not found")
-        arrays = load_npz(path, mmap=mmap)
+        arrays = _load_existing(path, "graph", mmap)
         missing = {"item_indptr", "item_indices", "coll_indptr", "coll_indices"} - set(arrays)
         if missing:
             raise ContractError(f"{path}: missing arrays {sorted(missing)}")
         return CSRGraph(
             **{k: arrays[k] for k in ("item_indptr", "item_indices", "coll_indptr", "coll_indices")}
         ).validate(str(path))
+
+
+def _load_existing(path: Path, what: str, mmap: bool) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise ContractError(f"{path}: {what} file not found")
+    return load_npz(path, mmap=mmap)
 
 
 def load_npz(path: str | Path, mmap: bool = True) -> dict[str, np.ndarray]:
@@ -179,9 +183,7 @@ class Neighbourhoods:
     @staticmethod
     def load(path: str | Path, mmap: bool = False) -> "Neighbourhoods":
         path = Path(path)
-        if not path.exists():
-            raise ContractError(f"{path}: neighbourhood file not found")
-        a = load_npz(path, mmap=mmap)
+        a = _load_existing(path, "neighbourhood", mmap)
         return Neighbourhoods(indices=a["indices"], weights=a["weights"]).validate(str(path))
 
 

@@ -342,6 +342,27 @@ def _table_size(n):
     return size
 
 
+@njit(nogil=True, cache=True)
+def _block_walks(ip, ii, cp, ci, items, num_walks, walk_length, restart_prob, seed):
+    """Walk from a block of seeds (:func:`_walk_block`, with the block's own walk scratch); returns
+    the number of walks, the ``visits`` and the block's scratch for :func:`_count_visits`: (nw,
+    visits, hash keys, hash values, slots, items, counts)."""
+    nw = items.shape[0] * num_walks
+    visits = np.empty(nw * walk_length, np.int32)
+    cur = np.empty(nw, np.int32)
+    state = np.empty(nw, np.uint64)
+    active = np.empty(nw, np.int64)
+    pos = np.empty(nw, np.int64)
+    low = np.empty(nw, np.uint64)
+    _walk_block(ip, ii, cp, ci, items, num_walks, walk_length, restart_prob, seed, visits, cur, state, active, pos, low)
+    per_seed = num_walks * walk_length
+    tsize = _table_size(per_seed)
+    keys = np.full(tsize, -1, np.int32)
+    vals = np.empty(tsize, np.int32)
+    slots = np.empty(per_seed, np.int64)
+    return nw, visits, keys, vals, slots, np.empty(per_seed, np.int32), np.empty(per_seed, np.int32)
+
+
 # --------------------------------------------------------------------------------------------
 # Parallel drivers: one prange iteration per block of seeds, each with its own scratch.
 
@@ -351,44 +372,14 @@ def _neighbourhood_kernel(
     ip, ii, cp, ci, seeds, num_walks, walk_length, restart_prob, top_t, seed, block, out_idx, out_w, out_tied
 ):
     n = seeds.shape[0]
-    nblocks = (n + block - 1) // block
     per_seed = num_walks * walk_length
-    tsize = _table_size(per_seed)
-    for bi in prange(nblocks):
-        start = bi * block
-        stop = min(n, start + block)
-        nw = (stop - start) * num_walks
-        visits = np.empty(nw * walk_length, np.int32)
-        cur = np.empty(nw, np.int32)
-        state = np.empty(nw, np.uint64)
-        active = np.empty(nw, np.int64)
-        pos = np.empty(nw, np.int64)
-        low = np.empty(nw, np.uint64)
-        keys = np.full(tsize, -1, np.int32)
-        vals = np.empty(tsize, np.int32)
-        slots = np.empty(per_seed, np.int64)
-        items = np.empty(per_seed, np.int32)
-        counts = np.empty(per_seed, np.int32)
+    for bi in prange((n + block - 1) // block):
+        start, stop = bi * block, min(n, bi * block + block)
+        walks = _block_walks(ip, ii, cp, ci, seeds[start:stop], num_walks, walk_length, restart_prob, seed)
+        nw, visits, keys, vals, slots, items, counts = walks
         hist = np.empty(per_seed + 1, np.int32)
         ties = np.empty(per_seed, np.int64)
         sel = np.empty(top_t, np.int64)
-        _walk_block(
-            ip,
-            ii,
-            cp,
-            ci,
-            seeds[start:stop],
-            num_walks,
-            walk_length,
-            restart_prob,
-            seed,
-            visits,
-            cur,
-            state,
-            active,
-            pos,
-            low,
-        )
         for b in range(stop - start):
             u = seeds[start + b]
             nd = _count_visits(visits, nw, walk_length, b * num_walks, num_walks, u, keys, vals, slots, items, counts)
@@ -403,41 +394,10 @@ def _visit_count_kernel(
 ):
     """Per seed: distinct visited items sorted by index, with counts, into padded rows."""
     n = seeds.shape[0]
-    nblocks = (n + block - 1) // block
-    per_seed = num_walks * walk_length
-    tsize = _table_size(per_seed)
-    for bi in prange(nblocks):
-        start = bi * block
-        stop = min(n, start + block)
-        nw = (stop - start) * num_walks
-        visits = np.empty(nw * walk_length, np.int32)
-        cur = np.empty(nw, np.int32)
-        state = np.empty(nw, np.uint64)
-        active = np.empty(nw, np.int64)
-        pos = np.empty(nw, np.int64)
-        low = np.empty(nw, np.uint64)
-        keys = np.full(tsize, -1, np.int32)
-        vals = np.empty(tsize, np.int32)
-        slots = np.empty(per_seed, np.int64)
-        items = np.empty(per_seed, np.int32)
-        counts = np.empty(per_seed, np.int32)
-        _walk_block(
-            ip,
-            ii,
-            cp,
-            ci,
-            seeds[start:stop],
-            num_walks,
-            walk_length,
-            restart_prob,
-            seed,
-            visits,
-            cur,
-            state,
-            active,
-            pos,
-            low,
-        )
+    for bi in prange((n + block - 1) // block):
+        start, stop = bi * block, min(n, bi * block + block)
+        walks = _block_walks(ip, ii, cp, ci, seeds[start:stop], num_walks, walk_length, restart_prob, seed)
+        nw, visits, keys, vals, slots, items, counts = walks
         for b in range(stop - start):
             nd = _count_visits(
                 visits, nw, walk_length, b * num_walks, num_walks, seeds[start + b], keys, vals, slots, items, counts
@@ -456,42 +416,11 @@ def _hard_negative_kernel(
 ):
     """Per query: rank visited items by (count desc, permuted item asc), sample ``num`` in ranks [lo, hi)."""
     n = queries.shape[0]
-    nblocks = (n + block - 1) // block
-    per_seed = num_walks * walk_length
-    tsize = _table_size(per_seed)
-    for bi in prange(nblocks):
-        start = bi * block
-        stop = min(n, start + block)
-        nw = (stop - start) * num_walks
-        visits = np.empty(nw * walk_length, np.int32)
-        cur = np.empty(nw, np.int32)
-        state = np.empty(nw, np.uint64)
-        active = np.empty(nw, np.int64)
-        pos = np.empty(nw, np.int64)
-        low = np.empty(nw, np.uint64)
-        keys = np.full(tsize, -1, np.int32)
-        vals = np.empty(tsize, np.int32)
-        slots = np.empty(per_seed, np.int64)
-        items = np.empty(per_seed, np.int32)
-        counts = np.empty(per_seed, np.int32)
-        band = np.empty(max(0, min(hi, per_seed) - lo), np.int32)  # at most per_seed items are ranked
-        _walk_block(
-            ip,
-            ii,
-            cp,
-            ci,
-            queries[start:stop],
-            num_walks,
-            walk_length,
-            restart_prob,
-            seed,
-            visits,
-            cur,
-            state,
-            active,
-            pos,
-            low,
-        )
+    for bi in prange((n + block - 1) // block):
+        start, stop = bi * block, min(n, bi * block + block)
+        walks = _block_walks(ip, ii, cp, ci, queries[start:stop], num_walks, walk_length, restart_prob, seed)
+        nw, visits, keys, vals, slots, items, counts = walks
+        band = np.empty(max(0, min(hi, num_walks * walk_length) - lo), np.int32)  # at most R * L items are ranked
         for b in range(stop - start):
             row = start + b
             q = queries[row]

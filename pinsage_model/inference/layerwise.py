@@ -364,7 +364,7 @@ def embed_all(
             stats.dense_flops += 2.0 * n_items * (fk * m + (fk + m) * d)
             h = nxt
     stats.dense_flops += 2.0 * n_items * 2 * d * d
-    return h
+    return layer_out[config["num_layers"] % 2]  # the last layer's output
 
 
 class _Scratch:

@@ -25,19 +25,25 @@ import numpy as np
 from pinsage_model.graph.csr import Neighbourhoods
 
 
+@numba.njit(nogil=True, cache=True, inline="always")  # inlined into the kernels below: no call cost
+def _slot(v, scratch, order, count):  # pragma: no cover - compiled
+    """Local position of node ``v``, registered at ``count`` when new; returns (position, count)."""
+    p = scratch[v]
+    if p < 0:
+        p = count
+        scratch[v] = p
+        order[count] = v
+        count += 1
+    return p, count
+
+
 @numba.njit(nogil=True, cache=True)
 def _register(nodes, scratch, order):  # pragma: no cover - compiled
     """Unique ``nodes`` in first-appearance order into ``order``; ``scratch[v]`` = position."""
     count = 0
     pos = np.empty(len(nodes), dtype=np.int32)
     for i in range(len(nodes)):
-        v = nodes[i]
-        p = scratch[v]
-        if p < 0:
-            p = count
-            scratch[v] = p
-            order[count] = v
-            count += 1
+        p, count = _slot(nodes[i], scratch, order, count)
         pos[i] = p
     return pos, count
 
@@ -54,12 +60,7 @@ def _expand(order, n_k, count, nbr, scratch):  # pragma: no cover - compiled
             if v < 0:
                 local[i, t] = -1
                 continue
-            p = scratch[v]
-            if p < 0:
-                p = count
-                scratch[v] = p
-                order[count] = v
-                count += 1
+            p, count = _slot(v, scratch, order, count)
             local[i, t] = p
     return local, count
 

@@ -43,7 +43,14 @@ from pathlib import Path
 import numpy as np
 
 from pinsage_model.graph.csr import Neighbourhoods
-from pinsage_model.inference.layerwise import POOLING_MODES, check_inputs, input_rows, l2_normalize_f32
+from pinsage_model.inference.layerwise import (
+    POOLING_MODES,
+    check_inputs,
+    head,
+    input_rows,
+    l2_normalize_f32,
+    project,
+)
 
 _ROWS_PER_FILE = 1 << 18
 # Rows per block of the gather plan: a multiple of the page size for any width of 4-byte values.
@@ -225,17 +232,16 @@ def _gather_layer_fn(
     return layer_blocks
 
 
-def _project_fn(q_mat: np.ndarray, q_bias: np.ndarray):
-    width = q_mat.shape[0]
+def _project_fn(weights: dict[str, np.ndarray], layer: int):
+    """Map rows ``(item_idx, v)`` to their layer projections ``(nbr_idx, v)`` (:func:`project`)."""
+    w = {k: weights[k] for k in (f"conv{layer}/Q", f"conv{layer}/q")}  # only what the executors need
+    width = w[f"conv{layer}/Q"].shape[0]
 
-    def project(batches):
+    def run(batches):
         for b in batches:
-            h = decode(b.column("v"), width)  # (B, F_k)
-            p = h @ q_mat
-            p += q_bias
-            yield encode(b.column("item_idx").to_numpy(), np.maximum(p, 0.0, out=p), "nbr_idx")  # (B, m)
+            yield encode(b.column("item_idx").to_numpy(), project(decode(b.column("v"), width), w, layer), "nbr_idx")
 
-    return project
+    return run
 
 
 def _reduce_fn(m: int, mode: int):
@@ -288,17 +294,16 @@ def _combine_fn(w_mat: np.ndarray, w_bias: np.ndarray, width: int, m: int):
     return combine
 
 
-def _head_fn(g1: np.ndarray, g: np.ndarray, g2: np.ndarray):
-    d = g1.shape[0]
+def _head_fn(weights: dict[str, np.ndarray]):
+    """Map rows ``(item_idx, v)`` of the last layer to the output embeddings (:func:`head`)."""
+    w = {k: weights[k] for k in ("head/G1", "head/g", "head/G2")}
+    d = w["head/G1"].shape[0]
 
-    def head(batches):
+    def run(batches):
         for b in batches:
-            h = decode(b.column("v"), d)  # (B, d)
-            a = h @ g1
-            a += g
-            yield encode(b.column("item_idx").to_numpy(), l2_normalize_f32(np.maximum(a, 0.0, out=a) @ g2))
+            yield encode(b.column("item_idx").to_numpy(), head(decode(b.column("v"), d), w))
 
-    return head
+    return run
 
 
 def _check_covered(rows: int, expected: int, what: str) -> None:
@@ -376,9 +381,7 @@ def _embed_join(
     edges = spark.read.parquet(str(scratch / "edges"))
     for layer in range(1, config["num_layers"] + 1):
         h = spark.read.parquet(str(scratch / f"h{layer - 1}"))
-        proj = h.mapInArrow(
-            _project_fn(weights[f"conv{layer}/Q"], weights[f"conv{layer}/q"]), _vector_schema("nbr_idx")
-        )
+        proj = h.mapInArrow(_project_fn(weights, layer), _vector_schema("nbr_idx"))
         if broadcast:
             # streamed in file order: each item's rows stay contiguous, no shuffle
             joined = edges.join(F.broadcast(proj), "nbr_idx").select("item_idx", "weight", "v")
@@ -396,7 +399,7 @@ def _embed_join(
         nxt.write.mode("overwrite").parquet(str(scratch / f"h{layer}"))
         width = d
     final = spark.read.parquet(str(scratch / f"h{config['num_layers']}")).mapInArrow(
-        _head_fn(weights["head/G1"], weights["head/g"], weights["head/G2"]), _vector_schema()
+        _head_fn(weights), _vector_schema()
     )
     final.write.mode("overwrite").parquet(str(scratch / "out"))
     return _read_embeddings(scratch / "out", n_items, d)
