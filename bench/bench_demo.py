@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run)
             print(
                 f"  make demo {rep + 1} of {args.repeats}: {run['wall_s']:.1f} s, features "
-                f"{run['stages_s'].get('features', float('nan')):.1f} s, model {run['stages_s'].get('model', float('nan')):.1f} s",
+                f"{run['stages_s'].get('features', float('nan')):.1f} s, "
+                f"model {run['stages_s'].get('model', float('nan')):.1f} s",
                 flush=True,
             )
 

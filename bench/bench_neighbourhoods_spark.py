@@ -27,9 +27,10 @@ what else the shared cores run hits both backends alike. Besides wall seconds it
 CPU seconds: of the process tree (the driver, the JVM, the Python daemon and workers; from
 ``/proc``, per process, so a process that exited between the readings is missed), which other processes on
 the cores disturb much less than wall time. Ratios come from the same run: Spark warm / numba
-warm, Spark cold / numba cold, and Spark cold / numba warm (the most pessimistic). Target (issue #16): Spark ``local[2]`` <= 1.5x the in-process
-time; reported, not asserted. Every run's output digest is compared: both backends must give the
-same bytes. ``--quick`` runs the same code on the demo preset (5k items). Run it under the shared
+warm, Spark cold / numba cold, and Spark cold / numba warm (the most pessimistic). Target (issue #16):
+Spark ``local[2]`` <= 1.5x the in-process time; reported, not asserted. Every run's output digest
+is compared: both backends must give the same bytes. ``--quick`` runs the same code on the demo
+preset (5k items). Run it under the shared
 lock: ``flock /tmp/pinsage-bench.lock .venv/bin/python -m bench.bench_neighbourhoods_spark``.
 Writes ``bench/results/neighbourhoods_spark.json``.
 """
@@ -164,7 +165,8 @@ def cold_run(backend: str, args, cds: bool = True) -> dict:
     run = {**json.loads(out.strip().splitlines()[-1]), "process_wall_s": time.perf_counter() - t0}
     label = backend if cds else f"{backend} without CDS archive"
     print(
-        f"  cold {label}: {run['total_s']:.1f} s, {run['total_cpu_s']:.1f} CPU s (session {run['session_start_s']:.1f} s, "
+        f"  cold {label}: {run['total_s']:.1f} s, {run['total_cpu_s']:.1f} "
+        f"CPU s (session {run['session_start_s']:.1f} s, "
         f"job {run['job_s']:.1f} s; process {run['process_wall_s']:.1f} s)",
         flush=True,
     )
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     graph, cached = load_graph(args.preset, 0, args.graph)
     print(
-        f"graph '{args.preset}': {graph.num_items:,} items, {graph.num_collections:,} collections, {graph.num_edges:,} edges "
+        f"graph '{args.preset}': {graph.num_items:,} items, "
+        f"{graph.num_collections:,} collections, {graph.num_edges:,} edges "
         f"({'cache' if cached else 'generated'} {args.graph}, {time.perf_counter() - t0:.0f} s)",
         flush=True,
     )
@@ -329,20 +332,24 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(args.output, result)
     sp = result["spark"]
     print(
-        f"\nneighbourhoods of {graph_info['items']:,} items, R={cfg.num_walks} L={cfg.walk_length} p={cfg.restart_prob} "
+        f"\nneighbourhoods of {graph_info['items']:,} items, "
+        f"R={cfg.num_walks} L={cfg.walk_length} p={cfg.restart_prob} "
         f"T={cfg.top_t}, medians of {repeats} (wall s / CPU s):\n"
         f"  numba in process ({numba.config.NUMBA_NUM_THREADS} threads): warm {med['numba', 'warm'][0]:.1f} / "
         f"{med['numba', 'warm'][1]:.1f}, cold {med['numba', 'cold'][0]:.1f} / {med['numba', 'cold'][1]:.1f}\n"
         f"  spark local[2]: warm job {med['spark', 'warm'][0]:.1f} / {med['spark', 'warm'][1]:.1f}, cold "
-        f"{med['spark', 'cold'][0]:.1f} / {med['spark', 'cold'][1]:.1f} (session start {sp['cold_session_start_s']:.1f} s "
+        f"{med['spark', 'cold'][0]:.1f} / {med['spark', 'cold'][1]:.1f} "
+        f"(session start {sp['cold_session_start_s']:.1f} s "
         f"+ first job {sp['cold_first_job_s']:.1f} s)\n"
         + (
             f"  spark local[2] cold without the CDS archive: {sp['cold_without_cds_archive_s']:.1f} s (session start "
-            f"{sp['cold_without_cds_archive_session_start_s']:.1f} s + first job {sp['cold_without_cds_archive_first_job_s']:.1f} s)\n"
+            f"{sp['cold_without_cds_archive_session_start_s']:.1f} s + first "
+            f"job {sp['cold_without_cds_archive_first_job_s']:.1f} s)\n"
             if cold_no_cds
             else "  (no Spark CDS archive in this environment: make venv builds it)\n"
         )
-        + f"  spark / numba wall: warm {ratios['spark_vs_numba_warm']:.2f}x, cold {ratios['spark_vs_numba_cold']:.2f}x, "
+        + f"  spark / numba wall: warm {ratios['spark_vs_numba_warm']:.2f}x, "
+        f"cold {ratios['spark_vs_numba_cold']:.2f}x, "
         f"spark cold / numba warm {ratios['spark_cold_vs_numba_warm']:.2f}x (target <= {TARGET_SPARK_VS_IN_PROCESS}x); "
         f"CPU: warm {ratios['spark_vs_numba_warm_cpu']:.2f}x, cold {ratios['spark_vs_numba_cold_cpu']:.2f}x\n"
         f"  byte-identical outputs over all runs: {result['byte_identical']}\n"

@@ -115,16 +115,23 @@ def bench_settings(graph, repeats: int, batch: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     max_threads = numba.config.NUMBA_NUM_THREADS
     rows = []
-    for r, l, p, t in SETTINGS:
+    for r, length, p, t in SETTINGS:
         batches = [rng.integers(0, graph.num_items, batch).astype(np.int32) for _ in range(repeats)]
-        row = {"R": r, "L": l, "p": p, "T": t, "batch": batch, "repeats": repeats}
+        row = {"R": r, "L": length, "p": p, "T": t, "batch": batch, "repeats": repeats}
         for threads in (1, 2):
             if threads > max_threads:
                 continue
 
             def run(seeds, threads=threads):
                 sampler.sample_neighbourhoods(
-                    graph, seeds, num_walks=r, walk_length=l, restart_prob=p, top_t=t, seed=seed, num_threads=threads
+                    graph,
+                    seeds,
+                    num_walks=r,
+                    walk_length=length,
+                    restart_prob=p,
+                    top_t=t,
+                    seed=seed,
+                    num_threads=threads,
                 )
 
             run(batches[0])  # compile (or load the cache) and warm the caches
@@ -137,7 +144,7 @@ def bench_settings(graph, repeats: int, batch: int, seed: int) -> list[dict]:
         np_rng = np.random.default_rng(seed)
 
         def run_numpy(seeds):
-            numpy_neighbourhoods(graph, seeds, num_walks=r, walk_length=l, restart_prob=p, top_t=t, rng=np_rng)
+            numpy_neighbourhoods(graph, seeds, num_walks=r, walk_length=length, restart_prob=p, top_t=t, rng=np_rng)
 
         run_numpy(batches[0])
         (
@@ -227,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     graph, cached = load_graph(preset, args.seed, cache)
     print(
         f"graph '{preset}' seed {args.seed}: {graph.num_items:,} items, {graph.num_collections:,} collections, "
-        f"{graph.num_edges:,} edges ({'cache ' + str(cache) if cached else 'generated'}, {time.perf_counter() - t0:.0f} s)",
+        f"{graph.num_edges:,} edges ({'cache ' + str(cache) if cached else 'generated'}, "
+        f"{time.perf_counter() - t0:.0f} s)",
         flush=True,
     )
     load_before = os.getloadavg()
@@ -267,9 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(args.output, result)
     if precompute:
         print(
-            f"\nprecompute all {precompute['items']:,} items at R={PRECOMPUTE['num_walks']} L={PRECOMPUTE['walk_length']} "
+            f"\nprecompute all {precompute['items']:,} items at "
+            f"R={PRECOMPUTE['num_walks']} L={PRECOMPUTE['walk_length']} "
             f"p={PRECOMPUTE['restart_prob']} T={PRECOMPUTE['top_t']} on {precompute['threads']} threads: "
-            f"{precompute['seconds']:.1f} s ({precompute['items_per_s']:,.0f} items/s, {precompute['cpu_seconds']:.1f} CPU s), "
+            f"{precompute['seconds']:.1f} s ({precompute['items_per_s']:,.0f} "
+            f"items/s, {precompute['cpu_seconds']:.1f} CPU s), "
             f"peak RSS {precompute['peak_rss_mb']:,.0f} MB (+{precompute['peak_increase_mb']:,.0f} MB during; "
             f"output {precompute['output_mb']:,.0f} MB)"
         )

@@ -153,7 +153,8 @@ def estimate(rates: dict[str, Rate | None], hours: float, cores: int) -> list[di
 
 def table(rows: list[dict], hours: float, cores: int) -> str:
     lines = [
-        f"| stage | per-core rate (measured) | work at paper scale | core-hours | machines ({cores} cores) for {hours:g} h | state |",
+        "| stage | per-core rate (measured) | work at paper scale | "
+        f"core-hours | machines ({cores} cores) for {hours:g} h | state |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:

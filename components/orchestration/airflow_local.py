@@ -124,7 +124,8 @@ def start(
         if time.monotonic() > deadline:
             stop(home)
             raise RuntimeError(
-                f"the Airflow API server did not answer within {timeout_s:.0f} s; read {home / 'logs' / 'api-server.out'}"
+                "the Airflow API server did not answer within "
+                f"{timeout_s:.0f} s; read {home / 'logs' / 'api-server.out'}"
             )
         time.sleep(1)
     return {"url": url, "user": USER, "password": secret, "pids": pids}
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"Airflow is up: open {info['url']} and log in as {info['user']} / {info['password']}")
     print(
-        f"DAG 'pinsage' on {args.config} (paused: unpause it in the UI or trigger a run); logs in {Path(args.home) / 'logs'}"
+        f"DAG 'pinsage' on {args.config} (paused: unpause it in the "
+        f"UI or trigger a run); logs in {Path(args.home) / 'logs'}"
     )
     print("stop it with: make airflow-stop")
     return 0

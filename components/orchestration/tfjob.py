@@ -217,7 +217,8 @@ def _exists(api, ident: dict, name: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The launcher's flags: the model stage's container flags (components.orchestration.kfp_pipeline) and ``--poll-s``."""
+    """The launcher's flags: the model stage's container flags
+    (components.orchestration.kfp_pipeline) and ``--poll-s``."""
     from components.stages import get_stage
 
     parser = argparse.ArgumentParser(

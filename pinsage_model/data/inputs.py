@@ -205,7 +205,8 @@ def read_npy(path: str | Path, what: str, kinds: str = "fiu") -> np.ndarray:
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
             raise LoaderError(
-                f"{path}: holds pickled Python objects (dtype object), expected {what}; pickles are refused: {_NUMERIC_HINT}"
+                f"{path}: holds pickled Python objects (dtype object), "
+                f"expected {what}; pickles are refused: {_NUMERIC_HINT}"
             ) from None
         raise LoaderError(f"{path}: not a readable .npy ({exc}), expected {what}; the file may be truncated") from None
     except (EOFError, OSError) as exc:

@@ -299,7 +299,8 @@ def build(
         if graph.num_items > ease_max_items:
             raise BaselineSkipped(
                 f"ease skipped: {graph.num_items} items > evaluation.ease_max_items = {ease_max_items} "
-                f"(its dense {graph.num_items} x {graph.num_items} inverse needs ~{12 * graph.num_items**2 / 2**30:.1f} GiB)"
+                f"(its dense {graph.num_items} x {graph.num_items} inverse "
+                f"needs ~{12 * graph.num_items**2 / 2**30:.1f} GiB)"
             )
         return ease(graph, ease_lambda)
     if name == "pixie":

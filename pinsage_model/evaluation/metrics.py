@@ -232,7 +232,8 @@ def sample_candidates(num_items: int, size: int, seed: int) -> np.ndarray | None
 
 
 def summarise(r: np.ndarray, ks: Iterable[int], mrr_scale: float) -> dict:
-    """``{"hit_rate_at_10": ..., "mrr": ..., "median_rank": ..., "n": ...}`` from ranks (:mod:`metric_keys` spelling)."""
+    """``{"hit_rate_at_10": ..., "mrr": ..., "median_rank": ..., "n": ...}`` from ranks
+    (:mod:`metric_keys` spelling)."""
     r = np.asarray(r, dtype=np.float64)
     out = {metric_keys.hit_rate(k): hit_rate(r, k) for k in ks}
     out["mrr"] = mrr(r, mrr_scale)

@@ -299,14 +299,10 @@ def publish(
       cfg: index kind, parameters and recall floor.
       item_idx: optional dense item indices (N,) to keep in ``ids.parquet`` (default 0..N-1).
       seed: sampling of the recall queries and of IVF training points.
-      make_current: switch ``CURRENT`` to this version (False: publish it beside the serving one,
-        e.g. when the model lost the registry's promotion gate).
-      weights_digest: digest of the model's weights, recorded so that the version can be found
-        again from the registry's champion (:func:`find_version`).
-      query_shift: (d,) the model's learned query shift; a non-zero one is saved with the
-        version and added to every item query (:mod:`pinsage_model.serving.query`).
-      user_head: the model's user head (:mod:`pinsage_model.model.user_head`), saved with the version
-        so that homefeed vectors are built as evaluation builds them.
+      make_current: switch ``CURRENT`` to this version (False: publish it beside the serving one).
+      weights_digest: the model weights' digest, so the registry's champion finds it (:func:`find_version`).
+      query_shift: (d,) the model's learned query shift, saved with the version, added to item queries.
+      user_head: the model's user head, saved so that homefeed vectors are built as evaluation builds them.
 
     Returns:
       The version directory. Publishing the same content again only re-points ``CURRENT``.

@@ -75,7 +75,8 @@ def cds_archive_path() -> Path | None:
 
 def cds_log_option() -> str:
     """CDS messages (e.g. an archive from another JDK, ignored) off the console, to a file beside the Spark log."""
-    return f"-Xlog:cds*=off -Xlog:cds*=warning:file={_spark_log()}.cds::filecount=0"  # filecount=0: one file, no rotated copies
+    # filecount=0: one file, no rotated copies
+    return f"-Xlog:cds*=off -Xlog:cds*=warning:file={_spark_log()}.cds::filecount=0"
 
 
 def cds_java_options() -> str:

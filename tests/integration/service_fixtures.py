@@ -78,7 +78,8 @@ def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> N
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(
-                f"{' '.join(map(str, proc.args[:3]))} exited with {proc.returncode} before answering {url}:\n{log.read_text()[-4000:]}"
+                f"{' '.join(map(str, proc.args[:3]))} exited with {proc.returncode} "
+                f"before answering {url}:\n{log.read_text()[-4000:]}"
             )
         try:
             if requests.get(url, timeout=2).status_code == 200:

@@ -32,10 +32,10 @@ def test_hadolint_passes(dockerfile):
 
 def test_main_image_is_multi_stage_non_root_and_runs_components():
     text = (REPO / "Dockerfile").read_text()
-    froms = [l.split()[1] for l in text.splitlines() if l.startswith("FROM ")]
+    froms = [ln.split()[1] for ln in text.splitlines() if ln.startswith("FROM ")]
     assert froms == ["python:3.11-slim-bookworm", "python:3.11-slim-bookworm"]
     assert "openjdk-17-jre-headless" in text
-    user = [l for l in text.splitlines() if l.startswith("USER ")]
+    user = [ln for ln in text.splitlines() if ln.startswith("USER ")]
     assert user and user[-1].split()[1].split(":")[0] != "0"
     assert 'ENTRYPOINT ["/usr/bin/tini", "--", "python", "-m"]' in text
     ignored = (REPO / ".dockerignore").read_text().splitlines()

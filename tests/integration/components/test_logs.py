@@ -73,7 +73,7 @@ def test_spark_stages_keep_the_console_to_the_pipeline(tmp_path):
     assert proc.returncode == 0, console[-3000:]
     assert "stage pairs" in console and "run directory:" in console
     assert noisy(console) == [], noisy(console)
-    assert [l for l in console.splitlines() if " WARN " in l] == []
+    assert [ln for ln in console.splitlines() if " WARN " in ln] == []
     spark_log = log.with_name("spark.log")
     assert spark_log.exists(), "Spark's lines went nowhere"
     assert log.exists()
@@ -103,7 +103,7 @@ def test_faiss_loader_lines_go_to_the_file_and_verbose_brings_them_back(tmp_path
         timeout=300,
     )
     assert loud.returncode == 0, loud.stderr[-3000:]
-    assert any("faiss.loader" in l or "Loading faiss" in l for l in loud.stderr.splitlines())
+    assert any("faiss.loader" in ln or "Loading faiss" in ln for ln in loud.stderr.splitlines())
 
 
 TENSORFLOW = """

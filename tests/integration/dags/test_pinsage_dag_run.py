@@ -36,7 +36,8 @@ for _ in range(2):
     run = dag.test(logical_date=when)
     tis = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     run_dirs = sorted(str(p) for p in Path(sys.argv[3]).iterdir())
-    result["runs"].append({"state": str(run.state), "tis": tis, "dirs": run_dirs, "digests": digests(Path(run_dirs[0]))})
+    digest = digests(Path(run_dirs[0]))
+    result["runs"].append({"state": str(run.state), "tis": tis, "dirs": run_dirs, "digests": digest})
 print("RESULT" + json.dumps(result))
 """
 
@@ -69,7 +70,7 @@ def test_dag_runs_on_tiny_data_and_reruns_identically(tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    result = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT") :])
+    result = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))[len("RESULT") :])
 
     assert result["tasks"] == ["pairs", "prepare", "raw"]
     first, second = result["runs"]

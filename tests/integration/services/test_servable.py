@@ -109,7 +109,7 @@ def test_champion_loads_by_alias_in_a_fresh_process(registry):
         timeout=180,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    rows = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT") :])
+    rows = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))[len("RESULT") :])
     check_answers(rows, emb)
     print(f"fresh-process load and predict: {time.perf_counter() - t0:.1f} s")
 

@@ -18,7 +18,7 @@ def _cfg(**data):
 
 
 def test_synthetic_tiny_is_written_and_reproducible(tmp_path, stage_ctx):
-    cfg = _cfg(source="synthetic", preset="tiny", seed=0)
+    cfg = _cfg(source="synthetic", preset="tiny")
     rep = execute(STAGE, cfg, {}, tmp_path / "a" / "raw", stage_ctx)
     execute(STAGE, cfg, {}, tmp_path / "b" / "raw", stage_ctx)
     for name in ("interactions.parquet", "items.parquet", "quarantine.parquet"):

@@ -68,7 +68,7 @@ def parse_dag(tmp_path: Path, config_text: str) -> dict:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
     return json.loads(line[len("RESULT") :])
 
 

@@ -150,12 +150,14 @@ MIRRORED_SCRIPT = textwrap.dedent(
     from pinsage_model.model.training import TrainData, train
     d = dict(np.load(sys.argv[1]))
     graph = CSRGraph(d["item_indptr"], d["item_indices"], d["coll_indptr"], d["coll_indices"])
-    data = TrainData(d["features"], Neighbourhoods(d["indices"], d["weights"]), graph, d["tq"], d["tp"], d["vq"], d["vp"])
+    nbhd = Neighbourhoods(d["indices"], d["weights"])
+    data = TrainData(d["features"], nbhd, graph, d["tq"], d["tp"], d["vq"], d["vp"])
     cfg = TrainConfig(**json.loads(sys.argv[2]))
     model, sampler = ModelConfig(**json.loads(sys.argv[3])), SamplerConfig(**json.loads(sys.argv[4]))
     out = {}
     for devices in (1, 2):
-        r = train(data, model, cfg.replace(num_devices=devices), sampler, checkpoint_dir=sys.argv[5] + str(devices), progress=False)
+        ckpt = sys.argv[5] + str(devices)
+        r = train(data, model, cfg.replace(num_devices=devices), sampler, checkpoint_dir=ckpt, progress=False)
         out[devices] = r.step_losses
     print("LOSSES" + json.dumps(out))
     """

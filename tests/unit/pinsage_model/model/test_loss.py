@@ -92,5 +92,5 @@ def test_xent_log_q_correction_subtracts_log_q_from_logits():
     got = np.asarray(xent_loss(Q, POS, NEG, temperature=0.5, pos_logq=pos_logq, neg_logq=neg_logq))
     l0 = np.array([0.6 / 0.5 - np.log(0.5), 0.0 / 0.5 - np.log(2.0), 1.0 / 0.5 - np.log(0.25)])
     l1 = np.array([1.0 / 0.5 - 0.0, 1.0 / 0.5 - np.log(2.0), 0.0 / 0.5 - np.log(0.25)])
-    want = [-(l[0] - np.log(np.exp(l).sum())) for l in (l0, l1)]
+    want = [-(ln[0] - np.log(np.exp(ln).sum())) for ln in (l0, l1)]
     np.testing.assert_allclose(got, want, atol=1e-5)
