@@ -1,7 +1,7 @@
 """Stage ``raw``: load or generate the interactions and items into the data contracts.
 
 ``data.source`` picks the input: ``synthetic`` (the ``data.preset`` generator, seeded by
-``data.seed``), ``movielens`` (the folder ``data.path``), ``adjacency`` ("user item item ..."
+the top-level ``seed``), ``movielens`` (the folder ``data.path``), ``adjacency`` ("user item item ..."
 train/test files) or ``table`` (generic CSV/Parquet interactions, item table, item vectors).
 Relative paths resolve against the working directory, then the repository root.
 
