@@ -65,6 +65,7 @@ def _adjacency_files(d: DataConfig) -> tuple[Path, Path | None]:
             "config key 'data.path' (a folder with train.txt) or 'data.interactions_path' "
             "must be set for data.source 'adjacency'"
         )
+    test: Path | None
     if d.test_path:
         test = resolve_path(d.test_path, "data.test_path")
     else:
@@ -81,21 +82,12 @@ def load(d: DataConfig, now: int | None = None) -> tuple[LoadResult, dict]:
     """
     if d.source == "synthetic":
         return _load_synthetic(d)
-    rules = InputRules(
-        now=now, future_tolerance_s=d.future_tolerance_s, timestamp_unit=d.timestamp_unit, allow_leaks=d.allow_leaks
-    )
+    rules = InputRules.of(d, now)
     if d.source == "movielens":
         return load_movielens(resolve_path(_setting(d.path, "path", d.source), "data.path"), rules), {}
     if d.source == "adjacency":
         return load_adjacency(*_adjacency_files(d), rules=rules), {}
-    columns = ColumnMap(
-        user=d.user_column,
-        item=d.item_column,
-        timestamp=d.timestamp_column,
-        collection=d.collection_column,
-        weight=d.weight_column,
-        vector=d.vector_column,
-    )
+    columns = ColumnMap.of(d)
     optional = {
         key: resolve_path(value, f"data.{key}") if value else None
         for key, value in (

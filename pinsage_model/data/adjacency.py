@@ -58,7 +58,7 @@ def _read_adjacency(path: Path, q: Quarantine) -> pa.Table:
 
 
 def load_adjacency(
-    train_path: str | Path, test_path: str | Path | None = None, rules: InputRules = InputRules()
+    train_path: str | Path, test_path: str | Path | None = None, rules: InputRules | None = None
 ) -> LoadResult:
     """Load "user item item ..." adjacency-list files (train, optional test).
 
@@ -73,6 +73,7 @@ def load_adjacency(
       LoaderError: a file unusable as a whole, or test pairs that also occur in train (unless
         ``rules.allow_leaks``).
     """
+    rules = rules or InputRules.of()
     q = Quarantine()
     train = _read_adjacency(Path(train_path), q)
     test = _read_adjacency(Path(test_path), q) if test_path else None

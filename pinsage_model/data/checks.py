@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pinsage_model.config import DataConfig
 from pinsage_model.data.quarantine import Quarantine
 from pinsage_model.data.reading import Records
 
@@ -27,10 +28,16 @@ class InputRules:
         they are an error.
     """
 
-    now: int | None = None
-    future_tolerance_s: int = 86_400
-    timestamp_unit: str = "auto"
-    allow_leaks: bool = False
+    now: int | None
+    future_tolerance_s: int
+    timestamp_unit: str
+    allow_leaks: bool
+
+    @classmethod
+    def of(cls, data: DataConfig | None = None, now: int | None = None) -> InputRules:
+        """The rules of ``data`` (default: the schema's defaults) at logical time ``now``."""
+        d = data or DataConfig()
+        return cls(now, d.future_tolerance_s, d.timestamp_unit, d.allow_leaks)
 
 
 _INT_RE = r"\d+"

@@ -40,7 +40,7 @@ ML100K_GENRES = tuple(
 _RATING_SCALE = {"ratings.csv": (0.5, 5.0), "ratings.dat": (1.0, 5.0), "u.data": (1.0, 5.0)}
 
 
-def load_movielens(path: str | Path, rules: InputRules = InputRules()) -> LoadResult:
+def load_movielens(path: str | Path, rules: InputRules | None = None) -> LoadResult:
     """Load a MovieLens folder (``ratings.csv``, ``ratings.dat`` or ``u.data`` flavour).
 
     Args:
@@ -53,6 +53,7 @@ def load_movielens(path: str | Path, rules: InputRules = InputRules()) -> LoadRe
     Raises:
       LoaderError: no ratings file, a file unusable as a whole, or a required column is missing.
     """
+    rules = rules or InputRules.of()
     path = Path(path)
     if path.is_file():
         raise LoaderError(f"{path}: is a file, expected a MovieLens folder (with ratings.csv, ratings.dat or u.data)")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pinsage_model.config import DataConfig
 from pinsage_model.data.checks import InputRules, RowChecker, fail_duplicate_ids
 from pinsage_model.data.contracts import ITEMS
 from pinsage_model.data.inputs import LoaderError, read_lines, read_npy
@@ -35,12 +36,26 @@ from pinsage_model.data.reading import (
 class ColumnMap:
     """Source column names of a generic table (empty = optional column absent or auto-detected)."""
 
-    user: str = "user_id"
-    item: str = "item_id"
-    timestamp: str = "timestamp"
-    collection: str = ""
-    weight: str = ""
-    vector: str = "features"
+    user: str
+    item: str
+    timestamp: str
+    collection: str
+    weight: str
+    vector: str
+
+    @classmethod
+    def of(cls, data: DataConfig | None = None, **overrides: str) -> ColumnMap:
+        """The ``data.*_column`` names (default: the schema's defaults), with ``overrides`` by field."""
+        d = data or DataConfig()
+        names = dict(
+            user=d.user_column,
+            item=d.item_column,
+            timestamp=d.timestamp_column,
+            collection=d.collection_column,
+            weight=d.weight_column,
+            vector=d.vector_column,
+        )
+        return cls(**(names | overrides))
 
 
 def load_table(
@@ -48,8 +63,8 @@ def load_table(
     items_path: str | Path | None = None,
     item_vectors_path: str | Path | None = None,
     item_vector_ids_path: str | Path | None = None,
-    columns: ColumnMap = ColumnMap(),
-    rules: InputRules = InputRules(),
+    columns: ColumnMap | None = None,
+    rules: InputRules | None = None,
 ) -> LoadResult:
     """Load generic CSV/Parquet interactions, plus optional item table and/or item vectors.
 
@@ -70,6 +85,8 @@ def load_table(
       LoaderError: a file or required column is missing or unusable, or vectors and ids disagree
         in length.
     """
+    columns = columns or ColumnMap.of()
+    rules = rules or InputRules.of()
     q = Quarantine()
     src = Path(interactions_path)
     interactions = _read_interactions(src, columns, rules, q)

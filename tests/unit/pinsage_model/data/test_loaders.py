@@ -165,7 +165,7 @@ def test_generic_csv_with_column_mapping(tmp_path):
             "b,z,1700000200,b2,nan\n"  # row 4
         ),
     )
-    cols = ColumnMap(user="uid", item="iid", timestamp="when", collection="board", weight="score")
+    cols = ColumnMap.of(user="uid", item="iid", timestamp="when", collection="board", weight="score")
     r = load_table(src, columns=cols)
     t = r.interactions.to_pydict()
     assert t["item_id"] == ["x", "y"]
