@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose, args.log_file)
     if args.command == "run":
         return main_run(args)
-    module = importlib.import_module(COMMANDS[args.command][0])
-    return module.main(args) or 0
+    command = importlib.import_module(COMMANDS[args.command][0])
+    return command.main(args) or 0
 
 
 if __name__ == "__main__":

@@ -149,7 +149,8 @@ class _ConfigTrial:
     """Answers a search dimension's ``suggest_*`` calls with the config's current values."""
 
     def __init__(self, cfg: PipelineConfig):
-        self.cfg, self.params = cfg, {}
+        self.cfg = cfg
+        self.params: dict[str, Any] = {}
 
     def _take(self, name: str, *_: Any, **__: Any) -> Any:
         self.params[name] = _current(self.cfg, name)

@@ -232,7 +232,10 @@ def print_table(title: str, rows: list[tuple[str, object]]) -> str:
 def stage_main(module_name: str, argv: list[str] | None = None) -> int:
     """``python -m components.stages.<stage>``: run one stage over a run dir or explicit paths."""
     if module_name == "__main__":  # run as `python -m components.stages.<stage>`
-        module_name = sys.modules["__main__"].__spec__.name
+        spec = sys.modules["__main__"].__spec__
+        if spec is None:
+            raise SystemExit("run a stage as a module: python -m components.stages.<stage>")
+        module_name = spec.name
     stage = get_stage(module_name)
     doc = importlib.import_module(stage.module).__doc__ or ""
     parser = argparse.ArgumentParser(
@@ -262,8 +265,12 @@ def stage_main(module_name: str, argv: list[str] | None = None) -> int:
     if cfg is None:
         return 2
     run_dir = Path(args.run_dir) if args.run_dir else None
-    inputs = {n: Path(getattr(args, f"in_{n}") or run_dir / n) for n in stage.inputs}
-    out = Path(args.output) if args.output else run_dir / stage.name
+    if run_dir is not None:
+        inputs = {n: Path(getattr(args, f"in_{n}") or run_dir / n) for n in stage.inputs}
+        out = Path(args.output) if args.output else run_dir / stage.name
+    else:  # the checks above made every path explicit
+        inputs = {n: Path(getattr(args, f"in_{n}")) for n in stage.inputs}
+        out = Path(args.output)
     when = args.logical_time or start_time()
     try:
         if run_dir is not None:

@@ -115,7 +115,7 @@ def container_component(stage: Stage, image: str, module: str = "") -> Callable:
     params.append(
         inspect.Parameter("output", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dsl.Output[dsl.Artifact])
     )
-    spec.__signature__ = inspect.Signature(params)
+    setattr(spec, "__signature__", inspect.Signature(params))  # read by inspect.signature; not a declared attribute
     spec.__name__ = spec.__qualname__ = stage.name.replace("-", "_")
     spec.__doc__ = stage.description
     return dsl.container_component(spec)

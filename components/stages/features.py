@@ -91,8 +91,8 @@ def _item_rows(raw: Path, graph_dir: Path, out_dir: Path):
     reasons = [r for _, r in rejected]
     idx = pa.array([r for r, _ in rejected], type=pa.int64())
     qcols: dict[str, pa.Array] = {}
-    for name in items.column_names if items is not None else ():
-        taken = items.column(name).take(idx)
+    for name, column in zip(items.column_names, items.columns) if items is not None else ():
+        taken = column.take(idx)
         # a list column has no string cast: its rows are written as Python lists
         qcols[name] = pa.array([str(v) for v in taken.to_pylist()]) if name == "features" else taken
     atomic_write_parquet(out_dir / "quarantine.parquet", quarantine_table(qcols, reasons, str(items_path), idx))

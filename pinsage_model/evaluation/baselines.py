@@ -68,6 +68,8 @@ class Method:
             e = l2_normalise(self.embeddings)
             q = e[np.asarray(items)]
             return (q if self.query_shift is None else q + self.query_shift[None, :]) @ e.T
+        if self.score_items is None:  # unreachable: __post_init__ requires embeddings or score_items
+            raise ValueError(f"method '{self.name}' has neither embeddings nor score_items")
         return self.score_items(np.asarray(items))
 
     def set_scores(self, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from apache_beam.runners.runner import PipelineRunner
 
     from pinsage_model.config import FeaturesConfig
 
@@ -255,7 +256,7 @@ def analyze(rows: dict[str, np.ndarray], cfg: "FeaturesConfig", transform_dir: P
     input_dir = Path(temp_dir) / "input"
     source = ParquetTFXIO(str(input_dir / "*.parquet"), schema=schema, telemetry_descriptors=["pinsage", "features"])
     write_record_batches(rows, source.ArrowSchema(), input_dir, cfg.batch_rows)
-    runner = cfg.beam_runner
+    runner: str | PipelineRunner = cfg.beam_runner
     options = list(cfg.beam_options)
     if runner == "DirectRunner":
         # Beam 2.77's DirectRunner first tries Prism, which downloads a binary (minutes offline

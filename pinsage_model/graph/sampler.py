@@ -472,7 +472,8 @@ def _threads(num_threads: int) -> Iterator[None]:
     Blocks of seeds are handed out one at a time (chunk size 1) rather than split evenly up
     front, so a thread slowed by other processes on the same cores does not hold up the rest.
     """
-    n = numba.config.NUMBA_NUM_THREADS if num_threads <= 0 else min(num_threads, numba.config.NUMBA_NUM_THREADS)
+    most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # numba.config sets it at import
+    n = most if num_threads <= 0 else min(num_threads, most)
     old = numba.get_num_threads()
     numba.set_num_threads(n)
     old_chunk = numba.set_parallel_chunksize(1)

@@ -126,8 +126,10 @@ class BatchProducer:
         ):
             raise ValueError(f"local replicas {self.local_replicas} are not a part of the {num_replicas} replicas")
         if hard_negative_fn is None:
-            from pinsage_model.graph.sampler import hard_negatives as hard_negative_fn
-        self.hard_negative_fn = hard_negative_fn
+            from pinsage_model.graph.sampler import hard_negatives
+
+            hard_negative_fn = hard_negatives
+        self.hard_negative_fn: HardNegativeFn = hard_negative_fn
         n_pairs = len(self.train_q)
         self.batch_size = min(train_cfg.batch_size, n_pairs - n_pairs % num_replicas)
         if self.batch_size < num_replicas:

@@ -249,6 +249,8 @@ class PinSageModel(keras.Model):
         """(N, e) numpy id vector of every item (the sum of its rows; zero without identity)."""
         from pinsage_model.model.identity import item_vectors
 
+        if self.id_embedding is None:
+            raise ValueError("the model has no id embedding (id_embedding_dim=0)")
         return item_vectors(self.id_embedding.embeddings.numpy(), self.id_rows.numpy())
 
     @classmethod

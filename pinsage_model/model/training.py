@@ -373,7 +373,7 @@ def _step_fn(
             return tf_values.PerReplicaSpec(*[relax(t) for t in x.values])
         return tf.TensorSpec([None] * x.shape.rank, x.dtype)
 
-    traced = []
+    traced: list[bool] = []
 
     def step(shards: list[dict]) -> float:
         dist_inputs = strategy.experimental_distribute_values_from_function(

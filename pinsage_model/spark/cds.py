@@ -68,7 +68,10 @@ def build(path: Path, timeout_s: float = 600.0) -> Path:
     dump = f"-XX:ArchiveClassesAtExit={tmp} {cds_log_option()}"
     with tempfile.TemporaryDirectory(prefix="pinsage-cds-") as scratch:
         spark = get_spark(SparkConfig(app_name="pinsage-cds"), extra_java_options=dump)
-        proc = spark.sparkContext._gateway.proc  # the driver JVM (spark-submit execs java)
+        gateway = spark.sparkContext._gateway
+        if gateway is None:
+            raise RuntimeError("Spark started without a JVM gateway in this process")
+        proc = gateway.proc  # the driver JVM (spark-submit execs java)
         _representative_jobs(spark, Path(scratch))
         spark.stop()
         # The JVM exits (and dumps the archive) when its stdin closes: pyspark's gateway contract.

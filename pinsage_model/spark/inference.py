@@ -39,6 +39,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -161,7 +162,7 @@ class SharedArray:
     width: int
     dtype: str = "float32"
 
-    def open(self, mode: str = "r") -> np.ndarray:
+    def open(self, mode: Literal["r", "r+"] = "r") -> np.ndarray:
         return np.memmap(self.path, dtype=self.dtype, mode=mode, shape=(self.rows, self.width))
 
     @classmethod
@@ -347,7 +348,7 @@ def embed_all_spark(
     if strategy not in ("shuffle", "broadcast", "gather"):
         raise ValueError(f"strategy must be 'auto', 'shuffle', 'broadcast' or 'gather', got {strategy!r}")
     own_scratch = scratch_dir is None
-    scratch = Path(tempfile.mkdtemp(prefix="pinsage-infer-")) if own_scratch else Path(scratch_dir)
+    scratch = Path(tempfile.mkdtemp(prefix="pinsage-infer-")) if scratch_dir is None else Path(scratch_dir)
     scratch.mkdir(parents=True, exist_ok=True)
     try:
         if strategy == "gather":
