@@ -19,13 +19,17 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 
 DRIVE = """
-import json, sys
+import importlib.util, json, sys
 from datetime import datetime, timezone
 from pathlib import Path
 from airflow.dag_processing.dagbag import DagBag
 
-sys.path.insert(0, sys.argv[2])
-from run_fixtures import digests
+# run_fixtures by its file: tests/integration on sys.path would shadow the components package
+# with the test folder tests/integration/components (a namespace package of the same name).
+spec = importlib.util.spec_from_file_location("run_fixtures", Path(sys.argv[2]) / "run_fixtures.py")
+run_fixtures = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(run_fixtures)
+digests = run_fixtures.digests
 
 bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
