@@ -149,6 +149,15 @@ class GraphConfig(Section):
     seed: int = 0  # derived: PipelineConfig.seed_for("graph")
 
 
+class FeaturesExperimental(Section):
+    """Feature encodings no shipped config, search or ablation has changed: widths of the
+    title's hashed word buckets and of each categorical column's vocabulary (top-k plus OOV)."""
+
+    text_hash_buckets: PosInt = 64
+    categorical_vocab_top_k: PosInt = 200
+    categorical_oov_buckets: NonNegInt = 1
+
+
 class FeaturesConfig(Section):
     """TF Transform feature stage (Beam DirectRunner locally)."""
 
@@ -168,13 +177,11 @@ class FeaturesConfig(Section):
     # Rows per Arrow record batch fed to the analysis (one Parquet shard each): large enough
     # that TF runs the analysis graph on big batches, small enough to spread over workers.
     batch_rows: PosInt = 65536
-    text_hash_buckets: PosInt = 64
-    categorical_vocab_top_k: PosInt = 200
-    categorical_oov_buckets: NonNegInt = 1
     # width of the id embedding the features stage asks for items without features (when
     # model.id_embedding_dim is 0; otherwise the model's own id embedding serves them)
     id_embedding_dim: PosInt = 16
     missing_features: Literal["id_embedding", "zeros"] = "id_embedding"
+    experimental: FeaturesExperimental = Field(default_factory=FeaturesExperimental)
 
     @model_validator(mode="after")
     def _in_memory_is_one_worker(self) -> FeaturesConfig:
@@ -243,6 +250,17 @@ class ModelConfig(Section):
     query_shift: Bool = False
 
 
+class UserHeadExperimental(Section):
+    """User-head knobs no shipped config, search or ablation has changed."""
+
+    # a training example's input is the first fraction f ~ U[min_input_fraction, 1) of the user's
+    # items in time order, its targets the rest
+    min_input_fraction: Annotated[float, Strict(), Field(ge=0, lt=1)] = 0.5
+    # candidates of the softmax: 0 = every item; K > 0 = a shared uniform sample of K items per step
+    # plus the step's targets (for catalogues too large to score in full each step)
+    negatives: NonNegInt = 0
+
+
 class UserHeadConfig(Section):
     """A learned user (collection) vector for homefeed: PinSage's convolution over the user's items.
 
@@ -261,12 +279,7 @@ class UserHeadConfig(Section):
     steps: PosInt = 2000
     batch_size: PosInt = 128
     lr: PosFloat = 0.001
-    # a training example's input is the first fraction f ~ U[min_input_fraction, 1) of the user's
-    # items in time order, its targets the rest
-    min_input_fraction: Annotated[float, Strict(), Field(ge=0, lt=1)] = 0.5
-    # candidates of the softmax: 0 = every item; K > 0 = a shared uniform sample of K items per step
-    # plus the step's targets (for catalogues too large to score in full each step)
-    negatives: NonNegInt = 0
+    experimental: UserHeadExperimental = Field(default_factory=UserHeadExperimental)
     seed: int = 0  # derived: PipelineConfig.seed_for("user_head")
 
 

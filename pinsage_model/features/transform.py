@@ -18,10 +18,10 @@ Output: one dense float32 row ``x`` of fixed width, the concatenation (in this o
 * ``has_features``, only when ``features.missing_features == "id_embedding"``: the trainer then
   learns an id embedding (``features.id_embedding_dim``) for the items flagged 0, the paper's
   transductive fallback; with ``"zeros"`` the content block of such items is simply zero;
-* the title's lower-cased word tokens hashed into ``features.text_hash_buckets`` (multi-hot);
+* the title's lower-cased word tokens hashed into ``features.experimental.text_hash_buckets`` (multi-hot);
 * genres and tags through a vocabulary (``compute_and_apply_vocabulary``, the
-  ``features.categorical_vocab_top_k`` most frequent, plus ``categorical_oov_buckets`` out-of-
-  vocabulary buckets) as multi-hot of width ``top_k + oov`` (unused slots stay 0).
+  ``features.experimental.categorical_vocab_top_k`` most frequent, plus ``categorical_oov_buckets``
+  out-of-vocabulary buckets) as multi-hot of width ``top_k + oov`` (unused slots stay 0).
 
 Only the columns the item table has take part. The analysis (means, variances, vocabularies)
 runs as a Beam pipeline (``features.beam_runner``; DirectRunner locally) fed Arrow record
@@ -155,7 +155,7 @@ def make_preprocessing_fn(columns: tuple[str, ...], cfg: "FeaturesConfig") -> Ca
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    width_cat = cfg.categorical_vocab_top_k + cfg.categorical_oov_buckets
+    width_cat = cfg.experimental.categorical_vocab_top_k + cfg.experimental.categorical_oov_buckets
 
     def multi_hot(ids, depth: int):
         # ids: (B, None) ragged int -> (B, depth) float32 with 1 where any id hits the slot
@@ -186,8 +186,8 @@ def make_preprocessing_fn(columns: tuple[str, ...], cfg: "FeaturesConfig") -> Ca
         if "title" in columns:
             text = tf.strings.regex_replace(tf.strings.lower(inputs["title"]), r"[^a-z0-9]+", " ")
             tokens = tf.strings.split(text)  # (B, None) ragged
-            ids = tf.ragged.map_flat_values(tf.strings.to_hash_bucket_fast, tokens, cfg.text_hash_buckets)
-            parts.append(multi_hot(ids, cfg.text_hash_buckets))
+            ids = tf.ragged.map_flat_values(tf.strings.to_hash_bucket_fast, tokens, cfg.experimental.text_hash_buckets)
+            parts.append(multi_hot(ids, cfg.experimental.text_hash_buckets))
         for name in CATEGORICAL_COLUMNS:
             if name not in columns:
                 continue
@@ -196,8 +196,8 @@ def make_preprocessing_fn(columns: tuple[str, ...], cfg: "FeaturesConfig") -> Ca
             tokens = tf.ragged.map_flat_values(tf.strings.strip, tokens)
             ids = tft.compute_and_apply_vocabulary(
                 tokens,
-                top_k=cfg.categorical_vocab_top_k,
-                num_oov_buckets=cfg.categorical_oov_buckets,
+                top_k=cfg.experimental.categorical_vocab_top_k,
+                num_oov_buckets=cfg.experimental.categorical_oov_buckets,
                 vocab_filename=name,
             )
             parts.append(multi_hot(ids, width_cat))
@@ -215,16 +215,16 @@ def feature_names(columns: tuple[str, ...], cfg: "FeaturesConfig", vector_width:
     if cfg.missing_features == "id_embedding":
         out.append("has_features")
     if "title" in columns:
-        out += [f"title_hash_{i}" for i in range(cfg.text_hash_buckets)]
+        out += [f"title_hash_{i}" for i in range(cfg.experimental.text_hash_buckets)]
     tft_out = tft.TFTransformOutput(str(transform_dir))
     for name in CATEGORICAL_COLUMNS:
         if name not in columns:
             continue
         vocab = [v.decode("utf-8", "replace") for v in tft_out.vocabulary_by_name(name)]
-        slots = [f"{name}={v}" for v in vocab[: cfg.categorical_vocab_top_k]]
-        slots += [f"{name}_oov_{i}" for i in range(cfg.categorical_oov_buckets)]
+        slots = [f"{name}={v}" for v in vocab[: cfg.experimental.categorical_vocab_top_k]]
+        slots += [f"{name}_oov_{i}" for i in range(cfg.experimental.categorical_oov_buckets)]
         # vocabulary ids: tokens 0..V-1, then the OOV buckets V..V+oov-1; the rest never fire
-        slots += [f"{name}_unused_{i}" for i in range(cfg.categorical_vocab_top_k - len(vocab))]
+        slots += [f"{name}_unused_{i}" for i in range(cfg.experimental.categorical_vocab_top_k - len(vocab))]
         out += slots
     return out
 

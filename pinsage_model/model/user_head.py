@@ -188,7 +188,9 @@ def _head_batch(
     (B, L), candidates (K,), targets (B, K), mask of input items (B, K))."""
     batch = rng.choice(users, cfg.batch_size)
     lens = np.diff(indptr)[batch]
-    cuts = np.clip(np.floor(lens * rng.uniform(cfg.min_input_fraction, 1.0, len(batch))).astype(np.int64), 1, lens - 1)
+    cuts = np.clip(
+        np.floor(lens * rng.uniform(cfg.experimental.min_input_fraction, 1.0, len(batch))).astype(np.int64), 1, lens - 1
+    )
     width = int(cuts.max())
     inp = np.full((len(batch), width), n, np.int64)
     a = np.zeros((len(batch), width), np.float32)
@@ -200,8 +202,8 @@ def _head_batch(
         a[r, :k] = np.exp(-age / cfg.recency_half_life) if cfg.recency_half_life > 0 else 1.0
         rows_in.append(items[:k])
         rows_out.append(items[k:])
-    if cfg.negatives and cfg.negatives < n:
-        cand = np.unique(np.concatenate([rng.choice(n, cfg.negatives, replace=False), *rows_out]))
+    if cfg.experimental.negatives and cfg.experimental.negatives < n:
+        cand = np.unique(np.concatenate([rng.choice(n, cfg.experimental.negatives, replace=False), *rows_out]))
     else:
         cand = np.arange(n)
     pos_of = np.full(n, -1, np.int64)

@@ -72,7 +72,15 @@ def feat_run(tmp_path_factory):
     # edges: A-c0, A-c1, B-c0, C-c1, E-c0, F-c1
     CSRGraph.from_edges(np.array([0, 0, 1, 2, 4, 5]), np.array([0, 1, 0, 1, 0, 1]), 6, 2).save(graph / "graph.npz")
     cfg = config_from_dict(
-        {"features": {"text_hash_buckets": BUCKETS, "categorical_vocab_top_k": 5, "categorical_oov_buckets": 1}}
+        {
+            "features": {
+                "experimental": {
+                    "text_hash_buckets": BUCKETS,
+                    "categorical_vocab_top_k": 5,
+                    "categorical_oov_buckets": 1,
+                }
+            }
+        }
     )
     report = execute(
         get_stage("features"),

@@ -77,6 +77,12 @@ def migrate(old: dict) -> dict:
     i = new["index"]
     kind, m, ef, nlist, nprobe = (i.pop(k) for k in ("kind", "hnsw_m", "ef_search", "ivf_nlist", "ivf_nprobe"))
     i["ann"] = {"kind": "hnsw", "m": m, "ef_search": ef} if kind == "hnsw" else {"kind": "ivf", "nlist": nlist}
+    # knobs nothing shipped, tuned or ablated changes: under each section's ``experimental``
+    f, u = new["features"], new["user_head"]
+    f["experimental"] = {
+        k: f.pop(k) for k in ("text_hash_buckets", "categorical_vocab_top_k", "categorical_oov_buckets")
+    }
+    u["experimental"] = {k: u.pop(k) for k in ("min_input_fraction", "negatives")}
     new["sampler"]["hard_negative_band"] = [
         b / 1_000_000 if b >= 1 else b for b in new["sampler"]["hard_negative_band"]
     ]

@@ -101,7 +101,7 @@ def test_training_lowers_the_loss_deterministically_and_round_trips(tmp_path):
     assert float(loaded["recency_half_life"]) == 2.0
     assert load_head(tmp_path / "nowhere") is None
     # a sampled candidate set trains too
-    sampled, rep = train_head(emb, g, rec, np.arange(40), cfg.replace(negatives=8), progress=False)
+    sampled, rep = train_head(emb, g, rec, np.arange(40), cfg.replace(experimental={"negatives": 8}), progress=False)
     assert np.all(np.isfinite(sampled["W2"])) and rep["loss_last"] < rep["loss_first"]
 
 
@@ -128,6 +128,12 @@ def test_recency_file_is_required_and_checked(tmp_path):
 
 def test_config_ranges():
     assert config_from_dict({"user_head": {"enabled": True}}).user_head.steps == 2000
-    for bad in ({"min_input_fraction": 1.0}, {"steps": 0}, {"recency_half_life": -1.0}, {"negatives": -1}):
+    bad_values = (
+        {"experimental": {"min_input_fraction": 1.0}},
+        {"steps": 0},
+        {"recency_half_life": -1.0},
+        {"experimental": {"negatives": -1}},
+    )
+    for bad in bad_values:
         with pytest.raises(ConfigError, match="user_head"):
             config_from_dict({"user_head": bad})
