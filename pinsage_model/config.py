@@ -482,12 +482,14 @@ class OrchestrationConfig(Section):
     tfjob_template: Str = "infra/training/tfjob.yaml"
 
 
-# Offsets of each stage's seed from the top-level one (seed_for). The synthetic data keeps the
-# seed itself; the others differ so that no two stages replay one random stream. Sections with a
+# Offsets of each stage's seed from the top-level one (seed_for). The synthetic data and the
+# split keep the seed itself (so data sets split as they always have: the split's only random
+# draw is a tie-break or a hash, never the generator's stream); the others differ so that no two
+# stages that draw from a random stream replay the same one. Sections with a
 # ``seed`` field receive theirs when the config is validated.
 SEED_OFFSETS: dict[str, int] = {
     "data": 0,
-    "pairs": 1,
+    "pairs": 0,
     "graph": 2,
     "sampler": 3,
     "model": 4,
