@@ -4,7 +4,8 @@ The upstream stages (pairs .. neighbourhoods) run once on the demo preset; then 
 trained with two seeds on a short budget (one epoch of 120 steps, no hard negatives yet) and its
 layer-wise embeddings are compared with the L2-normalised input features, both ranked against
 all 5,000 items by the same evaluator. Measured on 2026-11-27: content 0.0184, PinSage 0.0395
-(seed 0) and 0.0393 (seed 1) after these 120 steps; the asserted margin leaves room for noise.
+(train seed 0) and 0.0393 (train seed 1) after these 120 steps, before the model's seeds were
+derived from the top-level one; the asserted margin leaves room for noise.
 """
 
 import numpy as np
