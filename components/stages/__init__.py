@@ -76,7 +76,7 @@ class StageContext:
 
 def parse_time(value: dt.datetime | str) -> dt.datetime:
     """A timezone-aware UTC datetime from a datetime or an ISO 8601 string (naive = UTC)."""
-    when = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    when = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
     return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
 
 

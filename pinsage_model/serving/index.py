@@ -442,7 +442,7 @@ def prune_versions(root: str | Path, keep: int, *, now: str, grace_s: float = 36
     import datetime as dt
 
     def timestamp(iso: str) -> float:
-        return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+        return dt.datetime.fromisoformat(iso).timestamp()
 
     now_ts = timestamp(now)
     root = Path(root)
