@@ -480,6 +480,9 @@ class OrchestrationConfig(Section):
     # inside the pipeline task itself.
     tfjob_workers: NonNegInt = 0
     tfjob_template: Str = "infra/training/tfjob.yaml"
+    # How long an attempt waits for another one holding the run directory, the publish root or the
+    # registered model (pinsage_model.locks) before it gives up naming the holder; 0 = not at all.
+    lock_timeout_s: NonNegInt = 6 * 3600
 
 
 # Offsets of each stage's seed from the top-level one (seed_for). The synthetic data and the
@@ -506,6 +509,8 @@ OUTPUT_NEUTRAL: frozenset[str] = frozenset(
         "spark.driver_memory",
         "spark.app_name",
         "sampler.num_threads",
+        "sampler.backend",  # both backends write byte-identical neighbourhoods (SamplerConfig)
+        "features.direct_num_workers",
         "train.producer_threads",
         "train.queue_size",
     }

@@ -1,7 +1,9 @@
 """Atomic file and directory writes, and content fingerprints.
 
 Every stage output is written to a temporary sibling and renamed into place, so a reader never
-sees a half-written file and a failed stage leaves nothing behind.
+sees a half-written file and a failed stage leaves nothing behind. Before the rename the files
+and their folder are flushed to disk (``fsync``) and after it the parent folder is, so after a
+power loss a published name never points at an empty or partial file.
 """
 
 from __future__ import annotations
@@ -27,14 +29,35 @@ def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     return Path(name)
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's or a folder's data and metadata to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | Path) -> None:
+    """:func:`fsync_path` every file and folder under ``folder``, the folder last."""
+    for dirpath, _, filenames in os.walk(folder, topdown=False):
+        for name in filenames:
+            if not os.path.islink(os.path.join(dirpath, name)):
+                fsync_path(os.path.join(dirpath, name))
+        fsync_path(dirpath)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp file path next to ``path``; on success rename it onto ``path``."""
+    """Yield a temp file path next to ``path``; on success flush it to disk and rename it onto
+    ``path``, then flush the folder (the rename itself)."""
     path = Path(path)
     tmp = _tmp_sibling(path, path.suffix)
     try:
         yield tmp
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -116,14 +139,22 @@ def atomic_write_parquet(path: str | Path, table: Any) -> None:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temp directory; on success it replaces ``path`` (old content removed).
 
-    On failure the temp directory is removed and ``path`` is left as it was.
+    On failure the temp directory is removed and ``path`` is left as it was. Everything in it is
+    flushed to disk before the rename. A temp directory that was removed while the block ran (and
+    perhaps recreated by a later write) is not published: the block fails instead.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o755)
+    # An open descriptor keeps the folder's inode from being reused, so a folder removed and
+    # recreated under the same name shows a different inode at the end.
+    handle = os.open(tmp, os.O_RDONLY)
     try:
         yield tmp
+        if not tmp.is_dir() or tmp.stat().st_ino != os.fstat(handle).st_ino:
+            raise OSError(f"{tmp}: removed by another process while this attempt wrote it; nothing published")
+        fsync_tree(tmp)
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old-{os.getpid()}"
@@ -131,9 +162,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
                 shutil.rmtree(old)
             os.replace(path, old)
         os.replace(tmp, path)
+        fsync_path(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
+        os.close(handle)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 

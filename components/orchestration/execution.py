@@ -11,8 +11,11 @@ report (a JSON-able dict) is written to ``report.json`` beside its outputs.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as dt
+import functools
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -28,6 +31,7 @@ from components.logs import setup_logging
 from components.stages import Stage, StageContext, get_stage
 from pinsage_model.config import ConfigError, PipelineConfig, fingerprint_dict, load_config, save_resolved
 from pinsage_model.io import atomic_dir, atomic_write_json, file_digest, json_digest
+from pinsage_model.locks import folder_lock
 
 log = logging.getLogger("pinsage")
 
@@ -75,18 +79,103 @@ def external_inputs(cfg: PipelineConfig) -> list[str]:
     ]
 
 
+# Environment values that override a config section a stage reads, so they change its outputs
+# (the registry the registration stage writes to). Credentials never enter: only the redacted URI.
+ENV_BY_SECTION: dict[str, tuple[str, ...]] = {"tracking": ("MLFLOW_TRACKING_URI",)}
+# First-party modules every stage imports that do not change what a stage writes.
+_CODE_NEUTRAL = ("components.orchestration", "components.logs", "components.stages")
+
+
+def _code_key(source: str) -> str:
+    """The source's syntax tree without docstrings: comments, layout and docs change no output."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        first = body[0] if isinstance(body, list) and body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined,index]
+    return ast.dump(tree)
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_code(path: str, mtime_ns: int, size: int) -> tuple[str, frozenset[str]]:
+    """(digest of a module's code, the first-party ``components.*`` modules it imports)."""
+    source = Path(path).read_text()
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.add(node.module)
+            imported.update(f"{node.module}.{a.name}" for a in node.names)
+    first_party = frozenset(m for m in imported if m.startswith("components."))
+    return json_digest(_code_key(source)), first_party
+
+
+def _module_file(name: str) -> str | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+
+
+def _digest_of(path: Path) -> str:
+    st = path.stat()
+    return _file_code(str(path), st.st_mtime_ns, st.st_size)[0]
+
+
+def code_version(stage: Stage) -> dict[str, Any]:
+    """What "the same code" means for a stage's outputs: the package version, a digest of the
+    library (every module of ``pinsage_model``) and of the stage's module with the first-party
+    ``components`` modules it imports (the registry's, for registration), comments and docstrings
+    aside. Cheap: each file is parsed once per process and size/mtime."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import pinsage_model
+
+    try:
+        package = version("pinsage")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        package = "source"
+    library = Path(pinsage_model.__file__).parent
+    lib = {str(p.relative_to(library)): _digest_of(p) for p in sorted(library.rglob("*.py"))}
+    modules: dict[str, str] = {}
+    todo = [stage.module]
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if name in modules or path is None:
+            continue
+        st = Path(path).stat()
+        modules[name], imported = _file_code(path, st.st_mtime_ns, st.st_size)
+        todo.extend(m for m in imported if not m.startswith(_CODE_NEUTRAL))
+    return {"package": package, "library": json_digest(lib), "modules": modules}
+
+
+def env_values(stage: Stage) -> dict[str, str]:
+    """The environment values that change the stage's outputs (:data:`ENV_BY_SECTION`), redacted."""
+    from components.registry.mlflow_store import redacted
+
+    names = sorted({n for s in stage.config_sections for n in ENV_BY_SECTION.get(s, ())})
+    return {n: redacted(os.environ.get(n, "")) for n in names}
+
+
 def fingerprint(stage: Stage, cfg: PipelineConfig, inputs: dict[str, Path]) -> str:
-    """Hash of the stage, its config sections and its inputs' fingerprints (or file digests).
+    """Hash of the stage, its config sections, its inputs' fingerprints (or file digests), the
+    environment values that change its outputs and its code (:func:`code_version`).
 
     The sections hold their derived seeds and leave out the output-neutral keys
-    (``pinsage_model.config.OUTPUT_NEUTRAL``: memory, threads, queue sizes), so changing those
-    reruns nothing.
+    (``pinsage_model.config.OUTPUT_NEUTRAL``: memory, threads, queue sizes, the sampler's
+    backend), so changing those reruns nothing.
     """
     cfg_dict = fingerprint_dict(cfg)
     parts: dict[str, Any] = {
         "stage": stage.name,
         "seed": cfg.seed,
         "config": {s: cfg_dict[s] for s in stage.config_sections},
+        "env": env_values(stage),
+        "code": code_version(stage),
         "inputs": {},
     }
     for name, path in sorted(inputs.items()):
@@ -141,33 +230,62 @@ def execute(
                 f"run that stage first (pinsage run --to {name})"
             )
     run = stage.load_run()
-    writer = writes_outputs(run, cfg)
-    if writer:  # a helper process must not remove the writer's folders in progress
+    if not writes_outputs(run, cfg):
+        return _run_helper(stage, run, cfg, inputs, out, ctx)
+    with run_dir_lock(out.parent, cfg):
         remove_stale_temps(out)
+        fp = fingerprint(stage, cfg, inputs)
+        if not force and is_current(out, fp):
+            log.info("stage %-15s unchanged, skipped (%s)", stage.name, out)
+            report_path = out / REPORT_FILE
+            return {"skipped": True, **(json.loads(report_path.read_text()) if report_path.exists() else {})}
+        return _run_writer(stage, run, cfg, inputs, out, ctx.for_stage(stage, fp), fp, force)
+
+
+def run_dir_lock(run_dir: Path, cfg: PipelineConfig):
+    """The lock of a run directory (every attempt that writes into it holds it); a second attempt
+    waits up to ``orchestration.lock_timeout_s`` with progress lines naming the holder."""
+    return folder_lock(run_dir, "run directory", cfg.orchestration.lock_timeout_s)
+
+
+def _run_helper(stage: Stage, run, cfg: PipelineConfig, inputs: dict[str, Path], out: Path, ctx: StageContext) -> dict:
+    """One of several processes running the stage together (e.g. a non-chief training worker):
+    same inputs and scratch folder, outputs discarded, no lock (the writer holds it); the writer
+    keeps and finally removes the scratch folder."""
     fp = fingerprint(stage, cfg, inputs)
-    if not force and is_current(out, fp):
-        log.info("stage %-15s unchanged, skipped (%s)", stage.name, out)
-        report_path = out / REPORT_FILE
-        return {"skipped": True, **(json.loads(report_path.read_text()) if report_path.exists() else {})}
     log.info("stage %-15s running: %s", stage.name, stage.description)
     t0 = time.perf_counter()
-    stage_ctx = ctx.for_stage(stage, fp)
-    if not writer:
-        # One of several processes running the stage together (e.g. a non-chief training
-        # worker): same inputs and scratch folder, outputs discarded; the writer keeps and
-        # finally removes the scratch folder.
-        with tempfile.TemporaryDirectory(prefix=f"pinsage-{stage.name}-helper-") as tmp:
-            report = run(cfg, {k: Path(v) for k, v in inputs.items()}, Path(tmp), stage_ctx) or {}
-        log.info(
-            "stage %-15s done in %.1f s; its outputs are the writer's, in %s", stage.name, time.perf_counter() - t0, out
-        )
-        return {
-            "skipped": False,
-            "wrote_outputs": False,
-            "stage": stage.name,
-            "seconds": round(time.perf_counter() - t0, 3),
-            **report,
-        }
+    with tempfile.TemporaryDirectory(prefix=f"pinsage-{stage.name}-helper-") as tmp:
+        report = run(cfg, {k: Path(v) for k, v in inputs.items()}, Path(tmp), ctx.for_stage(stage, fp)) or {}
+    log.info(
+        "stage %-15s done in %.1f s; its outputs are the writer's, in %s", stage.name, time.perf_counter() - t0, out
+    )
+    return {
+        "skipped": False,
+        "wrote_outputs": False,
+        "stage": stage.name,
+        "seconds": round(time.perf_counter() - t0, 3),
+        **report,
+    }
+
+
+def _run_writer(
+    stage: Stage,
+    run,
+    cfg: PipelineConfig,
+    inputs: dict[str, Path],
+    out: Path,
+    stage_ctx: StageContext,
+    fp: str,
+    force: bool,
+) -> dict:
+    """Run the stage into a temporary folder renamed onto ``out``; ``force`` also drops the
+    checkpoints of an earlier failed attempt, so it starts from scratch."""
+    log.info("stage %-15s running: %s", stage.name, stage.description)
+    t0 = time.perf_counter()
+    if force and stage_ctx.scratch_dir.exists():
+        log.info("stage %-15s --force: removing the checkpoints in %s", stage.name, stage_ctx.scratch_dir)
+        shutil.rmtree(stage_ctx.scratch_dir)
     with atomic_dir(out) as tmp:
         report = run(cfg, {k: Path(v) for k, v in inputs.items()}, tmp, stage_ctx) or {}
         report = {"stage": stage.name, "seconds": round(time.perf_counter() - t0, 3), **report}

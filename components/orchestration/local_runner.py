@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from components.orchestration.execution import execute, start_time
+from components.orchestration.execution import execute, run_dir_lock, start_time
 from components.stages import Stage, StageContext, select_stages
 from pinsage_model.config import PipelineConfig, save_resolved
 
@@ -72,16 +72,18 @@ def run_pipeline(
       logical_time: the instant the run stands for (default: ``SOURCE_DATE_EPOCH``, else now).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, run_dir / "config.resolved.yaml")
-    ctx = StageContext.for_run_dir(run_dir, logical_time or start_time())
     stages = select_stages(start, stop)
     _import_ahead(stages)
     reports: dict[str, dict] = {}
-    t0 = time.perf_counter()
-    for i, stage in enumerate(stages, 1):
-        log.info("[%d/%d] %s", i, len(stages), stage.name)
-        inputs = {name: run_dir / name for name in stage.inputs}
-        reports[stage.name] = execute(stage, cfg, inputs, run_dir / stage.name, ctx, force=force)
+    # One attempt at a time in a run directory: a second `pinsage run` waits for the first, then
+    # finds its stages current (the stages take the same lock again, re-entrantly).
+    with run_dir_lock(run_dir, cfg):
+        save_resolved(cfg, run_dir / "config.resolved.yaml")
+        ctx = StageContext.for_run_dir(run_dir, logical_time or start_time())
+        t0 = time.perf_counter()
+        for i, stage in enumerate(stages, 1):
+            log.info("[%d/%d] %s", i, len(stages), stage.name)
+            inputs = {name: run_dir / name for name in stage.inputs}
+            reports[stage.name] = execute(stage, cfg, inputs, run_dir / stage.name, ctx, force=force)
     log.info("pipeline finished in %.1f s; outputs in %s", time.perf_counter() - t0, run_dir)
     return reports

@@ -86,6 +86,8 @@ def migrate(old: dict) -> dict:
     new["sampler"]["hard_negative_band"] = [
         b / 1_000_000 if b >= 1 else b for b in new["sampler"]["hard_negative_band"]
     ]
+    # added since: how long an attempt waits for a lock
+    new["orchestration"]["lock_timeout_s"] = 21600
     return new
 
 
