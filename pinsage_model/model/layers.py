@@ -37,6 +37,44 @@ def _own_rows(shape: Any, dtype: Any = None) -> tf.Tensor:
     return tf.repeat(tf.range(shape[0], dtype=tf.int32)[:, None], shape[1], axis=1)
 
 
+def weighted_pool(projected: tf.Tensor, index: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
+    """``pooled[u] = sum_t alpha[u, t] * projected[index[u, t]]``: gather and pool in one sparse product.
+
+    The (n_k, T, m) gathered tensor is never formed: the pooling weights become a CSR matrix
+    A (n_k, n_{k-1}) with T entries per row and ``pooled = A @ projected``; the gradient is
+    ``A^T @ dpooled``, the transpose built once per call. At the paper's settings (T = 50,
+    m = 256, ~60k nodes in S^(1)) the gather's forward and backward moved ~6 GB per step and
+    the backward's scatter was single-threaded; this is 3-4x faster on CPU (docs/benchmarks.md).
+
+    Args:
+      projected: (n_{k-1}, m) neighbour representations ReLU(h Q + q).
+      index: (n_k, T) int32 rows of ``projected``, -1 = padding.
+      alpha: (n_k, T) pooling weights (0 at padding).
+
+    Returns:
+      (n_k, m).
+    """
+    index = tf.convert_to_tensor(index, dtype=tf.int32)
+    alpha = tf.cast(alpha, tf.float32)
+    n_k, width = tf.shape(index, out_type=tf.int64)[0], tf.shape(index, out_type=tf.int64)[1]
+    rows = tf.repeat(tf.range(n_k), width)  # (n_k * T,) row-major, the order CSR needs
+    cols = tf.cast(tf.reshape(tf.maximum(index, 0), [-1]), tf.int64)  # padding reads row 0 with weight 0
+    shape = tf.stack([n_k, tf.shape(projected, out_type=tf.int64)[0]])
+    matrix = tf.raw_ops.SparseTensorToCSRSparseMatrix(
+        indices=tf.stack([rows, cols], axis=1), values=tf.reshape(alpha, [-1]), dense_shape=shape
+    )
+
+    @tf.custom_gradient
+    def pool(x: tf.Tensor) -> Any:
+        def grad(dy: tf.Tensor) -> tf.Tensor:
+            transposed = tf.raw_ops.SparseMatrixTranspose(input=matrix, type=tf.float32)  # (n_{k-1}, n_k)
+            return tf.cast(tf.raw_ops.SparseMatrixMatMul(a=transposed, b=tf.cast(dy, tf.float32)), x.dtype)
+
+        return tf.cast(tf.raw_ops.SparseMatrixMatMul(a=matrix, b=tf.cast(x, tf.float32)), x.dtype), grad
+
+    return pool(projected)
+
+
 @keras.saving.register_keras_serializable(package="pinsage")
 class PinSageConv(keras.layers.Layer):
     """CONVOLVE (Algorithm 1) over a compact neighbourhood.
@@ -93,19 +131,18 @@ class PinSageConv(keras.layers.Layer):
         n_k = tf.shape(index)[0]
         mask = tf.cast(index >= 0, self.compute_dtype)  # (n_k, T)
         projected = tf.nn.relu(tf.matmul(h_prev, self.Q) + self.q)  # (n_{k-1}, m)
-        neigh = tf.gather(projected, tf.maximum(index, 0))  # (n_k, T, m)
-        if self.pooling == "importance":
-            alpha = weight * mask
-            total = tf.reduce_sum(alpha, axis=1, keepdims=True)  # (n_k, 1)
-            alpha = alpha / tf.maximum(total, 1e-12)
-            pooled = tf.einsum("nt,ntm->nm", alpha, neigh)
-        elif self.pooling == "mean":
-            count = tf.reduce_sum(mask, axis=1, keepdims=True)
-            pooled = tf.einsum("nt,ntm->nm", mask, neigh) / tf.maximum(count, 1.0)
-        else:
+        if self.pooling == "max":
+            neigh = tf.gather(projected, tf.maximum(index, 0))  # (n_k, T, m)
             # ReLU outputs are >= 0, so zeroing padded rows leaves the max over real neighbours
             # unchanged and gives 0 when there are none.
             pooled = tf.reduce_max(neigh * mask[:, :, None], axis=1)
+        else:
+            if self.pooling == "importance":
+                alpha = weight * mask
+            else:
+                alpha = mask
+            alpha = alpha / tf.maximum(tf.reduce_sum(alpha, axis=1, keepdims=True), 1e-12)  # (n_k, T)
+            pooled = weighted_pool(projected, index, alpha)  # (n_k, m)
         h_self = h_prev[:n_k]  # (n_k, F): S^(k) is a prefix of S^(k-1)
         z = tf.nn.relu(tf.matmul(tf.concat([h_self, pooled], axis=1), self.W) + self.w)  # (n_k, d)
         return l2_normalize(z)

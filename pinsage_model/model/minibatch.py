@@ -83,6 +83,21 @@ def _scratch_map(n: int) -> np.ndarray:
     return s
 
 
+def gather_rows(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), F) float32 copy of ``features[rows]``.
+
+    A memory-mapped matrix is read in sorted row order (sequential reads), then permuted back;
+    an in-memory one is gathered directly (the sort cost a quarter of the producer's time at the
+    paper's settings, 650k rows per batch).
+    """
+    if not isinstance(features, np.memmap):
+        return np.asarray(np.take(features, rows, axis=0), dtype=np.float32)
+    order_sorted = np.argsort(rows, kind="stable")
+    out = np.empty((len(rows), features.shape[1]), dtype=np.float32)
+    out[order_sorted] = features[rows[order_sorted]]
+    return out
+
+
 @dataclass(frozen=True)
 class Minibatch:
     """Compact sub-graph of one minibatch (what the model sees).
@@ -164,10 +179,7 @@ def build_minibatch(
     weights = tuple(
         np.asarray(neighbourhoods.weights[all_nodes[: sizes[k]]], dtype=np.float32) for k in range(1, num_layers + 1)
     )
-    # Gather in sorted order (sequential reads of a memory-mapped matrix), then permute back.
-    order_sorted = np.argsort(all_nodes, kind="stable")
-    feats = np.empty((count, features.shape[1]), dtype=np.float32)  # (n_0, F)
-    feats[order_sorted] = features[all_nodes[order_sorted]]
+    feats = gather_rows(features, all_nodes)  # (n_0, F)
     return Minibatch(
         nodes=all_nodes,
         sizes=tuple(sizes),

@@ -135,3 +135,65 @@ def test_query_shift_moves_queries_only_and_round_trips(tmp_path):
         load_weights_npz(tmp_path)
     plain = PinSageModel(input_dim=3, num_layers=2, hidden_dim=4, output_dim=3)
     assert plain.query_shift is None and np.array_equal(np.asarray(plain.shift_queries(z)), z)
+
+
+def test_weighted_pool_and_its_gradient_by_hand():
+    import tensorflow as tf
+
+    from pinsage_model.model.layers import weighted_pool
+
+    projected = tf.constant([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+    index = np.array([[1, 2], [0, -1]], np.int32)
+    alpha = np.array([[0.25, 0.75], [1.0, 0.0]], np.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(projected)
+        pooled = weighted_pool(projected, index, alpha)
+        loss = tf.reduce_sum(pooled * tf.constant([[1.0, 2.0], [3.0, 4.0]]))
+    # pooled0 = .25*[0,2] + .75*[3,1] = [2.25, 1.25]; pooled1 = [1, 0].
+    np.testing.assert_allclose(pooled.numpy(), [[2.25, 1.25], [1.0, 0.0]], atol=1e-6)
+    # d loss / d projected[v] = sum_u alpha[u, v] * g[u]: row0 = 1*[3,4]; row1 = .25*[1,2]; row2 = .75*[1,2].
+    np.testing.assert_allclose(tape.gradient(loss, projected).numpy(), [[3, 4], [0.25, 0.5], [0.75, 1.5]], atol=1e-6)
+
+
+def _reference_pool(projected, index, alpha):
+    """The gather-then-pool form the sparse product replaced (issue #24): (n_k, T, m) materialised."""
+    import tensorflow as tf
+
+    return tf.einsum("nt,ntm->nm", alpha, tf.gather(projected, tf.maximum(index, 0)))
+
+
+@pytest.mark.parametrize("pooling", ["importance", "mean"])
+def test_gradients_of_a_fixed_batch_are_unchanged_by_the_sparse_pool(monkeypatch, pooling):
+    """One training batch's loss and every weight's gradient, sparse pool vs gather + einsum, to 1e-5."""
+    import tensorflow as tf
+
+    from pinsage_model.model import layers
+
+    rng = np.random.default_rng(3)
+    n0, n1, n2, T, F = 40, 12, 5, 4, 6
+    x = {
+        "features": rng.normal(size=(n0, F)).astype(np.float32),
+        "node_ids": np.arange(n0, dtype=np.int32),
+        "index_1": np.where(rng.random((n1, T)) < 0.2, -1, rng.integers(0, n0, (n1, T))).astype(np.int32),
+        "weight_1": rng.random((n1, T)).astype(np.float32),
+        "index_2": np.where(rng.random((n2, T)) < 0.2, -1, rng.integers(0, n1, (n2, T))).astype(np.int32),
+        "weight_2": rng.random((n2, T)).astype(np.float32),
+    }
+    x["index_1"][3] = -1  # a node without neighbours pools to 0
+    keras.utils.set_random_seed(0)
+    model = PinSageModel(input_dim=F, num_layers=2, hidden_dim=8, output_dim=4, pooling=pooling)
+
+    def loss_and_grads():
+        with tf.GradientTape() as tape:
+            z = model(x, training=True)
+            loss = tf.reduce_sum(tf.matmul(z, z, transpose_b=True) * rng_target)
+        return loss.numpy(), [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+
+    rng_target = tf.constant(np.random.default_rng(4).normal(size=(n2, n2)).astype(np.float32))
+    loss, grads = loss_and_grads()
+    monkeypatch.setattr(layers, "weighted_pool", _reference_pool)
+    ref_loss, ref_grads = loss_and_grads()
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    assert len(grads) == len(ref_grads) == 11  # Q, q, W, w of two layers; G1, g, G2
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
