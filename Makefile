@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test lint test-fast bench quality kfp airflow airflow-stop clean venv
+.PHONY: demo test lint test-fast bench bench-peers quality kfp airflow airflow-stop clean venv
 
 venv: $(STAMP)
 
@@ -39,6 +39,17 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all
+
+# DGL's PinSAGE example on our benchmark inputs, in its own venv (PyTorch CPU + DGL; optional,
+# never part of `make test`): bench/peers/run.py, reports in runs/peers/.
+PEERS_VENV := .venv-peers
+bench-peers: $(STAMP) $(PEERS_VENV)/.installed
+	$(PY) -m bench.peers.run
+
+$(PEERS_VENV)/.installed: bench/peers/requirements.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q -r bench/peers/requirements.txt
+	@touch $@
 
 # PinSage vs the baselines on the test split, 3 model seeds, for the shipped configs (README tables).
 quality: $(STAMP)
