@@ -426,9 +426,11 @@ class IndexConfig(Section):
     ``index/`` folder holds a copy of the version that run published.
 
     ``keep_versions`` > 0 prunes the publish root after each publish down to that many newest
-    versions, never the serving one and never one younger than ``prune_grace_s`` seconds (readers
-    that resolved ``CURRENT`` just before a switch may still be loading it); 0 keeps every
-    version. Keep enough for ``pinsage rollback`` to find the previous champion's index.
+    versions, never the champion's, never those of the ``keep_versions`` champions before it
+    (rollback targets) and never one installed or serving within the last ``prune_grace_s``
+    seconds of wall-clock time (readers that resolved ``CURRENT`` just before a switch may still
+    be loading it); 0 keeps every version. ``pinsage rollback`` restores a pruned champion's index
+    from the registry.
     """
 
     exact_threshold: NonNegInt = 200000
@@ -438,6 +440,10 @@ class IndexConfig(Section):
     publish_root: Str = ""
     keep_versions: NonNegInt = 0
     prune_grace_s: NonNegInt = 3600
+    # What one request to the registered model may ask (components.registry.servable): query ids
+    # per row (a user's recent items) and rows per request; k is 1..1000 in any case.
+    max_ids_per_row: Annotated[int, Strict(), Field(ge=1, le=100_000)] = 500
+    max_rows_per_request: Annotated[int, Strict(), Field(ge=1, le=1_000_000)] = 1000
 
     @field_validator("ann", mode="before")
     @classmethod

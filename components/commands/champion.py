@@ -2,8 +2,10 @@
 
 ``promote`` applies the promotion gate (:mod:`pinsage_model.evaluation.gate`, validation split)
 to a version, ``--force`` skips it; ``rollback`` restores the previous champion. When a publish
-root is known (``--index-root`` or ``index.publish_root``) its ``CURRENT`` follows the new
-champion to the index built from its weights.
+root is known (``--index-root`` or ``index.publish_root``) its ``CURRENT`` moves with the champion
+in one step, to the index version the champion serves: if the root no longer holds it (pruned),
+it is restored from the copy inside the registered model first; if that fails, nothing moves and
+the command exits 1.
 
 Usage::
 
@@ -40,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "promote") -> 
 
 
 def main(args: argparse.Namespace) -> int:
-    from components.orchestration.execution import cli_config
+    from components.orchestration.execution import KNOWN_ERRORS, cli_config, error_line
     from components.registry import mlflow_store
 
     cfg = cli_config(args.config)
@@ -48,28 +50,27 @@ def main(args: argparse.Namespace) -> int:
         return 2
     client = mlflow_store.client_for(cfg, args.run_area)
     name = cfg.tracking.registered_model
-    try:
-        if args.command == "rollback":
-            old, new = mlflow_store.rollback(client, name)
-            print(f"{name}: {mlflow_store.CHAMPION} rolled back from version {old} to version {new}")
-        else:
-            decision = mlflow_store.promote(
-                client, name, args.version, cfg.tracking.promotion_tolerance, force=args.force
-            )
-            verdict = "promoted" if decision.promote else "not promoted"
-            print(
-                f"{name}: version {decision.candidate} {verdict} (champion was {decision.champion}): {decision.reason}"
-            )
-            if not decision.promote:
-                return 3
-    except mlflow_store.RegistryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     index_root = args.index_root or cfg.index.publish_root
-    if index_root:
-        version = mlflow_store.follow_champion(cfg, Path(index_root), Path(args.run_area))
-        if version is None:
-            print(f"warning: no index under {index_root} was built from the champion's weights; CURRENT unchanged")
-        else:
-            print(f"{index_root}/CURRENT -> {version}")
-    return 0
+    root = Path(index_root) if index_root else None
+    try:
+        # the alias and CURRENT move together, under the registered model's and the root's locks
+        with mlflow_store.champion_transaction(client, name, args.run_area, root, cfg.orchestration.lock_timeout_s):
+            if args.command == "rollback":
+                old, new = mlflow_store.rollback(client, name, root)
+                print(f"{name}: {mlflow_store.CHAMPION} rolled back from version {old} to version {new}")
+            else:
+                decision = mlflow_store.promote(
+                    client, name, args.version, cfg.tracking.promotion_tolerance, force=args.force, root=root
+                )
+                verdict = "promoted" if decision.promote else "not promoted"
+                print(
+                    f"{name}: version {decision.candidate} {verdict} (champion was {decision.champion}): "
+                    f"{decision.reason}"
+                )
+            serving = mlflow_store.follow_champion(client, name, root)
+    except (mlflow_store.RegistryError,) + KNOWN_ERRORS as exc:
+        print(error_line(exc), file=sys.stderr)
+        return 1
+    if serving is not None:
+        print(f"{index_root}/CURRENT -> {serving}")
+    return 0 if args.command == "rollback" or decision.promote else 3

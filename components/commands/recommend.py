@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The user's recent items one homefeed query reads (the registered model's default max_ids_per_row).
+MAX_RECENT = 500
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -28,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--item", help="item id: print its nearest items")
     who.add_argument("--user", help="user id: print a homefeed from their recent items and collections")
-    parser.add_argument("-k", type=int, default=10, help="number of recommendations (default 10)")
+    parser.add_argument("-k", type=int, default=10, help="number of recommendations, 1 to 1000 (default 10)")
     parser.add_argument(
-        "--recent", type=int, default=5, help="how many of the user's most recent items to use (default 5)"
+        "--recent", type=int, default=5, help="how many of the user's most recent items to use, 1 to 500 (default 5)"
     )
     parser.add_argument("--index-root", default=None, help="publish root to read instead of <run-dir>/index")
 
@@ -112,9 +115,16 @@ def recommend_for_user(version, run_dir: Path, args: argparse.Namespace, titles:
 
 def main(args: argparse.Namespace) -> int:
     from pinsage_model.serving.index import IndexVersionError
-    from pinsage_model.serving.query import IndexReader
+    from pinsage_model.serving.query import IndexReader, checked_k
 
     run_dir = Path(args.run_dir)
+    try:
+        checked_k(args.k)
+        if not 1 <= args.recent <= MAX_RECENT:
+            raise ValueError(f"--recent must be from 1 to {MAX_RECENT}, got {args.recent}")
+    except ValueError as exc:
+        print(f"error: {exc}".replace("k must", "-k must"), file=sys.stderr)
+        return 2
     titles = titles_of(run_dir)
     try:
         version = IndexReader(args.index_root or run_dir / "index").current()

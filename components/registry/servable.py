@@ -21,7 +21,11 @@ Input: a DataFrame (JSON ``dataframe_records``), one query per row, in one colum
   shift, or ``normalise(mean(items[recent])) + query_shift`` for a model without one), the recent
   items excluded.
 
-Param ``k`` (int, default 10): how many items a row returns. Output, one row per input row:
+Param ``k`` (int, default 10, 1..1000): how many items a row returns. A request with ``k`` out of
+range, a row with more than ``max_ids_per_row`` ids or more than ``max_rows`` rows (the model's
+``model_config``, from ``index.max_ids_per_row`` / ``index.max_rows_per_request``) is refused
+whole with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``: HTTP 400 from the scoring
+server) that says which limit. Output, one row per input row:
 ``item_ids`` (list of str) and ``scores`` (list of float, inner products, best first), ``unknown_ids``
 (list of str: the query ids not in the index, skipped) and ``error`` (str, empty when the row was
 answered). A row none of whose ids is known gets an empty answer and its ``error``; the other rows
@@ -37,28 +41,44 @@ from mlflow.pyfunc import PythonModel
 INPUT_COLUMN = "item_ids"
 OUTPUT_COLUMNS = ("item_ids", "scores", "unknown_ids", "error")
 DEFAULT_K = 10
-MAX_K = 1000  # one request cannot ask for the whole catalogue row by row
+# Without a model_config (a model logged before the limits): the config's defaults.
+DEFAULT_LIMITS = {"max_ids_per_row": 500, "max_rows": 1000}
 
 
 class PinSageRecommender(PythonModel):
     """Related items and homefeeds from the faiss index bundled with the model version."""
 
     def load_context(self, context) -> None:
-        """Load the bundled index version (checksums verified)."""
+        """Load the bundled index version (checksums verified) and the request limits."""
         from pinsage_model.serving.query import load_version
 
         self.version = load_version(context.artifacts["index"], verify=True)
+        self.limits = {**DEFAULT_LIMITS, **(getattr(context, "model_config", None) or {})}
 
     def predict(self, context, model_input, params=None):
-        """One answer row per input row (see the module docstring); never raises for bad ids."""
+        """One answer row per input row (see the module docstring); never raises for bad ids,
+        refuses a request beyond the limits."""
         import pandas as pd
 
-        k = max(1, min(int((params or {}).get("k") or DEFAULT_K), MAX_K))
+        from pinsage_model.serving.query import checked_k
+
+        k = _refused_unless(lambda: checked_k((params or {}).get("k", DEFAULT_K)))
         if isinstance(model_input, pd.DataFrame):
             queries = model_input[INPUT_COLUMN].tolist() if INPUT_COLUMN in model_input.columns else []
         else:
             queries = [row[INPUT_COLUMN] for row in model_input]
+        _refused_unless(lambda: self._check_sizes(queries))
         return pd.DataFrame([self._answer(q, k) for q in queries], columns=list(OUTPUT_COLUMNS))
+
+    def _check_sizes(self, queries: list) -> None:
+        if len(queries) > self.limits["max_rows"]:
+            raise ValueError(f"{len(queries)} rows in one request; at most {self.limits['max_rows']} (max_rows)")
+        for i, q in enumerate(queries):
+            n = len(q) if isinstance(q, (list, tuple, np.ndarray)) else 0
+            if n > self.limits["max_ids_per_row"]:
+                raise ValueError(
+                    f"row {i} has {n} item ids; at most {self.limits['max_ids_per_row']} (max_ids_per_row)"
+                )
 
     def _answer(self, query, k: int) -> tuple[list[str], list[float], list[str], str]:
         v = self.version
@@ -71,6 +91,17 @@ class PinSageRecommender(PythonModel):
             return [], [], unknown, f"unknown item id(s) {', '.join(unknown[:5])}: not in index version {v.name}"
         nb = v.related_items(known, k)[0] if len(known) == 1 else v.homefeed_from_recent(known, k)
         return list(nb.item_ids), [float(s) for s in nb.scores], unknown, ""
+
+
+def _refused_unless(check):
+    """``check()``, its ValueError turned into the MLflow error a scoring server answers with 400."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    try:
+        return check()
+    except ValueError as exc:
+        raise MlflowException(f"request refused: {exc}", error_code=INVALID_PARAMETER_VALUE) from None
 
 
 def input_example(item_id: str, recent_item_ids: list[str]):

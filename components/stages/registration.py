@@ -22,8 +22,7 @@ choose, so the champion's test metrics are not selection-biased.
 Writes ``decision.json``: the model version, the champion before and after (and the weights
 digest the champion after serves), whether it was promoted and why, the gate's metrics, and the
 index version built (``index_version``, ``excluded_zero_embeddings``). The index stage reads it
-to publish that version and to decide whether it serves. Without tracking nothing is registered
-and every model serves.
+to publish that version. Without tracking nothing is registered and every model serves.
 """
 
 from __future__ import annotations
@@ -155,33 +154,27 @@ def _register(
     splits: dict[str, str],
     version_dir: Path,
 ) -> dict:
-    """The MLflow part of :func:`run`: one run logged, one servable version registered and gated."""
-    import mlflow
+    """The MLflow part of :func:`run`, under the registered model's and the publish root's locks:
+    the index version installed in the publish root, one run logged, one servable version
+    registered (or found by its fingerprint), gated once, and champion and ``CURRENT`` switched
+    together when it passes (:func:`components.registry.mlflow_store.promote`)."""
+    from pinsage_model.serving.index import default_publish_root, install_version
 
     client = mlflow_store.client_for(cfg, ctx.run_area)
-    exp_id = mlflow_store.experiment_id(client, cfg, ctx.run_area)
     name = cfg.tracking.registered_model
-    tags = {
-        "pinsage.run_id": ctx.run_id,
-        "pinsage.logical_time": ctx.timestamp(),
-        "pinsage.config_name": cfg.name,
-        **{f"data.{split}_split": d for split, d in sorted(splits.items())},
-    }
-    with mlflow.start_run(experiment_id=exp_id, run_name=ctx.run_id, tags=tags) as active:
-        run_id = active.info.run_id
-        _log_run(cfg, inputs, metrics, candidate)
-        bundle, example = _servable_bundle(version_dir, inputs["model"])
-        model_info = mlflow_store.log_servable(bundle, example[0], example[1:])
-        version_tags = {
-            "model_fingerprint": digest,
-            SPLIT_TAG: splits.get(GATE_SPLIT, ""),
-            "index_version": version_dir.name,
-        }
-        version_tags.update({k: repr(v) for k, v in candidate.items()})
-        version = mlflow_store.register_model(client, name, run_id, version_tags, model_info.model_id)
-    decided = mlflow_store.promote(client, name, version, cfg.tracking.promotion_tolerance)
-    after = mlflow_store.alias_version(client, name, mlflow_store.CHAMPION)
-    log.info("tracked run %s in %s (model version %s)", run_id, client.tracking_uri, version)
+    root = default_publish_root(cfg.index, ctx.run_area, ctx.run_id)
+    timeout = cfg.orchestration.lock_timeout_s
+    with mlflow_store.champion_transaction(client, name, ctx.run_area, root, timeout):
+        exp_id = mlflow_store.experiment_id(client, cfg, ctx.run_area)
+        mlflow_store.fail_orphan_runs(client, exp_id, name)
+        install_version(version_dir, root)  # in the root before any alias can name it
+        run_id, version = _log_and_register(
+            cfg, inputs, metrics, ctx, client, exp_id, digest, candidate, splits, version_dir
+        )
+        decided = mlflow_store.promote(client, name, version, cfg.tracking.promotion_tolerance, root=root, record=True)
+        after = mlflow_store.alias_version(client, name, mlflow_store.CHAMPION)
+        after_digest = mlflow_store.version_tags(client, name, after).get("model_fingerprint") if after else None
+    log.info("tracked run %s in %s (model version %s)", run_id, mlflow_store.redacted(client.tracking_uri), version)
     return {
         "mlflow_run_id": run_id,
         # a URI may carry user:password@; what lands in the run folder never does
@@ -190,12 +183,54 @@ def _register(
         "model_uri": f"models:/{name}/{version}",
         "champion_before": decided.champion,
         "champion_after": after,
-        "champion_weights_digest": mlflow_store.version_tags(client, name, after).get("model_fingerprint")
-        if after
-        else None,
+        "champion_weights_digest": after_digest,
         "promoted": decided.promote,
         "reason": decided.reason,
     }
+
+
+def _log_and_register(
+    cfg: PipelineConfig,
+    inputs: dict[str, Path],
+    metrics: dict,
+    ctx: StageContext,
+    client,
+    exp_id: str,
+    digest: str,
+    candidate: dict[str, float],
+    splits: dict[str, str],
+    version_dir: Path,
+) -> tuple[str, int]:
+    """One MLflow run of this attempt (config, curves, metrics, files, the servable model) and the
+    registered version of its model (one per model fingerprint); returns ``(run id, version)``."""
+    import mlflow
+
+    name = cfg.tracking.registered_model
+    tags = {
+        "pinsage.run_id": ctx.run_id,
+        "pinsage.logical_time": ctx.timestamp(),
+        "pinsage.config_name": cfg.name,
+        mlflow_store.MODEL_TAG: name,
+        **{f"data.{split}_split": d for split, d in sorted(splits.items())},
+    }
+    with mlflow.start_run(experiment_id=exp_id, run_name=ctx.run_id, tags=tags) as active:
+        run_id = active.info.run_id
+        _log_run(cfg, inputs, metrics, candidate)
+        bundle, example = _servable_bundle(version_dir, inputs["model"])
+        model_info = mlflow_store.log_servable(bundle, example[0], example[1:], _serving_limits(cfg))
+        version_tags = {
+            "model_fingerprint": digest,
+            SPLIT_TAG: splits.get(GATE_SPLIT, ""),
+            mlflow_store.INDEX_TAG: version_dir.name,
+        }
+        version_tags.update({k: repr(v) for k, v in candidate.items()})
+        version = mlflow_store.register_model(client, name, run_id, version_tags, model_info.model_id)
+    return run_id, version
+
+
+def _serving_limits(cfg: PipelineConfig) -> dict[str, int]:
+    """The request limits the registered pyfunc enforces (:mod:`components.registry.servable`)."""
+    return {"max_ids_per_row": cfg.index.max_ids_per_row, "max_rows": cfg.index.max_rows_per_request}
 
 
 if __name__ == "__main__":

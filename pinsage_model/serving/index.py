@@ -35,12 +35,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
 from pinsage_model.config import IndexConfig
-from pinsage_model.io import atomic_write_text, file_digest, json_digest
+from pinsage_model.io import atomic_write_text, file_digest, fsync_path, fsync_tree, json_digest
 
 CURRENT = "CURRENT"
 VERSIONS = "versions"
@@ -260,11 +260,13 @@ def _complete_version(root: Path, version: str, fill) -> Path:
     try:
         fill(tmp)
         os.chmod(tmp, 0o755)
+        fsync_tree(tmp)  # complete on disk before its name is
         try:
             os.rename(tmp, final)  # atomic; fails if another publisher got there first
         except OSError:
             if not (final / MANIFEST_FILE).exists():
                 raise
+        fsync_path(root / VERSIONS)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -385,10 +387,17 @@ def publish_embeddings(
     return vdir, int((~keep).sum())
 
 
-def install_version(version_dir: str | Path, root: str | Path) -> Path:
+def install_version(version_dir: str | Path, root: str | Path, name: str = "") -> Path:
     """Put an already published version into another publish root, unchanged (hard links where
-    possible, else copies), atomically as :func:`publish` does; ``CURRENT`` is left alone."""
+    possible, else copies), atomically as :func:`publish` does; ``CURRENT`` is left alone.
+
+    ``name``: the version's name when its folder is named otherwise (the ``index`` folder bundled
+    in a registered model); it must be the one its manifest records."""
     src = Path(version_dir)
+    if name and (src / MANIFEST_FILE).exists():
+        recorded = json.loads((src / MANIFEST_FILE).read_text()).get("version")
+        if recorded != name:
+            raise IndexVersionError(f"{src}: its manifest names version {recorded!r}, not {name!r}")
 
     def fill(tmp: Path) -> None:
         for f in (INDEX_FILE, IDS_FILE, EMB_FILE, SHIFT_FILE, USER_HEAD_FILE, MANIFEST_FILE):
@@ -401,15 +410,37 @@ def install_version(version_dir: str | Path, root: str | Path) -> Path:
 
     if not (src / MANIFEST_FILE).exists():
         raise IndexVersionError(f"{src}: no such published version")
-    return _complete_version(Path(root), src.name, fill)
+    return _complete_version(Path(root), name or src.name, fill)
 
 
 def set_current(root: str | Path, version: str) -> None:
-    """Atomically make ``version`` (a directory under ``<root>/versions``) the serving one."""
+    """Atomically make ``version`` (a directory under ``<root>/versions``) the serving one.
+
+    The version that served until now gets its folder's modification time set to now: readers may
+    still be loading it, and :func:`prune_versions` counts its grace period from that moment.
+    Callers that may race hold the root's lock (:func:`publish_lock`)."""
     root = Path(root)
     if not (root / VERSIONS / version / MANIFEST_FILE).exists():
         raise IndexVersionError(f"{root / VERSIONS / version}: no such published version")
+    previous = (root / CURRENT).read_text().strip() if (root / CURRENT).exists() else ""
+    if previous == version:
+        return
     atomic_write_text(root / CURRENT, version + "\n")
+    if previous and (root / VERSIONS / previous).is_dir():
+        os.utime(root / VERSIONS / previous)
+
+
+def publish_lock(root: str | Path, timeout_s: float):
+    """The lock of a publish root (:mod:`pinsage_model.locks`): whoever switches ``CURRENT``,
+    installs or prunes versions holds it."""
+    from pinsage_model.locks import folder_lock
+
+    return folder_lock(root, "publish root", timeout_s)
+
+
+def default_publish_root(cfg: IndexConfig, run_area: str | Path, run_id: str) -> Path:
+    """``index.publish_root``, or ``published/<run id>`` in the run area."""
+    return Path(cfg.publish_root) if cfg.publish_root else Path(run_area) / "published" / run_id
 
 
 def find_version(root: str | Path, weights_digest: str) -> str | None:
@@ -426,43 +457,62 @@ def _index_cfg(cfg: IndexConfig) -> dict:
     from pinsage_model.config import config_to_dict
 
     # settings that do not change the index itself stay out of the version's content digest
-    return {k: v for k, v in config_to_dict(cfg).items() if k not in ("publish_root", "keep_versions", "prune_grace_s")}
+    return {k: v for k, v in config_to_dict(cfg).items() if k not in _NOT_INDEX_CONTENT}
 
 
-def prune_versions(root: str | Path, keep: int, *, now: str, grace_s: float = 3600.0) -> list[str]:
+# Index settings about where versions go, how long they stay and what a request may ask.
+_NOT_INDEX_CONTENT = (
+    "publish_root",
+    "keep_versions",
+    "prune_grace_s",
+    "max_ids_per_row",
+    "max_rows_per_request",
+)
+
+
+def prune_versions(
+    root: str | Path, keep: int, *, protect: Collection[str] = (), now_s: float, grace_s: float
+) -> list[str]:
     """Delete published versions beyond the ``keep`` newest; return the names deleted, oldest first.
 
-    Never deleted: the version ``CURRENT`` names, and any version created less than ``grace_s``
-    seconds before ``now`` (ISO 8601, chosen by the caller). An :class:`pinsage_model.serving.query.IndexReader` loads a
-    version whole when ``CURRENT`` first names it, so only a reader still loading a version that
-    has just stopped being current could notice its removal; the grace period covers that window.
-    A version is first renamed to a hidden name, then removed, so it disappears at once.
-    Unfinished temporary directories of crashed publishers older than the grace period go too.
+    Never deleted: the version ``CURRENT`` names, those in ``protect`` (the champion and the
+    previous champions, rollback targets), and any version installed or last serving less than
+    ``grace_s`` seconds before ``now_s`` (wall-clock seconds since the epoch: an
+    :class:`pinsage_model.serving.query.IndexReader` that resolved ``CURRENT`` just before a
+    switch may still be loading it, however far apart the runs' logical times are). "Newest" is
+    by the manifests' ``created_at``. A version is first renamed to a hidden name, then removed,
+    so it disappears at once. The caller holds the root's lock (:func:`publish_lock`).
     """
-    import datetime as dt
-
-    def timestamp(iso: str) -> float:
-        return dt.datetime.fromisoformat(iso).timestamp()
-
-    now_ts = timestamp(now)
     root = Path(root)
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
-    serving = current_version(root) if (root / CURRENT).exists() else None
+    kept = set(protect) | ({current_version(root)} if (root / CURRENT).exists() else set())
     versions = []
     for manifest in (root / VERSIONS).glob(f"*/{MANIFEST_FILE}"):
         meta = json.loads(manifest.read_text())
         versions.append((meta.get("created_at", ""), manifest.parent.name))
     versions.sort(reverse=True)  # newest first; names break ties deterministically
-    doomed = [name for created, name in versions[keep:] if name != serving and now_ts - timestamp(created) >= grace_s]
+    doomed = [
+        name
+        for _, name in versions[keep:]
+        if name not in kept and now_s - (root / VERSIONS / name).stat().st_mtime >= grace_s
+    ]
     for name in doomed:
         trash = root / VERSIONS / f".{name}.deleting"
         os.rename(root / VERSIONS / name, trash)
         shutil.rmtree(trash)
-    for tmp in (root / VERSIONS).glob(".*.tmp"):
-        if now_ts - tmp.stat().st_mtime >= grace_s:
-            shutil.rmtree(tmp, ignore_errors=True)
     return doomed[::-1]
+
+
+def remove_unfinished(root: str | Path) -> list[str]:
+    """Remove what killed publishers and pruners left under ``<root>/versions``: ``.*.tmp``
+    folders never renamed into place and ``.*.deleting`` folders half removed. Only under the
+    root's lock (:func:`publish_lock`), when no one else is writing there; returns their names."""
+    folder = Path(root) / VERSIONS
+    left = sorted(p for pattern in (".*.tmp", ".*.deleting") for p in folder.glob(pattern))
+    for path in left:
+        shutil.rmtree(path, ignore_errors=True)
+    return [p.name for p in left]
 
 
 def current_version(root: str | Path) -> str:

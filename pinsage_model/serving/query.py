@@ -40,6 +40,16 @@ from pinsage_model.serving.index import (
     current_version,
 )
 
+# What one query may ask for: a request for more is refused, never cut down silently.
+MAX_K = 1000
+
+
+def checked_k(k: Any) -> int:
+    """``k`` as an int in 1..:data:`MAX_K`, or ValueError saying what is allowed."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
+        raise ValueError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
+    return int(k)
+
 
 @dataclass(frozen=True)
 class Neighbours:

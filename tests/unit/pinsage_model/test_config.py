@@ -88,6 +88,8 @@ def migrate(old: dict) -> dict:
     ]
     # added since: how long an attempt waits for a lock
     new["orchestration"]["lock_timeout_s"] = 21600
+    # and what one request to the registered model may ask
+    new["index"] |= {"max_ids_per_row": 500, "max_rows_per_request": 1000}
     return new
 
 

@@ -3,6 +3,7 @@
 import json
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -276,30 +277,32 @@ def test_reader_never_sees_a_mixed_index_while_publishing(tmp_path):
     assert set(seen) == set(names)  # every version was served at some point
 
 
-def test_prune_keeps_newest_serving_and_young_versions(tmp_path):
-    from pinsage_model.serving.index import VERSIONS, prune_versions, set_current
+def test_prune_keeps_newest_serving_protected_and_recently_served_versions(tmp_path):
+    """The grace period is wall-clock time since a version was installed or last served, never the
+    runs' logical times: weekly runs with keep_versions 1 keep the version readers may still load."""
+    from pinsage_model.serving.index import VERSIONS, prune_versions, remove_unfinished, set_current
 
-    days = [f"2026-11-0{i}T00:00:00Z" for i in range(1, 6)]
+    days = [f"2026-11-0{i}T00:00:00Z" for i in range(1, 7)]  # logical times a week of runs apart
     names = [
         publish(unit_rows(300, 8, 10 + i), IDS, tmp_path, f"m{i}", {}, created_at=day).name
         for i, day in enumerate(days)
     ]
-    set_current(tmp_path, names[0])  # a rollback made the oldest version serve again
+    now = time.time()
+    for name in names:  # installed a day ago by the wall clock
+        os.utime(tmp_path / VERSIONS / name, (now - 86400, now - 86400))
+    set_current(tmp_path, names[3])
+    set_current(tmp_path, names[0])  # a rollback: m3 stopped serving just now, m0 serves again
     crashed = tmp_path / VERSIONS / ".m9-abc.x.tmp"  # a publisher that died mid-build
     crashed.mkdir()
-    os.utime(crashed, (0, 0))
-    # now = day 5, 12:00: with a 1-day grace the day-5 version is young, the rest are old
-    pruned = prune_versions(tmp_path, 2, now="2026-11-05T12:00:00Z", grace_s=86400)
-    assert pruned == [names[1], names[2]]  # oldest first; names[0] serves, names[3:] are the 2 newest
-    left = sorted(p.name for p in (tmp_path / VERSIONS).iterdir())
-    assert left == sorted([names[0], names[3], names[4]])
+    pruned = prune_versions(tmp_path, 2, protect={names[2]}, now_s=now, grace_s=3600)
+    # kept: the 2 newest (m5, m4), CURRENT (m0), the champion history (m2), m3 (readers may still load it)
+    assert pruned == [names[1]]
+    left = sorted(p.name for p in (tmp_path / VERSIONS).iterdir() if not p.name.startswith("."))
+    assert left == sorted([names[0], names[2], names[3], names[4], names[5]])
     assert (tmp_path / CURRENT).read_text().strip() == names[0]
-    assert (
-        len(IndexReader(tmp_path).current().related_items([IDS[0]], k=3)[0].item_ids) == 3
-    )  # the serving version still answers
-    # keep=1 with the grace period: the day-5 version is both newest and young, day-4 is old
-    assert prune_versions(tmp_path, 1, now="2026-11-05T12:00:00Z", grace_s=86400) == [names[3]]
-    # a version younger than the grace period survives even beyond `keep`
-    assert prune_versions(tmp_path, 1, now="2026-11-05T12:00:00Z", grace_s=10**7) == []
+    assert len(IndexReader(tmp_path).current().related_items([IDS[0]], k=3)[0].item_ids) == 3
+    # two hours later, keep=1 and nothing protected: only the newest and the serving one stay
+    assert prune_versions(tmp_path, 1, now_s=now + 7200, grace_s=3600) == [names[2], names[3], names[4]]
+    assert remove_unfinished(tmp_path) == [crashed.name] and not crashed.exists()
     with pytest.raises(ValueError):
-        prune_versions(tmp_path, 0, now="2026-11-05T12:00:00Z")
+        prune_versions(tmp_path, 0, now_s=now, grace_s=0)
