@@ -376,7 +376,7 @@ class EvaluationConfig(Section):
     is skipped with a note in the report.
     """
 
-    ks: tuple[PosInt, ...] = (10, 50, 100)
+    ks: Annotated[tuple[PosInt, ...], Field(min_length=1)] = (10, 50, 100)
     candidate_pool: NonNegInt = 0
     mrr_scale: PosFloat = 1.0
     similarity_pairs: PosInt = 100000
@@ -392,7 +392,7 @@ class EvaluationConfig(Section):
     ease_lambda: PosFloat = 1000.0
     # Above this many items EASE is skipped (the inverse is dense: 20k items need ~4.5 GiB).
     ease_max_items: PosInt = 20000
-    user_ks: tuple[PosInt, ...] = (20,)
+    user_ks: Annotated[tuple[PosInt, ...], Field(min_length=1)] = (20,)
     recent_items: NonNegInt = 0
     seed: int = 0  # derived: PipelineConfig.seed_for("evaluation")
 
@@ -573,6 +573,37 @@ class PipelineConfig(Section):
         return out
 
     @model_validator(mode="after")
+    def _the_gate_can_decide(self) -> PipelineConfig:
+        """With tracking the promotion gate compares hit_rate_at_10 and MRR on the validation split:
+        both must be computed, or every model would be refused forever."""
+        if not self.tracking.enabled:
+            return self
+        if GATE_K not in self.evaluation.ks:
+            raise _KeyedError(
+                "evaluation.ks",
+                f"must include {GATE_K} while tracking.enabled is true: the promotion gate compares "
+                f"hit_rate_at_{GATE_K} on the validation split (got {list(self.evaluation.ks)})",
+            )
+        if self.pairs.fractions[1] <= 0:
+            raise _KeyedError(
+                "pairs.fractions",
+                "needs a validation share > 0 while tracking.enabled is true: the promotion gate compares "
+                f"validation metrics (got {list(self.pairs.fractions)})",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sampler_fits_the_graph(self) -> PipelineConfig:
+        """``top_t`` and the hard-negative band against the item count, where the config knows it
+        (the synthetic presets); other data sets are checked by the stages that read the graph."""
+        if self.data.source != "synthetic":
+            return self
+        from pinsage_model.data.synthetic import PRESETS
+
+        check_sampler(self.sampler, PRESETS[self.data.preset].num_items, "sampler.")
+        return self
+
+    @model_validator(mode="after")
     def _tfjob_needs_multi_worker(self) -> PipelineConfig:
         if self.orchestration.tfjob_workers and self.train.strategy != "multi_worker":
             raise _KeyedError(
@@ -581,6 +612,27 @@ class PipelineConfig(Section):
                 f"train.strategy: multi_worker (got {self.train.strategy!r})",
             )
         return self
+
+
+# The promotion gate's k (pinsage_model.evaluation.gate.GATE_METRICS: hit_rate_at_10 and MRR).
+GATE_K = 10
+
+
+def check_sampler(sampler: SamplerConfig, num_items: int, prefix: str = "sampler.") -> None:
+    """Raise a ValueError naming the key when ``top_t`` or the hard-negative band cannot work on a
+    graph of ``num_items`` items (the neighbourhoods and model stages call it with the real count)."""
+    if sampler.top_t >= num_items:
+        raise _KeyedError(
+            f"{prefix}top_t",
+            f"= {sampler.top_t} must be below the number of items ({num_items}): a neighbourhood excludes the item",
+        )
+    lo, hi = (math.floor(f * num_items) for f in sampler.hard_negative_band)
+    if hi <= lo:
+        raise _KeyedError(
+            f"{prefix}hard_negative_band",
+            f"= {list(sampler.hard_negative_band)} holds no PPR rank of {num_items} items "
+            f"(ranks [{lo}, {hi})); widen it",
+        )
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -659,6 +711,8 @@ def _config_error(exc: ValidationError, source: str) -> ConfigError:
         return ConfigError(f"{source}: key '{key}' expects one of {expected}, got {given!r}")
     if kind in _EXPECTS:
         return ConfigError(f"{source}: key '{key}' expects {_EXPECTS[kind]}, got {type(given).__name__} {given!r}")
+    if kind in ("too_short", "too_long") and "max_length" not in (error.get("ctx") or {}):
+        return ConfigError(f"{source}: key '{key}' expects a non-empty list, got {given!r}")
     if kind in ("too_short", "too_long"):
         return ConfigError(f"{source}: key '{key}' expects a list of {error['ctx']['max_length']} items, got {given!r}")
     message = error["msg"].removeprefix("Value error, ")

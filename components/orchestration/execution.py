@@ -46,9 +46,18 @@ class StageError(RuntimeError):
 # Errors of the input or the setup, not of the code: every front end prints them as one line
 # (``error_line``) and exits non-zero, never with a traceback. ``LoaderError``, ``ContractError``,
 # ``ConfigError`` and pyarrow's ``ArrowInvalid`` are ``ValueError``s (as are numpy's read errors);
-# file-system errors and pyarrow's ``ArrowIOError`` are ``OSError``s; a corrupt ``.npz`` is a
-# ``BadZipFile``.
-KNOWN_ERRORS: tuple[type[BaseException], ...] = (StageError, ValueError, OSError, EOFError, zipfile.BadZipFile)
+# file-system errors, pyarrow's ``ArrowIOError`` and a lock's ``LockTimeout`` are ``OSError``s; a
+# corrupt ``.npz`` is a ``BadZipFile``. Settings a data set cannot carry end as an arithmetic error
+# (a division by an empty split) or an allocation too large (``MemoryError``): one line too.
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (
+    StageError,
+    ValueError,
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    ArithmeticError,
+    MemoryError,
+)
 
 
 def error_line(exc: BaseException) -> str:

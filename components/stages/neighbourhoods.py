@@ -160,6 +160,8 @@ def _sample_graphs(
     for out_name, graph_name, what in OUTPUTS:
         path = inputs["graph"] / graph_name
         graph = _load_graph(path, num_items)
+        if num_items is None:
+            _check_settings(cfg, graph.num_items)
         num_items = graph.num_items
         log.info(
             "neighbourhoods on the %s: %d items, %d edges, R=%d L=%d p=%.2f T=%d",
@@ -195,6 +197,16 @@ def _sample_graphs(
         if spark is not None:
             del nb  # the memory maps of the shared files, before they go
             shutil.rmtree(scratch)
+
+
+def _check_settings(cfg: "PipelineConfig", num_items: int) -> None:
+    """``sampler.top_t`` and the hard-negative band against the graph's item count, as one line."""
+    from pinsage_model.config import check_sampler
+
+    try:
+        check_sampler(cfg.sampler, num_items)
+    except ValueError as exc:
+        raise StageError(f"neighbourhoods: key '{getattr(exc, 'key', 'sampler')}' {exc}") from None
 
 
 def _load_graph(path: Path, num_items: int | None):
