@@ -190,15 +190,18 @@ def _child_main(cfg_dict: dict, inputs: dict[str, str], out_dir: str, ckpt_dir: 
     Path(report_path).write_text(json.dumps(report))
 
 
-def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_dir: Path) -> dict:
-    """The stage's work in this process: load the inputs, train (checkpoints in ``ckpt_dir``), export."""
+def load_train_data(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path):
+    """What training reads, from the graph, features and neighbourhoods stages' outputs.
+
+    Returns (TrainData, training graph, (N, F) features, inference neighbourhoods, pair counts);
+    unusable pairs go to ``out_dir/quarantine.parquet``. The training benchmark loads a run's
+    data through this too.
+    """
     import numpy as np
 
-    from pinsage_model.model.export import save_history, save_keras, save_weights_npz
     from pinsage_model.model.identity import identity_rows
-    from pinsage_model.model.training import TrainData, train
+    from pinsage_model.model.training import TrainData
 
-    t0 = time.perf_counter()
     graph_dir = inputs["graph"]
     graph, features, nb, val_nb = _load_inputs(graph_dir, inputs["features"], inputs["neighbourhoods"])
     n = graph.num_items
@@ -220,6 +223,18 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
         val_neighbourhoods=val_nb,
         identity=identity,
     )
+    return data, graph, features, val_nb, counts
+
+
+def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_dir: Path) -> dict:
+    """The stage's work in this process: load the inputs, train (checkpoints in ``ckpt_dir``), export."""
+    from pinsage_model.model.export import save_history, save_keras, save_weights_npz
+    from pinsage_model.model.training import train
+
+    t0 = time.perf_counter()
+    graph_dir = inputs["graph"]
+    data, graph, features, val_nb, counts = load_train_data(cfg, inputs, out_dir)
+    n, id_dim = graph.num_items, data.id_embedding_dim
     resumed = (ckpt_dir / "epochs" / "checkpoint").exists()
     result = train(data, cfg.model, cfg.train, cfg.sampler, checkpoint_dir=ckpt_dir, resume=True)
 

@@ -130,7 +130,12 @@ class PinSageConv(keras.layers.Layer):
         weight = tf.cast(weight, self.compute_dtype)
         n_k = tf.shape(index)[0]
         mask = tf.cast(index >= 0, self.compute_dtype)  # (n_k, T)
-        projected = tf.nn.relu(tf.matmul(h_prev, self.Q) + self.q)  # (n_{k-1}, m)
+        # [h, 1] @ [Q; q]: the bias rides in the product, so the backward pass gets dQ and dq from
+        # one product instead of a second full pass over the (n_{k-1}, m) gradient for dq.
+        ones = tf.ones([tf.shape(h_prev)[0], 1], dtype=h_prev.dtype)
+        projected = tf.nn.relu(
+            tf.matmul(tf.concat([h_prev, ones], axis=1), tf.concat([self.Q, self.q[None, :]], axis=0))
+        )  # (n_{k-1}, m)
         if self.pooling == "max":
             neigh = tf.gather(projected, tf.maximum(index, 0))  # (n_k, T, m)
             # ReLU outputs are >= 0, so zeroing padded rows leaves the max over real neighbours

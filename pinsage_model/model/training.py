@@ -495,7 +495,10 @@ def train(
     devices = configure_devices(train_cfg.num_devices)
     import tensorflow as tf
 
-    return run(tf.distribute.MirroredStrategy(devices), range(len(devices)), checkpoint_dir, workers=1)
+    # One device needs no replication: the default strategy runs the step as a plain tf.function,
+    # without MirroredStrategy's per-step distribution of the inputs (a third of a small step).
+    strategy = tf.distribute.MirroredStrategy(devices) if len(devices) > 1 else tf.distribute.get_strategy()
+    return run(strategy, range(len(devices)), checkpoint_dir, workers=1)
 
 
 def _train_multi_worker(run: Callable[..., TrainResult], num_devices: int, checkpoint_dir: Path, resume: bool):

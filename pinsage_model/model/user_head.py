@@ -162,8 +162,9 @@ def _train_step(z, w1, b1, w2, shift, scale, opt):
     params = [w1, b1, w2, shift, scale]
 
     @tf.function(reduce_retracing=True)
-    def step(inp, a, cand, tgt, mask):
-        # inp, a: (B, L) input items (N = pad) and weights; cand: (K,); tgt, mask: (B, K)
+    def step(inp, a, cand, targets, seen):
+        # inp, a: (B, L) input items (N = pad) and weights; cand: (K,); targets, seen: (P, 2) and
+        # (S, 2) [user row, candidate position] pairs: the later items and the masked input items.
         with tf.GradientTape() as tape:
             p = tf.reduce_sum(a[:, :, None] * tf.gather(z, inp), 1) / tf.maximum(
                 tf.reduce_sum(a, 1, keepdims=True), 1e-12
@@ -171,9 +172,12 @@ def _train_step(z, w1, b1, w2, shift, scale, opt):
             p = tf.math.l2_normalize(p, 1)
             u = p + tf.nn.relu(p @ w1 + b1) @ w2 + shift  # (B, d)
             logits = scale * tf.matmul(u, tf.gather(z, cand), transpose_b=True)  # (B, K)
-            logits = tf.where(mask > 0, -1e9, logits)
-            per_user = tf.reduce_sum(tgt * tf.nn.log_softmax(logits), 1) / tf.reduce_sum(tgt, 1)
-            loss = -tf.reduce_mean(per_user)
+            logits = tf.tensor_scatter_nd_update(logits, seen, tf.fill(tf.shape(seen)[:1], -1e9))
+            b = tf.shape(logits)[0]
+            hit = tf.gather_nd(tf.nn.log_softmax(logits), targets)  # (P,)
+            total = tf.math.unsorted_segment_sum(hit, targets[:, 0], b)  # (B,)
+            count = tf.math.unsorted_segment_sum(tf.ones_like(hit), targets[:, 0], b)  # (B,)
+            loss = -tf.reduce_mean(total / count)
         opt.apply_gradients(zip(tape.gradient(loss, params), params))
         return loss
 
@@ -185,36 +189,42 @@ def _head_batch(
 ) -> tuple[np.ndarray, ...]:
     """One batch: each sampled user's sequence cut at a random point into earlier items (input,
     recency-weighted) and later items (targets). Returns (inp (B, L) with pad ``n``, weights
-    (B, L), candidates (K,), targets (B, K), mask of input items (B, K))."""
+    (B, L), candidates (K,), target pairs (P, 2), seen pairs (S, 2)); a pair is [row, candidate
+    position], unique per batch. Built with array operations: the per-user loops and the dense
+    (B, N) target and mask matrices were most of the head's time."""
     batch = rng.choice(users, cfg.batch_size)
     lens = np.diff(indptr)[batch]
     cuts = np.clip(
         np.floor(lens * rng.uniform(cfg.experimental.min_input_fraction, 1.0, len(batch))).astype(np.int64), 1, lens - 1
     )
+    rows = np.repeat(np.arange(len(batch)), lens)  # (E_b,) the batch row of every item of the sampled users
+    j = np.arange(len(rows)) - np.repeat(np.cumsum(lens) - lens, lens)  # position inside the user's sequence
+    items = seq[np.repeat(indptr[batch], lens) + j]
+    is_input = j < cuts[rows]
     width = int(cuts.max())
     inp = np.full((len(batch), width), n, np.int64)
     a = np.zeros((len(batch), width), np.float32)
-    rows_in, rows_out = [], []
-    for r, (c, k) in enumerate(zip(batch, cuts)):
-        items = seq[indptr[c] : indptr[c + 1]]
-        inp[r, :k] = items[:k]
-        age = np.arange(k - 1, -1, -1, dtype=np.float64)
-        a[r, :k] = np.exp(-age / cfg.recency_half_life) if cfg.recency_half_life > 0 else 1.0
-        rows_in.append(items[:k])
-        rows_out.append(items[k:])
+    r_in, j_in = rows[is_input], j[is_input]
+    inp[r_in, j_in] = items[is_input]
+    age = (cuts[r_in] - 1 - j_in).astype(np.float64)
+    a[r_in, j_in] = np.exp(-age / cfg.recency_half_life) if cfg.recency_half_life > 0 else 1.0
+    out_items = items[~is_input]
     if cfg.experimental.negatives and cfg.experimental.negatives < n:
-        cand = np.unique(np.concatenate([rng.choice(n, cfg.experimental.negatives, replace=False), *rows_out]))
+        cand = np.unique(np.concatenate([rng.choice(n, cfg.experimental.negatives, replace=False), out_items]))
     else:
         cand = np.arange(n)
     pos_of = np.full(n, -1, np.int64)
     pos_of[cand] = np.arange(len(cand))
-    tgt = np.zeros((len(batch), len(cand)), np.float32)
-    mask = np.zeros_like(tgt)
-    for r in range(len(batch)):
-        tgt[r, pos_of[rows_out[r]]] = 1.0
-        seen = pos_of[rows_in[r]]
-        mask[r, seen[seen >= 0]] = 1.0
-    return inp, a, cand, tgt, mask
+    targets = _unique_pairs(rows[~is_input], pos_of[out_items], len(cand))
+    seen_pos = pos_of[items[is_input]]
+    seen = _unique_pairs(r_in[seen_pos >= 0], seen_pos[seen_pos >= 0], len(cand))
+    return inp, a, cand, targets, seen
+
+
+def _unique_pairs(rows: np.ndarray, cols: np.ndarray, width: int) -> np.ndarray:
+    """(P, 2) int64 distinct [row, col] pairs, sorted."""
+    key = np.unique(rows.astype(np.int64) * width + cols)
+    return np.stack([key // width, key % width], axis=1)
 
 
 def _head_report(num_users: int, steps: int, losses: list[float]) -> dict:

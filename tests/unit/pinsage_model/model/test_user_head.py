@@ -137,3 +137,53 @@ def test_config_ranges():
     for bad in bad_values:
         with pytest.raises(ConfigError, match="user_head"):
             config_from_dict({"user_head": bad})
+
+
+def _dense_reference_batch(rng, users, indptr, seq, n, cfg):
+    """The per-user loop with dense (B, K) target and mask matrices the array form replaced (issue #24)."""
+    batch = rng.choice(users, cfg.batch_size)
+    lens = np.diff(indptr)[batch]
+    cuts = np.clip(
+        np.floor(lens * rng.uniform(cfg.experimental.min_input_fraction, 1.0, len(batch))).astype(np.int64), 1, lens - 1
+    )
+    inp = np.full((len(batch), int(cuts.max())), n, np.int64)
+    a = np.zeros(inp.shape, np.float32)
+    rows_in, rows_out = [], []
+    for r, (c, k) in enumerate(zip(batch, cuts)):
+        items = seq[indptr[c] : indptr[c + 1]]
+        inp[r, :k] = items[:k]
+        a[r, :k] = np.exp(-np.arange(k - 1, -1, -1) / cfg.recency_half_life)
+        rows_in.append(items[:k])
+        rows_out.append(items[k:])
+    if cfg.experimental.negatives:
+        cand = np.unique(np.concatenate([rng.choice(n, cfg.experimental.negatives, replace=False), *rows_out]))
+    else:
+        cand = np.arange(n)
+    pos_of = np.full(n, -1, np.int64)
+    pos_of[cand] = np.arange(len(cand))
+    tgt, mask = np.zeros((len(batch), len(cand)), np.float32), np.zeros((len(batch), len(cand)), np.float32)
+    for r in range(len(batch)):
+        tgt[r, pos_of[rows_out[r]]] = 1.0
+        seen = pos_of[rows_in[r]]
+        mask[r, seen[seen >= 0]] = 1.0
+    return inp, a, cand, tgt, mask
+
+
+@pytest.mark.parametrize("negatives", [0, 7])
+def test_batch_pairs_equal_the_dense_reference(negatives):
+    from pinsage_model.model.user_head import _head_batch
+
+    rng = np.random.default_rng(5)
+    n, n_users = 30, 12
+    lens = rng.integers(2, 9, n_users)
+    indptr = np.concatenate([[0], np.cumsum(lens)])
+    seq = np.concatenate([rng.choice(n, k, replace=False) for k in lens])  # distinct items per user
+    cfg = UserHeadConfig(batch_size=16, recency_half_life=3.0, experimental={"negatives": negatives})
+    users = np.arange(n_users)
+    inp, a, cand, targets, seen = _head_batch(np.random.default_rng(1), users, indptr, seq, n, cfg)
+    r_inp, r_a, r_cand, tgt, mask = _dense_reference_batch(np.random.default_rng(1), users, indptr, seq, n, cfg)
+    np.testing.assert_array_equal(inp, r_inp)
+    np.testing.assert_allclose(a, r_a, rtol=1e-6)
+    np.testing.assert_array_equal(cand, r_cand)
+    np.testing.assert_array_equal(targets, np.argwhere(tgt > 0))
+    np.testing.assert_array_equal(seen, np.argwhere(mask > 0))
