@@ -3,7 +3,7 @@
 # components, Airflow KubernetesPodOperator, spark-submit driver). Build: docker build -t pinsage .
 
 # ---- builder: resolve the pinned environment into /opt/venv ----
-FROM python:3.11-slim-bookworm AS builder
+FROM python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -24,7 +24,7 @@ RUN /opt/venv/bin/uv pip install --python /opt/venv/bin/python --no-deps . \
     && /opt/venv/bin/uv pip uninstall --python /opt/venv/bin/python uv
 
 # ---- runtime: slim Python + Java 17 for Spark, non-root ----
-FROM python:3.11-slim-bookworm AS runtime
+FROM python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b AS runtime
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless=17.0.* tini=0.19.* \

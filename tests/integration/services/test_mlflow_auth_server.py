@@ -35,7 +35,7 @@ PIPELINE_USER, READER = "pinsage-pipeline", "reader"
 def infra_docs() -> list[dict]:
     return [
         d
-        for f in ("mlflow.yaml", "secrets.example.yaml")
+        for f in ("mlflow.yaml", "secrets.example.yaml.txt")
         for d in yaml.safe_load_all((REPO / "infra/mlflow" / f).read_text())
         if d
     ]
