@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test lint test-fast bench bench-peers quality kfp airflow airflow-stop clean venv
+.PHONY: demo test lint test-fast bench bench-peers quality chaos kfp airflow airflow-stop clean venv
 
 venv: $(STAMP)
 
@@ -36,6 +36,12 @@ lint: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# kill -9 at 20 seeded moments over every stage of the tiny pipeline, each followed by a rerun that
+# must restore a clean run's folder, one model version, no RUNNING MLflow run, no temp folder and
+# CURRENT on the champion; also two `pinsage run` on one run dir at once (tests/e2e/chaos.py).
+chaos: $(STAMP)
+	$(PY) tests/e2e/chaos.py --kills 20 --seed 0 --out bench/results/chaos.json
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all
