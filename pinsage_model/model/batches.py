@@ -145,7 +145,7 @@ class BatchProducer:
             self.negative_pool,
             data.num_items,
             train_cfg.num_negatives,
-            self.batch_size // num_replicas if _in_batch_negatives(train_cfg) else 0,
+            self.batch_size // num_replicas if in_batch_negatives(train_cfg) else 0,
         )
 
     def epoch_order(self, epoch: int) -> np.ndarray:
@@ -216,6 +216,6 @@ class BatchProducer:
         }
 
 
-def _in_batch_negatives(train_cfg: TrainConfig) -> bool:
+def in_batch_negatives(train_cfg: TrainConfig) -> bool:
     """Whether the loss takes the other examples' positives as negatives (xent's option)."""
     return train_cfg.loss.kind == "xent" and train_cfg.loss.in_batch_negatives

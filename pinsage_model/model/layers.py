@@ -114,13 +114,19 @@ class PinSageConv(keras.layers.Layer):
         self.w = self.add_weight(name="w", shape=(self.output_dim,), initializer="zeros")
         self.built = True
 
-    def call(self, h_prev: tf.Tensor, index: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
+    def call(
+        self, h_prev: tf.Tensor, index: tf.Tensor, weight: tf.Tensor, h_learned: tf.Tensor | None = None
+    ) -> tf.Tensor:
         """One convolution for the n_k nodes of S^(k).
 
         Args:
           h_prev: (n_{k-1}, F) representations of S^(k-1); its first n_k rows are S^(k).
           index: (n_k, T) int32 neighbour rows into ``h_prev``, -1 = padding.
           weight: (n_k, T) float32 importance weights α (0 at padding).
+          h_learned: optional (n_{k-1}, e) columns that follow ``h_prev``'s (learned id
+            embeddings): the layer reads ``concat([h_prev, h_learned])``. Kept apart so the
+            backward pass forms input gradients for these e columns only, not for the F
+            constant feature columns beside them.
 
         Returns:
           (n_k, d) L2-normalised representations.
@@ -129,13 +135,15 @@ class PinSageConv(keras.layers.Layer):
         index = tf.convert_to_tensor(index, dtype=tf.int32)
         weight = tf.cast(weight, self.compute_dtype)
         n_k = tf.shape(index)[0]
+        f = h_prev.shape[-1]
         mask = tf.cast(index >= 0, self.compute_dtype)  # (n_k, T)
         # [h, 1] @ [Q; q]: the bias rides in the product, so the backward pass gets dQ and dq from
         # one product instead of a second full pass over the (n_{k-1}, m) gradient for dq.
         ones = tf.ones([tf.shape(h_prev)[0], 1], dtype=h_prev.dtype)
-        projected = tf.nn.relu(
-            tf.matmul(tf.concat([h_prev, ones], axis=1), tf.concat([self.Q, self.q[None, :]], axis=0))
-        )  # (n_{k-1}, m)
+        pre = tf.matmul(tf.concat([h_prev, ones], axis=1), tf.concat([self.Q[:f], self.q[None, :]], axis=0))
+        if h_learned is not None:
+            pre += tf.matmul(h_learned, self.Q[f:])
+        projected = tf.nn.relu(pre)  # (n_{k-1}, m)
         if self.pooling == "max":
             neigh = tf.gather(projected, tf.maximum(index, 0))  # (n_k, T, m)
             # ReLU outputs are >= 0, so zeroing padded rows leaves the max over real neighbours
@@ -148,9 +156,13 @@ class PinSageConv(keras.layers.Layer):
                 alpha = mask
             alpha = alpha / tf.maximum(tf.reduce_sum(alpha, axis=1, keepdims=True), 1e-12)  # (n_k, T)
             pooled = weighted_pool(projected, index, alpha)  # (n_k, m)
-        h_self = h_prev[:n_k]  # (n_k, F): S^(k) is a prefix of S^(k-1)
-        z = tf.nn.relu(tf.matmul(tf.concat([h_self, pooled], axis=1), self.W) + self.w)  # (n_k, d)
-        return l2_normalize(z)
+        # concat([h_self, pooled]) @ W as a sum of products over W's row blocks (no concatenation);
+        # S^(k) is a prefix of S^(k-1), so h_self is the first n_k rows.
+        width = self.W.shape[0] - self.hidden_dim
+        z = tf.matmul(h_prev[:n_k], self.W[:f]) + tf.matmul(pooled, self.W[width:]) + self.w
+        if h_learned is not None:
+            z += tf.matmul(h_learned[:n_k], self.W[f:width])
+        return l2_normalize(tf.nn.relu(z))  # (n_k, d)
 
     def get_config(self) -> dict:
         return {
@@ -259,8 +271,10 @@ class PinSageModel(keras.Model):
             rows = tf.gather(self.id_rows, inputs["node_ids"])  # (n_0, H), -1 = no identity
             ids = self.id_embedding(tf.maximum(rows, 0))  # (n_0, H, e)
             ids = tf.reduce_sum(ids * tf.cast(rows >= 0, ids.dtype)[:, :, None], axis=1)  # (n_0, e)
-            h = tf.concat([h, ids], axis=1)  # (n_0, F + e)
-        for k, conv in enumerate(self.convs, 1):
+            h = self.convs[0](h, inputs["index_1"], inputs["weight_1"], ids)  # (n_1, d): reads [h, ids]
+        else:
+            h = self.convs[0](h, inputs["index_1"], inputs["weight_1"])  # (n_1, d)
+        for k, conv in enumerate(self.convs[1:], 2):
             h = conv(h, inputs[f"index_{k}"], inputs[f"weight_{k}"])  # (n_k, d)
         return l2_normalize(self.G2(self.G1(h)))  # (n_K, d)
 

@@ -61,6 +61,7 @@ __all__ = [
     "WorkerRole",
     "configure_devices",
     "embed_nodes",
+    "per_example_loss",
     "train",
     "validation_metrics",
     "worker_role",
@@ -287,7 +288,7 @@ class _Ordered:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _loss_fn(train_cfg: TrainConfig, shift_queries: Callable[[Any], Any]) -> Callable[..., Any]:
+def per_example_loss(train_cfg: TrainConfig, shift_queries: Callable[[Any], Any]) -> Callable[..., Any]:
     """Per-example loss of one replica's shard: ``fn(z, inputs) -> (b,)``; ``shift_queries`` maps
     query embeddings to query vectors (:meth:`PinSageModel.shift_queries`)."""
     import tensorflow as tf
@@ -351,7 +352,7 @@ def _step_fn(
     import tensorflow as tf
     from tensorflow.python.distribute import values as tf_values
 
-    per_example = _loss_fn(train_cfg, model.shift_queries)
+    per_example = per_example_loss(train_cfg, model.shift_queries)
 
     def replica_step(inputs):
         with tf.GradientTape() as tape:
