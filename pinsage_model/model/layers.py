@@ -135,7 +135,7 @@ class PinSageConv(keras.layers.Layer):
         index = tf.convert_to_tensor(index, dtype=tf.int32)
         weight = tf.cast(weight, self.compute_dtype)
         n_k = tf.shape(index)[0]
-        f = h_prev.shape[-1]
+        f = self.input_dim - (0 if h_learned is None else int(h_learned.shape[-1]))  # static, whatever the batch's
         mask = tf.cast(index >= 0, self.compute_dtype)  # (n_k, T)
         # [h, 1] @ [Q; q]: the bias rides in the product, so the backward pass gets dQ and dq from
         # one product instead of a second full pass over the (n_{k-1}, m) gradient for dq.
