@@ -481,10 +481,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default=None, help="git revision measured beside the current code")
     parser.add_argument("--stage", action="store_true", help="also time the model stage on ml-latest-small")
     parser.add_argument("--no-peer", action="store_true", help="skip DGL's PinSAGE example")
+    parser.add_argument("--quick", action="store_true", help="smoke run: ml-latest-small, 5 steps, 1 repeat")
     parser.add_argument("--throughput-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--library", default=None, help=argparse.SUPPRESS)  # a baseline worktree's root
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
+    if args.quick:
+        args.settings, args.steps, args.repeats, args.no_peer = ["ml-latest-small"], 5, 1, True
     if args.library:
         sys.path.insert(0, args.library)  # its pinsage_model shadows the installed one
     results = {
