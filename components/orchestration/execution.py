@@ -243,6 +243,9 @@ def execute(
         return _run_helper(stage, run, cfg, inputs, out, ctx)
     with run_dir_lock(out.parent, cfg):
         remove_stale_temps(out)
+        recover = getattr(sys.modules.get(run.__module__), "recover", None)
+        if recover is not None:  # what a killed attempt left outside the output folder
+            recover(cfg, ctx)
         fp = fingerprint(stage, cfg, inputs)
         if not force and is_current(out, fp):
             log.info("stage %-15s unchanged, skipped (%s)", stage.name, out)

@@ -13,6 +13,11 @@ multi_worker``) also defines ``writes_outputs(cfg) -> bool``: False in the proce
 part without writing the stage's outputs (:func:`components.orchestration.execution.execute` then runs ``run`` into
 a private folder it discards).
 
+A stage that changes state outside its output folder (the registration stage's MLflow runs) also
+defines ``recover(cfg, ctx)``: :func:`components.orchestration.execution.execute` calls it under the
+run directory's lock before deciding whether to run or skip the stage, so what a killed attempt
+left behind is repaired even when the rerun finds the stage's outputs current.
+
 The local runner, the Airflow DAG and the Kubeflow pipeline all read :data:`STAGES`, so they run
 the same stages in the same order. Importing this package is cheap: stage modules import
 TensorFlow, Spark and MLflow inside ``run``.

@@ -86,6 +86,20 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
     return {k: decision[k] for k in ("model_version", "champion_before", "champion_after", "promoted", "reason")}
 
 
+def recover(cfg: PipelineConfig, ctx: StageContext) -> None:
+    """Mark FAILED the registration runs a killed attempt left RUNNING, whether this attempt runs
+    the stage or finds it current (a killed ``--force`` attempt leaves the earlier outputs)."""
+    if not cfg.tracking.enabled:
+        return
+    client = mlflow_store.client_for(cfg, ctx.run_area)
+    name = cfg.tracking.registered_model
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is None:
+        return
+    with mlflow_store.registry_lock(client, name, ctx.run_area, cfg.orchestration.lock_timeout_s):
+        mlflow_store.fail_orphan_runs(client, exp.experiment_id, name)
+
+
 def build_index_version(
     cfg: PipelineConfig, inputs: dict[str, Path], metrics: dict, root: Path, ctx: StageContext
 ) -> tuple[Path, int]:

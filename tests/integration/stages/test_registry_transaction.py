@@ -122,6 +122,19 @@ def test_a_killed_registration_leaves_no_running_run_and_is_completed_by_the_nex
     assert current_version(tmp_path / "published") == d["index_version"]
 
 
+def test_a_run_left_running_is_failed_even_when_the_rerun_skips_registration(tmp_path, area):
+    """A killed --force attempt leaves the earlier outputs current: the rerun skips the stage, and
+    still marks the killed attempt's MLflow run FAILED."""
+    raw = config(tmp_path, "skip-kill-model")
+    run = make_run(area / "sk", seed=1, hr10=0.30, mrr=0.10)
+    run_stage("registration", raw, run, area)
+    client = client_of(raw, area)
+    exp = client.get_experiment_by_name("pinsage").experiment_id
+    orphan = client.create_run(exp, tags={mlflow_store.MODEL_TAG: "skip-kill-model"}).info.run_id
+    assert run_stage("registration", raw, run, area)["skipped"] is True
+    assert client.get_run(orphan).info.status == "FAILED"
+
+
 def test_the_alias_moves_only_from_the_champion_the_decision_saw(tmp_path, area):
     raw = config(tmp_path, "cas-model")
     for name, seed, hr10 in (("a", 1, 0.3), ("b", 2, 0.2)):
