@@ -23,7 +23,8 @@ Per setting:
    (:mod:`bench.peers.run`, its own venv from ``make bench-peers``); skipped with a note when
    that venv is missing.
 5. **Before** (``--baseline REF``): the same throughput measurement with the library of git
-   revision REF (a worktree under ``runs/bench_baseline``), in a subprocess.
+   revision REF (a worktree under ``runs/bench_baseline``), in a subprocess; ``--history REF...``
+   measures intermediate revisions the same way (``paper``), so each change's gain is measured.
 
 For ``ml-latest-small`` the model stage itself is also timed (``--stage``): two epochs and the user
 head, as ``pinsage run`` does them, for the current code and REF.
@@ -193,9 +194,11 @@ def _worktree(ref: str) -> Path:
 
 def stage_timing(ref: str | None, repeats: int) -> dict:
     """The model stage on ml-latest-small (2 epochs, then the user head) as ``pinsage run`` does
-    it, with the current library or that of ``ref``: medians of epoch 2's seconds and examples/s
-    and of the user head's seconds."""
+    it, with the current library or that of ``ref``: medians of epoch 2's seconds and examples/s,
+    of its validation pass and of the user head's seconds."""
     import yaml
+
+    from pinsage_model.config import load_config
 
     tree = ROOT if ref is None else _worktree(ref)
     raw = yaml.safe_load(_mls_config_path().read_text())
@@ -209,9 +212,12 @@ def stage_timing(ref: str | None, repeats: int) -> dict:
         _pinsage(args + (["--from", "model", "--force"] if (run_dir / "neighbourhoods").is_dir() else []), tree)
         report = json.loads((run_dir / "model" / "report.json").read_text())
         epoch2 = report["epochs"][1]
+        steps = report["train_pairs"] // load_config(config).train.batch_size
         runs.append(
             {
                 "epoch2_s": epoch2["seconds"],
+                # the epoch less its steps: the early-stopping validation pass and checkpointing
+                "validation_s": round(epoch2["seconds"] - steps * epoch2["step_s"], 3),
                 "epoch2_examples_per_s": epoch2["examples_per_s"],
                 "user_head_s": (report.get("user_head") or {}).get("seconds"),
                 "train_s": report["train_seconds"],
@@ -298,8 +304,8 @@ def breakdown(cfg: Any, data: Any, profile_dir: Path, batches: int = 6) -> dict:
     return {"seconds": {k: round(v, 5) for k, v in parts.items()}, "shapes": shapes, "op_profile": profile}
 
 
-def op_profile(step: Any, inputs: list[dict], logdir: Path, top: int = 12) -> list[dict]:
-    """TensorFlow profiler trace of ``step`` over ``inputs``; the op types by total time.
+def op_profile(step: Any, inputs: list[dict], logdir: Path) -> list[dict]:
+    """TensorFlow profiler trace of ``step`` over ``inputs``; the op types by time per step.
 
     Reads the trace's host plane directly (``xplane.pb``: TraceMe events named ``name:OpType``),
     so no TensorBoard plugin is needed; the trace itself stays in ``logdir`` for TensorBoard.
@@ -321,11 +327,20 @@ def op_profile(step: Any, inputs: list[dict], logdir: Path, top: int = 12) -> li
             for line in plane.lines:
                 for event in line.events:
                     name = names.get(event.metadata_id, "")
-                    if ":" in name and not name.startswith(("__inference", "EagerExecute")):
-                        op = name.rsplit(":", 1)[1]
+                    op = name.rsplit(":", 1)[-1].strip()
+                    # executor and function-call events enclose the ops: not op time of their own
+                    if ":" in name and op not in _NOT_OPS and not op.startswith("__inference"):
                         totals[op] = totals.get(op, 0.0) + event.duration_ps / 1e12
-    per_step = sorted(((v / len(inputs), k) for k, v in totals.items()), reverse=True)[:top]
+    per_step = sorted(((v / len(inputs), k) for k, v in totals.items()), reverse=True)
     return [{"op": k, "s_per_step": round(v, 5)} for v, k in per_step]
+
+
+_NOT_OPS = ("Process", "Run", "EagerExecute", "EagerLocalExecute")
+
+
+def dense_op_seconds(profile: list[dict]) -> float:
+    """Seconds per step the profile spent in dense products (every MatMul kind, not the sparse one)."""
+    return sum(o["s_per_step"] for o in profile if "MatMul" in o["op"] and not o["op"].startswith("SparseMatrix"))
 
 
 def dense_products(shapes: dict, model_cfg: Any, in_batch: bool, id_embedding: bool) -> list[tuple[str, int, int, int]]:
@@ -415,7 +430,12 @@ def flop_bound(cfg: Any, data: Any, parts: dict) -> dict:
     compute = parts["seconds"]["compute_s"]
     achieved = dense / compute / 1e9
     numpy_rate = dense / seconds["numpy"] / 1e9
+    in_step = dense_op_seconds(parts["op_profile"])
     return {
+        # the step's own product ops (profiler time) against numpy on the same shapes
+        "step_dense_products_s": round(in_step, 5),
+        "step_dense_products_gflops": round(dense / in_step / 1e9, 1) if in_step else None,
+        "step_dense_products_over_numpy": round(seconds["numpy"] / in_step, 3) if in_step else None,
         "dense_gflop_per_step": round(dense / 1e9, 3),
         "sparse_gflop_per_step": round(sparse_flops(parts["shapes"], cfg.model) / 1e9, 3),
         "numpy_same_shapes_s": round(seconds["numpy"], 5),
@@ -444,6 +464,10 @@ def measure(setting: str, args: argparse.Namespace) -> dict:
         base = baseline_throughput(args.baseline, setting, args.steps, args.repeats)
         out["baseline"] = {"ref": args.baseline, **base}
         out["speedup"] = round(out["throughput"]["examples_per_s"] / base["examples_per_s"], 2)
+    if setting == "paper" and args.history:
+        out["history"] = [
+            {"ref": ref, **baseline_throughput(ref, setting, args.steps, args.repeats)} for ref in args.history
+        ]
     if setting == "paper" and not args.no_peer:
         out["peer"] = _peer(args)
         if "examples_per_s" in out["peer"]:
@@ -456,6 +480,7 @@ def measure(setting: str, args: argparse.Namespace) -> dict:
             current = out["stage"]["current"]
             out["stage"]["epoch_speedup"] = round(base["epoch2_s"] / current["epoch2_s"], 2)
             out["speedup"] = round(current["epoch2_examples_per_s"] / base["epoch2_examples_per_s"], 2)
+            out["stage"]["validation_speedup"] = round(base["validation_s"] / current["validation_s"], 2)
             if base["user_head_s"] and current["user_head_s"]:
                 out["stage"]["user_head_speedup"] = round(base["user_head_s"] / current["user_head_s"], 2)
     return out
@@ -480,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (medians are quoted)")
     parser.add_argument("--baseline", default=None, help="git revision measured beside the current code")
     parser.add_argument("--stage", action="store_true", help="also time the model stage on ml-latest-small")
+    parser.add_argument(
+        "--history", nargs="*", default=[], help="revisions between --baseline and now, each measured (paper) as it was"
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip DGL's PinSAGE example")
     parser.add_argument("--quick", action="store_true", help="smoke run: ml-latest-small, 5 steps, 1 repeat")
     parser.add_argument("--throughput-only", action="store_true", help=argparse.SUPPRESS)
@@ -523,6 +551,13 @@ def _print(results: dict) -> None:
         )
         print("   breakdown:", ", ".join(f"{k} {v:.4f}" for k, v in r["breakdown"]["seconds"].items()))
         print("   ops:", ", ".join(f"{o['op']} {o['s_per_step']:.4f}" for o in r["breakdown"]["op_profile"][:8]))
+        f = r["flops"]
+        print(
+            f"   dense products: {f['dense_gflop_per_step']} GFLOP/step; in the step's MatMul ops "
+            f"{f['step_dense_products_gflops']} GFLOP/s = {f['step_dense_products_over_numpy']} x numpy's "
+            f"{f['numpy_same_shapes_gflops']} on the same shapes; over the whole step {f['step_achieved_gflops']} "
+            f"({f['step_over_numpy_rate']} x); sparse pooling {f['sparse_gflop_per_step']} GFLOP/step"
+        )
         if "stage" in r:
             print("   model stage:", json.dumps({k: v for k, v in r["stage"].items() if k != "runs"}))
     print(f"2048^3 sgemm: {results['sgemm_2048']}")

@@ -34,3 +34,16 @@ def test_id_embeddings_add_the_first_input_gradient_and_in_batch_scores():
 def test_sparse_pooling_flops_by_hand():
     # A @ P and A^T @ dP per layer: 2 x 2 x n_k x T x m
     assert sparse_flops(SHAPES, MODEL) == 4 * (4 * 3 * 6 + 2 * 3 * 6)
+
+
+def test_dense_op_seconds_counts_every_matmul_kind_but_the_sparse_product():
+    from bench.bench_training import dense_op_seconds
+
+    profile = [
+        {"op": "SparseMatrixMatMul", "s_per_step": 0.7},
+        {"op": "_MklMatMul", "s_per_step": 0.5},
+        {"op": "_MklNativeFusedMatMul", "s_per_step": 0.01},
+        {"op": "BatchMatMulV2", "s_per_step": 0.02},
+        {"op": "ReluGrad", "s_per_step": 0.05},
+    ]
+    assert dense_op_seconds(profile) == 0.5 + 0.01 + 0.02
