@@ -600,7 +600,7 @@ class PipelineConfig(Section):
             return self
         from pinsage_model.data.synthetic import PRESETS
 
-        check_sampler(self.sampler, PRESETS[self.data.preset].num_items, "sampler.")
+        check_sampler(self.sampler, PRESETS[self.data.preset].num_items, "sampler.", self.train.use_hard_negatives)
         return self
 
     @model_validator(mode="after")
@@ -618,16 +618,19 @@ class PipelineConfig(Section):
 GATE_K = 10
 
 
-def check_sampler(sampler: SamplerConfig, num_items: int, prefix: str = "sampler.") -> None:
-    """Raise a ValueError naming the key when ``top_t`` or the hard-negative band cannot work on a
-    graph of ``num_items`` items (the neighbourhoods and model stages call it with the real count)."""
+def check_sampler(
+    sampler: SamplerConfig, num_items: int, prefix: str = "sampler.", hard_negatives: bool = True
+) -> None:
+    """Raise a ValueError naming the key when ``top_t`` or (with ``hard_negatives``) the
+    hard-negative band cannot work on a graph of ``num_items`` items (the neighbourhoods stage
+    calls it with the real count)."""
     if sampler.top_t >= num_items:
         raise _KeyedError(
             f"{prefix}top_t",
             f"= {sampler.top_t} must be below the number of items ({num_items}): a neighbourhood excludes the item",
         )
     lo, hi = (math.floor(f * num_items) for f in sampler.hard_negative_band)
-    if hi <= lo:
+    if hard_negatives and hi <= lo:
         raise _KeyedError(
             f"{prefix}hard_negative_band",
             f"= {list(sampler.hard_negative_band)} holds no PPR rank of {num_items} items "

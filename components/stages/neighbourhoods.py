@@ -204,7 +204,7 @@ def _check_settings(cfg: "PipelineConfig", num_items: int) -> None:
     from pinsage_model.config import check_sampler
 
     try:
-        check_sampler(cfg.sampler, num_items)
+        check_sampler(cfg.sampler, num_items, hard_negatives=cfg.train.use_hard_negatives)
     except ValueError as exc:
         raise StageError(f"neighbourhoods: key '{getattr(exc, 'key', 'sampler')}' {exc}") from None
 
