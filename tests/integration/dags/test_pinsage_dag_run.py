@@ -39,7 +39,7 @@ result = {"tasks": sorted(t.task_id for t in dag.tasks), "runs": []}
 for _ in range(2):
     run = dag.test(logical_date=when)
     tis = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    run_dirs = sorted(str(p) for p in Path(sys.argv[3]).iterdir())
+    run_dirs = sorted(str(p) for p in Path(sys.argv[3]).iterdir() if p.is_dir())  # lock files sit beside them
     digest = digests(Path(run_dirs[0]))
     result["runs"].append({"state": str(run.state), "tis": tis, "dirs": run_dirs, "digests": digest})
 print("RESULT" + json.dumps(result))
