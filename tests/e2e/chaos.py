@@ -170,7 +170,8 @@ def clean_run(config: Path, run_dir: Path, force: bool = False) -> dict[str, flo
     return {s: json.loads((run_dir / s / "report.json").read_text())["seconds"] for s in STAGE_NAMES}
 
 
-def campaign(area: Path, kills: int, seed: int) -> dict:
+def prepare_area(area: Path) -> Path:
+    """The committed code frozen in ``area/code`` and the campaign's config; returns the config."""
     import yaml
 
     config = area / "chaos.yaml"
@@ -186,6 +187,11 @@ def campaign(area: Path, kills: int, seed: int) -> dict:
     base["train"]["deterministic"] = True  # byte-identical reruns
     base.setdefault("index", {})["publish_root"] = str(area / "published")
     config.write_text(yaml.safe_dump(base))
+    return config
+
+
+def campaign(area: Path, kills: int, seed: int) -> dict:
+    config = prepare_area(area)
     run_dir = area / "run"
     t0 = time.monotonic()
     seconds = clean_run(config, area / "single")
