@@ -184,8 +184,9 @@ def log_servable(bundle: dict[str, Path], example_item: str, example_recent: lis
         python_model=servable.__file__,
         artifacts={k: str(v) for k, v in bundle.items()},
         code_paths=[str(Path(pinsage_model.__file__).parent)],
-        signature=servable.signature(),
-        input_example=(servable.input_example(example_item, example_recent), {"k": 5}),
+        # no signature: MLflow infers it from predict's type hints (Query in, Answer out), and the
+        # example's params give the k parameter its type and default
+        input_example=(servable.input_example(example_item, example_recent), {"k": servable.DEFAULT_K}),
         pip_requirements=SERVING_REQUIREMENTS,
         model_config=dict(limits),
     )

@@ -11,8 +11,10 @@ artifacts of one model version:
 So ``mlflow.pyfunc.load_model("models:/pinsage@champion")`` and ``mlflow models serve -m
 models:/pinsage@champion --env-manager local`` serve exactly the champion's embeddings and index.
 
-Input: a DataFrame (JSON ``dataframe_records``), one query per row, in one column ``item_ids``
-(list of str); the answers come from the query API of :mod:`pinsage_model.serving.query`:
+Input: a list of :class:`Query` rows, ``{"item_ids": [str, ...]}`` (over HTTP the request's
+``inputs``; a DataFrame with one ``item_ids`` column is converted row by row); ``predict``'s type
+hints are the signature, and MLflow refuses a row of another shape before ``predict`` runs. The
+answers come from the query API of :mod:`pinsage_model.serving.query`:
 
 * one known id: :meth:`~pinsage_model.serving.query.LoadedVersion.related_items` of that item
   (query ``items[q] + query_shift``, the item excluded);
@@ -25,7 +27,7 @@ Param ``k`` (int, default 10, 1..1000): how many items a row returns. A request 
 range, a row with more than ``max_ids_per_row`` ids or more than ``max_rows`` rows (the model's
 ``model_config``, from ``index.max_ids_per_row`` / ``index.max_rows_per_request``) is refused
 whole with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``: HTTP 400 from the scoring
-server) that says which limit. Output, one row per input row:
+server) that says which limit. Output, one :class:`Answer` per input row:
 ``item_ids`` (list of str) and ``scores`` (list of float, inner products, best first), ``unknown_ids``
 (list of str: the query ids not in the index, skipped) and ``error`` (str, empty when the row was
 answered). A row none of whose ids is known gets an empty answer and its ``error``; the other rows
@@ -34,15 +36,32 @@ are answered as usual.
 
 from __future__ import annotations
 
+from typing import Any
+
 import mlflow
-import numpy as np
 from mlflow.pyfunc import PythonModel
+from pydantic import BaseModel
 
 INPUT_COLUMN = "item_ids"
 OUTPUT_COLUMNS = ("item_ids", "scores", "unknown_ids", "error")
 DEFAULT_K = 10
 # Without a model_config (a model logged before the limits): the config's defaults.
 DEFAULT_LIMITS = {"max_ids_per_row": 500, "max_rows": 1000}
+
+
+class Query(BaseModel):
+    """One request row: a single item id (related items) or a user's recent ids, oldest first (homefeed)."""
+
+    item_ids: list[str]
+
+
+class Answer(BaseModel):
+    """One answer row, best first; ``error`` is empty when the row was answered."""
+
+    item_ids: list[str]
+    scores: list[float]
+    unknown_ids: list[str]
+    error: str
 
 
 class PinSageRecommender(PythonModel):
@@ -55,42 +74,52 @@ class PinSageRecommender(PythonModel):
         self.version = load_version(context.artifacts["index"], verify=True)
         self.limits = {**DEFAULT_LIMITS, **(getattr(context, "model_config", None) or {})}
 
-    def predict(self, context, model_input, params=None):
-        """One answer row per input row (see the module docstring); never raises for bad ids,
-        refuses a request beyond the limits."""
-        import pandas as pd
+    def predict(self, context, model_input: list[Query], params: dict[str, Any] | None = None) -> list[Answer]:
+        """One answer row per input row (see the module docstring); never raises for unknown ids,
+        refuses a request beyond the limits.
 
+        The type hints are the model's contract: MLflow infers the signature from them when the
+        model is logged and validates every request against ``Query`` before this runs (a row
+        without a list of strings in ``item_ids`` is refused whole), turning a DataFrame's rows
+        into ``Query`` objects.
+        """
         from pinsage_model.serving.query import checked_k
 
         k = _refused_unless(lambda: checked_k((params or {}).get("k", DEFAULT_K)))
-        if isinstance(model_input, pd.DataFrame):
-            queries = model_input[INPUT_COLUMN].tolist() if INPUT_COLUMN in model_input.columns else []
-        else:
-            queries = [row[INPUT_COLUMN] for row in model_input]
+        queries = [q.item_ids for q in model_input]
         _refused_unless(lambda: self._check_sizes(queries))
-        return pd.DataFrame([self._answer(q, k) for q in queries], columns=list(OUTPUT_COLUMNS))
+        return [self._answer(q, k) for q in queries]
 
-    def _check_sizes(self, queries: list) -> None:
+    def _check_sizes(self, queries: list[list[str]]) -> None:
         if len(queries) > self.limits["max_rows"]:
             raise ValueError(f"{len(queries)} rows in one request; at most {self.limits['max_rows']} (max_rows)")
         for i, q in enumerate(queries):
-            n = len(q) if isinstance(q, (list, tuple, np.ndarray)) else 0
+            n = len(q)
             if n > self.limits["max_ids_per_row"]:
                 raise ValueError(
                     f"row {i} has {n} item ids; at most {self.limits['max_ids_per_row']} (max_ids_per_row)"
                 )
 
-    def _answer(self, query, k: int) -> tuple[list[str], list[float], list[str], str]:
+    def _answer(self, ids: list[str], k: int) -> Answer:
         v = self.version
-        ids = [str(i) for i in (query if isinstance(query, (list, tuple, np.ndarray)) else [])]
         known = v.known(ids)
         unknown = [i for i in ids if i not in v.row_of]
         if not known:
             if not ids:
-                return [], [], [], f"give a non-empty list of item ids in column '{INPUT_COLUMN}'"
-            return [], [], unknown, f"unknown item id(s) {', '.join(unknown[:5])}: not in index version {v.name}"
+                return Answer(
+                    item_ids=[],
+                    scores=[],
+                    unknown_ids=[],
+                    error=f"give a non-empty list of item ids in column '{INPUT_COLUMN}'",
+                )
+            return Answer(
+                item_ids=[],
+                scores=[],
+                unknown_ids=unknown,
+                error=f"unknown item id(s) {', '.join(unknown[:5])}: not in index version {v.name}",
+            )
         nb = v.related_items(known, k)[0] if len(known) == 1 else v.homefeed_from_recent(known, k)
-        return list(nb.item_ids), [float(s) for s in nb.scores], unknown, ""
+        return Answer(item_ids=list(nb.item_ids), scores=[float(s) for s in nb.scores], unknown_ids=unknown, error="")
 
 
 def _refused_unless(check):
@@ -104,28 +133,10 @@ def _refused_unless(check):
         raise MlflowException(f"request refused: {exc}", error_code=INVALID_PARAMETER_VALUE) from None
 
 
-def input_example(item_id: str, recent_item_ids: list[str]):
-    """The input example logged with the model: one related-items row, one homefeed row."""
-    import pandas as pd
-
-    return pd.DataFrame({INPUT_COLUMN: [[item_id], list(recent_item_ids)]})
-
-
-def signature():
-    """Input, output and params schema of :class:`PinSageRecommender` (what serving validates)."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
-
-    inputs = Schema([ColSpec(Array(DataType.string), INPUT_COLUMN)])
-    outputs = Schema(
-        [
-            ColSpec(Array(DataType.string), "item_ids"),
-            ColSpec(Array(DataType.double), "scores"),
-            ColSpec(Array(DataType.string), "unknown_ids"),
-            ColSpec(DataType.string, "error"),
-        ]
-    )
-    return ModelSignature(inputs, outputs, params=ParamSchema([ParamSpec("k", DataType.long, DEFAULT_K)]))
+def input_example(item_id: str, recent_item_ids: list[str]) -> list[dict]:
+    """The input example logged with the model: one related-items row, one homefeed row (what a
+    request's ``inputs`` holds)."""
+    return [{INPUT_COLUMN: [item_id]}, {INPUT_COLUMN: list(recent_item_ids)}]
 
 
 # MLflow executes this file to load the model ("models from code"); importing it elsewhere only

@@ -33,7 +33,7 @@ import mlflow, pandas as pd
 model = mlflow.pyfunc.load_model(sys.argv[1])
 rows = json.loads(sys.argv[2])
 out = model.predict(pd.DataFrame(rows), params={"k": int(sys.argv[3])})
-print("RESULT" + out.to_json(orient="records"))
+print("RESULT" + json.dumps([a.model_dump() for a in out]))
 """
 
 
@@ -136,7 +136,7 @@ def test_scoring_server_answers_over_http(registry):
         "1",
     ]
     with service(cmd, env, area / "serve.log", f"{base}/ping", timeout_s=150, cwd=area):
-        resp = requests.post(f"{base}/invocations", json={"dataframe_records": QUERIES, "params": {"k": K}}, timeout=60)
+        resp = requests.post(f"{base}/invocations", json={"inputs": QUERIES, "params": {"k": K}}, timeout=60)
         assert resp.status_code == 200, resp.text
         check_answers(resp.json()["predictions"], emb)
         # a malformed request is refused, and the server keeps answering
@@ -144,7 +144,7 @@ def test_scoring_server_answers_over_http(registry):
             f"{base}/invocations", data="not json", headers={"Content-Type": "application/json"}, timeout=30
         )
         assert 400 <= bad.status_code < 500
-        resp = requests.post(f"{base}/invocations", json={"dataframe_records": [{"item_ids": ["nope"]}]}, timeout=30)
+        resp = requests.post(f"{base}/invocations", json={"inputs": [{"item_ids": ["nope"]}]}, timeout=30)
         assert resp.status_code == 200 and "unknown item id" in resp.json()["predictions"][0]["error"]
         assert requests.get(f"{base}/ping", timeout=5).status_code == 200
         print(f"scoring server start and queries: {time.perf_counter() - t0:.1f} s")

@@ -39,7 +39,14 @@ def rows(*queries) -> pd.DataFrame:
 
 def test_a_request_within_the_limits_is_answered(model):
     out = model.predict(None, rows(["i0"], ["i1", "i2", "i3"]), params={"k": 5})
-    assert [len(r) for r in out["item_ids"]] == [5, 5] and list(out["error"]) == ["", ""]
+    assert [len(r.item_ids) for r in out] == [5, 5] and [r.error for r in out] == ["", ""]
+
+
+@pytest.mark.parametrize("bad", [{"item_ids": "i0"}, {"item_ids": [1, 2]}, {"items": ["i0"]}])
+def test_a_row_of_the_wrong_type_is_refused_by_the_type_hints(model, bad):
+    """MLflow validates the request against predict's ``list[Query]`` hint before predict runs."""
+    with pytest.raises(MlflowException, match="item_ids"):
+        model.predict(None, [bad])
 
 
 @pytest.mark.parametrize("k", [0, -1, 1001, 2.5, "5"])
@@ -91,3 +98,39 @@ def test_recommend_refuses_bad_k_and_recent_with_one_line(published, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
     assert ("-k must be an integer from 1 to 1000" in err[0]) or ("--recent must be from 1 to 500" in err[0])
+
+
+def test_logging_takes_the_signature_from_the_type_hints_and_warns_nothing(published, tmp_path, monkeypatch, caplog):
+    """The signature MLflow infers from ``predict``'s hints (no hand-written schema, no "add type
+    hints" warning, no invalid serving example), and the loaded model answers with it."""
+    import logging
+    import warnings
+
+    import mlflow
+
+    from components.registry import mlflow_store
+
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is ./mlruns
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = mlflow.create_experiment("typed", artifact_location=str(tmp_path / "artifacts"))
+    with warnings.catch_warnings(record=True) as caught, mlflow.start_run(experiment_id=exp):
+        warnings.simplefilter("always")
+        info = mlflow_store.log_servable(
+            {"index": published}, "i0", ["i1", "i2"], {"max_ids_per_row": 3, "max_rows": 2}
+        )
+    said = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [m for m in said if "type hint" in m.lower() or "input example" in m.lower()], said
+    sig = info.signature
+    strings = {"type": "array", "items": {"type": "string"}, "required": True}
+    assert sig.inputs.to_dict() == [{"type": "object", "properties": {"item_ids": strings}, "required": True}]
+    doubles = {"type": "array", "items": {"type": "double"}, "required": True}
+    answer = {
+        "error": {"type": "string", "required": True},
+        "item_ids": strings,
+        "scores": doubles,
+        "unknown_ids": strings,
+    }
+    assert sig.outputs.to_dict() == [{"type": "object", "properties": answer, "required": True}]
+    assert sig.params.to_dict() == [{"name": "k", "type": "long", "default": 10, "shape": None}]
+    out = mlflow.pyfunc.load_model(info.model_uri).predict([{"item_ids": ["i0"]}], params={"k": 2})
+    assert len(out) == 1 and len(out[0].item_ids) == 2 and out[0].error == ""
