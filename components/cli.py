@@ -18,13 +18,18 @@ COMMANDS = {
     "promote": ("components.commands.champion", "move the MLflow 'champion' alias to a model version"),
     "rollback": ("components.commands.champion", "restore the previous 'champion' model version"),
     "config": ("components.commands.config", "show the resolved config, non-default values marked"),
+    "init": ("components.commands.init", "write the sparse config `pinsage run --data FILE` uses, to edit"),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str = "run") -> None:
+    from components.commands.init import add_data_arguments
+    from components.orchestration.execution import add_set_argument
     from components.stages import STAGE_NAMES
 
-    parser.add_argument("--config", required=True, help="pipeline YAML config, e.g. configs/demo.yaml")
+    parser.add_argument("--config", help="pipeline YAML config, e.g. configs/demo.yaml (or give --data)")
+    add_data_arguments(parser, required=False)
+    add_set_argument(parser)
     parser.add_argument("--run-dir", default=None, help="run directory (default: runs/<config name>)")
     parser.add_argument("--from", dest="start", choices=STAGE_NAMES, help="first stage to run")
     parser.add_argument("--to", dest="stop", choices=STAGE_NAMES, help="last stage to run")
@@ -34,13 +39,19 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "run") -> None
 def main_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from components.commands.init import data_command, own_data_config, settings_lines
     from components.orchestration.execution import KNOWN_ERRORS, cli_config, error_line
     from components.orchestration.local_runner import run_pipeline
 
-    cfg = cli_config(args.config)
+    if bool(args.config) == bool(args.data) or ((args.items or args.columns) and not args.data):
+        print("error: give --config FILE or --data FILE (--items and --columns go with --data)", file=sys.stderr)
+        return 2
+    cfg = cli_config(args.config, args.sets) if args.config else own_data_config(args)
     if cfg is None:
         return 2
-    run_dir = Path(args.run_dir or f"runs/{Path(args.config).stem}")
+    source = args.config or f"the data flags (`{data_command('init', args)}` writes them as a config)"
+    run_dir = Path(args.run_dir or f"runs/{Path(args.config).stem if args.config else cfg.name}")
+    print("\n".join(settings_lines(cfg, source)) + "\n", flush=True)
     try:
         reports = run_pipeline(cfg, run_dir, args.start, args.stop, force=args.force)
     except KNOWN_ERRORS as exc:
@@ -50,7 +61,30 @@ def main_run(args: argparse.Namespace) -> int:
     for name, rep in reports.items():
         print(f"{name:<16}{'skipped' if rep.get('skipped') else 'ran':<10}{rep.get('seconds', 0):>9.1f}")
     print(f"\nrun directory: {run_dir}")
+    print("\n".join(where_lines(run_dir)))
     return 0
+
+
+def where_lines(run_dir) -> list[str]:
+    """Where a finished run's results, report and recommendations are (what exists of them)."""
+    from components.commands.recommend import example_ids
+
+    lines = []
+    for what, rel in (
+        ("settings", "config.resolved.yaml"),
+        ("results", "evaluation/metrics.json"),
+        ("report", "registration/report.html"),
+        ("decision", "registration/decision.json"),
+        ("index", "index"),
+    ):
+        if (run_dir / rel).exists():
+            lines.append(f"{what + ':':<17}{run_dir / rel}")
+    item, user = example_ids(run_dir)
+    if item and (run_dir / "index").exists():
+        lines.append(f"{'recommendations:':<17}pinsage recommend --run-dir {run_dir} --item {item}")
+        if user:
+            lines.append(f"{'':<17}pinsage recommend --run-dir {run_dir} --user {user}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,9 @@ from the defaults.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -738,8 +739,10 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> PipelineConfig:
         raise _config_error(exc, source) from None
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> PipelineConfig:
-    """Load and validate a YAML config; ``overrides`` is a nested dict applied on top."""
+def load_config(path: str | Path, overrides: dict | None = None, sets: Sequence[str] = ()) -> PipelineConfig:
+    """Load and validate a YAML config; ``overrides`` is a nested dict applied on top, then the
+    command line's ``sets`` (``section.key=value``, :func:`parse_sets`). An error the sets
+    introduce names the ``--set`` key, one the file holds the file."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
@@ -751,14 +754,80 @@ def load_config(path: str | Path, overrides: dict | None = None) -> PipelineConf
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     if overrides:
         raw = _merge(raw, overrides)
-    return config_from_dict(raw, str(path))
+    return config_with_sets(raw, str(path), sets)
+
+
+def config_with_sets(raw: dict, source: str, sets: Sequence[str] = ()) -> PipelineConfig:
+    """Validate ``raw`` (errors name ``source``), then ``raw`` with the command line's ``sets``
+    applied (errors name ``--set``)."""
+    cfg = config_from_dict(raw, source)
+    return config_from_dict(_merge(raw, parse_sets(sets)), "--set") if sets else cfg
+
+
+def parse_sets(sets: Sequence[str]) -> dict:
+    """``["train.base_lr=0.01", "train.loss=max_margin"]`` as the nested dict they override.
+
+    Each value is typed by the schema: a string field (``name``, ``spark.master``, a ``kind``)
+    takes the text as it is; any other field parses it as YAML (``0.01``, ``true``, ``[10, 50]``,
+    ``null``), which the schema then checks strictly. An unknown key is left for validation to
+    name with the keys allowed there.
+    """
+    out: dict = {}
+    for item in sets:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.base_lr=0.01")
+        try:
+            value = text if _is_text(_annotation_at(parts)) else yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set: key '{key}' has a value that is not valid YAML: {text!r}") from None
+        node = out
+        for part in parts[:-1]:
+            if isinstance(node.get(part), str):  # `train.loss=max_margin` then train.loss.margin
+                node[part] = {"kind": node[part]}
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set: key '{key}' is inside a value set by another --set")
+        node[parts[-1]] = value
+    return out
+
+
+def _annotation_at(parts: list[str]) -> Any:
+    """The annotation of the field at a dotted path (any member of a tagged union on the way), or
+    None where the path names no field."""
+    models: list[type[BaseModel]] = [PipelineConfig]
+    annotation: Any = None
+    for part in parts:
+        field = next((m.model_fields[part] for m in models if part in m.model_fields), None)
+        if field is None:
+            return None
+        annotation = field.annotation
+        model, tags = _model_of(annotation)
+        models = [model] if model else list(tags.values())
+    return annotation
+
+
+def _is_text(annotation: Any) -> bool:
+    """Whether a field holds text: ``str`` (strict or not) or a Literal of strings."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _is_text(get_args(annotation)[0])
+    if origin is Literal:
+        return all(isinstance(a, str) for a in get_args(annotation))
+    return annotation is str
 
 
 def _merge(base: dict, extra: dict) -> dict:
+    """``base`` with ``extra`` applied key by key; a tagged union (``loss``, ``ann``) given another
+    ``kind`` is replaced whole, its old kind's keys dropped."""
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, str):  # `loss: xent`, then loss.temperature
+            old = {"kind": old}
+        if isinstance(value, dict) and isinstance(old, dict) and value.get("kind", old.get("kind")) == old.get("kind"):
+            out[key] = _merge(old, value)
         else:
             out[key] = value
     return out

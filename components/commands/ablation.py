@@ -148,7 +148,10 @@ def table(results: dict[str, dict], ks: tuple[int, ...], baselines: tuple[str, .
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from components.orchestration.execution import add_set_argument
+
     parser.add_argument("--config", required=True, help="pipeline YAML config, e.g. configs/demo.yaml")
+    add_set_argument(parser)
     parser.add_argument(
         "--run-dir",
         default=None,
@@ -172,7 +175,7 @@ def main(args: argparse.Namespace) -> int:
     from components.orchestration.local_runner import run_pipeline
     from pinsage_model.io import atomic_write_json, atomic_write_text
 
-    cfg = cli_config(args.config)
+    cfg = cli_config(args.config, args.sets)
     if cfg is None:
         return 2
     variants = cli_names("variant", args.variants, VARIANTS)

@@ -24,7 +24,10 @@ DEFAULT_RUN_AREA = "runs"
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str = "promote") -> None:
+    from components.orchestration.execution import add_set_argument
+
     parser.add_argument("--config", required=True, help="pipeline YAML config (registry name and tolerance)")
+    add_set_argument(parser)
     parser.add_argument(
         "--run-area",
         default=DEFAULT_RUN_AREA,
@@ -45,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     from components.orchestration.execution import KNOWN_ERRORS, cli_config, error_line
     from components.registry import mlflow_store
 
-    cfg = cli_config(args.config)
+    cfg = cli_config(args.config, args.sets)
     if cfg is None:
         return 2
     client = mlflow_store.client_for(cfg, args.run_area)

@@ -23,7 +23,10 @@ MARK = "# *"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     show = sub.add_parser("show", help="print the resolved config, non-default values marked")
+    from components.orchestration.execution import add_set_argument
+
     show.add_argument("--config", required=True, help="pipeline YAML config, e.g. configs/demo.yaml")
+    add_set_argument(show)
 
 
 def render(cfg: PipelineConfig) -> str:
@@ -58,7 +61,7 @@ def _scalar(value: Any) -> str:
 def main(args: argparse.Namespace) -> int:
     from components.orchestration.execution import cli_config
 
-    cfg = cli_config(args.config)
+    cfg = cli_config(args.config, args.sets)
     if cfg is None:
         return 2
     print(render(cfg), end="")

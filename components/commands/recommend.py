@@ -49,6 +49,23 @@ def titles_of(run_dir: Path) -> dict[str, str]:
     return {i: (s or "") for i, s in zip(t.column("item_id").to_pylist(), t.column("title").to_pylist())}
 
 
+def example_ids(run_dir: Path) -> tuple[str | None, str | None]:
+    """The run's most engaged item and most active user (ties: the smaller id), to show a query
+    that has an answer; (None, None) before the raw stage."""
+    import pyarrow.parquet as pq
+
+    path = run_dir / "raw" / "interactions.parquet"
+    if not path.exists():
+        return None, None
+    t = pq.read_table(path, columns=["user_id", "item_id"])
+
+    def top(column: str) -> str | None:
+        counts = t.column(column).value_counts().to_pylist()
+        return min(counts, key=lambda c: (-c["counts"], c["values"]))["values"] if counts else None
+
+    return top("item_id"), top("user_id")
+
+
 def user_history(run_dir: Path, user_id: str) -> tuple[list[str], list[str]]:
     """The user's items, most recent first (distinct), and their collection ids."""
     import pyarrow.compute as pc

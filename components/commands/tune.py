@@ -188,7 +188,10 @@ def validation_score(metrics: dict, names: tuple[str, str] = (HIT, metric_keys.M
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from components.orchestration.execution import add_set_argument
+
     parser.add_argument("--config", required=True, help="pipeline YAML config to start from, e.g. configs/demo.yaml")
+    add_set_argument(parser)
     parser.add_argument("--trials", type=int, required=True, help="number of Optuna trials")
     parser.add_argument(
         "--run-dir", default=None, help="run directory (default: runs/<config name>); trials go to <run-dir>/tune/"
@@ -216,7 +219,7 @@ def main(args: argparse.Namespace) -> int:
     from components.orchestration.execution import StageError, cli_config, cli_names
     from components.orchestration.local_runner import run_pipeline
 
-    cfg = cli_config(args.config)
+    cfg = cli_config(args.config, args.sets)
     if cfg is None:
         return 2
     dims = cli_names("search dimension (--space)", args.space, SPACES)
@@ -295,9 +298,10 @@ def _write_results(
 
     best = max(results, key=lambda r: (r[names[0]], r[names[1]]))
     best_cfg = apply(cfg, best["params"])
+    sets = "".join(f" --set {s}" for s in args.sets)
     header = (
         f"# Output of: pinsage tune --config {args.config} --trials {args.trials} --space {','.join(dims)} "
-        f"--objective {args.objective} --seed {args.seed}\n# best trial {best['trial']}: validation "
+        f"--objective {args.objective} --seed {args.seed}{sets}\n# best trial {best['trial']}: validation "
         f"{names[0]} {best[names[0]]:.4f}, {names[1]} {best[names[1]]:.4f}\n"
     )
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -315,10 +316,23 @@ def writes_outputs(run, cfg: PipelineConfig) -> bool:
     return True if decide is None else bool(decide(cfg))
 
 
-def cli_config(path: str) -> PipelineConfig | None:
-    """Load a config for a command; on a schema error print it (key and file) and return None."""
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """``--set section.key=value`` (repeatable) of a command that takes ``--config``."""
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config key, typed by the schema (repeatable), e.g. --set train.epochs=3",
+    )
+
+
+def cli_config(path: str, sets: Sequence[str] = ()) -> PipelineConfig | None:
+    """Load a config for a command, with its ``--set`` overrides; on a schema error print it (key
+    and file, or ``--set``) and return None."""
     try:
-        return load_config(path)
+        return load_config(path, sets=sets)
     except ConfigError as exc:
         print(error_line(exc), file=sys.stderr)
         return None
@@ -374,6 +388,7 @@ def stage_main(module_name: str, argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="pipeline YAML config (e.g. configs/demo.yaml)")
+    add_set_argument(parser)
     parser.add_argument("--run-dir", help="run directory; inputs and output default to its stage folders")
     for name in stage.inputs:
         parser.add_argument(f"--{name}", dest=f"in_{name}", help=f"output directory of stage '{name}'")
@@ -391,7 +406,7 @@ def stage_main(module_name: str, argv: list[str] | None = None) -> int:
         parser.error("give --run-dir, or --output and every input directory")
     if not args.run_dir and not args.run_id:
         parser.error("give --run-dir, or --run-id with --output")
-    cfg = cli_config(args.config)
+    cfg = cli_config(args.config, args.sets)
     if cfg is None:
         return 2
     run_dir = Path(args.run_dir) if args.run_dir else None

@@ -19,7 +19,7 @@ import pyarrow as pa
 from pinsage_model.config import DataConfig
 from pinsage_model.data.checks import InputRules, RowChecker, fail_duplicate_ids
 from pinsage_model.data.contracts import ITEMS
-from pinsage_model.data.inputs import LoaderError, read_lines, read_npy
+from pinsage_model.data.inputs import LoaderError, check_file, read_lines, read_npy
 from pinsage_model.data.quarantine import Quarantine
 from pinsage_model.data.reading import (
     LoadResult,
@@ -287,3 +287,87 @@ def _add_item_vectors(
     frames = {k: s.reindex(range(len(all_ids))) for k, s in frames.items()}
     frames["features"] = _list_array(full, has)
     return all_ids, frames
+
+
+# Column names recognised per role, in order of preference, compared lower-case with "_", "-" and
+# spaces dropped (``userId``, ``user_id`` and ``User ID`` are one name).
+COLUMN_NAMES: dict[str, tuple[str, ...]] = {
+    "user": ("user_id", "user", "uid", "customer_id", "customer", "visitor_id", "member_id", "account_id"),
+    "item": (
+        "item_id",
+        "item",
+        "iid",
+        "product_id",
+        "product",
+        "movie_id",
+        "pin_id",
+        "sku",
+        "article_id",
+        "track_id",
+        "video_id",
+        "content_id",
+    ),
+    "timestamp": ("timestamp", "ts", "time", "event_time", "event_timestamp", "datetime", "date", "created_at"),
+    "collection": (
+        "collection_id",
+        "collection",
+        "board_id",
+        "board",
+        "playlist_id",
+        "playlist",
+        "session_id",
+        "basket_id",
+    ),
+    "weight": ("weight", "rating", "score"),
+}
+REQUIRED_ROLES = ("user", "item", "timestamp")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s_\-]", "", name).lower()
+
+
+def header_of(path: Path) -> list[str]:
+    """The column names of a CSV (its first line) or Parquet file (its schema)."""
+    import csv
+
+    import pyarrow.parquet as pq
+
+    check_file(path, "interactions table (.csv or .parquet)")
+    if path.suffix.lower() == ".parquet":
+        return list(pq.read_schema(path).names)
+    if path.suffix.lower() != ".csv":
+        raise LoaderError(f"{path}: expected a .csv or .parquet file, got '{path.suffix or 'no extension'}'")
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
+        return [c.strip() for c in next(csv.reader(f), [])]
+
+
+def detect_columns(path: Path, given: dict[str, str] | None = None) -> dict[str, str]:
+    """Role -> column of the table at ``path``: the ``given`` names (checked against the header),
+    else the first header name :data:`COLUMN_NAMES` recognises; optional roles (collection,
+    weight) without a match are left out.
+
+    Raises:
+      LoaderError: one line naming the file, the role, the names looked for and the header, when a
+        required role has no column or a given column is not in the file.
+    """
+    header = header_of(path)
+    by_norm = {_norm(c): c for c in reversed(header)}  # the first of two spellings wins
+    out: dict[str, str] = {}
+    for role, names in COLUMN_NAMES.items():
+        if given and role in given:
+            if given[role] not in header:
+                raise LoaderError(
+                    f"{path}: line 1: no column '{given[role]}' (given for {role}); has: {', '.join(header)}"
+                )
+            out[role] = given[role]
+            continue
+        found = next((by_norm[_norm(n)] for n in names if _norm(n) in by_norm), None)
+        if found is not None and found not in out.values():
+            out[role] = found
+        elif role in REQUIRED_ROLES:
+            raise LoaderError(
+                f"{path}: line 1: no {role} column (looked for {', '.join(names[:4])}...; has: "
+                f"{', '.join(header) or 'no columns'}); name it with --columns {role}=COLUMN"
+            )
+    return out
