@@ -38,11 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index-root", default=None, help="publish root to read instead of <run-dir>/index")
 
 
-def titles_of(run_dir: Path) -> dict[str, str]:
-    """item_id -> title from ``raw/items.parquet`` (empty when there are no titles)."""
+def titles_of(raw_dir: Path) -> dict[str, str]:
+    """item_id -> title from the raw stage's ``items.parquet`` (empty when there are no titles)."""
     import pyarrow.parquet as pq
 
-    path = run_dir / "raw" / "items.parquet"
+    path = raw_dir / "items.parquet"
     if not path.exists() or "title" not in pq.read_schema(path).names:
         return {}
     t = pq.read_table(path, columns=["item_id", "title"])
@@ -142,7 +142,7 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}".replace("k must", "-k must"), file=sys.stderr)
         return 2
-    titles = titles_of(run_dir)
+    titles = titles_of(run_dir / "raw")
     try:
         version = IndexReader(args.index_root or run_dir / "index").current()
         if args.item:

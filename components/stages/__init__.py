@@ -147,7 +147,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "registration",
-        ("graph", "model", "embeddings", "evaluation"),
+        ("raw", "graph", "model", "embeddings", "evaluation"),
         ("tracking", "index"),
         "faiss index version, MLflow run, servable model version (pyfunc over that index) and the promotion gate",
         ("mlflow",),

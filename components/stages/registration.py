@@ -3,7 +3,8 @@ apply the promotion gate.
 
 Reads ``model/`` (``weights.npz``, ``model_config.json``, ``model.keras``, ``history.json``,
 ``report.json``), ``evaluation/`` (``metrics.json``, ``report.md``, PNGs, ``report.json``),
-``embeddings/`` and ``graph/item_ids.parquet``. It first builds the run's index version
+``embeddings/``, ``graph/item_ids.parquet`` and ``raw/`` (item titles and user histories for the
+report's samples). It first builds the run's index version
 (:func:`pinsage_model.serving.index.publish_embeddings`: exact inner product below
 ``index.exact_threshold`` items, else the ``index.ann`` index, whose recall@10 against exact search
 must reach ``index.recall_floor`` or the stage fails) into ``index/versions/<version>/`` of its
@@ -18,6 +19,14 @@ The gate compares PinSage's **validation**-split hit-rate@10 and MRR with the ch
 same validation pairs (``validation_split`` version tag): each must be at least the champion's
 minus ``tracking.promotion_tolerance``. Test-split metrics are logged and reported, never used to
 choose, so the champion's test metrics are not selection-biased.
+
+Before the gate, with a champion to compare, it answers one fixed, seeded sample of queries
+(items, and users' recent items) with both index versions and reports how the top 10 would change
+(:mod:`pinsage_model.evaluation.changes`: mean overlap@10, share of queries changed entirely, new
+items entering some top 10), logged to MLflow (``changes.*`` metrics, ``changes.json``). It writes
+``report.md`` and the self-contained ``report.html`` (the evaluation's tables and plots inlined,
+those changes, sample related items and homefeeds of this model with titles), logged beside the
+model (artifact folder ``report``).
 
 Writes ``decision.json``: the model version, the champion before and after (and the weights
 digest the champion after serves), whether it was promoted and why, the gate's metrics, and the
@@ -80,7 +89,9 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
         "excluded_zero_embeddings": excluded,
     }
     if cfg.tracking.enabled:
-        decision.update(_register(cfg, inputs, metrics, ctx, digest, candidate, splits, version_dir))
+        decision.update(_register(cfg, inputs, metrics, ctx, digest, candidate, splits, version_dir, out_dir))
+    else:
+        write_report(cfg, inputs, version_dir, None, out_dir)
     atomic_write_json(out_dir / "decision.json", decision)
     log.info("registration: %s", decision["reason"])
     return {k: decision[k] for k in ("model_version", "champion_before", "champion_after", "promoted", "reason")}
@@ -167,6 +178,7 @@ def _register(
     candidate: dict[str, float],
     splits: dict[str, str],
     version_dir: Path,
+    out_dir: Path,
 ) -> dict:
     """The MLflow part of :func:`run`, under the registered model's and the publish root's locks:
     the index version installed in the publish root, one run logged, one servable version
@@ -182,8 +194,10 @@ def _register(
         exp_id = mlflow_store.experiment_id(client, cfg, ctx.run_area)
         mlflow_store.fail_orphan_runs(client, exp_id, name)
         install_version(version_dir, root)  # in the root before any alias can name it
+        changes = promotion_changes(cfg, client, root, version_dir, inputs["raw"])
+        reports = write_report(cfg, inputs, version_dir, changes, out_dir)
         run_id, version = _log_and_register(
-            cfg, inputs, metrics, ctx, client, exp_id, digest, candidate, splits, version_dir
+            cfg, inputs, metrics, ctx, client, exp_id, digest, candidate, splits, version_dir, changes, reports
         )
         decided = mlflow_store.promote(client, name, version, cfg.tracking.promotion_tolerance, root=root, record=True)
         after = mlflow_store.alias_version(client, name, mlflow_store.CHAMPION)
@@ -200,6 +214,7 @@ def _register(
         "champion_weights_digest": after_digest,
         "promoted": decided.promote,
         "reason": decided.reason,
+        "changes": changes,
     }
 
 
@@ -214,6 +229,8 @@ def _log_and_register(
     candidate: dict[str, float],
     splits: dict[str, str],
     version_dir: Path,
+    changes: dict | None,
+    reports: list[Path],
 ) -> tuple[str, int]:
     """One MLflow run of this attempt (config, curves, metrics, files, the servable model) and the
     registered version of its model (one per model fingerprint); returns ``(run id, version)``."""
@@ -230,6 +247,9 @@ def _log_and_register(
     with mlflow.start_run(experiment_id=exp_id, run_name=ctx.run_id, tags=tags) as active:
         run_id = active.info.run_id
         _log_run(cfg, inputs, metrics, candidate)
+        _log_changes(changes)
+        for path in reports:
+            mlflow.log_artifact(str(path), artifact_path="report")
         bundle, example = _servable_bundle(version_dir, inputs["model"])
         model_info = mlflow_store.log_servable(bundle, example[0], example[1:], _serving_limits(cfg))
         version_tags = {
@@ -240,6 +260,85 @@ def _log_and_register(
         version_tags.update({k: repr(v) for k, v in candidate.items()})
         version = mlflow_store.register_model(client, name, run_id, version_tags, model_info.model_id)
     return run_id, version
+
+
+# The report's samples of this model's answers, and the fixed sample the promotion changes are
+# measured on (each drawn with the index seed, so every run of a config asks the same queries).
+SAMPLE_ITEMS, SAMPLE_USERS, CHANGE_QUERIES, RECENT_ITEMS, TOP_K = 5, 3, 200, 10, 10
+
+
+def promotion_changes(cfg: PipelineConfig, client, root: Path, version_dir: Path, raw_dir: Path) -> dict | None:
+    """How the champion's top 10 would change on the fixed query sample if this version replaced
+    it (:func:`pinsage_model.evaluation.changes.compare_versions`), with the champion's version;
+    None without a champion, a ``note`` when its index cannot be read."""
+    from pinsage_model.evaluation.changes import compare_versions, sample_items, sample_users
+    from pinsage_model.serving.index import VERSIONS
+    from pinsage_model.serving.query import load_version
+
+    name = cfg.tracking.registered_model
+    champion = mlflow_store.alias_version(client, name, mlflow_store.CHAMPION)
+    if champion is None:
+        return None
+    try:
+        before = load_version(root / VERSIONS / mlflow_store.ensure_index(client, name, champion, root))
+    except (mlflow_store.RegistryError, OSError, ValueError) as exc:
+        return {"champion": champion, "note": f"the champion's index could not be read: {exc}"}
+    after = load_version(version_dir)
+    seed = cfg.seed_for("index")
+    items = sample_items(before.item_ids.tolist(), after.item_ids.tolist(), CHANGE_QUERIES, seed)
+    users = [recent for _, recent in sample_users(raw_dir / "interactions.parquet", CHANGE_QUERIES, seed, RECENT_ITEMS)]
+    return {"champion": champion, "seed": seed, **compare_versions(before, after, items, users, TOP_K)}
+
+
+def _log_changes(changes: dict | None) -> None:
+    """``changes.<kind>.<number>`` metrics and ``changes.json`` into the active MLflow run."""
+    import mlflow
+
+    if not changes:
+        return
+    mlflow.log_dict(changes, "changes.json")
+    mlflow.log_metrics(
+        {
+            f"changes.{kind}.{key}": float(value)
+            for kind, numbers in changes.items()
+            if isinstance(numbers, dict)
+            for key, value in numbers.items()
+            if isinstance(value, (int, float))
+        }
+    )
+
+
+def write_report(
+    cfg: PipelineConfig, inputs: dict[str, Path], version_dir: Path, changes: dict | None, out_dir: Path
+) -> list[Path]:
+    """``report.md`` and the self-contained ``report.html`` into ``out_dir``: the evaluation's
+    report, the promotion changes and samples of this version's answers with titles."""
+    from components.commands.recommend import titles_of
+    from pinsage_model.evaluation.changes import sample_items, sample_users
+    from pinsage_model.evaluation.report import changes_markdown, markdown_to_html, samples_markdown
+    from pinsage_model.io import atomic_write_text
+    from pinsage_model.serving.query import load_version
+
+    eval_dir, raw_dir = inputs["evaluation"], inputs["raw"]
+    version = load_version(version_dir)
+    seed = cfg.seed_for("index")
+    ids = version.item_ids.tolist()
+    items = sample_items(ids, ids, SAMPLE_ITEMS, seed)
+    users = sample_users(raw_dir / "interactions.parquet", SAMPLE_USERS, seed, RECENT_ITEMS)
+    evaluation = (eval_dir / "report.md").read_text() if (eval_dir / "report.md").exists() else ""
+    md = "\n".join(
+        [
+            evaluation.rstrip(),
+            "",
+            *changes_markdown(changes, TOP_K),
+            "",
+            *samples_markdown(version, items, users, titles_of(raw_dir), TOP_K),
+        ]
+    )
+    images = {p.name: p.read_bytes() for p in sorted(eval_dir.glob("*.png"))}
+    atomic_write_text(out_dir / "report.md", md + "\n")
+    atomic_write_text(out_dir / "report.html", markdown_to_html(md, images, f"pinsage run report: {cfg.name}"))
+    return [out_dir / "report.md", out_dir / "report.html"]
 
 
 def _serving_limits(cfg: PipelineConfig) -> dict[str, int]:

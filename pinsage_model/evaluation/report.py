@@ -113,3 +113,150 @@ def render_report(evaluation: Evaluation, cfg: PipelineConfig) -> str:
     if evaluation.spreads:
         md += ["![similarity of random item pairs](similarity_all.png)", ""]
     return "\n".join(md)
+
+
+# --- the run report's sections beside the evaluation (registration stage) ------------------------
+
+
+def changes_markdown(changes: dict | None, k: int) -> list[str]:
+    """Lines of "What changes if this model is promoted" (:mod:`pinsage_model.evaluation.changes`)."""
+    from pinsage_model.evaluation.changes import overlap_key
+
+    lines = ["## What changes if this model is promoted", ""]
+    if changes is None:
+        return lines + ["No champion to compare with: this model is the first (or tracking is off)."]
+    if "note" in changes:
+        return lines + [f"Compared with the champion, version {changes['champion']}: {changes['note']}."]
+    lines += [
+        f"Against the champion, version {changes['champion']}, on a fixed sample of queries (seed "
+        f"{changes['seed']}): how many of each query's top {k} stay, how many answers change entirely, "
+        f"and how many items enter some top {k} that were in none of the champion's.",
+        "",
+        f"| queries | n | mean overlap@{k} | top {k} changed entirely | new items in some top {k} | e.g. |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for kind, label in (("related_items", "related items"), ("homefeeds", "homefeeds")):
+        c = changes.get(kind)
+        if c:
+            lines.append(
+                f"| {label} | {c['queries']} | {c[overlap_key(k)]:.3f} | {c['share_changed_entirely']:.1%} | "
+                f"{c['new_items']} | {', '.join(c['new_item_examples'])} |"
+            )
+    return lines
+
+
+def samples_markdown(version, items: list[str], users: list[tuple[str, list[str]]], titles: dict, k: int) -> list[str]:
+    """Lines of this model's answers to a few sample queries: related items of ``items`` and the
+    homefeeds of ``users`` (user id, recent items oldest first), each with titles when known."""
+
+    def table(item_ids: list[str], scores: list[float]) -> list[str]:
+        rows = [
+            f"| {r} | {i} | {titles.get(i, '').replace('|', '/')} | {s:.4f} |"
+            for r, (i, s) in enumerate(zip(item_ids, scores), 1)
+        ]
+        return ["| rank | item | title | score |", "|---:|---|---|---:|", *rows, ""]
+
+    lines = [f"## Sample recommendations of this model (index version {version.name})", ""]
+    for item, nb in zip(items, version.related_items(items, k) if items else []):
+        lines += [f"### Related to {item}" + (f": {titles[item]}" if titles.get(item) else ""), ""]
+        lines += table(nb.item_ids, nb.scores)
+    for user, recent in users:
+        known = version.known(recent)
+        if not known:
+            continue
+        nb = version.homefeed_from_recent(known, k)
+        shown = ", ".join(titles.get(i) or i for i in known[-3:])
+        lines += [f"### Homefeed of user {user} (latest items: {shown})", ""]
+        lines += table(nb.item_ids, nb.scores)
+    return lines
+
+
+# --- the self-contained HTML page of a report ------------------------------------------------------
+
+_PAGE_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:4px 8px}"
+    "th{background:#eee}td.n{text-align:right}"
+    "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}"
+)
+
+
+def markdown_to_html(md: str, images: dict[str, bytes], title: str) -> str:
+    """A self-contained HTML page of a report written in the Markdown our reports use: ``#``
+    headings, pipe tables, ``![alt](file.png)`` images (inlined from ``images`` as base64; one not
+    given is left out with its alt text), ``- `` list items and paragraphs. Text is escaped."""
+    import html
+
+    body: list[str] = []
+    lines = md.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        if not line:
+            i += 1
+        elif line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")), 6)
+            body.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
+            i += 1
+        elif line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            body.append(_html_table(rows))
+        elif line.startswith("![") and "](" in line and line.endswith(")"):
+            alt, src = line[2:-1].split("](", 1)
+            body.append(_html_image(alt, src, images.get(src)))
+            i += 1
+        elif line.startswith("- "):
+            items = []
+            while i < len(lines) and lines[i].strip().startswith("- "):
+                items.append(f"<li>{html.escape(lines[i].strip()[2:])}</li>")
+                i += 1
+            body.append("<ul>" + "".join(items) + "</ul>")
+        else:
+            para = []
+            while i < len(lines) and lines[i].strip() and not lines[i].strip().startswith(("#", "|", "![", "- ")):
+                para.append(lines[i].strip())
+                i += 1
+            body.append(f"<p>{html.escape(' '.join(para))}</p>")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_PAGE_STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    import html
+
+    if len(rows) > 1 and all(set(c) <= set("-: ") for c in rows[1]):  # the header separator
+        head, rows = rows[0], rows[2:]
+    else:
+        head = []
+    out = ["<table>"]
+    if head:
+        out.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>")
+    out += ["<tr>" + "".join(_html_cell(c) for c in r) + "</tr>" for r in rows]
+    return "".join(out) + "</table>"
+
+
+def _html_cell(text: str) -> str:
+    """A table cell; numbers (and percentages) right-aligned."""
+    import html
+
+    try:
+        float(text.rstrip("%"))
+        numeric = True
+    except ValueError:
+        numeric = False
+    return f'<td class="n">{html.escape(text)}</td>' if numeric else f"<td>{html.escape(text)}</td>"
+
+
+def _html_image(alt: str, src: str, data: bytes | None) -> str:
+    import base64
+    import html
+
+    if data is None:
+        return f"<p><em>{html.escape(alt)} ({html.escape(src)} not found)</em></p>"
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}"></figure>'

@@ -1,9 +1,11 @@
 """The README's "Run on your own data" example, run as written on a generated CSV.
 
-The shell block after the ``<!-- own-data -->`` marker in README.md is run with bash in a temp
-folder that holds ``events.csv`` (the file the block's config names), with the README's
-``.venv/bin/`` replaced by this interpreter's folder. The block must train, publish an index and
-print related items for an item of the CSV.
+The shell block after the ``<!-- own-data -->`` marker in README.md (``pinsage init --data``,
+``pinsage run --data``, ``pinsage recommend``) is run with bash in a temp folder that holds
+``events.csv`` (the file the block names), with the README's ``.venv/bin/`` replaced by this
+interpreter's folder. The block must write the sparse config, train with the shipped settings,
+say which settings ran and where the results, report and index are, publish an index and print
+related items for an item of the CSV.
 """
 
 from __future__ import annotations
@@ -55,10 +57,12 @@ def write_events(path: Path, *, users: int = 300, items: int = 400, topics: int 
     return seen
 
 
-def test_own_data_block_names_a_csv_and_an_item():
+def test_own_data_block_is_the_three_lines():
     block = own_data_block(README.read_text())
-    assert "interactions_path: events.csv" in block
-    assert "pinsage run --config" in block and re.search(r"pinsage recommend .*--item \S+", block)
+    lines = [ln for ln in block.splitlines() if ln.strip()]
+    assert len(lines) == 3, block
+    assert "pinsage init --data events.csv" in lines[0] and "pinsage run --data events.csv" in lines[1]
+    assert re.search(r"pinsage recommend --run-dir runs/events --item \S+", lines[2])
 
 
 @pytest.mark.slow
@@ -72,7 +76,13 @@ def test_readme_own_data_example_runs(tmp_path):
         ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=1800
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    run_dir = tmp_path / re.search(r"--run-dir (\S+)", block).group(1)
+    assert "interactions_path: events.csv" in (tmp_path / "events.yaml").read_text()
+    # the settings that ran (the shipped defaults) and where to look, printed by `run`
+    assert "settings: the shipped defaults" in done.stdout and "train.loss.kind=xent" in done.stdout
+    for what in ("results:", "report:", "index:", "recommendations:"):
+        assert re.search(rf"^{what}\s+\S", done.stdout, re.M), (what, done.stdout[-3000:])
+    run_dir = tmp_path / "runs" / "events"
+    assert (run_dir / "registration" / "report.html").exists()
     assert any((run_dir / "index").iterdir()), "the run published no index"
     # the recommendations: other items of the CSV, printed after the query
     after_query = re.split(rf"\b{query}\b", done.stdout, maxsplit=1)[-1]

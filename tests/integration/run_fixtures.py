@@ -87,7 +87,8 @@ def make_run(
 def add_embeddings(
     run_dir: Path, seed: int, num_items: int = 6, dim: int = 4, query_shift: np.ndarray | None = None
 ) -> Path:
-    """Item ids and unit embeddings made by this run's model (what the index and the servable model read)."""
+    """Item ids and unit embeddings made by this run's model (what the index and the servable model
+    read), and the raw item titles and user histories the registration report samples."""
     import pyarrow as pa
 
     emb = np.random.default_rng(seed).standard_normal((num_items, dim)).astype(np.float32)
@@ -99,6 +100,21 @@ def add_embeddings(
     digest = model_digest(run_dir / "model")
     atomic_write_json(
         run_dir / "embeddings" / "model.json", {"model_version": f"sha-{digest[:12]}", "weights_digest": digest}
+    )
+    # the raw tables the report's samples read: item titles, and three users' histories
+    ids = [f"i{k}" for k in range(num_items)]
+    atomic_write_parquet(
+        run_dir / "raw" / "items.parquet", pa.table({"item_id": ids, "title": [f"Title {i}" for i in ids]})
+    )
+    atomic_write_parquet(
+        run_dir / "raw" / "interactions.parquet",
+        pa.table(
+            {
+                "user_id": [f"u{k % 3}" for k in range(num_items)],
+                "item_id": ids,
+                "timestamp": pa.array(range(num_items), pa.int64()),
+            }
+        ),
     )
     atomic_write_parquet(
         run_dir / "graph" / "item_ids.parquet",

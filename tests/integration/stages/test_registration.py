@@ -195,7 +195,7 @@ def test_stage_cli_with_separate_stage_folders(area, tmp_path):
         "--logical-time",
         WHEN,
     ]
-    ins = [f"--{n}={run / n}" for n in ("graph", "model", "embeddings", "evaluation")]
+    ins = [f"--{n}={run / n}" for n in ("raw", "graph", "model", "embeddings", "evaluation")]
     assert stage_main("components.stages.registration", [*args, *ins]) == 0
     decision = json.loads((out / "decision.json").read_text())
     assert decision["model_version"] == 1 and decision["promoted"] is True

@@ -116,7 +116,7 @@ def test_dag_runs_every_stage_registration_before_index(tmp_path):
     assert out["schedule"] == "None"  # an empty schedule: triggered runs only
     tasks = out["tasks"]
     assert set(tasks) == {"prepare", *(s.name for s in STAGES)}
-    assert set(tasks["registration"]) == {"prepare", "graph", "model", "embeddings", "evaluation"}
+    assert set(tasks["registration"]) == {"prepare", "raw", "graph", "model", "embeddings", "evaluation"}
     assert set(tasks["index"]) == {"prepare", "registration"}
 
 

@@ -96,7 +96,7 @@ def test_lightweight_registration_logs_to_the_kfp_local_run_folder(tmp_path, mon
         run_id="kfp-run",
         logical_time="2026-01-12T00:00:00Z",
         output=output,
-        **{n: SimpleNamespace(path=str(run / n)) for n in ("graph", "model", "embeddings", "evaluation")},
+        **{n: SimpleNamespace(path=str(run / n)) for n in ("raw", "graph", "model", "embeddings", "evaluation")},
     )
     decision = json.loads((run_folder / "registration" / "output" / "decision.json").read_text())
     assert decision["tracking_uri"] == f"sqlite:///{run_folder.resolve() / 'mlflow.db'}"
