@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(VENV)/bin/pinsage recommend --run-dir $(RUN_DIR) --user u000007 -k 10
 
 # Lint, format and type checks first (seconds), then the tests.
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -34,8 +34,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser
 	$(PY) -m pytest -q -m "not slow"
+
+# Headless Chromium, which opens the run report (tests/integration/stages/test_registration_report.py):
+# Debian's package, installed with apt-get when missing and this runs as root.
+CHROMIUM := /usr/bin/chromium
+.PHONY: browser
+browser:
+	@test -x $(CHROMIUM) || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+	@test -x $(CHROMIUM) || { echo "error: $(CHROMIUM) not found; install Debian's chromium package (as root: apt-get install chromium)"; exit 1; }
 
 # kill -9 at 20 seeded moments over every stage of the tiny pipeline, each followed by a rerun that
 # must restore a clean run's folder, one model version, no RUNNING MLflow run, no temp folder and
