@@ -120,7 +120,7 @@ def _embed_items(cfg: "PipelineConfig", weights, mcfg, features, nbhd, out_dir: 
         scratch = out_dir / "_scratch"
         try:
             emb = embed_all_spark(
-                get_spark(cfg.spark),
+                get_spark(cfg.spark, writable=[out_dir]),  # the plan's files: all in the scratch folder
                 weights,
                 mcfg,
                 features,

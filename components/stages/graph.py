@@ -102,10 +102,12 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     read_table(pairs_path, PAIRS)  # schema check with a clear error before Spark starts work
     if not clean_path.exists():
         raise StageError(f"{clean_path}: not found; rerun the pairs stage, which writes the cleaned interactions")
-    spark = get_spark(cfg.spark)
+    items_path = raw / "items.parquet"
+    read = [pairs_path, clean_path] + ([items_path] if items_path.exists() else [])
+    spark = get_spark(cfg.spark, visible=read, writable=[out_dir])
     tmp = out_dir / "_spark"
     pairs = spark.read.parquet(str(pairs_path.resolve()))
-    edges, items = _train_edges_and_items(spark, clean_path, raw / "items.parquet", pairs)
+    edges, items = _train_edges_and_items(spark, clean_path, items_path, pairs)
     item_map = dense_index(items, "item_id", "item_idx", tmp / "items_sorted")
     coll_map = dense_index(edges.select("collection_id"), "collection_id", "collection_idx", tmp / "colls_sorted")
     full, train, coll_in_train = _write_graphs(cfg, edges, item_map, coll_map, clean_path, out_dir, tmp)

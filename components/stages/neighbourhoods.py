@@ -124,7 +124,8 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     if s.backend == "spark":
         from pinsage_model.spark.session import get_spark
 
-        spark = get_spark(cfg.spark)
+        graphs = [inputs["graph"] / graph_name for _, graph_name, _ in OUTPUTS]
+        spark = get_spark(cfg.spark, visible=graphs, writable=[out_dir])
     train_q, train_pos = _train_pairs(inputs["graph"] / "pairs_indexed.parquet")
     try:
         _sample_graphs(cfg, inputs, out_dir, spark, report, train_q, train_pos)

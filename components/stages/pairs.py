@@ -330,7 +330,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     from pinsage_model.spark.session import get_spark
 
     source = Path(inputs["raw"]) / "interactions.parquet"
-    spark = get_spark(cfg.spark)
+    spark = get_spark(cfg.spark, visible=[source], writable=[out_dir])
     labelled = label_interactions(spark, source, cfg.pairs.min_rating).persist(StorageLevel.MEMORY_AND_DISK)
     transitions = events = None
     try:

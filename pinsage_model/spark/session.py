@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pyspark is a heavy import: only for type checkers here
+    from collections.abc import Sequence
+
     from pyspark.sql import DataFrame, SparkSession
 
     from pinsage_model.config import SparkConfig
@@ -87,7 +89,13 @@ def cds_java_options() -> str:
     return f"-XX:SharedArchiveFile={path} {cds_log_option()}"
 
 
-def get_spark(spark_cfg: "SparkConfig", *, extra_java_options: str = "") -> "SparkSession":
+def get_spark(
+    spark_cfg: "SparkConfig",
+    *,
+    extra_java_options: str = "",
+    visible: "Sequence[Path]" = (),
+    writable: "Sequence[Path]" = (),
+) -> "SparkSession":
     """Return a SparkSession configured from ``spark_cfg``.
 
     An active session is reused when its master equals ``spark_cfg.master`` (its shuffle
@@ -98,6 +106,8 @@ def get_spark(spark_cfg: "SparkConfig", *, extra_java_options: str = "") -> "Spa
     Args:
       spark_cfg: master, app name, driver memory and shuffle partitions.
       extra_java_options: more driver JVM options for a new session (the CDS builder's dump).
+      visible, writable: paths the stage's executors read, and folders they write into; on a
+        cluster master every executor must see them (:func:`check_executors_see`).
 
     Returns:
       The session, with log level ``WARN`` and the console progress bar off.
@@ -111,6 +121,7 @@ def get_spark(spark_cfg: "SparkConfig", *, extra_java_options: str = "") -> "Spa
     if active is not None:
         if active.sparkContext.master == spark_cfg.master:
             active.conf.set("spark.sql.shuffle.partitions", str(spark_cfg.shuffle_partitions))
+            check_executors_see(active, visible, writable)
             return active
         active.stop()
     quiet = os.environ.get("PINSAGE_VERBOSE", "") in ("", "0")
@@ -129,7 +140,59 @@ def get_spark(spark_cfg: "SparkConfig", *, extra_java_options: str = "") -> "Spa
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("WARN")
+    check_executors_see(spark, visible, writable)
     return spark
+
+
+# How long a new cluster session waits for its first executor before checking paths.
+_EXECUTOR_WAIT_S = 60.0
+
+
+def check_executors_see(spark: "SparkSession", visible: "Sequence[Path]" = (), writable: "Sequence[Path]" = ()) -> None:
+    """Fail with one line naming the path unless every executor sees the run area as the driver does.
+
+    On a ``local[N]`` master the executors are threads of the driver: nothing to check. On a
+    cluster (``spark://``, ``k8s://``, ``yarn``) each executor is a process on its own machine, and
+    the stages hand executors paths (Parquet inputs, memory-mapped graphs, shared scratch files):
+    a folder that is not on a volume every executor mounts would otherwise surface as a Java
+    stack trace, or worse as output an executor wrote to its own disk that the driver never sees.
+    A tiny job (two tasks per executor slot, so the scheduler's first round reaches every
+    registered executor) checks that each path in ``visible`` exists and each folder in
+    ``writable`` exists and is writable, where the task runs.
+
+    Raises:
+      FileNotFoundError: naming the first path an executor cannot see, the executor's host and
+        what to do.
+    """
+    import time
+
+    paths = [(str(Path(p).resolve()), False) for p in visible] + [(str(Path(p).resolve()), True) for p in writable]
+    sc = spark.sparkContext
+    if not paths or str(sc.master).startswith("local"):
+        return
+    deadline = time.monotonic() + _EXECUTOR_WAIT_S
+    while sc._jsc.sc().getExecutorMemoryStatus().size() < 2 and time.monotonic() < deadline:  # driver + 1
+        time.sleep(0.2)
+    executors = max(1, sc._jsc.sc().getExecutorMemoryStatus().size() - 1)
+    tasks = 2 * max(sc.defaultParallelism, executors)
+
+    def missing(_):
+        import os
+        import socket
+
+        for path, write in paths:
+            if not os.path.exists(path):
+                yield (socket.gethostname(), path, "does not exist")
+            elif write and not os.access(path, os.W_OK):
+                yield (socket.gethostname(), path, "is not writable")
+
+    seen = sc.parallelize(range(tasks), tasks).mapPartitions(missing).collect()
+    if seen:
+        host, path, what = seen[0]
+        raise FileNotFoundError(
+            f"{path} {what} on a Spark executor (host {host}) of {sc.master}: the run area must be on a volume "
+            "every executor mounts at the same path, read-write (README, 'Spark on a cluster')"
+        )
 
 
 def spark_to_arrow(df: "DataFrame", tmp_dir: Path, schema=None):

@@ -34,7 +34,7 @@ import pytest
 import requests
 import yaml
 from run_fixtures import digests
-from service_fixtures import free_port
+from service_fixtures import SPARK_DEFAULTS, Api, free_port, task_seconds, task_states, wait_run
 
 from components.orchestration import airflow_local
 
@@ -67,47 +67,6 @@ run_pipeline(load_config(sys.argv[1]), sys.argv[2], logical_time=sys.argv[3])
 """
 SCHEDULED = TASKS[:3]  # the scheduled DAG's tasks: up to pairs
 KERAS = "model/model.keras"
-SPARK_DEFAULTS = """spark.sql.codegen.wholeStage false
-spark.driver.defaultJavaOptions -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
-"""
-
-
-class Api:
-    """The Airflow REST API v2 with a JWT from ``/auth/token``."""
-
-    def __init__(self, url: str, user: str, password: str):
-        self.url = url
-        resp = requests.post(f"{url}/auth/token", json={"username": user, "password": password}, timeout=30)
-        assert resp.status_code in (200, 201), resp.text
-        self.headers = {"Authorization": f"Bearer {resp.json()['access_token']}"}
-
-    def __call__(self, method: str, path: str, headers: dict | None = None, **kw) -> requests.Response:
-        return requests.request(
-            method, f"{self.url}/api/v2/{path}", headers={**self.headers, **(headers or {})}, timeout=30, **kw
-        )
-
-
-def wait_run(api: Api, run_id: str, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        run = api("GET", f"dags/pinsage/dagRuns/{run_id}").json()
-        if run.get("state") in ("success", "failed"):
-            return run
-        time.sleep(1)
-    pytest.fail(f"DAG run {run_id} not finished within {timeout_s} s: {task_states(api, run_id)}")
-
-
-def task_states(api: Api, run_id: str) -> dict[str, tuple[str, int]]:
-    tis = api("GET", f"dags/pinsage/dagRuns/{run_id}/taskInstances").json()["task_instances"]
-    return {t["task_id"]: (t["state"], t["try_number"]) for t in tis}
-
-
-def task_seconds(api: Api, run_id: str) -> str:
-    """``task=seconds`` of a run's tasks in the order they started (printed with the timings)."""
-    tis = api("GET", f"dags/pinsage/dagRuns/{run_id}/taskInstances").json()["task_instances"]
-    return " ".join(
-        f"{t['task_id']}={t['duration'] or 0:.0f}" for t in sorted(tis, key=lambda t: t["start_date"] or "")
-    )
 
 
 def comparable(run_dir: Path) -> dict[str, str]:
