@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test lint test-fast bench bench-peers quality chaos kfp airflow airflow-stop clean venv
+.PHONY: demo test lint test-fast bench bench-peers quality chaos kfp airflow airflow-stop services services-stop clean venv
 
 venv: $(STAMP)
 
@@ -84,6 +84,21 @@ airflow: $(STAMP)
 
 airflow-stop:
 	$(PY) -m components.orchestration.airflow_local stop --home $(AIRFLOW_HOME_DIR)
+
+# The whole loop on one machine: an MLflow tracking server (basic auth, SQLite, local artifacts),
+# the local Airflow with the DAG tracking to it (credentials in $(SERVICES_HOME)/services.env,
+# mode 600) and a scoring server for models:/pinsage@champion that follows the alias; prints the
+# addresses and logins. `make services-stop` ends exactly the process groups it started.
+SERVICES_HOME ?= runs/services
+SERVICES_CONFIG ?= configs/tiny.yaml
+MLFLOW_PORT ?= 5000
+SCORING_PORT ?= 5001
+services: $(STAMP)
+	$(PY) -m components.orchestration.services start --home $(SERVICES_HOME) --config $(SERVICES_CONFIG) \
+		--mlflow-port $(MLFLOW_PORT) --airflow-port $(AIRFLOW_PORT) --scoring-port $(SCORING_PORT)
+
+services-stop:
+	$(PY) -m components.orchestration.services stop --home $(SERVICES_HOME)
 
 clean:
 	rm -rf $(VENV) runs build .pytest_cache

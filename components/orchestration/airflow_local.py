@@ -66,6 +66,12 @@ def airflow_env(home: Path, config: Path, port: int, dags_folder: Path = REPO / 
     }
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``KEY=value`` lines of ``path`` (blank lines and ``#`` comments skipped)."""
+    lines = (line.strip() for line in Path(path).read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
 def password(home: Path) -> str:
     """The admin password of this home (created on first use)."""
     path = home / PASSWORDS_FILE
@@ -78,9 +84,18 @@ def password(home: Path) -> str:
 
 
 def start(
-    home: str | Path, config: str | Path, port: int = 8080, timeout_s: float = 180, dags_folder: Path = REPO / "dags"
+    home: str | Path,
+    config: str | Path,
+    port: int = 8080,
+    timeout_s: float = 180,
+    dags_folder: Path = REPO / "dags",
+    env_file: Path | None = None,
 ) -> dict:
     """Migrate the database and start the three services; returns ``{"url", "user", "password", "pids"}``.
+
+    ``env_file``: ``KEY=value`` lines added to the services' environment, so every task has them
+    (``make services``: the MLflow tracking URI and the pipeline user's credentials); they are
+    not copied into ``env.json``.
 
     Raises:
       RuntimeError: services of this home are already running, a command failed, or the API
@@ -96,6 +111,8 @@ def start(
     env = airflow_env(home, Path(config), port, dags_folder)
     safe = {k: v for k, v in env.items() if k.startswith(("AIRFLOW", "PINSAGE")) and "SECRET" not in k}
     (home / ENV_FILE).write_text(json.dumps(safe, indent=2))
+    if env_file is not None:
+        env.update(read_env_file(env_file))
     airflow = str(Path(sys.executable).parent / "airflow")
     migrate = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
     if migrate.returncode != 0:

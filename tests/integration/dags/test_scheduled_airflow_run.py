@@ -4,16 +4,14 @@ SQLite) started by :mod:`components.orchestration.airflow_local` (what ``make ai
 Every stage runs, registration and index included, each task in its own process as Airflow runs
 it; the config is ``configs/tiny.yaml`` with the shared test Spark settings (a smaller JVM, the
 local runner's comparison reuses the test session) and deterministic training, so that runs in
-different processes give the same bytes. Tracking is off (the MLflow server has its own test).
+different processes give the same bytes. Tracking is off: a scheduled run tracking to an MLflow
+server, a broken input failing after its retry and the served champion following the registry are
+tests/integration/services/test_services_loop.py, on the services ``make services`` starts.
 
 * Triggered through the authenticated REST API for a logical date (a DAG without a schedule, so
   nothing else runs meanwhile): every task succeeds at its first try and the run folder equals
   the local runner's; the run is cleared (the same logical date again: Airflow keeps one DAG run
   per logical date) and every task reruns into exactly the same folders, byte for byte.
-* Scheduled: once the DAG (on the config's weekly schedule, up to ``pairs``) is unpaused the
-  scheduler starts the latest interval by itself (catchup is off) and every task succeeds into
-  that interval's folder; then a stage whose input is broken fails as a task, after the configured retry, with the
-  stage's one-line error in its task log.
 
 Each test prints where its time went; the services are stopped by the process groups started.
 """
@@ -65,7 +63,6 @@ from components.orchestration.local_runner import run_pipeline
 from pinsage_model.config import load_config
 run_pipeline(load_config(sys.argv[1]), sys.argv[2], logical_time=sys.argv[3])
 """
-SCHEDULED = TASKS[:3]  # the scheduled DAG's tasks: up to pairs
 KERAS = "model/model.keras"
 
 
@@ -91,9 +88,9 @@ def differing(a: dict[str, str], b: dict[str, str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def airflow_up(tmp: Path, schedule: str, stop_after: str = "") -> Iterator[tuple[Api, Path]]:
-    """Tiny data and config in ``tmp``, the three services started, the DAG (up to ``stop_after``,
-    empty: every stage) parsed and unpaused."""
+def airflow_up(tmp: Path) -> Iterator[tuple[Api, Path]]:
+    """Tiny data and config in ``tmp``, the three services started, the DAG (no schedule: runs
+    only when triggered) parsed and unpaused."""
     cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
     cfg["data"] = {
         "source": "table",
@@ -104,10 +101,9 @@ def airflow_up(tmp: Path, schedule: str, stop_after: str = "") -> Iterator[tuple
     cfg["train"]["deterministic"] = True
     cfg["orchestration"] = {
         "run_root": str(tmp / "runs"),
-        "schedule": schedule,
+        "schedule": "",
         "retries": 1,
         "retry_delay_s": 1,
-        "stop_after": stop_after,
     }
     cfg["tracking"] = {"enabled": False}
     conf = tmp / "tiny.yaml"
@@ -149,7 +145,7 @@ def airflow_up(tmp: Path, schedule: str, stop_after: str = "") -> Iterator[tuple
 def triggered(tmp_path_factory):
     """Services with the DAG on no schedule, and one whole run triggered for ``WHEN``."""
     tmp = tmp_path_factory.mktemp("airflow")
-    with airflow_up(tmp, schedule="") as (api, conf):
+    with airflow_up(tmp) as (api, conf):
         t0 = time.perf_counter()
         resp = api("POST", "dags/pinsage/dagRuns", json={"dag_run_id": "test", "logical_date": WHEN})
         assert resp.status_code == 200, resp.text
@@ -213,47 +209,3 @@ def test_a_rerun_of_the_same_logical_date_rewrites_the_same_folders(triggered):
     # every stage folder was replaced (a new folder renamed into place), with the same bytes
     assert [t for t in TASKS[1:] if (run_dir / t).stat().st_ino == written[t]] == []
     assert differing(files, comparable(tmp / "runs" / WHEN_KEY)) == []
-
-
-@pytest.mark.slow
-def test_the_scheduler_runs_the_latest_interval_and_a_broken_stage_fails_after_its_retry(tmp_path):
-    # the DAG up to pairs (raw, then the first Spark stage): the whole DAG's tasks are the triggered
-    # tests' subject; here it is the scheduler deciding to run, and a failure with its retry
-    with airflow_up(tmp_path, schedule="@weekly", stop_after="pairs") as (api, conf):
-        # unpausing let the scheduler start the latest interval on its own (catchup off)
-        t0 = time.perf_counter()
-        deadline = time.monotonic() + 60
-        while not (scheduled := api("GET", "dags/pinsage/dagRuns").json()["dag_runs"]):
-            assert time.monotonic() < deadline, "the scheduler started no run"
-            time.sleep(1)
-        assert [r["run_type"] for r in scheduled] == ["scheduled"], scheduled
-        run_id = scheduled[0]["dag_run_id"]
-        run = wait_run(api, run_id, timeout_s=220)
-        print(f"scheduled run: {run['state']} in {time.perf_counter() - t0:.0f} s ({task_seconds(api, run_id)})")
-        assert run["state"] == "success", task_states(api, run_id)
-        assert task_states(api, run_id) == {t: ("success", 1) for t in SCHEDULED}
-        start, end = (
-            run[k].replace("-", "").replace(":", "")[:15] + "Z" for k in ("data_interval_start", "data_interval_end")
-        )
-        key = start if start == end else f"{start}_{end}"  # dags.pinsage_dag.interval_key
-        for f in ("raw/interactions.parquet", "pairs/pairs.parquet"):
-            assert (tmp_path / "runs" / key / f).exists(), f
-
-        # a broken input: the raw task fails after its one retry, with the stage's one line in the log
-        (tmp_path / "data" / "interactions.parquet").write_bytes(b"not a parquet file")
-        t0 = time.perf_counter()
-        resp = api(
-            "POST", "dags/pinsage/dagRuns", json={"dag_run_id": "test-broken", "logical_date": "2026-01-19T00:00:00Z"}
-        )
-        assert resp.status_code == 200, resp.text
-        run = wait_run(api, "test-broken", timeout_s=120)
-        print(f"broken run: {run['state']} in {time.perf_counter() - t0:.0f} s")
-        states = task_states(api, "test-broken")
-        assert run["state"] == "failed" and states["raw"] == ("failed", 2), states
-        assert {t: s for t, (s, _) in states.items() if t not in ("prepare", "raw")} == {"pairs": "upstream_failed"}
-        resp = api("GET", "dags/pinsage/dagRuns/test-broken/taskInstances/raw/logs/2", params={"full_content": "true"})
-        assert resp.status_code == 200, resp.text
-        events = [e.get("event", "") if isinstance(e, dict) else str(e) for e in resp.json()["content"]]
-        errors = [e for e in events if e.startswith("error: ") and "interactions.parquet" in e]
-        assert len(errors) == 1 and "\n" not in errors[0], events[-30:]
-        assert not any("Traceback" in e for e in events), events[-30:]
