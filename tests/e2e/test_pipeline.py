@@ -8,14 +8,11 @@ import pytest
 
 from components.orchestration.local_runner import run_pipeline
 from components.stages import STAGE_NAMES
-from pinsage_model.config import load_config
 
 
 @pytest.mark.slow
-def test_tiny_pipeline_end_to_end(tmp_path):
-    cfg = load_config("configs/tiny.yaml", overrides={"tracking": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}})
-    run_dir = tmp_path / "run"
-    reports = run_pipeline(cfg, run_dir)
+def test_tiny_pipeline_end_to_end(tiny_run):
+    cfg, run_dir, reports = tiny_run  # configs/tiny.yaml through every stage (tests/conftest.py)
     assert list(reports) == list(STAGE_NAMES)
     assert all(not r["skipped"] for r in reports.values())
     # The first model version is registered and, with no champion yet, promoted; its index serves.
@@ -28,6 +25,8 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     metrics = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
     assert "pinsage" in json.dumps(metrics).lower()
     assert (run_dir / "evaluation" / "report.md").exists()
-    again = run_pipeline(cfg, run_dir)
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        again = run_pipeline(cfg, run_dir)
     assert all(r["skipped"] for r in again.values())  # registration too: nothing is logged twice
     assert Path(run_dir / "config.resolved.yaml").exists()

@@ -97,7 +97,7 @@ def airflow_up(tmp: Path) -> Iterator[tuple[Api, Path]]:
         "interactions_path": str(tmp / "data" / "interactions.parquet"),
         "items_path": str(tmp / "data" / "items.parquet"),
     }
-    cfg["spark"] = {"master": "local[2]", "driver_memory": "1g", "shuffle_partitions": 2}  # conftest.SPARK_TEST's JVM
+    cfg["spark"] = {"master": "local[2]", "driver_memory": "1g", "shuffle_partitions": 2}  # SPARK_TEST's JVM
     cfg["train"]["deterministic"] = True
     cfg["orchestration"] = {
         "run_root": str(tmp / "runs"),

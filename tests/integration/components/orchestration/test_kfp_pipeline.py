@@ -171,33 +171,33 @@ def test_tfjob_workers_make_the_model_task_a_launcher_on_the_run_volume(tmp_path
     ]
 
 
-@pytest.mark.slow
-def test_kfp_local_runs_the_whole_graph_like_the_local_runner(tmp_path, spark, monkeypatch):
-    """kfp.local (one subprocess per component, every stage, registration and index included)
-    produces the local runner's embeddings, metrics and promotion decision."""
+@pytest.fixture(scope="module")
+def whole_graph(tmp_path_factory, tiny_run):
+    """kfp.local (one subprocess per component, every stage, registration and index included) over
+    the session's tiny run config; yields (kfp outputs by stage, the local runner's run dir, the
+    kfp root). One kfp.local run for both comparisons below."""
     import time
 
+    from pinsage_model.config import config_to_dict
+
+    cfg, local, _ = tiny_run
+    tmp = tmp_path_factory.mktemp("kfp-whole")
+    conf = tmp / "tiny.yaml"
+    conf.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        t0 = time.perf_counter()
+        outputs = kfp_pipeline.run_local(conf, tmp / "kfp", list(STAGES), logical_time=WHEN)
+    print(f"kfp.local {time.perf_counter() - t0:.0f} s")
+    return outputs, local, tmp / "kfp"
+
+
+@pytest.mark.slow
+def test_kfp_local_runs_the_whole_graph_like_the_local_runner(whole_graph):
+    """kfp.local produces the local runner's embeddings, metrics and promotion decision."""
     import numpy as np
 
-    from components.orchestration.local_runner import run_pipeline
-    from pinsage_model.config import config_to_dict, load_config
-
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    # The session fixture's master, so the in-process runner reuses that SparkSession; training
-    # bit-reproducible across processes.
-    cfg = load_config(REPO / "configs" / "tiny.yaml")
-    cfg = cfg.replace(
-        spark=cfg.spark.replace(master=spark.sparkContext.master), train=cfg.train.replace(deterministic=True)
-    )
-    conf = tmp_path / "tiny.yaml"
-    conf.write_text(yaml.safe_dump(config_to_dict(cfg)))
-
-    t0 = time.perf_counter()
-    outputs = kfp_pipeline.run_local(conf, tmp_path / "kfp", list(STAGES), logical_time=WHEN)
-    t1 = time.perf_counter()
-    run_pipeline(load_config(conf), tmp_path / "local", logical_time=WHEN)
-    print(f"kfp.local {t1 - t0:.0f} s, local runner {time.perf_counter() - t1:.0f} s")
-    local = tmp_path / "local"
+    outputs, local, _ = whole_graph
     assert set(outputs) == {s.name for s in STAGES}
 
     for name in ("items.npy", "collections.npy", "query_shift.npy"):
@@ -219,24 +219,14 @@ def test_kfp_local_runs_the_whole_graph_like_the_local_runner(tmp_path, spark, m
 
 
 @pytest.mark.slow
-def test_kfp_local_run_equals_local_runner(tmp_path, spark):
+def test_kfp_local_run_equals_local_runner(whole_graph):
     """kfp.local (one subprocess per component) writes the same bytes as the in-process runner."""
-    from components.orchestration.local_runner import run_pipeline
-    from pinsage_model.config import config_to_dict, load_config
-
-    # The session fixture's master, so the in-process runner reuses that SparkSession.
-    cfg = load_config(REPO / "configs" / "tiny.yaml")
-    cfg = cfg.replace(spark=cfg.spark.replace(master=spark.sparkContext.master))
-    conf = tmp_path / "tiny.yaml"
-    conf.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    outputs, local, kfp_root = whole_graph
     stages = [get_stage(name) for name in ("raw", "pairs", "graph", "features")]
-
-    outputs = kfp_pipeline.run_local(conf, tmp_path / "kfp", stages)
-    run_pipeline(load_config(conf), tmp_path / "local", stop="features")
 
     for s in stages:
         kfp_files = digests(outputs[s.name])
-        local_files = digests(tmp_path / "local" / s.name)
+        local_files = digests(local / s.name)
         assert kfp_files, f"kfp.local wrote nothing for {s.name}"
         if s.name == "features":
             # The saved TF Transform graph (transform/) embeds generated function names, so only
@@ -246,4 +236,4 @@ def test_kfp_local_run_equals_local_runner(tmp_path, spark):
             assert "features.npy" in kfp_files
         assert kfp_files == local_files, s.name
     run_folder = outputs["raw"].parent.parent
-    assert run_folder.parent == (tmp_path / "kfp").resolve()
+    assert run_folder.parent == kfp_root.resolve()
