@@ -293,10 +293,13 @@ def breakdown(cfg: Any, data: Any, profile_dir: Path, batches: int = 6) -> dict:
     profile = op_profile(step, [{k: tf.constant(v) for k, v in a.items()} for a in produced[1:4]], profile_dir)
     last = produced[-1]
     shapes = {
-        "n": [int(last["features"].shape[0])]
+        "n": [int(last["node_ids"].shape[0])]
         + [int(last[f"index_{k}"].shape[0]) for k in range(1, cfg.model.num_layers + 1)],
         "T": int(last["index_1"].shape[1]),
-        "F": int(last["features"].shape[1]) + int(data.id_embedding_dim),
+        "F": int(data.features.shape[1]),
+        "e": int(data.id_embedding_dim),
+        # fed as their non-zero entries (pinsage_model.model.minibatch.SPARSE_MAX_DENSITY)
+        "nnz": int(last["feature_values"].shape[0]) if "feature_values" in last else None,
         "b": int(last["q_pos"].shape[0]),
         "negatives": int(last["n_pos"].shape[0]),
         "hard": int(last["h_pos"].shape[1]),
@@ -343,10 +346,15 @@ def dense_op_seconds(profile: list[dict]) -> float:
     return sum(o["s_per_step"] for o in profile if "MatMul" in o["op"] and not o["op"].startswith("SparseMatrix"))
 
 
-def dense_products(shapes: dict, model_cfg: Any, in_batch: bool, id_embedding: bool) -> list[tuple[str, int, int, int]]:
+def dense_products(shapes: dict, model_cfg: Any, in_batch: bool) -> list[tuple[str, int, int, int]]:
     """Every dense product of one step, forward and backward, as (name, M, K, N) of an
-    (M, K) @ (K, N) product. The sparse pooling product is counted by :func:`sparse_flops`."""
-    n, f, m, d = shapes["n"], shapes["F"], model_cfg.hidden_dim, model_cfg.output_dim
+    (M, K) @ (K, N) product, as :class:`pinsage_model.model.layers.PinSageConv` forms them. The
+    sparse products (pooling; the first layer's sparse features) are counted by :func:`sparse_flops`.
+
+    ``shapes``: ``n`` (n_0 .. n_K), ``T``, ``F`` feature columns, ``e`` id-embedding width,
+    ``nnz`` non-zero feature entries of S^(0) (None: the features are fed dense), ``b``,
+    ``negatives``, ``hard``."""
+    n, f, e, m, d = shapes["n"], shapes["F"], shapes["e"], model_cfg.hidden_dim, model_cfg.output_dim
     out: list[tuple[str, int, int, int]] = []
 
     def product(name: str, rows: int, inner: int, cols: int, input_grad: bool = True) -> None:
@@ -356,11 +364,14 @@ def dense_products(shapes: dict, model_cfg: Any, in_batch: bool, id_embedding: b
             out.append((f"{name} dX", rows, cols, inner))
 
     for k in range(1, len(n)):
-        width = f if k == 1 else d
-        # the first layer's inputs are features: no gradient unless id embeddings learn through them
-        grad_in = k > 1 or id_embedding
-        product(f"conv{k} projection", n[k - 1], width + 1, m, grad_in)
-        product(f"conv{k} W", n[k], width + m, d, True)
+        # [h, 1] @ [Q; q] and h_self @ W_self; the first layer's features get no input gradient
+        if k > 1 or shapes["nnz"] is None:
+            product(f"conv{k} projection", n[k - 1], (f if k == 1 else d) + 1, m, k > 1)
+            product(f"conv{k} W self", n[k], f if k == 1 else d, d, k > 1)
+        if k == 1 and e:
+            product("conv1 projection ids", n[0], e, m)
+            product("conv1 W ids", n[1], e, d)
+        product(f"conv{k} W pooled", n[k], m, d)
     product("head G1", n[-1], d, d)
     product("head G2", n[-1], d, d)
     b, neg, h = shapes["b"], shapes["negatives"], shapes["hard"]
@@ -373,9 +384,11 @@ def dense_products(shapes: dict, model_cfg: Any, in_batch: bool, id_embedding: b
 
 
 def sparse_flops(shapes: dict, model_cfg: Any) -> int:
-    """Multiply-adds x 2 of the pooling products A @ P and their transposes."""
-    n, t, m = shapes["n"], shapes["T"], model_cfg.hidden_dim
-    return sum(2 * 2 * n[k] * t * m for k in range(1, len(n)))
+    """Multiply-adds x 2 of the sparse products: pooling A @ P and its transpose per layer, and
+    with sparse features the first layer's [h Q | h W] and its transpose (for dQ, dW)."""
+    n, t, m, d = shapes["n"], shapes["T"], model_cfg.hidden_dim, model_cfg.output_dim
+    pooling = sum(2 * 2 * n[k] * t * m for k in range(1, len(n)))
+    return pooling + (0 if shapes["nnz"] is None else 2 * 2 * shapes["nnz"] * (m + d))
 
 
 def product_rates(products: list[tuple[str, int, int, int]], repeats: int = 3) -> dict:
@@ -424,7 +437,7 @@ def flop_bound(cfg: Any, data: Any, parts: dict) -> dict:
     """FLOPs of one step and the achieved rate against numpy and TensorFlow on the same shapes."""
     from pinsage_model.model.batches import in_batch_negatives
 
-    products = dense_products(parts["shapes"], cfg.model, in_batch_negatives(cfg.train), bool(data.id_embedding_dim))
+    products = dense_products(parts["shapes"], cfg.model, in_batch_negatives(cfg.train))
     dense = sum(2 * r * k * c for _, r, k, c in products)
     seconds = product_rates(products)
     compute = parts["seconds"]["compute_s"]

@@ -19,7 +19,7 @@ import numpy as np
 from pinsage_model.config import SamplerConfig, TrainConfig
 from pinsage_model.graph.csr import CSRGraph, Neighbourhoods, csr_subset
 from pinsage_model.model.loss import hard_negatives_for_epoch
-from pinsage_model.model.minibatch import build_minibatch
+from pinsage_model.model.minibatch import build_minibatch, sparse_if_sparse
 
 HardNegativeFn = Callable[..., np.ndarray]
 
@@ -115,6 +115,7 @@ class BatchProducer:
         if train_cfg.batch_size % num_replicas:
             raise ValueError(f"train.batch_size {train_cfg.batch_size} must be divisible by num_devices {num_replicas}")
         self.data = data
+        self.features = sparse_if_sparse(data.features)  # the producer's copy: sparse rows when sparse
         self.train_q, self.train_pos = data.train_q, data.train_pos  # (P,) each
         self.num_layers = num_layers
         self.cfg = train_cfg
@@ -201,7 +202,7 @@ class BatchProducer:
     def _shard(self, q, p, negatives, hard, hard_mask) -> dict[str, np.ndarray]:
         b, h = hard.shape
         nodes = np.concatenate([q, p, negatives, hard.ravel()])
-        mb = build_minibatch(nodes, self.data.neighbourhoods, self.data.features, self.num_layers)
+        mb = build_minibatch(nodes, self.data.neighbourhoods, self.features, self.num_layers)
         pos = mb.positions
         n = len(negatives)
         return {

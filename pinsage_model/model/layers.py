@@ -3,8 +3,9 @@
 The model never sees the whole graph. It reads the compact tensors that
 :func:`pinsage_model.model.minibatch.build_minibatch` produces (Algorithm 2 re-indexing):
 
-* ``features`` (n_0, F): input features of every node of S^(0), in local order;
-* ``node_ids`` (n_0,): their global ids (only read when learned id embeddings are on);
+* ``features`` (n_0, F): input features of every node of S^(0), in local order; or, for sparse
+  features, ``feature_indices`` (nnz, 2) and ``feature_values`` (nnz,): their non-zero entries;
+* ``node_ids`` (n_0,): their global ids (read for learned id embeddings and n_0);
 * ``index_k`` (n_k, T) int32 for k = 1..K: neighbour positions of each node of S^(k) inside
   S^(k-1), -1 for padding;
 * ``weight_k`` (n_k, T) float32: the importance weights α (L1-normalised visit counts).
@@ -37,14 +38,47 @@ def _own_rows(shape: Any, dtype: Any = None) -> tf.Tensor:
     return tf.repeat(tf.range(shape[0], dtype=tf.int32)[:, None], shape[1], axis=1)
 
 
+def _prefix(x: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
+    """The first ``n`` rows of ``x``, as a split (its gradient is a concatenation with zeros)."""
+    return tf.split(x, tf.stack([n, tf.shape(x)[0] - n]), axis=0)[0]
+
+
+def sparse_product(indices: tf.Tensor, values: tf.Tensor, dense_shape: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """``A @ b`` for a constant sparse A given as COO entries in row-major order, as one CSR product.
+
+    The gradient flows to ``b`` only (``A^T @ dy``, the transpose built once per call); A holds
+    constants (pooling weights, input features).
+
+    Args:
+      indices: (nnz, 2) int64 (row, column) of A's entries, row-major.
+      values: (nnz,) float32 entries.
+      dense_shape: (2,) int64, A's shape (r, c).
+      b: (c, m).
+
+    Returns:
+      (r, m).
+    """
+    matrix = tf.raw_ops.SparseTensorToCSRSparseMatrix(indices=indices, values=values, dense_shape=dense_shape)
+
+    @tf.custom_gradient
+    def product(x: tf.Tensor) -> Any:
+        def grad(dy: tf.Tensor) -> tf.Tensor:
+            transposed = tf.raw_ops.SparseMatrixTranspose(input=matrix, type=tf.float32)  # (c, r)
+            return tf.cast(tf.raw_ops.SparseMatrixMatMul(a=transposed, b=tf.cast(dy, tf.float32)), x.dtype)
+
+        return tf.cast(tf.raw_ops.SparseMatrixMatMul(a=matrix, b=tf.cast(x, tf.float32)), x.dtype), grad
+
+    return product(b)
+
+
 def weighted_pool(projected: tf.Tensor, index: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
     """``pooled[u] = sum_t alpha[u, t] * projected[index[u, t]]``: gather and pool in one sparse product.
 
     The (n_k, T, m) gathered tensor is never formed: the pooling weights become a CSR matrix
-    A (n_k, n_{k-1}) with T entries per row and ``pooled = A @ projected``; the gradient is
-    ``A^T @ dpooled``, the transpose built once per call. At the paper's settings (T = 50,
-    m = 256, ~60k nodes in S^(1)) the gather's forward and backward moved ~6 GB per step and
-    the backward's scatter was single-threaded; this is 3-4x faster on CPU (docs/benchmarks.md).
+    A (n_k, n_{k-1}) with T entries per row and ``pooled = A @ projected``
+    (:func:`sparse_product`). At the paper's settings (T = 50, m = 256, ~60k nodes in S^(1)) the
+    gather's forward and backward moved ~6 GB per step and the backward's scatter was
+    single-threaded; this is 3-4x faster on CPU (docs/benchmarks.md).
 
     Args:
       projected: (n_{k-1}, m) neighbour representations ReLU(h Q + q).
@@ -60,19 +94,7 @@ def weighted_pool(projected: tf.Tensor, index: tf.Tensor, alpha: tf.Tensor) -> t
     rows = tf.repeat(tf.range(n_k), width)  # (n_k * T,) row-major, the order CSR needs
     cols = tf.cast(tf.reshape(tf.maximum(index, 0), [-1]), tf.int64)  # padding reads row 0 with weight 0
     shape = tf.stack([n_k, tf.shape(projected, out_type=tf.int64)[0]])
-    matrix = tf.raw_ops.SparseTensorToCSRSparseMatrix(
-        indices=tf.stack([rows, cols], axis=1), values=tf.reshape(alpha, [-1]), dense_shape=shape
-    )
-
-    @tf.custom_gradient
-    def pool(x: tf.Tensor) -> Any:
-        def grad(dy: tf.Tensor) -> tf.Tensor:
-            transposed = tf.raw_ops.SparseMatrixTranspose(input=matrix, type=tf.float32)  # (n_{k-1}, n_k)
-            return tf.cast(tf.raw_ops.SparseMatrixMatMul(a=transposed, b=tf.cast(dy, tf.float32)), x.dtype)
-
-        return tf.cast(tf.raw_ops.SparseMatrixMatMul(a=matrix, b=tf.cast(x, tf.float32)), x.dtype), grad
-
-    return pool(projected)
+    return sparse_product(tf.stack([rows, cols], axis=1), tf.reshape(alpha, [-1]), shape, projected)
 
 
 @keras.saving.register_keras_serializable(package="pinsage")
@@ -120,7 +142,9 @@ class PinSageConv(keras.layers.Layer):
         """One convolution for the n_k nodes of S^(k).
 
         Args:
-          h_prev: (n_{k-1}, F) representations of S^(k-1); its first n_k rows are S^(k).
+          h_prev: (n_{k-1}, F) representations of S^(k-1); its first n_k rows are S^(k). A
+            ``tf.SparseTensor`` for sparse input features (first layer only): their products
+            with Q and W are then one sparse product.
           index: (n_k, T) int32 neighbour rows into ``h_prev``, -1 = padding.
           weight: (n_k, T) float32 importance weights α (0 at padding).
           h_learned: optional (n_{k-1}, e) columns that follow ``h_prev``'s (learned id
@@ -131,16 +155,32 @@ class PinSageConv(keras.layers.Layer):
         Returns:
           (n_k, d) L2-normalised representations.
         """
-        h_prev = tf.convert_to_tensor(h_prev, dtype=self.compute_dtype)
+        sparse = isinstance(h_prev, tf.SparseTensor)
+        if not sparse:
+            h_prev = tf.convert_to_tensor(h_prev, dtype=self.compute_dtype)
         index = tf.convert_to_tensor(index, dtype=tf.int32)
         weight = tf.cast(weight, self.compute_dtype)
         n_k = tf.shape(index)[0]
         f = self.input_dim - (0 if h_learned is None else int(h_learned.shape[-1]))  # static, whatever the batch's
         mask = tf.cast(index >= 0, self.compute_dtype)  # (n_k, T)
-        # [h, 1] @ [Q; q]: the bias rides in the product, so the backward pass gets dQ and dq from
-        # one product instead of a second full pass over the (n_{k-1}, m) gradient for dq.
-        ones = tf.ones([tf.shape(h_prev)[0], 1], dtype=h_prev.dtype)
-        pre = tf.matmul(tf.concat([h_prev, ones], axis=1), tf.concat([self.Q[:f], self.q[None, :]], axis=0))
+        width = self.W.shape[0] - self.hidden_dim
+        if sparse:
+            # [h Q | h W] in one sparse product over all of S^(k-1); the W half is read for S^(k).
+            both = sparse_product(
+                h_prev.indices, h_prev.values, h_prev.dense_shape, tf.concat([self.Q[:f], self.W[:f]], axis=1)
+            )  # (n_{k-1}, m + d)
+            # split, not sliced: a column slice's gradient is a strided scatter into zeros (7 ms of
+            # a 24 ms step on ml-latest-small), a split's is a concatenation
+            pre, z = tf.split(both, [self.hidden_dim, self.output_dim], axis=1)
+            pre += self.q
+            z = _prefix(z, n_k)  # (n_k, d)
+        else:
+            # [h, 1] @ [Q; q]: the bias rides in the product, so the backward pass gets dQ and dq from
+            # one product instead of a second full pass over the (n_{k-1}, m) gradient for dq.
+            ones = tf.ones([tf.shape(h_prev)[0], 1], dtype=h_prev.dtype)
+            pre = tf.matmul(tf.concat([h_prev, ones], axis=1), tf.concat([self.Q[:f], self.q[None, :]], axis=0))
+            # S^(k) is a prefix of S^(k-1), so h_self is the first n_k rows.
+            z = tf.matmul(_prefix(h_prev, n_k), self.W[:f])
         if h_learned is not None:
             pre += tf.matmul(h_learned, self.Q[f:])
         projected = tf.nn.relu(pre)  # (n_{k-1}, m)
@@ -156,12 +196,10 @@ class PinSageConv(keras.layers.Layer):
                 alpha = mask
             alpha = alpha / tf.maximum(tf.reduce_sum(alpha, axis=1, keepdims=True), 1e-12)  # (n_k, T)
             pooled = weighted_pool(projected, index, alpha)  # (n_k, m)
-        # concat([h_self, pooled]) @ W as a sum of products over W's row blocks (no concatenation);
-        # S^(k) is a prefix of S^(k-1), so h_self is the first n_k rows.
-        width = self.W.shape[0] - self.hidden_dim
-        z = tf.matmul(h_prev[:n_k], self.W[:f]) + tf.matmul(pooled, self.W[width:]) + self.w
+        # concat([h_self, pooled]) @ W as a sum of products over W's row blocks (no concatenation).
+        z += tf.matmul(pooled, self.W[width:]) + self.w
         if h_learned is not None:
-            z += tf.matmul(h_learned[:n_k], self.W[f:width])
+            z += tf.matmul(_prefix(h_learned, n_k), self.W[f:width])
         return l2_normalize(tf.nn.relu(z))  # (n_k, d)
 
     def get_config(self) -> dict:
@@ -265,8 +303,19 @@ class PinSageModel(keras.Model):
         self.built = True
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """Embeddings (n_K, d), L2-normalised, of the nodes of S^(K) in local order."""
-        h = tf.convert_to_tensor(inputs["features"], dtype=self.compute_dtype)  # (n_0, F)
+        """Embeddings (n_K, d), L2-normalised, of the nodes of S^(K) in local order.
+
+        The features come dense (``features`` (n_0, F)) or as their non-zero entries
+        (``feature_indices`` (nnz, 2) int64 row-major, ``feature_values`` (nnz,)), the same model."""
+        h: Any
+        if "feature_values" in inputs:
+            n_0 = tf.shape(inputs["node_ids"], out_type=tf.int64)[0]
+            shape = tf.stack([n_0, tf.constant(self.input_dim, tf.int64)])
+            # the static (nnz, 2) shape, which the CSR conversion's shape function needs
+            indices = tf.ensure_shape(tf.cast(inputs["feature_indices"], tf.int64), [None, 2])
+            h = tf.SparseTensor(indices, tf.cast(inputs["feature_values"], tf.float32), shape)
+        else:
+            h = tf.convert_to_tensor(inputs["features"], dtype=self.compute_dtype)  # (n_0, F)
         if self.id_embedding is not None:
             rows = tf.gather(self.id_rows, inputs["node_ids"])  # (n_0, H), -1 = no identity
             ids = self.id_embedding(tf.maximum(rows, 0))  # (n_0, H, e)

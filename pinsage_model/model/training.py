@@ -288,6 +288,11 @@ class _Ordered:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def producer_threads(train_cfg: TrainConfig) -> int:
+    """Minibatch producer threads: ``train.producer_threads``, or half the cores (at least one) for 0."""
+    return train_cfg.producer_threads or max(1, (os.cpu_count() or 2) // 2)
+
+
 def per_example_loss(train_cfg: TrainConfig, shift_queries: Callable[[Any], Any]) -> Callable[..., Any]:
     """Per-example loss of one replica's shard: ``fn(z, inputs) -> (b,)``; ``shift_queries`` maps
     query embeddings to query vectors (:meth:`PinSageModel.shift_queries`)."""
@@ -411,7 +416,7 @@ def _run_epoch(
 
     steps, global_batch = producer.steps_per_epoch, producer.batch_size
     order = producer.epoch_order(epoch)
-    threads = 1 if train_cfg.deterministic else train_cfg.producer_threads
+    threads = 1 if train_cfg.deterministic else producer_threads(train_cfg)
     batches = _Ordered(lambda s: producer.make(epoch, s, order), steps, threads, train_cfg.queue_size)
     losses, producer_s, compute_s, step_s = [], 0.0, 0.0, 0.0
     bar = progress_bar(total=steps, desc=f"epoch {epoch}/{train_cfg.epochs}", disable=not progress, unit="step")

@@ -90,6 +90,9 @@ def migrate(old: dict) -> dict:
     new["orchestration"]["lock_timeout_s"] = 21600
     # and what one request to the registered model may ask
     new["index"] |= {"max_ids_per_row": 500, "max_rows_per_request": 1000}
+    # producer threads default to half the cores (0) since two measured slower than one on 2 cores
+    assert t["producer_threads"] == 2
+    t["producer_threads"] = 0
     return new
 
 

@@ -185,10 +185,20 @@ def _reference_forward(model, x):
     return l2_normalize(model.G2(model.G1(h)))
 
 
-@pytest.mark.parametrize("pooling,id_dim", [("importance", 0), ("mean", 0), ("importance", 3)])
-def test_gradients_of_a_fixed_batch_are_unchanged(pooling, id_dim):
+@pytest.mark.parametrize(
+    "pooling,id_dim,sparse",
+    [
+        ("importance", 0, False),
+        ("mean", 0, False),
+        ("importance", 3, False),
+        ("importance", 0, True),
+        ("mean", 3, True),
+    ],
+)
+def test_gradients_of_a_fixed_batch_are_unchanged(pooling, id_dim, sparse):
     """One batch's loss and every weight's gradient against the model as written before the
-    speed-ups (:func:`_reference_forward`), to 1e-5."""
+    speed-ups (:func:`_reference_forward`), to 1e-5; ``sparse``: the features (70% zeros) fed as
+    their non-zero entries, as the producer feeds sparse features."""
     import tensorflow as tf
 
     rng = np.random.default_rng(3)
@@ -202,6 +212,8 @@ def test_gradients_of_a_fixed_batch_are_unchanged(pooling, id_dim):
         "weight_2": rng.random((n2, T)).astype(np.float32),
     }
     x["index_1"][3] = -1  # a node without neighbours pools to 0
+    if sparse:
+        x["features"][rng.random((n0, F)) < 0.7] = 0.0
     keras.utils.set_random_seed(0)
     model = PinSageModel(
         input_dim=F, num_layers=2, hidden_dim=16, output_dim=8, pooling=pooling, num_items=n0, id_embedding_dim=id_dim
@@ -215,7 +227,13 @@ def test_gradients_of_a_fixed_batch_are_unchanged(pooling, id_dim):
         grads = tape.gradient(loss, model.trainable_variables)
         return loss.numpy(), [tf.convert_to_tensor(g).numpy() for g in grads]
 
-    loss, grads = loss_and_grads(lambda inputs: model(inputs, training=True))
+    fed = dict(x)
+    if sparse:
+        rows, cols = np.nonzero(x["features"])  # row-major
+        fed["feature_indices"] = np.stack([rows, cols], axis=1).astype(np.int64)
+        fed["feature_values"] = x["features"][rows, cols]
+        del fed["features"]
+    loss, grads = loss_and_grads(lambda inputs: model(fed, training=True))
     ref_loss, ref_grads = loss_and_grads(lambda inputs: _reference_forward(model, inputs))
     np.testing.assert_allclose(loss, ref_loss, atol=1e-5)  # a sum of O(1) terms that nearly cancel
     # Q, q, W, w of two layers; G1 kernel and bias, G2; the id table

@@ -200,3 +200,28 @@ def test_each_worker_builds_its_own_shards_of_the_same_global_batch():
             np.testing.assert_array_equal(mine[key], value, err_msg=key)
     with pytest.raises(ValueError, match="not a part of the 2 replicas"):
         BatchProducer(data, 2, cfg, sampler, num_replicas=2, local_replicas=range(1, 3))
+
+
+def test_sparse_features_give_the_dense_rows_entries():
+    from pinsage_model.model.minibatch import SparseFeatures, SparseRows, sparse_if_sparse
+
+    nb, feats = _toy()
+    dense = build_minibatch(np.array([3, 7, 3]), nb, feats, 2)
+    assert sparse_if_sparse(feats) is feats  # dense random features stay dense
+    feats = feats.copy()
+    feats[:, 1:] = 0.0  # one column in five non-zero: 20% > SPARSE_MAX_DENSITY
+    assert sparse_if_sparse(feats) is feats
+    feats[np.arange(12) % 4 != 3] = 0.0  # items 3, 7, 11 keep column 0: 3 of 60 entries
+    sp = sparse_if_sparse(feats)
+    assert isinstance(sp, SparseFeatures)
+    np.testing.assert_array_equal(sp.indptr, np.cumsum([0] + [1 if i % 4 == 3 else 0 for i in range(12)]))
+    mb = build_minibatch(np.array([3, 7, 3]), nb, sp, 2)
+    np.testing.assert_array_equal(mb.nodes, dense.nodes)
+    assert isinstance(mb.features, SparseRows)
+    inputs = mb.model_inputs()
+    assert "features" not in inputs
+    back = np.zeros((len(mb.nodes), feats.shape[1]), np.float32)
+    back[inputs["feature_indices"][:, 0], inputs["feature_indices"][:, 1]] = inputs["feature_values"]
+    np.testing.assert_array_equal(back, feats[mb.nodes])
+    rows = inputs["feature_indices"][:, 0]
+    assert np.all(np.diff(rows) >= 0) and inputs["feature_indices"].dtype == np.int64
