@@ -123,14 +123,16 @@ def atomic_npy_rows(path: str | Path, shape: tuple[int, ...], dtype: Any) -> Ite
             raise ValueError(f"{path}: {written} rows written, the header says {shape[0]}")
 
 
-def atomic_write_parquet(path: str | Path, table: Any) -> None:
-    """Write a pandas DataFrame or pyarrow Table as Parquet, atomically and deterministically."""
+def atomic_write_parquet(path: str | Path, table: Any, metadata: dict[str, str] | None = None) -> None:
+    """Write a pandas DataFrame or pyarrow Table as Parquet, atomically and deterministically.
+
+    The schema's key-value metadata is exactly ``metadata`` (pandas' own is dropped: it varies)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not isinstance(table, pa.Table):
         table = pa.Table.from_pandas(table, preserve_index=False)
-    table = table.replace_schema_metadata(None)
+    table = table.replace_schema_metadata(metadata)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 

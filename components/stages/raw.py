@@ -7,7 +7,10 @@ Relative paths resolve against the working directory, then the repository root.
 
 Writes ``interactions.parquet``, ``items.parquet`` (for sources without an item file: the
 distinct item ids), ``test_interactions.parquet`` (adjacency test file only) and
-``quarantine.parquet`` (unusable rows with ``reason``, ``source``, ``row``, ``line``). The report
+``quarantine.parquet`` (unusable rows with ``reason``, ``source``, ``row``, ``line``). A source
+without event times (adjacency files, a table without a time column) is recorded in the
+interactions files' Parquet metadata (:func:`pinsage_model.data.contracts.has_event_times`) and
+the report's ``event_times``: later stages then hold out random events instead of the latest. The report
 lists per input file ``in`` (counted from the file itself), ``kept``, ``quarantined`` by reason
 and ``notes`` (conversions: latin-1 lines, timestamp units), and the cross-file ``findings``
 (items missing from the item table, cold test users and items, leaks, a missing movies file).
@@ -28,7 +31,7 @@ from components.stages import StageContext
 from pinsage_model.config import DataConfig, PipelineConfig
 from pinsage_model.data.adjacency import load_adjacency
 from pinsage_model.data.checks import InputRules
-from pinsage_model.data.contracts import INTERACTIONS, ITEMS
+from pinsage_model.data.contracts import INTERACTIONS, ITEMS, times_metadata
 from pinsage_model.data.inputs import LoaderError
 from pinsage_model.data.movielens import load_movielens
 from pinsage_model.data.quarantine import empty_quarantine
@@ -137,11 +140,12 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
         result.items if result.items is not None else _ids_table(interactions, result.test_interactions),
         "raw/items",
     )
-    atomic_write_parquet(out_dir / "interactions.parquet", interactions)
+    times = times_metadata(result.event_times)
+    atomic_write_parquet(out_dir / "interactions.parquet", interactions, metadata=times)
     atomic_write_parquet(out_dir / "items.parquet", items)
     if result.test_interactions is not None:
         test = INTERACTIONS.validate(result.test_interactions, "raw/test_interactions")
-        atomic_write_parquet(out_dir / "test_interactions.parquet", test)
+        atomic_write_parquet(out_dir / "test_interactions.parquet", test, metadata=times)
     atomic_write_parquet(out_dir / "quarantine.parquet", result.quarantine)
     total = {k: sum(c[k] for c in result.counts.values()) for k in ("in", "kept", "quarantined")}
     reasons: dict[str, int] = {}
@@ -154,6 +158,7 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
         "quarantine_reasons": dict(sorted(reasons.items())),
         "files": result.counts,
         "findings": result.findings,
+        "event_times": result.event_times,
         "future_timestamps_after": (ctx.timestamp() if now > 0 and cfg.data.source != "synthetic" else None),
         "interactions": kept,
         "test_interactions": result.test_interactions.num_rows if result.test_interactions is not None else 0,

@@ -1,7 +1,8 @@
 """Adjacency lists: lines ``user item item ...`` (the NGCF/LightGCN benchmark format), a train file
-and an optional test file. The files carry no times, so an item's ``timestamp`` is its 0-based
-position in its line: consecutive items of a line are 1 s apart and become engagement pairs under
-any ``pairs.max_gap_s >= 1``. The user is the collection; ``weight`` is 1. Bad input as in
+and an optional test file. The files carry no times: the result says so (``event_times`` False,
+recorded by the raw stage in the files it writes), and an item's ``timestamp`` is only its 0-based
+position in its line, which the pipeline does not read as an order (the line order is whatever the
+benchmark's preprocessing left). The user is the collection; ``weight`` is 1. Bad input as in
 :mod:`pinsage_model.data.reading`.
 """
 
@@ -62,9 +63,10 @@ def load_adjacency(
 ) -> LoadResult:
     """Load "user item item ..." adjacency-list files (train, optional test).
 
-    Each item token of a line becomes one interaction of the line's user, timestamped by its
-    0-based position in the line; ids must be non-negative integers within int64; an item
-    repeated on its line is quarantined. Counts are per item token.
+    Each item token of a line becomes one interaction of the line's user, with its 0-based
+    position in the line as ``timestamp`` (not a time: ``event_times`` is False); ids must be
+    non-negative integers within int64; an item repeated on its line is quarantined. Counts are
+    per item token.
 
     Returns:
       :class:`LoadResult` with interactions (train) and test_interactions; items is None.
@@ -82,7 +84,7 @@ def load_adjacency(
     if test is not None:
         sources["test"] = str(test_path)
         findings = _test_findings(train, test, str(train_path), str(test_path), rules)
-    return LoadResult(train, None, test, q.table(), q.counts, findings, sources)
+    return LoadResult(train, None, test, q.table(), q.counts, findings, sources, event_times=False)
 
 
 def _test_findings(train: pa.Table, test: pa.Table, train_file: str, test_file: str, rules: InputRules) -> dict:

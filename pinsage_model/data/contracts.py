@@ -22,6 +22,9 @@ Tables (Parquet):
 * **interactions**: ``user_id`` str, ``item_id`` str, ``timestamp`` int64 (Unix seconds),
   optional ``collection_id`` str (board/playlist; the user is the collection when absent),
   optional ``weight`` float64 (rating or engagement weight).
+  When the source carries no event times (adjacency lines, a table without a time column) the
+  file's Parquet metadata says so (:data:`TIMES_KEY` = ``none``, see :func:`has_event_times`)
+  and ``timestamp`` is only the row's position in its source line (or 0): no order to trust.
 * **items**: ``item_id`` str; optional ``features`` fixed-size list<float32> (precomputed
   embeddings), optional raw columns ``title`` str, ``genres`` str ("|"-separated), ``tags`` str.
 * **pairs**: ``q_item`` str, ``pos_item`` str, ``count`` int64, ``split`` in
@@ -41,7 +44,7 @@ Arrays (``.npz`` uncompressed, so members can be memory-mapped; ``.npy``):
   (items of each collection, sorted). The training subgraph uses the same dense id space;
   items outside it simply have degree 0.
   ``collection_recency.npy`` int32 (E,) aligned with ``coll_indices``: 0 = the collection's
-  most recent item, 1 = the one before, ...
+  most recent item, 1 = the one before, ...; all 0 when the data has no event times.
 * **neighbourhoods**: ``indices`` int32 (N, T), padded with -1; ``weights`` float32 (N, T),
   L1-normalised over the unpadded entries, 0 where padded.
 * **features**: ``features.npy`` float32 (N, F) aligned with ``item_idx``.
@@ -159,6 +162,26 @@ COLLECTION_IDS = TableContract(
 )
 
 SPLITS = ("train", "validation", "test")
+
+# Parquet key-value metadata of the interactions tables (raw, pairs) whose source has no event
+# times: a property of the data the raw stage records, which picks the split protocol downstream.
+TIMES_KEY = "pinsage.timestamps"
+NO_TIMES = "none"
+
+
+def times_metadata(event_times: bool) -> dict[str, str] | None:
+    """The schema metadata an interactions file is written with (None: event times, nothing to record)."""
+    return None if event_times else {TIMES_KEY: NO_TIMES}
+
+
+def has_event_times(path: str | Path) -> bool:
+    """Whether an interactions Parquet file's ``timestamp`` holds event times (read from its
+    footer's metadata; files written before the flag existed hold times)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    return meta.get(TIMES_KEY.encode()) != NO_TIMES.encode()
+
 
 QUARANTINE = TableContract(
     "quarantine",

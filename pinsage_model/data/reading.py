@@ -49,6 +49,9 @@ class LoadResult:
       findings: cross-file findings (items missing from the item table, cold test users/items,
         leaks, skipped files), each with counts.
       sources: role (``interactions``, ``items``, ``test``...) -> file.
+      event_times: False when the source has no event times (adjacency lines, a table without a
+        time column): ``timestamp`` is then a position, not an order, and the pipeline holds out a
+        seeded random share of each user's events instead of the latest ones.
     """
 
     interactions: pa.Table
@@ -58,6 +61,7 @@ class LoadResult:
     counts: dict[str, dict] = field(default_factory=dict)
     findings: dict[str, dict] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    event_times: bool = True
 
 
 def resolve_path(path: str | Path, what: str = "data path") -> Path:
