@@ -11,7 +11,8 @@ rows are the edges: validation and test engagements never reach the graph),
   and every item they touch; same dense id space, other items have degree 0;
 * ``collection_recency.npy``: (E,) int32 aligned with ``graph.npz``'s ``coll_indices``: how many
   of the collection's items were engaged later than this one (0 = its latest), the order the
-  user head reads a user's items in;
+  user head reads a user's items in; 0 for every edge when the data has no event times
+  (:func:`pinsage_model.data.contracts.has_event_times`): no item is later than another;
 * ``item_ids.parquet`` / ``collection_ids.parquet``: dense ids assigned in ascending id-string
   order (so they do not depend on partitioning), ``in_train_graph`` and the item's full degree;
 * ``pairs_indexed.parquet``: the pairs with dense ids. Training pairs are kept only when both
@@ -162,6 +163,7 @@ def _write_graphs(cfg: "PipelineConfig", edges, item_map, coll_map, clean_path: 
     import numpy as np
     from pyspark.sql import functions as F
 
+    from pinsage_model.data.contracts import has_event_times
     from pinsage_model.graph.csr import CSRGraph, collection_recency
     from pinsage_model.io import atomic_save_npy
     from pinsage_model.spark.session import spark_to_arrow
@@ -192,7 +194,11 @@ def _write_graphs(cfg: "PipelineConfig", edges, item_map, coll_map, clean_path: 
     full.save(out_dir / "graph.npz")
     train.save(out_dir / "train_graph.npz")
     last_ts = etbl.column("last_ts").to_numpy().astype(np.int64)  # (E,)
-    atomic_save_npy(out_dir / "collection_recency.npy", collection_recency(full, e_item, e_coll, last_ts))
+    if has_event_times(clean_path):
+        recency = collection_recency(full, e_item, e_coll, last_ts)
+    else:  # a position in a line is no time: ranking by it would invent "recent" items
+        recency = np.zeros(full.num_edges, np.int32)
+    atomic_save_npy(out_dir / "collection_recency.npy", recency)
 
     coll_in_train = np.zeros(n_colls, dtype=bool)
     coll_in_train[np.unique(e_coll[e_train])] = True

@@ -25,6 +25,13 @@ Rules, in order:
    (:func:`event_splits`), because a deployed model predicts engagements not yet in its graph.
    ``hash``: the split comes from a hash of the unordered pair {q, i} and the seed, so it does not
    depend on partitioning, and (q, i) and (i, q) always share a split; the graph holds every event.
+6. Data without event times (the raw stage records it: adjacency files, a table without a time
+   column) has no "latest" events and no "next" one: under ``temporal`` a seeded random share
+   of each user's events is held out instead (a hash of (user, item, seed) orders them), and the
+   data's own test file, where the raw stage wrote one, is the test split (the train file then
+   gives train and validation events only). Pairs are co-engagements within a collection: each
+   event and the next one(s) in that seeded random order of the collection's events, train
+   events first, so a train pair never touches a held-out event; ``max_gap_s`` does not apply.
 
 The same code runs under ``spark-submit`` on a cluster (the master comes from ``spark.master``).
 """
@@ -36,7 +43,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from components.orchestration.execution import StageError, print_table, stage_main
-from pinsage_model.data.contracts import INTERACTIONS, QUARANTINE, SPLITS, ContractError
+from pinsage_model.data.contracts import (
+    INTERACTIONS,
+    QUARANTINE,
+    SPLITS,
+    ContractError,
+    has_event_times,
+    times_metadata,
+)
 from pinsage_model.io import atomic_write_parquet
 from pinsage_model.spark.session import spark_to_arrow
 
@@ -155,7 +169,9 @@ def write_quarantine(labelled: "DataFrame", source: Path, out_path: Path, tmp_di
     return table.num_rows
 
 
-def event_splits(labelled: "DataFrame", cfg: "PipelineConfig") -> "DataFrame":
+def event_splits(
+    labelled: "DataFrame", cfg: "PipelineConfig", event_times: bool = True, test_file: bool = False
+) -> "DataFrame":
     """The cleaned events (rule 1 passed, the rating filter aside) with ``split`` and order keys.
 
     ``pairs.split: temporal``: per user (``temporal_scope: user``) the last ``fractions[2]`` of the
@@ -165,6 +181,11 @@ def event_splits(labelled: "DataFrame", cfg: "PipelineConfig") -> "DataFrame":
     the engagements before the ones it is scored on. ``hash``: every event is ``train``; the
     pair hash decides the pair's split (rule 5).
 
+    Without ``event_times`` (rule 6) ``temporal`` holds out per user the events last in a seeded
+    random order (``tie`` hashes user, item and seed, not the timestamp): ``fractions[2]`` test
+    (none when ``test_file``: the data's own test file is the test split) and ``fractions[1]``
+    validation, whatever ``temporal_scope`` says.
+
     Columns: the labelled columns plus ``tie`` (rule 2) and ``split``.
     """
     from pyspark.sql import Window
@@ -173,12 +194,14 @@ def event_splits(labelled: "DataFrame", cfg: "PipelineConfig") -> "DataFrame":
     p = cfg.pairs
     clean = labelled.where(F.col("reason").isNull() | (F.col("reason") == "below_min_rating"))
     # Seeded tie-break for same-timestamp events; the file row only separates 64-bit collisions.
-    clean = clean.withColumn("tie", F.xxhash64("user_id", "item_id", "timestamp", F.lit(p.seed)))
+    tie = F.xxhash64("user_id", "item_id", "timestamp", F.lit(p.seed)) if event_times else random_order(p.seed)
+    clean = clean.withColumn("tie", tie)
     if p.split == "hash":
         return clean.withColumn("split", F.lit(SPLITS[0]))
-    f_val, f_test = p.fractions[1], p.fractions[2]
-    if p.temporal_scope == "user":
-        order = Window.partitionBy("user_id").orderBy("timestamp", "tie", "row")
+    f_val, f_test = p.fractions[1], (0.0 if test_file else p.fractions[2])
+    if p.temporal_scope == "user" or not event_times:
+        keys = ("timestamp", "tie", "row") if event_times else ("tie", "row")
+        order = Window.partitionBy("user_id").orderBy(*keys)
         position = F.row_number().over(order).cast("double")  # 1 = the user's first event
         events = F.count(F.lit(1)).over(Window.partitionBy("user_id")).cast("double")
         is_test = position > events * (1.0 - f_test)
@@ -190,7 +213,36 @@ def event_splits(labelled: "DataFrame", cfg: "PipelineConfig") -> "DataFrame":
     return clean.withColumn("split", F.when(is_test, SPLITS[2]).when(is_held, SPLITS[1]).otherwise(SPLITS[0]))
 
 
-def write_clean_interactions(events: "DataFrame", out_path: Path, tmp_dir: Path) -> int:
+def random_order(seed: int):
+    """The seeded order key of events without times: a hash of (user, item, seed), so the order
+    depends neither on the source's line order nor on partitioning."""
+    from pyspark.sql import functions as F
+
+    return F.xxhash64("user_id", "item_id", F.lit(seed))
+
+
+def test_file_events(spark: "SparkSession", path: Path, cfg: "PipelineConfig", first_row: int) -> "DataFrame":
+    """The kept events of the data's own test file (``raw/test_interactions.parquet``) as
+    ``test`` events with the columns :func:`extract_pairs` reads; ``row`` continues after the
+    train file's rows (``first_row``) so the two files' rows stay distinct."""
+    from pyspark.sql import functions as F
+
+    labelled = label_interactions(spark, path, cfg.pairs.min_rating)
+    return labelled.where(F.col("reason").isNull()).select(
+        "user_id",
+        "item_id",
+        "timestamp",
+        "collection_id",
+        (F.col("row") + F.lit(first_row)).alias("row"),
+        random_order(cfg.pairs.seed).alias("tie"),
+        F.lit(SPLITS[2]).alias("split"),
+        F.lit(None).cast("string").alias("reason"),
+    )
+
+
+def write_clean_interactions(
+    events: "DataFrame", out_path: Path, tmp_dir: Path, metadata: dict[str, str] | None = None
+) -> int:
     """Write the cleaned events of :func:`event_splits`, in file order.
 
     Columns: ``user_id``, ``item_id``, ``timestamp``, ``collection_id`` (the user when the file has
@@ -206,15 +258,20 @@ def write_clean_interactions(events: "DataFrame", out_path: Path, tmp_dir: Path)
         [pa.field(c, contract[c]) for c in columns] + [pa.field("split", pa.string()), pa.field("row", pa.int64())]
     )
     table = spark_to_arrow(events.select(*columns, "split", F.col("row").cast("long").alias("row")), tmp_dir, schema)
-    atomic_write_parquet(out_path, table.sort_by("row").drop_columns(["row"]))
+    atomic_write_parquet(out_path, table.sort_by("row").drop_columns(["row"]), metadata=metadata)
     return table.num_rows
 
 
-def extract_pairs(events: "DataFrame", cfg: "PipelineConfig") -> tuple["DataFrame", "DataFrame"]:
+def extract_pairs(
+    events: "DataFrame", cfg: "PipelineConfig", event_times: bool = True, test_events: "DataFrame | None" = None
+) -> tuple["DataFrame", "DataFrame"]:
     """Ordered consecutive-event transitions and the deduplicated, split pairs.
 
     Args:
       events: :func:`event_splits`; pairs come from its rows that passed the rating filter too.
+      event_times: False: successors within the collection in the seeded order of rule 6 (train,
+        then validation, then test events), every gap 0.
+      test_events: :func:`test_file_events`, the test split's events (without event times only).
 
     Returns:
       ``(transitions, pairs)``: one row per kept event with its successor (``next_item``,
@@ -228,8 +285,20 @@ def extract_pairs(events: "DataFrame", cfg: "PipelineConfig") -> tuple["DataFram
     from pyspark.sql import functions as F
 
     p = cfg.pairs
-    kept = events.where(F.col("reason").isNull()).select("user_id", "item_id", "timestamp", "row", "tie", "split")
-    w = Window.partitionBy("user_id").orderBy("timestamp", "tie", "row")
+    cols = ["user_id", "item_id", "timestamp", "row", "tie", "split"]
+    kept = events.where(F.col("reason").isNull())
+    if event_times:
+        kept = kept.select(*cols)
+        w = Window.partitionBy("user_id").orderBy("timestamp", "tie", "row")
+    else:
+        kept = kept.select(*cols, "collection_id")
+        if test_events is not None:
+            kept = kept.unionByName(test_events.select(*cols, "collection_id"))
+        # no times: a constant timestamp makes every gap 0; held-out events come last, so the
+        # successor of a train event is a train event until the collection's train events run out
+        held = F.when(F.col("split") == SPLITS[0], 0).when(F.col("split") == SPLITS[1], 1).otherwise(2)
+        kept = kept.withColumn("timestamp", F.lit(0).cast("long")).withColumn("held", held)
+        w = Window.partitionBy("collection_id").orderBy("held", "tie", "row")
     transitions = (
         kept.withColumn("next_item", F.lead("item_id").over(w))
         .withColumn("next_ts", F.lead("timestamp").over(w))
@@ -330,15 +399,23 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
     from pinsage_model.spark.session import get_spark
 
     source = Path(inputs["raw"]) / "interactions.parquet"
-    spark = get_spark(cfg.spark, visible=[source], writable=[out_dir])
+    check_interactions_schema(source)
+    times = has_event_times(source)
+    # the data's own test file is the test split where the order gives no "latest" events to hold out
+    test_path = Path(inputs["raw"]) / "test_interactions.parquet"
+    test_file = not times and cfg.pairs.split == "temporal" and test_path.exists()
+    spark = get_spark(cfg.spark, visible=[source] + ([test_path] if test_file else []), writable=[out_dir])
     labelled = label_interactions(spark, source, cfg.pairs.min_rating).persist(StorageLevel.MEMORY_AND_DISK)
     transitions = events = None
     try:
         n_in, n_kept, n_quarantined, quarantined = _write_quarantine_checked(labelled, source, out_dir)
         # read three times (clean file, event counts, pairs): keep the per-user windows
-        events = event_splits(labelled, cfg).persist(StorageLevel.MEMORY_AND_DISK)
-        n_clean = write_clean_interactions(events, out_dir / "interactions.parquet", out_dir / "_spark_clean")
-        transitions, pairs = extract_pairs(events, cfg)
+        events = event_splits(labelled, cfg, times, test_file).persist(StorageLevel.MEMORY_AND_DISK)
+        n_clean = write_clean_interactions(
+            events, out_dir / "interactions.parquet", out_dir / "_spark_clean", times_metadata(times)
+        )
+        test_events = test_file_events(spark, test_path, cfg, n_in) if test_file else None
+        transitions, pairs = extract_pairs(events, cfg, times, test_events)
         # read twice (stats, pairs): keep the sorted windows instead of recomputing them
         transitions = transitions.persist(StorageLevel.MEMORY_AND_DISK)
         stats = transition_stats(labelled, transitions, cfg.pairs.max_gap_s)
@@ -363,18 +440,38 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         "interactions_kept": n_kept,
         "interactions_quarantined": n_quarantined,
         "clean_interactions": n_clean,
-        "split_protocol": cfg.pairs.split if cfg.pairs.split == "hash" else f"temporal ({cfg.pairs.temporal_scope})",
+        "event_times": times,
+        "split_protocol": _protocol(cfg, times, test_file),
+        "pairs_from": (
+            f"consecutive events of a user within pairs.max_gap_s={cfg.pairs.max_gap_s} s"
+            if times
+            else "co-engagements within a collection, in a seeded random order: the input has no timestamps"
+        ),
         "events_per_split": {s: events_per_split.get(s, 0) for s in SPLITS},
         "quarantined_by_reason": quarantined,
         "same_timestamp_event_share": stats["tied_events"] / n_kept,
         **{k: stats[k] for k in ("transitions", "repeat_transitions", "over_gap_transitions", "same_timestamp_pairs")},
         **_pairs_report(table),
     }
+    if not times:  # positions in a line, not times: their ties and gaps mean nothing
+        for key in ("same_timestamp_event_share", "over_gap_transitions", "same_timestamp_pairs"):
+            report.pop(key)
     rows = [(k, v) for k, v in report.items() if not isinstance(v, dict)]
     rows += [(f"quarantined: {k}", v) for k, v in quarantined.items()]
     rows += [(f"pairs: {k}", v) for k, v in report["pairs_per_split"].items()]
     print_table("pairs stage", [(k, f"{v:.4f}" if isinstance(v, float) else v) for k, v in rows])
     return report
+
+
+def _protocol(cfg: "PipelineConfig", event_times: bool, test_file: bool) -> str:
+    """The split protocol that ran, and why when it is not the configured one (rule 6)."""
+    p = cfg.pairs
+    if p.split == "hash":
+        return "hash"
+    if event_times:
+        return f"temporal ({p.temporal_scope})"
+    test = "the data's own test file" if test_file else "a seeded random per-user hold-out"
+    return f"random per-user hold-out (seeded; test: {test}): the input has no timestamps"
 
 
 def _write_quarantine_checked(labelled: "DataFrame", source: Path, out_dir: Path) -> tuple[int, int, int, dict]:

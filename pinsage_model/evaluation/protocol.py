@@ -79,6 +79,7 @@ class Evaluation:
       num_items: items ranked.
       test_pairs, validation_pairs: the pairs ranked (``q``, ``pos``, ``query_in_train_graph``).
       split_digests: :func:`split_digest` of the test and validation pairs.
+      event_times: False when the data has no event times (held-out events are random, not latest).
     """
 
     results: dict[str, dict] = field(default_factory=dict)
@@ -92,6 +93,7 @@ class Evaluation:
     test_pairs: dict[str, np.ndarray] = field(default_factory=dict)
     validation_pairs: dict[str, np.ndarray] = field(default_factory=dict)
     split_digests: dict[str, str] = field(default_factory=dict)
+    event_times: bool = True
 
 
 def content_columns(features_dir: Path) -> list[int]:
@@ -287,7 +289,7 @@ def user_events(cfg: PipelineConfig, inputs: EvaluationInputs):
     """
     import pandas as pd
 
-    from pinsage_model.data.contracts import INTERACTIONS, read_table
+    from pinsage_model.data.contracts import INTERACTIONS, has_event_times, read_table
 
     test_path = inputs.raw / "test_interactions.parquet"
     if not test_path.exists() and cfg.pairs.split != "temporal":
@@ -301,11 +303,12 @@ def user_events(cfg: PipelineConfig, inputs: EvaluationInputs):
     if test_path.exists():
         return {"test": read_table(test_path, INTERACTIONS).to_pandas(), **held}, train, f"test file {test_path.name}"
     if per_user:
-        return (
-            {"test": clean[clean["split"] == "test"], **held},
-            train,
-            f"temporal split: each user's last {cfg.pairs.fractions[2]:.0%} of events",
-        )
+        share = f"{cfg.pairs.fractions[2]:.0%} of events"
+        if has_event_times(inputs.pairs / "interactions.parquet"):
+            source = f"temporal split: each user's last {share}"
+        else:
+            source = f"random per-user hold-out (seeded): {share} of each user; the input has no timestamps"
+        return {"test": clean[clean["split"] == "test"], **held}, train, source
     return None
 
 
@@ -441,11 +444,17 @@ def user_level(cfg: PipelineConfig, inputs: EvaluationInputs, methods: list) -> 
     return result
 
 
-def split_protocol(cfg: PipelineConfig) -> str:
+def split_protocol(cfg: PipelineConfig, event_times: bool = True) -> str:
     """How the held-out pairs were chosen, in words, for every report that quotes a number."""
     p = cfg.pairs
     if p.split == "hash":
         return f"hash of the unordered pair (train/validation/test {p.fractions}); the graph holds every event"
+    if not event_times:
+        return (
+            f"random per-user hold-out (seeded; train/validation/test {p.fractions}, the test share replaced by "
+            "the data's own test file where it has one): the input has no timestamps; pairs are co-engagements "
+            "within a collection; validation and test engagements are not in the graph any method reads"
+        )
     where = "each user's latest events" if p.temporal_scope == "user" else "events after a global time cut"
     return (
         f"temporal ({where}: train/validation/test {p.fractions}); validation and test engagements "
@@ -474,9 +483,12 @@ def evaluate(cfg: PipelineConfig, inputs: EvaluationInputs) -> Evaluation:
     from pinsage_model.progress import progress_bar
 
     ev = cfg.evaluation
+    from pinsage_model.data.contracts import has_event_times
+
     out = Evaluation(
         test_pairs=load_pairs(inputs.graph, "test", ev.max_pairs, ev.seed),
         validation_pairs=load_pairs(inputs.graph, "validation", ev.max_pairs, ev.seed + 1),
+        event_times=has_event_times(inputs.pairs / "interactions.parquet"),
     )
     if not len(out.test_pairs["q"]):
         raise EvaluationError(f"{inputs.graph / 'pairs_indexed.parquet'}: no test pairs to evaluate")
@@ -527,7 +539,7 @@ def metrics_document(evaluation: Evaluation, cfg: PipelineConfig) -> dict:
             "validation_pairs": int(len(evaluation.validation_pairs["q"])),
             "split_digests": evaluation.split_digests,
             "kurtosis_of_random_unit_vectors": evaluation.reference_kurtosis,
-            "split_protocol": split_protocol(cfg),
+            "split_protocol": split_protocol(cfg, evaluation.event_times),
         },
     }
     return finite(doc)

@@ -73,7 +73,7 @@ def protocol_line(evaluation: Evaluation, cfg: PipelineConfig) -> str:
     """The paragraph that says how every number below was measured."""
     ev = cfg.evaluation
     return (
-        f"Split protocol: {split_protocol(cfg)}. "
+        f"Split protocol: {split_protocol(cfg, evaluation.event_times)}. "
         f"Test pairs: {len(evaluation.test_pairs['q'])}; "
         f"candidate pool: {evaluation.results[PINSAGE]['test']['pool']} items; "
         f"MRR scale {ev.mrr_scale}; ties take the mean of their positions; graph baselines on the "

@@ -15,6 +15,8 @@ measured better on ml-latest-small's validation users (recall@20 0.176 vs 0.170 
 
 Training asks what a deployment asks: from each training user's earlier items, predict the later
 ones (softmax over the candidates, the input items masked as evaluation masks training items).
+Data without event times has no earlier and later (``collection_recency.npy`` is all 0): the
+input is then a random subset of the user's items, equally weighted, and the targets the rest.
 Weights live in ``model/user_head.npz`` (plain arrays): ``W1`` (d, H), ``b1`` (H,), ``W2`` (H, d),
 ``shift`` (d,), ``recency_half_life`` ().
 """
@@ -127,6 +129,7 @@ def train_head(
     n, d = item_emb.shape
     indptr = np.asarray(graph.coll_indptr, np.int64)
     seq = time_ordered(graph, recency)  # (E,)
+    ordered = bool(np.any(recency))  # all 0: no event times, so no "later" to predict
     users = np.asarray(users, np.int64)
     users = users[np.diff(indptr)[users] >= 2]
     if len(users) == 0:
@@ -142,7 +145,7 @@ def train_head(
     step = _train_step(z, w1, b1, w2, shift, scale, tf.keras.optimizers.Adam(cfg.lr))
     losses = []
     for _ in progress_bar(range(cfg.steps), desc="user head", disable=not progress, leave=False):
-        batch = _head_batch(rng, users, indptr, seq, n, cfg)
+        batch = _head_batch(rng, users, indptr, seq, n, cfg, ordered)
         losses.append(float(step(*(tf.constant(x) for x in batch))))
     head = {
         "W1": w1.numpy(),
@@ -151,7 +154,13 @@ def train_head(
         "shift": shift.numpy(),
         "recency_half_life": np.float32(cfg.recency_half_life),
     }
-    return head, _head_report(len(users), cfg.steps, losses)
+    report = _head_report(len(users), cfg.steps, losses)
+    report["objective"] = (
+        "earlier items -> later items"
+        if ordered
+        else "random input/target subsets of each user's items: the input has no timestamps"
+    )
+    return head, report
 
 
 def _train_step(z, w1, b1, w2, shift, scale, opt):
@@ -185,13 +194,20 @@ def _train_step(z, w1, b1, w2, shift, scale, opt):
 
 
 def _head_batch(
-    rng: np.random.Generator, users: np.ndarray, indptr: np.ndarray, seq: np.ndarray, n: int, cfg: "UserHeadConfig"
+    rng: np.random.Generator,
+    users: np.ndarray,
+    indptr: np.ndarray,
+    seq: np.ndarray,
+    n: int,
+    cfg: "UserHeadConfig",
+    ordered: bool = True,
 ) -> tuple[np.ndarray, ...]:
     """One batch: each sampled user's sequence cut at a random point into earlier items (input,
-    recency-weighted) and later items (targets). Returns (inp (B, L) with pad ``n``, weights
-    (B, L), candidates (K,), target pairs (P, 2), seen pairs (S, 2)); a pair is [row, candidate
-    position], unique per batch. Built with array operations: the per-user loops and the dense
-    (B, N) target and mask matrices were most of the head's time."""
+    recency-weighted) and later items (targets); unless ``ordered``, the user's items are shuffled
+    first and weigh alike, so input and targets are random complementary subsets. Returns (inp
+    (B, L) with pad ``n``, weights (B, L), candidates (K,), target pairs (P, 2), seen pairs
+    (S, 2)); a pair is [row, candidate position], unique per batch. Built with array operations:
+    the per-user loops and the dense (B, N) target and mask matrices were most of the head's time."""
     batch = rng.choice(users, cfg.batch_size)
     lens = np.diff(indptr)[batch]
     cuts = np.clip(
@@ -200,6 +216,8 @@ def _head_batch(
     rows = np.repeat(np.arange(len(batch)), lens)  # (E_b,) the batch row of every item of the sampled users
     j = np.arange(len(rows)) - np.repeat(np.cumsum(lens) - lens, lens)  # position inside the user's sequence
     items = seq[np.repeat(indptr[batch], lens) + j]
+    if not ordered:  # a random permutation inside each user's block: rows stay grouped
+        items = items[np.lexsort((rng.random(len(items)), rows))]
     is_input = j < cuts[rows]
     width = int(cuts.max())
     inp = np.full((len(batch), width), n, np.int64)
@@ -207,7 +225,7 @@ def _head_batch(
     r_in, j_in = rows[is_input], j[is_input]
     inp[r_in, j_in] = items[is_input]
     age = (cuts[r_in] - 1 - j_in).astype(np.float64)
-    a[r_in, j_in] = np.exp(-age / cfg.recency_half_life) if cfg.recency_half_life > 0 else 1.0
+    a[r_in, j_in] = np.exp(-age / cfg.recency_half_life) if cfg.recency_half_life > 0 and ordered else 1.0
     out_items = items[~is_input]
     if cfg.experimental.negatives and cfg.experimental.negatives < n:
         cand = np.unique(np.concatenate([rng.choice(n, cfg.experimental.negatives, replace=False), out_items]))
