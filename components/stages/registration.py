@@ -194,7 +194,7 @@ def _register(
         exp_id = mlflow_store.experiment_id(client, cfg, ctx.run_area)
         mlflow_store.fail_orphan_runs(client, exp_id, name)
         install_version(version_dir, root)  # in the root before any alias can name it
-        changes = promotion_changes(cfg, client, root, version_dir, inputs["raw"])
+        changes = promotion_changes(cfg, client, root, version_dir, inputs["raw"], digest)
         reports = write_report(cfg, inputs, version_dir, changes, out_dir)
         run_id, version = _log_and_register(
             cfg, inputs, metrics, ctx, client, exp_id, digest, candidate, splits, version_dir, changes, reports
@@ -267,16 +267,29 @@ def _log_and_register(
 SAMPLE_ITEMS, SAMPLE_USERS, CHANGE_QUERIES, RECENT_ITEMS, TOP_K = 5, 3, 200, 10, 10
 
 
-def promotion_changes(cfg: PipelineConfig, client, root: Path, version_dir: Path, raw_dir: Path) -> dict | None:
+def promotion_changes(
+    cfg: PipelineConfig, client, root: Path, version_dir: Path, raw_dir: Path, digest: str
+) -> dict | None:
     """How the champion's top 10 would change on the fixed query sample if this version replaced
     it (:func:`pinsage_model.evaluation.changes.compare_versions`), with the champion's version;
-    None without a champion, a ``note`` when its index cannot be read."""
+    None without a champion, a ``note`` when its index cannot be read.
+
+    A model registered before (same fingerprint ``digest``) is compared with the champion its
+    recorded gate decision faced, not with today's, which may be itself: a rerun or a resumed
+    attempt then reports what the first attempt reported (rule 4: a rerun, the same outputs)."""
     from pinsage_model.evaluation.changes import compare_versions, sample_items, sample_users
     from pinsage_model.serving.index import VERSIONS
     from pinsage_model.serving.query import load_version
 
     name = cfg.tracking.registered_model
     champion = mlflow_store.alias_version(client, name, mlflow_store.CHAMPION)
+    known = mlflow_store.version_with_fingerprint(client, name, digest)
+    if known is not None:
+        recorded = mlflow_store.recorded_decision(client, name, int(known.version))
+        if recorded is not None:
+            champion = recorded.champion
+        elif champion == int(known.version):
+            champion = None  # itself: nothing would change
     if champion is None:
         return None
     try:
