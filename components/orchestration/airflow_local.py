@@ -126,16 +126,23 @@ def start(
         pids[name] = proc.pid
     (home / PIDS_FILE).write_text(json.dumps(pids))
     url = f"http://127.0.0.1:{port}"
+    _wait_healthy(home, url, pids, timeout_s)
+    return {"url": url, "user": USER, "password": secret, "pids": pids}
+
+
+def _wait_healthy(home: Path, url: str, pids: dict[str, int], timeout_s: float) -> None:
+    """Until the API server answers its health check; stops the services and raises RuntimeError
+    naming the log to read when one of them exits or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
     while True:
-        dead = [n for n, pid in pids.items() if not _alive(pid)]
+        dead = [n for n, pid in pids.items() if not alive(pid)]
         if dead:
             stop(home)
             raise RuntimeError(f"Airflow {dead[0]} exited at start; read {home / 'logs' / (dead[0] + '.out')}")
         try:
             with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=3) as resp:
                 if resp.status == 200:
-                    break
+                    return
         except (urllib.error.URLError, OSError):
             pass
         if time.monotonic() > deadline:
@@ -145,10 +152,10 @@ def start(
                 f"{timeout_s:.0f} s; read {home / 'logs' / 'api-server.out'}"
             )
         time.sleep(1)
-    return {"url": url, "user": USER, "password": secret, "pids": pids}
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (a child of ours that exited is reaped, not counted)."""
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)  # reap our own child if it exited
         if waited == pid:
@@ -167,7 +174,7 @@ def running(home: Path) -> list[str]:
     path = Path(home) / PIDS_FILE
     if not path.exists():
         return []
-    return [n for n, pid in json.loads(path.read_text()).items() if _alive(pid)]
+    return [n for n, pid in json.loads(path.read_text()).items() if alive(pid)]
 
 
 def stop(home: str | Path, grace_s: float = 30) -> list[str]:
@@ -178,14 +185,14 @@ def stop(home: str | Path, grace_s: float = 30) -> list[str]:
     if not path.exists():
         return []
     pids = json.loads(path.read_text())
-    was = [n for n, pid in pids.items() if _alive(pid)]
+    was = [n for n, pid in pids.items() if alive(pid)]
     for pid in pids.values():
         try:
             os.killpg(pid, signal.SIGTERM)  # the service and the workers it forked: its own group
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + grace_s
-    while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
         time.sleep(0.5)
     for pid in pids.values():
         try:

@@ -111,7 +111,7 @@ def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> int:
 def _wait(url: str, pid: int, log: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        if not airflow_local._alive(pid):
+        if not airflow_local.alive(pid):
             raise RuntimeError(f"{url} exited at start; read {log}")
         try:
             with urllib.request.urlopen(url, timeout=3) as resp:
@@ -153,13 +153,11 @@ def start(
 ) -> dict:
     """Start the tracking server, Airflow and the scoring server; returns their addresses and logins.
 
-    Returns:
-      ``{"mlflow": url, "airflow": url, "scoring": url, "admin": (user, password), "airflow_login":
-      (user, password), "env_file": path, "pids": {...}}``.
+    Returns ``{"mlflow", "airflow", "scoring": url, "admin", "airflow_login": (user, password),
+    "env_file": path, "pids": {...}}``.
 
-    Raises:
-      RuntimeError: services of this home are running already, or one did not come up (the
-        message names its log); what had started is stopped again.
+    Raises RuntimeError when services of this home run already, or one did not come up (the
+    message names its log); what had started is stopped again.
     """
     from pinsage_model.config import load_config
 
@@ -169,46 +167,18 @@ def start(
         raise RuntimeError(f"services of {home} are already running (pids in {home / PIDS_FILE}); stop them first")
     cfg = load_config(config)
     store = home / "mlflow"
-    store.mkdir(exist_ok=True)
-    ini_path = store / "basic_auth.ini"
-    if ini_path.exists():
-        ini = configparser.ConfigParser()
-        ini.read(ini_path)
-    else:
-        ini = local_auth_config(ini_path, store / "auth.db", secrets.token_urlsafe(16))
-    admin = (ini["mlflow"]["admin_username"], ini["mlflow"]["admin_password"])
+    ini_path, admin = _auth_config(store)
     env_path = home / ENV_FILE
-    pipeline_password = (
-        read_env_file(env_path)["MLFLOW_TRACKING_PASSWORD"] if env_path.exists() else secrets.token_urlsafe(16)
-    )
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
     pids: dict[str, int] = {}
     try:
-        secret_key = store / "flask_secret"
-        if not secret_key.exists():
-            write_env_file(secret_key, {"MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
-        # MLFLOW_SERVER_ENABLE_JOB_EXECUTION: no job runner (eight huey processes for the GenAI
-        # jobs: prompt optimisation, scorers), which the pipeline never submits
-        server_env = _venv_env(
-            MLFLOW_AUTH_CONFIG_PATH=str(ini_path),
-            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-            **read_env_file(secret_key),
-        )
-        for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-            server_env.pop(key, None)
-        mlflow_bin = str(Path(sys.executable).parent / "mlflow")
         mlflow_log = home / "logs" / "mlflow.out"
-        pids["mlflow"] = _spawn([mlflow_bin, "server", *local_server_args(store, mlflow_port)], server_env, mlflow_log)
+        pids["mlflow"] = _spawn_mlflow(store, ini_path, mlflow_port, mlflow_log)
         _write_pids(home, pids)
         # The credentials are known before the server answers: the scoring server and Airflow
         # start (its database migration) while it boots; nothing uses them before the pipeline
         # user exists (the scoring server retries, the DAG starts paused).
-        tracking = {
-            "MLFLOW_TRACKING_URI": mlflow_url,
-            "MLFLOW_TRACKING_USERNAME": PIPELINE_USER,
-            "MLFLOW_TRACKING_PASSWORD": pipeline_password,
-        }
-        write_env_file(env_path, tracking)
+        tracking = _pipeline_login(env_path, mlflow_url)
         scoring_url = f"http://127.0.0.1:{scoring_port}"
         scoring_log = home / "logs" / "scoring.out"
         cmd = [sys.executable, "-m", "components.registry.scoring", "--model", cfg.tracking.registered_model]
@@ -217,7 +187,7 @@ def start(
         _write_pids(home, pids)
         info = airflow_local.start(home / "airflow", config, airflow_port, timeout_s, env_file=env_path)
         _wait(f"{mlflow_url}/health", pids["mlflow"], mlflow_log, timeout_s)
-        _create_user(mlflow_url, admin, PIPELINE_USER, pipeline_password)
+        _create_user(mlflow_url, admin, PIPELINE_USER, tracking["MLFLOW_TRACKING_PASSWORD"])
         # the scoring server answers /ping with 503 until a champion exists: wait for /version
         _wait(f"{scoring_url}/version", pids["scoring"], scoring_log, timeout_s)
     except BaseException:
@@ -238,11 +208,55 @@ def _write_pids(home: Path, pids: dict[str, int]) -> None:
     (home / PIDS_FILE).write_text(json.dumps(pids))
 
 
+def _pipeline_login(env_path: Path, mlflow_url: str) -> dict[str, str]:
+    """The pipeline user's tracking variables, written to ``env_path`` (mode 600); its password
+    is kept from an earlier start, else new."""
+    password = read_env_file(env_path)["MLFLOW_TRACKING_PASSWORD"] if env_path.exists() else secrets.token_urlsafe(16)
+    tracking = {
+        "MLFLOW_TRACKING_URI": mlflow_url,
+        "MLFLOW_TRACKING_USERNAME": PIPELINE_USER,
+        "MLFLOW_TRACKING_PASSWORD": password,
+    }
+    write_env_file(env_path, tracking)
+    return tracking
+
+
+def _auth_config(store: Path) -> tuple[Path, tuple[str, str]]:
+    """The server's ``basic_auth.ini`` in ``store`` (written with a new admin password the first
+    time) and the admin login it holds."""
+    store.mkdir(exist_ok=True)
+    ini_path = store / "basic_auth.ini"
+    if ini_path.exists():
+        ini = configparser.ConfigParser()
+        ini.read(ini_path)
+    else:
+        ini = local_auth_config(ini_path, store / "auth.db", secrets.token_urlsafe(16))
+    return ini_path, (ini["mlflow"]["admin_username"], ini["mlflow"]["admin_password"])
+
+
+def _spawn_mlflow(store: Path, ini_path: Path, port: int, log_path: Path) -> int:
+    """Start the basic-auth tracking server on ``store``; returns its pid."""
+    secret_key = store / "flask_secret"
+    if not secret_key.exists():
+        write_env_file(secret_key, {"MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
+    # MLFLOW_SERVER_ENABLE_JOB_EXECUTION: no job runner (eight huey processes for the GenAI
+    # jobs: prompt optimisation, scorers), which the pipeline never submits
+    server_env = _venv_env(
+        MLFLOW_AUTH_CONFIG_PATH=str(ini_path),
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        **read_env_file(secret_key),
+    )
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        server_env.pop(key, None)
+    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    return _spawn([mlflow_bin, "server", *local_server_args(store, port)], server_env, log_path)
+
+
 def running(home: Path) -> list[str]:
     """Names of this home's recorded services that are alive (Airflow's three included)."""
     path = Path(home) / PIDS_FILE
     mine = json.loads(path.read_text()) if path.exists() else {}
-    return [n for n, pid in mine.items() if airflow_local._alive(pid)] + airflow_local.running(Path(home) / "airflow")
+    return [n for n, pid in mine.items() if airflow_local.alive(pid)] + airflow_local.running(Path(home) / "airflow")
 
 
 def stop(home: str | Path, grace_s: float = 30) -> list[str]:
@@ -251,7 +265,7 @@ def stop(home: str | Path, grace_s: float = 30) -> list[str]:
     home = Path(home).resolve()
     path = home / PIDS_FILE
     pids = json.loads(path.read_text()) if path.exists() else {}
-    was = [n for n, pid in pids.items() if airflow_local._alive(pid)]
+    was = [n for n, pid in pids.items() if airflow_local.alive(pid)]
     if "scoring" in pids:
         _end_group(pids["scoring"], grace_s)
     was += airflow_local.stop(home / "airflow", grace_s)
@@ -268,7 +282,7 @@ def _end_group(pid: int, grace_s: float) -> None:
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace_s
-    while airflow_local._alive(pid) and time.monotonic() < deadline:
+    while airflow_local.alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     try:
         os.killpg(pid, signal.SIGKILL)  # workers that outlived their leader are still its group's

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from components.orchestration.execution import StageError, print_table, stage_main
 from pinsage_model.data.contracts import (
@@ -267,38 +267,21 @@ def extract_pairs(
 ) -> tuple["DataFrame", "DataFrame"]:
     """Ordered consecutive-event transitions and the deduplicated, split pairs.
 
-    Args:
-      events: :func:`event_splits`; pairs come from its rows that passed the rating filter too.
-      event_times: False: successors within the collection in the seeded order of rule 6 (train,
-        then validation, then test events), every gap 0.
-      test_events: :func:`test_file_events`, the test split's events (without event times only).
+    Args: ``events``: :func:`event_splits` (pairs come from its rows that passed the rating filter);
+    ``event_times`` False: successors within the collection in rule 6's seeded order (train, then
+    validation, then test), every gap 0; ``test_events``: :func:`test_file_events` (no times).
 
-    Returns:
-      ``(transitions, pairs)``: one row per kept event with its successor (``next_item``,
+    Returns ``(transitions, pairs)``: one row per kept event with its successor (``next_item``,
       ``gap``) and the final pairs frame with ``q_item``, ``pos_item``, ``count``, ``split``. A
       temporal split gives a pair the split of its later event (the engagement to predict), so
       one (q, i) can occur once per split; the hash split gives it the split of the unordered pair.
       With ``pairs.train_window`` W > 1, an event and each of its next W events within
       ``max_gap_s`` form a pair too, kept only when that pair's split is train.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     p = cfg.pairs
-    cols = ["user_id", "item_id", "timestamp", "row", "tie", "split"]
-    kept = events.where(F.col("reason").isNull())
-    if event_times:
-        kept = kept.select(*cols)
-        w = Window.partitionBy("user_id").orderBy("timestamp", "tie", "row")
-    else:
-        kept = kept.select(*cols, "collection_id")
-        if test_events is not None:
-            kept = kept.unionByName(test_events.select(*cols, "collection_id"))
-        # no times: a constant timestamp makes every gap 0; held-out events come last, so the
-        # successor of a train event is a train event until the collection's train events run out
-        held = F.when(F.col("split") == SPLITS[0], 0).when(F.col("split") == SPLITS[1], 1).otherwise(2)
-        kept = kept.withColumn("timestamp", F.lit(0).cast("long")).withColumn("held", held)
-        w = Window.partitionBy("collection_id").orderBy("held", "tie", "row")
+    kept, w = _ordered(events, event_times, test_events)
     transitions = (
         kept.withColumn("next_item", F.lead("item_id").over(w))
         .withColumn("next_ts", F.lead("timestamp").over(w))
@@ -314,13 +297,14 @@ def extract_pairs(
     candidates = transitions.withColumn("lag", F.lit(1))
     # Successors 2..W of each event, kept below only as training pairs (see pair_split).
     for d in range(2, p.train_window + 1):
+        successor = [F.lead(c, d).over(w) for c in ("item_id", "timestamp", "split")]
         candidates = candidates.unionByName(
             kept.select(
                 "user_id",
                 "item_id",
-                F.lead("item_id", d).over(w).alias("next_item"),
-                (F.lead("timestamp", d).over(w) - F.col("timestamp")).alias("gap"),
-                F.lead("split", d).over(w).alias("next_split"),
+                successor[0].alias("next_item"),
+                (successor[1] - F.col("timestamp")).alias("gap"),
+                successor[2].alias("next_split"),
                 F.lit(d).alias("lag"),
             )
         )
@@ -338,6 +322,26 @@ def extract_pairs(
     if p.min_item_support > 1:
         pairs = _supported(pairs, kept, p.min_item_support)
     return transitions.drop("next_split"), pairs.select("q_item", "pos_item", "count", "split")
+
+
+def _ordered(events: "DataFrame", event_times: bool, test_events: "DataFrame | None") -> tuple["DataFrame", Any]:
+    """The kept events and the window that orders each user's (with times) or each collection's
+    (without: rule 6's seeded order, held-out events last) events for the successor pairs."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    cols = ["user_id", "item_id", "timestamp", "row", "tie", "split"]
+    kept = events.where(F.col("reason").isNull())
+    if event_times:
+        return kept.select(*cols), Window.partitionBy("user_id").orderBy("timestamp", "tie", "row")
+    kept = kept.select(*cols, "collection_id")
+    if test_events is not None:
+        kept = kept.unionByName(test_events.select(*cols, "collection_id"))
+    # no times: a constant timestamp makes every gap 0; held-out events come last, so the
+    # successor of a train event is a train event until the collection's train events run out
+    held = F.when(F.col("split") == SPLITS[0], 0).when(F.col("split") == SPLITS[1], 1).otherwise(2)
+    kept = kept.withColumn("timestamp", F.lit(0).cast("long")).withColumn("held", held)
+    return kept, Window.partitionBy("collection_id").orderBy("held", "tie", "row")
 
 
 def _supported(pairs: "DataFrame", kept: "DataFrame", min_support: int) -> "DataFrame":
@@ -435,11 +439,26 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
             f"pairs.max_gap_s={cfg.pairs.max_gap_s} s (min_item_support={cfg.pairs.min_item_support})"
         )
     atomic_write_parquet(out_dir / "pairs.parquet", table)
+    counts = {"read": n_in, "kept": n_kept, "quarantined": n_quarantined, "clean": n_clean}
+    return _report(cfg, times, test_file, counts, stats, quarantined, events_per_split, table)
+
+
+def _report(
+    cfg: "PipelineConfig",
+    times: bool,
+    test_file: bool,
+    counts: dict[str, int],
+    stats: dict,
+    quarantined: dict,
+    events_per_split: dict,
+    table: Any,
+) -> dict:
+    """The stage's report (printed as a table too)."""
     report = {
-        "interactions_read": n_in,
-        "interactions_kept": n_kept,
-        "interactions_quarantined": n_quarantined,
-        "clean_interactions": n_clean,
+        "interactions_read": counts["read"],
+        "interactions_kept": counts["kept"],
+        "interactions_quarantined": counts["quarantined"],
+        "clean_interactions": counts["clean"],
         "event_times": times,
         "split_protocol": _protocol(cfg, times, test_file),
         "pairs_from": (
@@ -449,7 +468,7 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         ),
         "events_per_split": {s: events_per_split.get(s, 0) for s in SPLITS},
         "quarantined_by_reason": quarantined,
-        "same_timestamp_event_share": stats["tied_events"] / n_kept,
+        "same_timestamp_event_share": stats["tied_events"] / counts["kept"],
         **{k: stats[k] for k in ("transitions", "repeat_transitions", "over_gap_transitions", "same_timestamp_pairs")},
         **_pairs_report(table),
     }

@@ -155,8 +155,7 @@ class PinSageConv(keras.layers.Layer):
         Returns:
           (n_k, d) L2-normalised representations.
         """
-        sparse = isinstance(h_prev, tf.SparseTensor)
-        if not sparse:
+        if not isinstance(h_prev, tf.SparseTensor):
             h_prev = tf.convert_to_tensor(h_prev, dtype=self.compute_dtype)
         index = tf.convert_to_tensor(index, dtype=tf.int32)
         weight = tf.cast(weight, self.compute_dtype)
@@ -164,23 +163,7 @@ class PinSageConv(keras.layers.Layer):
         f = self.input_dim - (0 if h_learned is None else int(h_learned.shape[-1]))  # static, whatever the batch's
         mask = tf.cast(index >= 0, self.compute_dtype)  # (n_k, T)
         width = self.W.shape[0] - self.hidden_dim
-        if sparse:
-            # [h Q | h W] in one sparse product over all of S^(k-1); the W half is read for S^(k).
-            both = sparse_product(
-                h_prev.indices, h_prev.values, h_prev.dense_shape, tf.concat([self.Q[:f], self.W[:f]], axis=1)
-            )  # (n_{k-1}, m + d)
-            # split, not sliced: a column slice's gradient is a strided scatter into zeros (7 ms of
-            # a 24 ms step on ml-latest-small), a split's is a concatenation
-            pre, z = tf.split(both, [self.hidden_dim, self.output_dim], axis=1)
-            pre += self.q
-            z = _prefix(z, n_k)  # (n_k, d)
-        else:
-            # [h, 1] @ [Q; q]: the bias rides in the product, so the backward pass gets dQ and dq from
-            # one product instead of a second full pass over the (n_{k-1}, m) gradient for dq.
-            ones = tf.ones([tf.shape(h_prev)[0], 1], dtype=h_prev.dtype)
-            pre = tf.matmul(tf.concat([h_prev, ones], axis=1), tf.concat([self.Q[:f], self.q[None, :]], axis=0))
-            # S^(k) is a prefix of S^(k-1), so h_self is the first n_k rows.
-            z = tf.matmul(_prefix(h_prev, n_k), self.W[:f])
+        pre, z = self._own_products(h_prev, n_k, f)  # (n_{k-1}, m), (n_k, d)
         if h_learned is not None:
             pre += tf.matmul(h_learned, self.Q[f:])
         projected = tf.nn.relu(pre)  # (n_{k-1}, m)
@@ -201,6 +184,24 @@ class PinSageConv(keras.layers.Layer):
         if h_learned is not None:
             z += tf.matmul(_prefix(h_learned, n_k), self.W[f:width])
         return l2_normalize(tf.nn.relu(z))  # (n_k, d)
+
+    def _own_products(self, h_prev: Any, n_k: tf.Tensor, f: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """``h Q[:f] + q`` for every node of S^(k-1) and ``h_self W[:f]`` for the n_k of S^(k)."""
+        if isinstance(h_prev, tf.SparseTensor):
+            # [h Q | h W] in one sparse product over all of S^(k-1); the W half is read for S^(k).
+            both = sparse_product(
+                h_prev.indices, h_prev.values, h_prev.dense_shape, tf.concat([self.Q[:f], self.W[:f]], axis=1)
+            )  # (n_{k-1}, m + d)
+            # split, not sliced: a column slice's gradient is a strided scatter into zeros (7 ms of
+            # a 24 ms step on ml-latest-small), a split's is a concatenation
+            pre, z = tf.split(both, [self.hidden_dim, self.output_dim], axis=1)
+            return pre + self.q, _prefix(z, n_k)
+        # [h, 1] @ [Q; q]: the bias rides in the product, so the backward pass gets dQ and dq from
+        # one product instead of a second full pass over the (n_{k-1}, m) gradient for dq.
+        ones = tf.ones([tf.shape(h_prev)[0], 1], dtype=h_prev.dtype)
+        pre = tf.matmul(tf.concat([h_prev, ones], axis=1), tf.concat([self.Q[:f], self.q[None, :]], axis=0))
+        # S^(k) is a prefix of S^(k-1), so h_self is the first n_k rows.
+        return pre, tf.matmul(_prefix(h_prev, n_k), self.W[:f])
 
     def get_config(self) -> dict:
         return {

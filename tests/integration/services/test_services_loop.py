@@ -246,7 +246,7 @@ def test_a_better_run_is_promoted_and_served_without_a_restart_and_rollback_brin
     version, answer2 = score(info)
     assert version == "2" and answer2 != answer1
     assert json.loads((tmp / "home" / services.PIDS_FILE).read_text())["scoring"] == scoring_pid
-    assert airflow_local._alive(scoring_pid)  # the same server process all along
+    assert airflow_local.alive(scoring_pid)  # the same server process all along
 
     rollback = subprocess.run(
         [str(VENV_BIN / "pinsage"), "rollback", "--config", str(conf), "--run-area", str(tmp / "runs")],
