@@ -98,6 +98,7 @@ class DataConfig(Section):
     item_vector_ids_path: Str = ""
     user_column: Str = "user_id"
     item_column: Str = "item_id"
+    # "": the table has no time column; events are then unordered (a seeded random hold-out)
     timestamp_column: Str = "timestamp"
     collection_column: Str = ""
     weight_column: Str = ""
@@ -312,8 +313,30 @@ def _loss_kind(v: Any) -> Any:
 Loss = Annotated[Union[MaxMarginLoss, XentLoss], Discriminator("kind")]
 
 
+class TrainExperimental(Section):
+    """Training knobs no shipped config, search or ablation has changed: the user term's
+    neighbourhoods (``user_loss_weight`` > 0)."""
+
+    # a training user's neighbourhood: at most this many of its input items, the most important
+    # (latest) first; a cost cap of the producer (evaluation pools over all of a user's items)
+    user_neighbours: PosInt = 50
+    # user importance exp(-age / h), age = how many of the user's input items came later; 0 =
+    # uniform (data without times is always uniform)
+    user_recency_half_life: NonNegFloat = 10.0
+
+
 class TrainConfig(Section):
-    """Training (paper 3.3): the loss, shared negatives, hard-negative curriculum."""
+    """Training (paper 3.3): the loss, shared negatives, hard-negative curriculum.
+
+    ``user_loss_weight`` w > 0 adds a user->item term: every step also draws ``batch_size``
+    training users (collections of the training graph), each a query node whose neighbourhood is
+    its input items; its vector is the last layer's convolution over their layer-(K-1)
+    representations (a learned vector in place of the user's own features) and the model's head,
+    and its target a held-out one of its training items (the next one after the input where the
+    data has times), scored with the item loss's negatives and log-Q correction. The loss is
+    item loss + w * user loss, and homefeed user vectors are that convolution
+    (:mod:`pinsage_model.model.users`). 0 = the item loss alone.
+    """
 
     epochs: PosInt = 10
     batch_size: PosInt = 256
@@ -342,6 +365,8 @@ class TrainConfig(Section):
     # Early-stopping evaluation ranks each validation positive among all items when there are at
     # most this many, else among this many sampled items plus the positives.
     eval_candidates: PosInt = 20000
+    user_loss_weight: NonNegFloat = 0.0
+    experimental: TrainExperimental = Field(default_factory=TrainExperimental)
     seed: int = 0  # derived: PipelineConfig.seed_for("train")
 
     @field_validator("loss", mode="before")

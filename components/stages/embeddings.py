@@ -22,6 +22,11 @@ or ``spark`` (the same plan as Spark jobs, master from ``spark.master``, join st
 ``inference.spark_strategy``). Collections: with a user head in the model folder
 (``user_head.npz``), the head over the collection's items in recency order
 (``graph/collection_recency.npy``); without one, the uniform mean of their items' embeddings.
+A model trained with the user term (``user_half_life`` in ``model_config.json``) has its own
+user vectors: the last layer's convolution of the collection over all of its items (importance by
+recency) and the head (:func:`pinsage_model.inference.layerwise.user_embeddings`), unit vectors
+that ``user_shift.npy`` (the query shift) completes into a homefeed query; a user head, if the
+folder had one, is not used then.
 """
 
 from __future__ import annotations
@@ -49,9 +54,11 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
 
     graph, item_ids, features, nbhd, weights, mcfg = _read_inputs(inputs)
     stats = InferenceStats()
-    emb = _embed_items(cfg, weights, mcfg, features, nbhd, out_dir, stats)
+    # a model with user nodes: the last layer's projections, which users pool, are kept
+    proj = np.empty((graph.num_items, mcfg["hidden_dim"]), np.float32) if "user_half_life" in mcfg else None
+    emb = _embed_items(cfg, weights, mcfg, features, nbhd, out_dir, stats, proj)
     shift = query_shift(weights, mcfg)
-    colls, user_shift, head = _collections(emb, graph, shift, inputs)
+    colls, user_shift, head = _collections(emb, graph, shift, inputs, (weights, mcfg, proj))
     atomic_save_npy(out_dir / "items.npy", emb)
     atomic_save_npy(out_dir / "collections.npy", colls)
     atomic_save_npy(out_dir / "query_shift.npy", shift)
@@ -107,13 +114,27 @@ def _read_inputs(inputs: dict[str, Path]):
     return graph, item_ids, features, nbhd, weights, mcfg
 
 
-def _embed_items(cfg: "PipelineConfig", weights, mcfg, features, nbhd, out_dir: Path, stats) -> np.ndarray:
-    """(N, d) item embeddings on the configured backend (``stats`` filled by the numpy one)."""
+def _embed_items(cfg: "PipelineConfig", weights, mcfg, features, nbhd, out_dir: Path, stats, proj) -> np.ndarray:
+    """(N, d) item embeddings on the configured backend (``stats`` filled by the numpy one); the
+    last layer's projections into ``proj`` unless it is None (the Spark backend keeps none, so
+    they come from an in-process pass)."""
     from pinsage_model.inference.layerwise import embed_all
 
     if cfg.inference.backend == "numpy":
-        emb = embed_all(weights, mcfg, features, nbhd, batch_size=cfg.inference.batch_size, progress=True, stats=stats)
+        emb = embed_all(
+            weights,
+            mcfg,
+            features,
+            nbhd,
+            batch_size=cfg.inference.batch_size,
+            progress=True,
+            stats=stats,
+            last_projections=proj,
+        )
     else:
+        if proj is not None:
+            log.info("embeddings: the user vectors' projections come from an in-process pass (numpy)")
+            embed_all(weights, mcfg, features, nbhd, batch_size=cfg.inference.batch_size, last_projections=proj)
         from pinsage_model.spark.inference import embed_all_spark
         from pinsage_model.spark.session import get_spark
 
@@ -136,15 +157,21 @@ def _embed_items(cfg: "PipelineConfig", weights, mcfg, features, nbhd, out_dir: 
     return emb
 
 
-def _collections(emb: np.ndarray, graph, shift: np.ndarray, inputs: dict[str, Path]):
-    """(collection vectors, user shift, user head or None): the head's vectors and shift when the
-    model has a user head, else the uniform mean of the items and the query shift."""
+def _collections(emb: np.ndarray, graph, shift: np.ndarray, inputs: dict[str, Path], model: tuple):
+    """(collection vectors, user shift, user head or None): the model's user convolution and the
+    query shift for a model with user nodes; the head's vectors and shift when the model has a
+    user head; else the uniform mean of the items and the query shift. ``model`` is (weights,
+    model config, the last layer's projections or None)."""
     from pinsage_model.data.contracts import ContractError
     from pinsage_model.graph.csr import read_collection_recency
-    from pinsage_model.inference.layerwise import collection_embeddings
+    from pinsage_model.inference.layerwise import collection_embeddings, user_embeddings
     from pinsage_model.model.user_head import load_head, user_vectors
 
+    weights, mcfg, proj = model
     try:
+        if proj is not None:
+            recency = read_collection_recency(inputs["graph"], graph)
+            return user_embeddings(proj, graph.coll_indptr, graph.coll_indices, recency, weights, mcfg), shift, None
         head = load_head(inputs["model"])
         if head is None:
             return collection_embeddings(emb, graph), shift, None

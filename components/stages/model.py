@@ -8,7 +8,10 @@ and ``features/feature_names.json`` (whether a learned id embedding is needed), 
 
 With ``user_head.enabled`` it then reads ``graph/graph.npz`` + ``collection_recency.npy``, embeds
 every item with the trained weights and fits the user head (:mod:`pinsage_model.model.user_head`) on the
-training collections, written as ``user_head.npz``.
+training collections, written as ``user_head.npz``. With ``train.user_loss_weight`` > 0 training
+reads those two files itself (the training collections' items are the user term's users,
+:mod:`pinsage_model.model.users`) and no head is fitted: the model's user convolution is the
+homefeed user vector (the report's ``user_head`` says so).
 
 Writes ``model.keras``, ``weights.npz`` + ``model_config.json`` (read without TensorFlow by
 inference), ``history.json`` (the learning curve, one dict per epoch: loss, validation
@@ -222,8 +225,30 @@ def load_train_data(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Pat
         id_embedding_dim=id_dim,
         val_neighbourhoods=val_nb,
         identity=identity,
+        users=_training_users(graph_dir, graph) if cfg.train.user_loss_weight > 0 else None,
     )
     return data, graph, features, val_nb, counts
+
+
+def _training_users(graph_dir: Path, train_graph):
+    """The user term's users: the training graph's collections, their rows of ``graph.npz`` (train
+    events only: validation and test engagements never reach the graph) in recency order."""
+    import numpy as np
+
+    from pinsage_model.data.contracts import ContractError
+    from pinsage_model.graph.csr import CSRGraph, read_collection_recency
+    from pinsage_model.model.users import UserRows
+
+    try:
+        graph = CSRGraph.load(graph_dir / "graph.npz")
+        recency = read_collection_recency(graph_dir, graph)
+    except ContractError as exc:
+        raise StageError(f"model: {exc}") from exc
+    # collections of the training subgraph keep all their items, so their rows equal the full graph's
+    rows = UserRows.from_graph(graph, recency, np.flatnonzero(train_graph.collection_degree() > 0))
+    if rows.num_users == 0:
+        raise StageError(f"{graph_dir / 'train_graph.npz'}: no collection with two or more items for the user term")
+    return rows
 
 
 def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_dir: Path) -> dict:
@@ -240,9 +265,13 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
 
     save_keras(result.model, out_dir)
     save_weights_npz(result.model, out_dir)
-    # the head trains after the item model, without collectives: the chief alone fits it
-    fit_head = cfg.user_head.enabled and writes_outputs(cfg)
+    # the head trains after the item model, without collectives: the chief alone fits it. With
+    # the user term the model's own user convolution is the homefeed user vector: no head.
+    user_term = cfg.train.user_loss_weight > 0
+    fit_head = cfg.user_head.enabled and writes_outputs(cfg) and not user_term
     head_report = _fit_user_head(cfg, graph_dir, features, val_nb, out_dir, graph) if fit_head else None
+    if user_term and cfg.user_head.enabled:
+        head_report = {"skipped": "train.user_loss_weight > 0: the trained user convolution is the user vector"}
     # history.json keeps the learning curve only (reproducible in deterministic mode); the
     # timings, which vary run to run, go to the report.
     save_history([{k: h[k] for k in CURVE_KEYS} for h in result.history], out_dir)

@@ -91,6 +91,8 @@ def check_weights(weights: dict[str, np.ndarray], config: dict, source: str = "<
     for k in range(1, config["num_layers"] + 1):
         fk = config["input_dim"] + id_dim if k == 1 else d
         expected.update({f"conv{k}/Q": (fk, m), f"conv{k}/q": (m,), f"conv{k}/W": (fk + m, d), f"conv{k}/w": (d,)})
+        if k == config["num_layers"] and "user_half_life" in config:
+            expected["user/self"] = (fk,)
     expected.update({"head/G1": (d, d), "head/g": (d,), "head/G2": (d, d)})
     if config.get("query_shift", False):
         expected["head/query_shift"] = (d,)
@@ -315,6 +317,7 @@ def embed_all(
     num_threads: int | None = None,
     progress: bool = False,
     stats: InferenceStats | None = None,
+    last_projections: np.ndarray | None = None,
 ) -> np.ndarray:
     """Embeddings of every item, layer by layer (paper 3.4): each node projected once per layer.
 
@@ -331,9 +334,9 @@ def embed_all(
       neighbourhoods: importance neighbourhoods of all N items (rows aligned with ``item_idx``).
       batch_size: rows per block; besides the (N, m) projections and two (N, d) layer buffers,
         each thread holds about ``batch_size * (F + 2m + d)`` floats of scratch.
-      num_threads: worker threads (default: the CPUs available to this process).
-      progress: show a tqdm bar per pass.
+      num_threads: worker threads (default: the CPUs available to this process); progress: a tqdm bar per pass.
       stats: optional :class:`InferenceStats` filled with projection counts and timings.
+      last_projections: optional (N, m) float32 out-array for the last layer's projections (users pool them).
 
     Returns: (N, d) float32 L2-normalised embeddings.
     """
@@ -346,9 +349,8 @@ def embed_all(
     n_items, m, d = features.shape[0], config["hidden_dim"], config["output_dim"]
     stats = stats or InferenceStats()
     stats.threads = num_threads or len(os.sched_getaffinity(0))
-    # allocated once (first-touch page faults cost as much as a thin sgemm): the (N, m)
-    # projections of the current layer and two (N, d) buffers the layers alternate between
-    proj = np.empty((n_items, m), dtype=np.float32)
+    # allocated once (first-touch page faults cost a thin sgemm): (N, m) projections, two (N, d) layer buffers
+    proj = _projection_table(last_projections, n_items, m)
     layer_out = (np.empty((n_items, d), dtype=np.float32), np.empty((n_items, d), dtype=np.float32))
     scratch = _Scratch(min(batch_size, n_items))
     h: np.ndarray | None = None  # (N, d) output of the previous layer; layer 1 reads the features
@@ -365,6 +367,15 @@ def embed_all(
             h = nxt
     stats.dense_flops += 2.0 * n_items * 2 * d * d
     return layer_out[config["num_layers"] % 2]  # the last layer's output
+
+
+def _projection_table(out: np.ndarray | None, n_items: int, m: int) -> np.ndarray:
+    """The (N, m) projections table: ``out`` (checked) when the caller keeps the last layer's."""
+    if out is None:
+        return np.empty((n_items, m), dtype=np.float32)
+    if out.shape != (n_items, m) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"last_projections must be a C-contiguous float32 ({n_items}, {m}) array")
+    return out
 
 
 class _Scratch:
@@ -485,3 +496,67 @@ def collection_embeddings(item_emb: np.ndarray, graph: CSRGraph, edge_weights: n
     )  # L1 per collection (scale-free after norm, kept for clarity)
     pooled = np.asarray(adj @ item_emb.astype(np.float64), dtype=np.float32)  # (C, d)
     return l2_normalize_f32(pooled)
+
+
+def user_embeddings(
+    proj: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    recency: np.ndarray,
+    weights: dict[str, np.ndarray],
+    config: dict,
+    block: int = 65536,
+) -> np.ndarray:
+    """(C, d) float32 vectors of users as query nodes (a model trained with the user term).
+
+    A user's neighbourhood is all of its items; it is convolved by the last layer (Algorithm 1)
+    with ``user/self`` as its own representation and passed through the head, as in training
+    (:meth:`pinsage_model.model.layers.PinSageModel.embed_with_users`): γ pools the items' rows of
+    ``proj`` with importance ``exp(-recency / user_half_life)`` (uniform for ``mean``; ``max``
+    takes the maximum). Unit vectors, comparable with the item embeddings.
+
+    Args:
+      proj: (N, m) the last layer's projections (``embed_all(..., last_projections=...)``).
+      indptr, indices: CSR of each user's items ((C+1,), (E,)), e.g. ``graph.coll_*``.
+      recency: (E,) how many of the user's items came later (0 = latest), aligned with ``indices``.
+      weights, config: the model's arrays and ``model_config.json`` (with ``user_half_life``).
+      block: users per block (bounds the (block, F_K + m) scratch).
+    """
+    import scipy.sparse as sp
+
+    from pinsage_model.model.user_head import recency_weights
+
+    if "user_half_life" not in config:
+        raise ContractError("the model has no user nodes: it was trained without train.user_loss_weight")
+    layer, pooling = config["num_layers"], config["pooling"]
+    indptr, indices = np.asarray(indptr, np.int64), np.asarray(indices, np.int64)
+    n_users, n_items = len(indptr) - 1, proj.shape[0]
+    if pooling == "importance":
+        alpha = recency_weights(recency, float(config["user_half_life"]))
+    else:
+        alpha = np.ones(len(indices), np.float64)
+    adj = sp.csr_matrix((alpha.astype(np.float32), indices, indptr), shape=(n_users, n_items))
+    own = np.asarray(weights["user/self"], np.float32)
+    out = np.empty((n_users, config["output_dim"]), np.float32)
+    for s in range(0, n_users, block):
+        e = min(s + block, n_users)
+        if pooling == "max":
+            pooled = _max_pool_rows(proj, indptr[s : e + 1], indices)
+        else:
+            rows = adj[s:e]
+            pooled = np.asarray(rows @ proj, np.float32)  # (b, m)
+            pooled /= np.maximum(np.asarray(rows.sum(axis=1), np.float32), 1e-12)
+        z = combine(np.broadcast_to(own, (e - s, len(own))), pooled, weights, layer)
+        out[s:e] = head(z, weights)
+    return out
+
+
+def _max_pool_rows(proj: np.ndarray, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """(len(indptr) - 1, m) elementwise max of each CSR row's ``proj`` rows (0 for an empty row)."""
+    lengths = np.diff(indptr)
+    out = np.zeros((len(lengths), proj.shape[1]), np.float32)
+    full = lengths > 0
+    if full.any():
+        rows = proj[indices[indptr[0] : indptr[-1]]]  # (E_block, m)
+        out[full] = np.maximum.reduceat(rows, (indptr[:-1] - indptr[0])[full], axis=0)
+    return out

@@ -20,6 +20,7 @@ from pinsage_model.config import SamplerConfig, TrainConfig
 from pinsage_model.graph.csr import CSRGraph, Neighbourhoods, csr_subset
 from pinsage_model.model.loss import hard_negatives_for_epoch
 from pinsage_model.model.minibatch import build_minibatch, sparse_if_sparse
+from pinsage_model.model.users import UserBatch, UserRows, sample_users, seen
 
 HardNegativeFn = Callable[..., np.ndarray]
 
@@ -40,6 +41,8 @@ class TrainData:
         training ones.
       identity: (N, H) int32 id-embedding table rows of each item, -1 = none
         (:func:`pinsage_model.model.identity.identity_rows`); None = row i for item i.
+      users: the training users' items (:class:`pinsage_model.model.users.UserRows`), read by the
+        user term (``train.user_loss_weight`` > 0); None without it.
     """
 
     features: np.ndarray
@@ -52,6 +55,7 @@ class TrainData:
     id_embedding_dim: int = 0
     val_neighbourhoods: Neighbourhoods | None = None
     identity: np.ndarray | None = None
+    users: UserRows | None = None
 
     @property
     def num_items(self) -> int:
@@ -69,19 +73,26 @@ def _positives_csr(q: np.ndarray, pos: np.ndarray, n: int) -> tuple[np.ndarray, 
 
 
 def candidate_log_q(
-    train_pos: np.ndarray, pool: np.ndarray, num_items: int, num_negatives: int, in_batch: int
+    train_pos: np.ndarray,
+    pool: np.ndarray,
+    num_items: int,
+    num_negatives: int,
+    in_batch: int,
+    pos_weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """(N,) float32 log of the expected number of times each item is a candidate in one example.
 
     Shared negatives are ``num_negatives`` uniform draws from ``pool``; in-batch negatives are the
     ``in_batch`` positives of a replica's shard, drawn in proportion to how often an item is a
-    training positive. The sum of both expectations is Q of the log-Q correction (Yi et al. 2019);
+    training positive (weighted by ``pos_weights`` (P,) when given: the user term's target
+    probabilities). The sum of both expectations is Q of the log-Q correction (Yi et al. 2019);
     items never drawn get Q = 1 / (number of training pairs) so the log stays finite.
     """
     q = np.zeros(num_items, dtype=np.float64)
     q[pool] += num_negatives / max(1, len(pool))
     if in_batch:
-        q += in_batch * np.bincount(train_pos, minlength=num_items) / max(1, len(train_pos))
+        total = len(train_pos) if pos_weights is None else float(np.sum(pos_weights))
+        q += in_batch * np.bincount(train_pos, weights=pos_weights, minlength=num_items) / max(1, total)
     return np.log(np.maximum(q, 1.0 / max(1, len(train_pos)))).astype(np.float32)
 
 
@@ -148,6 +159,21 @@ class BatchProducer:
             train_cfg.num_negatives,
             self.batch_size // num_replicas if in_batch_negatives(train_cfg) else 0,
         )
+        self.users, self.user_logq = self._user_term(data, train_cfg)
+
+    def _user_term(self, data: TrainData, train_cfg: TrainConfig) -> tuple[UserRows | None, np.ndarray | None]:
+        """The training users the user term draws from and its candidates' log Q (the same shared
+        negatives, in-batch the other users' targets); (None, None) when the term is off."""
+        if not train_cfg.user_loss_weight:
+            return None, None
+        rows = data.users
+        if rows is None or rows.num_users == 0:
+            raise ValueError("train.user_loss_weight > 0 needs training users with two or more items")
+        in_batch = self.batch_size // self.num_replicas if in_batch_negatives(train_cfg) else 0
+        logq = candidate_log_q(
+            rows.items, self.negative_pool, data.num_items, train_cfg.num_negatives, in_batch, rows.target_weights()
+        )
+        return rows, logq
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Pair order of an epoch; enough permutations are chained to cover ``steps_per_epoch``."""
@@ -193,27 +219,62 @@ class BatchProducer:
         # A missing hard negative is replaced by the query (already in the batch) and masked out.
         hard = np.where(hard >= 0, hard, q[:, None])
         b = self.batch_size // self.num_replicas
+        users = None
+        if self.users is not None:  # its own stream: the item batches are those of the item loss alone
+            user_rng = np.random.default_rng([cfg.seed, epoch, step + 1, 1])
+            ex = cfg.experimental
+            users = sample_users(user_rng, self.users, self.batch_size, ex.user_neighbours, ex.user_recency_half_life)
         shards = []
         for i in self.local_replicas:
             part = slice(i * b, (i + 1) * b)
-            shards.append(self._shard(q[part], p[part], negatives, hard[part], hard_mask[part]))
+            user_part = (
+                None
+                if users is None
+                else UserBatch(users.users[part], users.targets[part], users.index[part], users.weight[part])
+            )
+            shards.append(self._shard(q[part], p[part], negatives, hard[part], hard_mask[part], user_part))
         return {"shards": shards, "seconds": time.perf_counter() - t0, "num_hard": num_hard}
 
-    def _shard(self, q, p, negatives, hard, hard_mask) -> dict[str, np.ndarray]:
+    def _shard(self, q, p, negatives, hard, hard_mask, users: UserBatch | None = None) -> dict[str, np.ndarray]:
         b, h = hard.shape
         nodes = np.concatenate([q, p, negatives, hard.ravel()])
-        mb = build_minibatch(nodes, self.data.neighbourhoods, self.features, self.num_layers)
+        context = None
+        if users is not None:  # the users' targets are embedded; their inputs feed the last layer only
+            nodes = np.concatenate([nodes, users.targets])
+            context = users.index[users.index >= 0]
+        mb = build_minibatch(nodes, self.data.neighbourhoods, self.features, self.num_layers, context)
         pos = mb.positions
         n = len(negatives)
-        return {
+        out = {
             **mb.model_inputs(),
             "q_pos": pos[:b],  # (b,)
             "p_pos": pos[b : 2 * b],  # (b,)
             "n_pos": pos[2 * b : 2 * b + n],  # (n,)
-            "h_pos": pos[2 * b + n :].reshape(b, h),  # (b, h)
+            "h_pos": pos[2 * b + n : 2 * b + n + b * h].reshape(b, h),  # (b, h)
             "h_mask": hard_mask,  # (b, h)
             "p_logq": self.logq[p],  # (b,)
             "n_logq": self.logq[negatives],  # (n,)
+        }
+        if users is not None:
+            out.update(self._user_inputs(users, pos[2 * b + n + b * h :], mb.context_positions, negatives))
+        return out
+
+    def _user_inputs(self, users: UserBatch, target_pos, context_pos, negatives) -> dict[str, np.ndarray]:
+        """The user term's part of a shard: the users' neighbourhoods as rows of S^(K-1), their
+        targets' rows of S^(K), log Q and which candidates are the users' own items."""
+        rows, logq = self.users, self.user_logq
+        if rows is None or logq is None:
+            raise RuntimeError("user inputs asked of a producer without the user term")
+        index = np.full(users.index.shape, -1, np.int32)
+        index[users.index >= 0] = context_pos
+        return {
+            "user_index": index,  # (b, T_u) rows of S^(K-1)
+            "user_weight": users.weight,  # (b, T_u)
+            "u_pos": target_pos,  # (b,)
+            "u_logq": logq[users.targets],  # (b,)
+            "u_n_logq": logq[negatives],  # (n,)
+            "u_drop_neg": seen(rows, users.users, negatives),  # (b, n)
+            "u_drop_batch": seen(rows, users.users, users.targets),  # (b, b)
         }
 
 

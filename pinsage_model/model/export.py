@@ -6,7 +6,10 @@
 ``head/G2`` (d, d); with learned id embeddings also ``id_embedding/E`` (N, e), each item's id vector
 (hashed table rows already summed; zero for items without identity), in which case
 F_1 = F + e (the id embedding is concatenated after the features); with a learned query shift
-(``query_shift: true`` in the config) also ``head/query_shift`` (d,), added to query embeddings.
+(``query_shift: true`` in the config) also ``head/query_shift`` (d,), added to query embeddings;
+with user nodes (``user_half_life`` in the config: trained with the user term) also ``user/self``
+(F_K,), the users' own representation read by the last convolution
+(:func:`pinsage_model.inference.layerwise.user_embeddings`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def model_weights(model: Any) -> dict[str, np.ndarray]:
         out["id_embedding/E"] = np.asarray(model.id_vectors(), dtype=np.float32)
     if model.query_shift is not None:
         out["head/query_shift"] = np.asarray(model.query_shift.numpy(), dtype=np.float32)
+    if model.user_self is not None:
+        out["user/self"] = np.asarray(model.user_self.numpy(), dtype=np.float32)
     return out
 
 
@@ -55,6 +60,8 @@ def model_config(model: Any) -> dict:
         "id_embedding_dim": model.id_embedding_dim,
         "num_items": model.num_items,
         "query_shift": model.use_query_shift,
+        # only with user nodes, so a model without them writes the file it always has
+        **({} if model.user_half_life is None else {"user_half_life": model.user_half_life}),
     }
 
 
@@ -83,6 +90,8 @@ def load_weights_npz(model_dir: str | Path) -> tuple[dict[str, np.ndarray], dict
         expected.update(
             {f"conv{k}/Q": (width, m), f"conv{k}/q": (m,), f"conv{k}/W": (width + m, d), f"conv{k}/w": (d,)}
         )
+        if k == K and "user_half_life" in config:
+            expected["user/self"] = (width,)
         width = d
     for key, shape in expected.items():
         if key not in weights:
@@ -105,6 +114,7 @@ def model_from_weights(weights: dict[str, np.ndarray], config: dict) -> Any:
         num_items=config.get("num_items", 0) if config.get("id_embedding_dim", 0) else 0,
         id_embedding_dim=config.get("id_embedding_dim", 0),
         query_shift=config.get("query_shift", False),
+        user_half_life=config.get("user_half_life"),
     )
     for k, conv in enumerate(model.convs, 1):
         for name in ("Q", "q", "W", "w"):
@@ -116,6 +126,8 @@ def model_from_weights(weights: dict[str, np.ndarray], config: dict) -> Any:
         model.id_embedding.embeddings.assign(weights["id_embedding/E"])
     if model.query_shift is not None:
         model.query_shift.assign(weights["head/query_shift"])
+    if model.user_self is not None:
+        model.user_self.assign(weights["user/self"])
     return model
 
 

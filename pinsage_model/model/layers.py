@@ -139,7 +139,18 @@ class PinSageConv(keras.layers.Layer):
     def call(
         self, h_prev: tf.Tensor, index: tf.Tensor, weight: tf.Tensor, h_learned: tf.Tensor | None = None
     ) -> tf.Tensor:
-        """One convolution for the n_k nodes of S^(k).
+        """One convolution for the n_k nodes of S^(k): :meth:`convolve` without outside nodes."""
+        return self.convolve(h_prev, index, weight, h_learned)[0]
+
+    def convolve(
+        self,
+        h_prev: tf.Tensor,
+        index: tf.Tensor,
+        weight: tf.Tensor,
+        h_learned: tf.Tensor | None = None,
+        outside: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """One convolution for the n_k nodes of S^(k), and optionally for nodes outside S^(k-1).
 
         Args:
           h_prev: (n_{k-1}, F) representations of S^(k-1); its first n_k rows are S^(k). A
@@ -151,9 +162,15 @@ class PinSageConv(keras.layers.Layer):
             embeddings): the layer reads ``concat([h_prev, h_learned])``. Kept apart so the
             backward pass forms input gradients for these e columns only, not for the F
             constant feature columns beside them.
+          outside: optional ``(index_o, weight_o, own)``: b nodes that are not in S^(k-1) (users,
+            whose neighbours are items), ``index_o`` (b, T_o) int32 rows of ``h_prev`` (-1 =
+            padding), ``weight_o`` (b, T_o) their importance, ``own`` (F_k,) the representation
+            they all take for ``h_self`` (they have no features). They pool from the same
+            projections as S^(k).
 
         Returns:
-          (n_k, d) L2-normalised representations.
+          (n_k, d) L2-normalised representations, and (b, d) those of the outside nodes (None
+          without them).
         """
         if not isinstance(h_prev, tf.SparseTensor):
             h_prev = tf.convert_to_tensor(h_prev, dtype=self.compute_dtype)
@@ -167,23 +184,35 @@ class PinSageConv(keras.layers.Layer):
         if h_learned is not None:
             pre += tf.matmul(h_learned, self.Q[f:])
         projected = tf.nn.relu(pre)  # (n_{k-1}, m)
-        if self.pooling == "max":
-            neigh = tf.gather(projected, tf.maximum(index, 0))  # (n_k, T, m)
-            # ReLU outputs are >= 0, so zeroing padded rows leaves the max over real neighbours
-            # unchanged and gives 0 when there are none.
-            pooled = tf.reduce_max(neigh * mask[:, :, None], axis=1)
-        else:
-            if self.pooling == "importance":
-                alpha = weight * mask
-            else:
-                alpha = mask
-            alpha = alpha / tf.maximum(tf.reduce_sum(alpha, axis=1, keepdims=True), 1e-12)  # (n_k, T)
-            pooled = weighted_pool(projected, index, alpha)  # (n_k, m)
+        pooled = self._pool(projected, index, weight, mask)  # (n_k, m)
         # concat([h_self, pooled]) @ W as a sum of products over W's row blocks (no concatenation).
         z += tf.matmul(pooled, self.W[width:]) + self.w
         if h_learned is not None:
             z += tf.matmul(_prefix(h_learned, n_k), self.W[f:width])
-        return l2_normalize(tf.nn.relu(z))  # (n_k, d)
+        z_out = None
+        if outside is not None:
+            index_o, weight_o, own = outside
+            index_o = tf.convert_to_tensor(index_o, dtype=tf.int32)
+            pooled_o = self._pool(projected, index_o, tf.cast(weight_o, self.compute_dtype), None)  # (b, m)
+            own_z = tf.matmul(tf.cast(own, self.compute_dtype)[None, :], self.W[:width])  # (1, d): h_self = own
+            z_out = l2_normalize(tf.nn.relu(own_z + tf.matmul(pooled_o, self.W[width:]) + self.w))  # (b, d)
+        return l2_normalize(tf.nn.relu(z)), z_out  # (n_k, d)
+
+    def _pool(self, projected: tf.Tensor, index: tf.Tensor, weight: tf.Tensor, mask: tf.Tensor | None) -> tf.Tensor:
+        """γ over each row's neighbours: (n, T) ``index`` rows of (n_{k-1}, m) ``projected`` -> (n, m)."""
+        if mask is None:
+            mask = tf.cast(index >= 0, self.compute_dtype)  # (n, T)
+        if self.pooling == "max":
+            neigh = tf.gather(projected, tf.maximum(index, 0))  # (n, T, m)
+            # ReLU outputs are >= 0, so zeroing padded rows leaves the max over real neighbours
+            # unchanged and gives 0 when there are none.
+            return tf.reduce_max(neigh * mask[:, :, None], axis=1)
+        if self.pooling == "importance":
+            alpha = weight * mask
+        else:
+            alpha = mask
+        alpha = alpha / tf.maximum(tf.reduce_sum(alpha, axis=1, keepdims=True), 1e-12)  # (n, T)
+        return weighted_pool(projected, index, alpha)  # (n, m)
 
     def _own_products(self, h_prev: Any, n_k: tf.Tensor, f: int) -> tuple[tf.Tensor, tf.Tensor]:
         """``h Q[:f] + q`` for every node of S^(k-1) and ``h_self W[:f]`` for the n_k of S^(k)."""
@@ -229,6 +258,9 @@ class PinSageModel(keras.Model):
       id_num_hashes: H, table rows summed per item (:mod:`pinsage_model.model.identity`).
       query_shift: learn a (d,) vector ``w`` added to query embeddings only (``shift_queries``);
         the model's output, the candidate side, is unchanged.
+      user_half_life: None, or users as query nodes (:meth:`embed_with_users`) whose importance
+        is ``exp(-age / user_half_life)`` (0 = uniform); adds their learned own representation
+        ``user_self`` (F_K,), read by the last convolution in place of features.
 
     With id embeddings, :meth:`set_id_rows` loads the (N, H) row table (default: row i for item i);
     it is a non-trainable weight, saved with the model.
@@ -247,6 +279,7 @@ class PinSageModel(keras.Model):
         id_table_rows: int = 0,
         id_num_hashes: int = 1,
         query_shift: bool = False,
+        user_half_life: float | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -264,6 +297,7 @@ class PinSageModel(keras.Model):
         self.id_table_rows = int(id_table_rows or num_items) if self.id_embedding_dim else 0
         self.id_num_hashes = int(id_num_hashes) if self.id_embedding_dim else 1
         self.use_query_shift = bool(query_shift)
+        self.user_half_life = None if user_half_life is None else float(user_half_life)
         self.id_embedding = (
             keras.layers.Embedding(self.id_table_rows, self.id_embedding_dim, name="id_embedding")
             if self.id_embedding_dim
@@ -295,6 +329,13 @@ class PinSageModel(keras.Model):
             width = self.output_dim
         self.G1.build((None, self.output_dim))
         self.G2.build((None, self.output_dim))
+        # Zero at start: a user's convolution then reads its pooled items alone.
+        last_width = self.input_dim + self.id_embedding_dim if self.num_layers == 1 else self.output_dim
+        self.user_self = (
+            self.add_weight(name="user_self", shape=(last_width,), initializer="zeros")
+            if self.user_half_life is not None
+            else None
+        )
         # Zero at start: training begins from the paper's plain cosine scores.
         self.query_shift = (
             self.add_weight(name="query_shift", shape=(self.output_dim,), initializer="zeros")
@@ -308,6 +349,22 @@ class PinSageModel(keras.Model):
 
         The features come dense (``features`` (n_0, F)) or as their non-zero entries
         (``feature_indices`` (nnz, 2) int64 row-major, ``feature_values`` (nnz,)), the same model."""
+        return self._forward(inputs, False)[0]
+
+    def embed_with_users(self, inputs: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """(n_K, d) item embeddings as :meth:`call`, and (b, d) embeddings of b users.
+
+        A user is a node outside the item graph whose neighbours are items of S^(K-1):
+        ``user_index`` (b, T_u) int32 rows of S^(K-1) (-1 = padding) and ``user_weight`` (b, T_u)
+        importance. Its vector is the last layer's CONVOLVE over those items' layer-(K-1)
+        representations, ``user_self`` as its own, then the head: the item model's space."""
+        if self.user_self is None:
+            raise ValueError("the model has no user nodes (user_half_life=None)")
+        z, u = self._forward(inputs, True)
+        return z, u
+
+    def _forward(self, inputs: dict[str, tf.Tensor], users: bool) -> tuple[tf.Tensor, Any]:
+        """Item embeddings of S^(K) and, with ``users``, the users' (else None)."""
         h: Any
         if "feature_values" in inputs:
             n_0 = tf.shape(inputs["node_ids"], out_type=tf.int64)[0]
@@ -317,16 +374,23 @@ class PinSageModel(keras.Model):
             h = tf.SparseTensor(indices, tf.cast(inputs["feature_values"], tf.float32), shape)
         else:
             h = tf.convert_to_tensor(inputs["features"], dtype=self.compute_dtype)  # (n_0, F)
+        ids = None
         if self.id_embedding is not None:
             rows = tf.gather(self.id_rows, inputs["node_ids"])  # (n_0, H), -1 = no identity
             ids = self.id_embedding(tf.maximum(rows, 0))  # (n_0, H, e)
             ids = tf.reduce_sum(ids * tf.cast(rows >= 0, ids.dtype)[:, :, None], axis=1)  # (n_0, e)
-            h = self.convs[0](h, inputs["index_1"], inputs["weight_1"], ids)  # (n_1, d): reads [h, ids]
-        else:
-            h = self.convs[0](h, inputs["index_1"], inputs["weight_1"])  # (n_1, d)
-        for k, conv in enumerate(self.convs[1:], 2):
-            h = conv(h, inputs[f"index_{k}"], inputs[f"weight_{k}"])  # (n_k, d)
-        return l2_normalize(self.G2(self.G1(h)))  # (n_K, d)
+        u = None
+        for k, conv in enumerate(self.convs, 1):
+            learned = ids if k == 1 else None  # layer 1 reads [h, ids]
+            if users and k == self.num_layers:
+                outside = (inputs["user_index"], inputs["user_weight"], self.user_self)
+                h, u = conv.convolve(h, inputs[f"index_{k}"], inputs[f"weight_{k}"], learned, outside)
+                u = l2_normalize(self.G2(self.G1(u)))  # (b, d)
+            elif learned is not None:
+                h = conv(h, inputs[f"index_{k}"], inputs[f"weight_{k}"], learned)  # (n_k, d)
+            else:
+                h = conv(h, inputs[f"index_{k}"], inputs[f"weight_{k}"])  # (n_k, d)
+        return l2_normalize(self.G2(self.G1(h))), u  # (n_K, d)
 
     def get_config(self) -> dict:
         return {
@@ -341,6 +405,8 @@ class PinSageModel(keras.Model):
             "id_table_rows": self.id_table_rows,
             "id_num_hashes": self.id_num_hashes,
             "query_shift": self.use_query_shift,
+            # only when on, so a model without user nodes saves as it always has
+            **({} if self.user_half_life is None else {"user_half_life": self.user_half_life}),
         }
 
     def shift_queries(self, z: tf.Tensor) -> tf.Tensor:
@@ -371,8 +437,12 @@ class PinSageModel(keras.Model):
         return None
 
 
-def build_model(model_cfg: Any, input_dim: int, num_items: int = 0, id_embedding_dim: int = 0) -> PinSageModel:
+def build_model(
+    model_cfg: Any, input_dim: int, num_items: int = 0, id_embedding_dim: int = 0, user_half_life: float | None = None
+) -> PinSageModel:
     """A :class:`PinSageModel` from a ``ModelConfig`` and the data's dimensions.
+
+    ``user_half_life`` (not None) gives the model user nodes (training's user term).
 
     ``id_embedding_dim`` comes from the features stage (``feature_names.json``), which decides
     whether items lacking content need the learned id embedding. With
@@ -391,4 +461,5 @@ def build_model(model_cfg: Any, input_dim: int, num_items: int = 0, id_embedding
         id_table_rows=model_cfg.id_hash_buckets if hashed else 0,
         id_num_hashes=model_cfg.id_num_hashes if hashed else 1,
         query_shift=model_cfg.query_shift,
+        user_half_life=user_half_life,
     )

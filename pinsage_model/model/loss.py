@@ -88,6 +88,8 @@ def xent_loss(
     q_ids=None,
     pos_ids=None,
     neg_ids=None,
+    drop_neg=None,
+    drop_batch=None,
 ) -> tf.Tensor:
     """Sampled softmax: −log softmax of the positive among its negatives, scores / ``temperature``.
 
@@ -106,12 +108,13 @@ def xent_loss(
       neg_logq: (n,) log Q of each shared negative, or None.
       in_batch: use the other examples' positives as negatives.
       q_ids, pos_ids, neg_ids: (b,), (b,), (n,) item ids for the accidental-hit mask, or None.
+      drop_neg, drop_batch: optional (b, n) and (b, b) bool: shared and in-batch candidates that
+        are not negatives of the example (a user's own training items), masked out like hits.
 
     Returns:
       (b,) losses.
     """
     s_pos, s_neg, s_hard, mask = _scores(q, pos, neg, hard, hard_mask)
-    b = tf.shape(q)[0]
     if pos_logq is not None:
         s_pos = s_pos - temperature * tf.cast(pos_logq, q.dtype)
         s_neg = s_neg - temperature * tf.cast(neg_logq, q.dtype)[None, :]
@@ -119,18 +122,27 @@ def xent_loss(
     if neg_ids is not None:
         hit = tf.equal(neg_ids[None, :], pos_ids[:, None]) | tf.equal(neg_ids[None, :], q_ids[:, None])  # (b, n)
         s_neg = tf.where(hit, off, s_neg)
+    if drop_neg is not None:
+        s_neg = tf.where(tf.cast(drop_neg, tf.bool), off, s_neg)
     logits = [s_pos[:, None], s_neg]
     if in_batch:
         s_batch = tf.matmul(q, pos, transpose_b=True)  # (b, b): column k is example k's positive
         if pos_logq is not None:
             s_batch = s_batch - temperature * tf.cast(pos_logq, q.dtype)[None, :]
-        # The own positive is already the first column; another example's positive that is this
-        # example's positive or query is an accidental hit.
-        drop = tf.eye(b, dtype=tf.bool)
-        if pos_ids is not None:
-            drop = drop | tf.equal(pos_ids[None, :], pos_ids[:, None]) | tf.equal(pos_ids[None, :], q_ids[:, None])
-        logits.append(tf.where(drop, off, s_batch))
+        logits.append(tf.where(_in_batch_drop(tf.shape(q)[0], q_ids, pos_ids, drop_batch), off, s_batch))
     if s_hard is not None:
         logits.append(s_hard * mask + (mask - 1.0) * 1e9 * temperature)
     logits = tf.concat(logits, axis=1) / temperature  # (b, 1 + n [+ b] [+ h])
     return -tf.nn.log_softmax(logits, axis=1)[:, 0]
+
+
+def _in_batch_drop(b, q_ids, pos_ids, drop_batch) -> tf.Tensor:
+    """(b, b) bool: in-batch candidates that are no negatives. The own positive is already the
+    first column; another example's positive that is this example's positive or query is an
+    accidental hit; ``drop_batch`` adds the caller's own."""
+    drop = tf.eye(b, dtype=tf.bool)
+    if pos_ids is not None:
+        drop = drop | tf.equal(pos_ids[None, :], pos_ids[:, None]) | tf.equal(pos_ids[None, :], q_ids[:, None])
+    if drop_batch is not None:
+        drop = drop | tf.cast(drop_batch, tf.bool)
+    return drop

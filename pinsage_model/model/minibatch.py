@@ -40,9 +40,8 @@ def _slot(v, scratch, order, count):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _register(nodes, scratch, order):  # pragma: no cover - compiled
-    """Unique ``nodes`` in first-appearance order into ``order``; ``scratch[v]`` = position."""
-    count = 0
+def _register(nodes, scratch, order, count=0):  # pragma: no cover - compiled
+    """Unique ``nodes`` in first-appearance order into ``order`` after ``count``; ``scratch[v]`` = position."""
     pos = np.empty(len(nodes), dtype=np.int32)
     for i in range(len(nodes)):
         p, count = _slot(nodes[i], scratch, order, count)
@@ -171,6 +170,7 @@ class Minibatch:
       features: (n_0, F) float32 features of S^(0), or their non-zero entries
         (:class:`SparseRows`) when the features are :class:`SparseFeatures`.
       positions: (len(batch),) int32 row of each requested node inside S^(K) (duplicates share).
+      context_positions: (len(context),) int32 row of each context node inside S^(K-1).
     """
 
     nodes: np.ndarray
@@ -179,6 +179,7 @@ class Minibatch:
     weight: tuple[np.ndarray, ...]
     features: np.ndarray | SparseRows
     positions: np.ndarray
+    context_positions: np.ndarray | None = None
 
     @property
     def num_layers(self) -> int:
@@ -201,11 +202,36 @@ class Minibatch:
         return out
 
 
+def _sample_layers(nodes: np.ndarray, extra: np.ndarray, has_context: bool, nbr: np.ndarray, order: np.ndarray, K: int):
+    """Algorithm 2, lines 1-7, into ``order``: S^(K) = ``nodes``, ``extra`` joined to S^(K-1)
+    (when ``has_context``). Returns (positions of ``nodes``, positions of ``extra`` or None,
+    sizes n_0..n_K, the K local neighbour matrices, layer 1's first)."""
+    scratch = _scratch_map(nbr.shape[0])
+    count = 0
+    context_positions = None
+    try:
+        positions, count = _register(nodes, scratch, order)
+        sizes = [count]
+        index: list[np.ndarray] = []
+        for layer in range(K):
+            local, count = _expand(order, sizes[-1], count, nbr, scratch)
+            if layer == 0 and has_context:  # count is now |S^(K-1)| so far
+                context_positions, count = _register(extra, scratch, order, count)
+            index.append(local)
+            sizes.append(count)
+    finally:
+        _reset(order, count, scratch)
+    sizes.reverse()  # n_0 ... n_K
+    index.reverse()  # index[0] serves layer 1: nodes S^(1), positions in S^(0)
+    return positions, context_positions, tuple(sizes), tuple(index)
+
+
 def build_minibatch(
     nodes: np.ndarray,
     neighbourhoods: Neighbourhoods,
     features: np.ndarray | SparseFeatures,
     num_layers: int,
+    context: np.ndarray | None = None,
 ) -> Minibatch:
     """Algorithm 2, lines 1-7, plus re-indexing and the compact feature gather.
 
@@ -214,6 +240,9 @@ def build_minibatch(
       neighbourhoods: (N, T) importance neighbourhoods of every item.
       features: (N, F) input features (may be memory-mapped), or :class:`SparseFeatures`.
       num_layers: K.
+      context: optional (C,) item ids needed at layer K-1 only (the neighbours of users, who are
+        convolved by the last layer): added to S^(K-1) after N(S^(K)), so they get the
+        representations that layer reads without the cost of their own layer-K neighbourhood.
 
     Returns:
       The compact :class:`Minibatch`.
@@ -224,24 +253,16 @@ def build_minibatch(
     if len(nodes) and (nodes.min() < 0 or nodes.max() >= n_items):
         raise ValueError(f"minibatch node ids must lie in [0, {n_items}); got {nodes.min()}..{nodes.max()}")
     T = nbr.shape[1]
-    scratch = _scratch_map(n_items)
+    extra = np.zeros(0, np.int32) if context is None else np.ascontiguousarray(context, dtype=np.int32)
+    if len(extra) and (extra.min() < 0 or extra.max() >= n_items):
+        raise ValueError(f"context node ids must lie in [0, {n_items}); got {extra.min()}..{extra.max()}")
     # Upper bound of |S^(0)|: every node adds at most T new ones per layer.
-    cap = min(n_items, len(nodes) * (T + 1) ** num_layers)
+    cap = min(n_items, (len(nodes) * (T + 1) + len(extra)) * (T + 1) ** (num_layers - 1))
     order = np.empty(cap, dtype=np.int32)
-    count = 0
-    try:
-        positions, count = _register(nodes, scratch, order)
-        sizes = [count]
-        index: list[np.ndarray] = []
-        for _ in range(num_layers):
-            local, count = _expand(order, sizes[-1], count, nbr, scratch)
-            index.append(local)
-            sizes.append(count)
-    finally:
-        _reset(order, count, scratch)
-    sizes.reverse()  # n_0 ... n_K
-    index.reverse()  # index[0] serves layer 1: nodes S^(1), positions in S^(0)
-    all_nodes = order[:count].copy()
+    positions, context_positions, sizes, index = _sample_layers(
+        nodes, extra, context is not None, nbr, order, K=num_layers
+    )
+    all_nodes = order[: sizes[0]].copy()
     weights = tuple(
         np.asarray(neighbourhoods.weights[all_nodes[: sizes[k]]], dtype=np.float32) for k in range(1, num_layers + 1)
     )
@@ -252,9 +273,10 @@ def build_minibatch(
         feats = gather_rows(features, all_nodes)  # (n_0, F)
     return Minibatch(
         nodes=all_nodes,
-        sizes=tuple(sizes),
-        index=tuple(index),
+        sizes=sizes,
+        index=index,
         weight=weights,
         features=feats,
         positions=positions,
+        context_positions=context_positions,
     )

@@ -62,6 +62,8 @@ __all__ = [
     "configure_devices",
     "embed_nodes",
     "per_example_loss",
+    "per_user_loss",
+    "step_loss",
     "train",
     "validation_metrics",
     "worker_role",
@@ -324,6 +326,62 @@ def per_example_loss(train_cfg: TrainConfig, shift_queries: Callable[[Any], Any]
     return fn
 
 
+def per_user_loss(train_cfg: TrainConfig, shift_queries: Callable[[Any], Any]) -> Callable[..., Any]:
+    """Per-user loss of one replica's shard: ``fn(z, u, inputs) -> (b,)``, ``u`` (b, d) the users'
+    vectors; their targets are scored as item queries' positives are, against the same shared
+    negatives (and in-batch the other users' targets) with the user term's log Q; the user's own
+    training items are not negatives. No hard negatives: they are drawn for item queries."""
+    import tensorflow as tf
+
+    from pinsage_model.model.loss import max_margin_loss, xent_loss
+
+    def fn(z, u, inputs):
+        q = shift_queries(u)  # (b, d)
+        pos, neg = tf.gather(z, inputs["u_pos"]), tf.gather(z, inputs["n_pos"])  # (b, d), (n, d)
+        loss = train_cfg.loss
+        if loss.kind == "max_margin":
+            return max_margin_loss(q, pos, neg, margin=loss.margin, reduction=loss.reduction)
+        logq = {"pos_logq": inputs["u_logq"], "neg_logq": inputs["u_n_logq"]} if loss.logq_correction else {}
+        return xent_loss(
+            q,
+            pos,
+            neg,
+            temperature=loss.temperature,
+            in_batch=loss.in_batch_negatives,
+            drop_neg=inputs["u_drop_neg"],
+            drop_batch=inputs["u_drop_batch"],
+            **logq,
+        )
+
+    return fn
+
+
+def step_loss(model: Any, train_cfg: TrainConfig, global_batch: int) -> Callable[[dict], Any]:
+    """``fn(inputs) -> loss`` of one replica's shard: its examples' item losses summed and divided
+    by the global batch; with ``train.user_loss_weight`` w > 0 plus w times its users' losses,
+    likewise (a step draws as many users as examples)."""
+    import tensorflow as tf
+
+    per_example = per_example_loss(train_cfg, model.shift_queries)
+    per_user = per_user_loss(train_cfg, model.shift_queries)
+    w_user = train_cfg.user_loss_weight
+
+    def fn(inputs):
+        if not w_user:
+            z = model(inputs, training=True)  # (n_K, d)
+            return tf.reduce_sum(per_example(z, inputs)) / float(global_batch)
+        z, u = model.embed_with_users(inputs)  # (n_K, d), (b, d)
+        item = tf.reduce_sum(per_example(z, inputs)) / float(global_batch)
+        return item + w_user * (tf.reduce_sum(per_user(z, u, inputs)) / float(global_batch))
+
+    return fn
+
+
+def user_half_life(train_cfg: TrainConfig) -> float | None:
+    """The model's user-node importance half-life: None when the user term is off."""
+    return train_cfg.experimental.user_recency_half_life if train_cfg.user_loss_weight > 0 else None
+
+
 def _build(data: TrainData, model_cfg: ModelConfig, train_cfg: TrainConfig, strategy: Any, peak: float, steps: int):
     """Model, optimizer and the early-stopping state, created under ``strategy``."""
     import keras
@@ -333,7 +391,9 @@ def _build(data: TrainData, model_cfg: ModelConfig, train_cfg: TrainConfig, stra
     from pinsage_model.model.schedule import EPOCH_DECAY, make_schedule
 
     with strategy.scope():
-        model = build_model(model_cfg, data.features.shape[1], data.num_items, data.id_embedding_dim)
+        model = build_model(
+            model_cfg, data.features.shape[1], data.num_items, data.id_embedding_dim, user_half_life(train_cfg)
+        )
         if model.id_embedding is not None and data.identity is not None:
             model.set_id_rows(data.identity)
         optimizer = keras.optimizers.Adam(learning_rate=make_schedule(peak, steps, steps, EPOCH_DECAY))
@@ -357,12 +417,11 @@ def _step_fn(
     import tensorflow as tf
     from tensorflow.python.distribute import values as tf_values
 
-    per_example = per_example_loss(train_cfg, model.shift_queries)
+    shard_loss = step_loss(model, train_cfg, global_batch)
 
     def replica_step(inputs):
         with tf.GradientTape() as tape:
-            z = model(inputs, training=True)  # (n_K, d)
-            loss = tf.reduce_sum(per_example(z, inputs)) / float(global_batch)
+            loss = shard_loss(inputs)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss

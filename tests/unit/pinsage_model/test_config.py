@@ -93,6 +93,9 @@ def migrate(old: dict) -> dict:
     # producer threads default to half the cores (0) since two measured slower than one on 2 cores
     assert t["producer_threads"] == 2
     t["producer_threads"] = 0
+    # the user->item term of training (issue #25), off
+    t["user_loss_weight"] = 0.0
+    t["experimental"] = {"user_neighbours": 50, "user_recency_half_life": 10.0}
     return new
 
 
