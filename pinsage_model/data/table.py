@@ -96,12 +96,19 @@ def load_table(
     if items is not None:
         sources["items"] = str(items_path or item_vectors_path)
         findings = unknown_items(interactions, items, sources["items"], str(src))
-    return LoadResult(interactions, items, None, q.table(), q.counts, findings, sources)
+    timed = bool(columns.timestamp)
+    return LoadResult(interactions, items, None, q.table(), q.counts, findings, sources, event_times=timed)
 
 
 def _read_interactions(src: Path, columns: ColumnMap, rules: InputRules, q: Quarantine) -> pa.Table:
-    """The interactions contract table of a generic table file; bad rows quarantined, counts recorded."""
-    required = [columns.user, columns.item, columns.timestamp]
+    """The interactions contract table of a generic table file; bad rows quarantined, counts recorded.
+
+    Without a time column (``columns.timestamp`` empty) ``timestamp`` is the row's 0-based position
+    in the file: an order-free table, as adjacency lines are (the caller records ``event_times``
+    False), and repeated (user, item) rows are repeat engagements, not duplicate events.
+    """
+    timed = bool(columns.timestamp)
+    required = [columns.user, columns.item] + ([columns.timestamp] if timed else [])
     read = read_table_file(
         src,
         required,
@@ -118,14 +125,16 @@ def _read_interactions(src: Path, columns: ColumnMap, rules: InputRules, q: Quar
     chk = RowChecker(df)
     chk.ident(columns.user)
     chk.ident(columns.item)
-    chk.timestamp(columns.timestamp, rules, q, str(src), allow_datetime=True)
+    if timed:
+        chk.timestamp(columns.timestamp, rules, q, str(src), allow_datetime=True)
     if coll_col:
         chk.ident(coll_col)
     if weight_col:
         chk.number(weight_col)
         chk.fail(chk.values[weight_col].to_numpy() < 0, f"negative {weight_col}")
-    key = [columns.user, columns.item, columns.timestamp] + ([coll_col] if coll_col else [])
-    chk.duplicates(key, "duplicate event (same user, item, timestamp)")
+    if timed:
+        key = [columns.user, columns.item, columns.timestamp] + ([coll_col] if coll_col else [])
+        chk.duplicates(key, "duplicate event (same user, item, timestamp)")
     keep = chk.quarantine(q, str(src), read)
     v = chk.values
     note_repeats(
@@ -134,7 +143,7 @@ def _read_interactions(src: Path, columns: ColumnMap, rules: InputRules, q: Quar
     interactions = interactions_table(
         v[columns.user][keep].to_numpy(dtype=object),
         v[columns.item][keep].to_numpy(dtype=object),
-        v[columns.timestamp][keep].to_numpy(),
+        v[columns.timestamp][keep].to_numpy() if timed else np.flatnonzero(keep).astype(np.int64),
         v[coll_col][keep].to_numpy(dtype=object) if coll_col else None,
         v[weight_col][keep].to_numpy() if weight_col else None,
     )
@@ -320,7 +329,8 @@ COLUMN_NAMES: dict[str, tuple[str, ...]] = {
     ),
     "weight": ("weight", "rating", "score"),
 }
-REQUIRED_ROLES = ("user", "item", "timestamp")
+# A table without a time column is order-free (data.timestamp_column ""): see _read_interactions.
+REQUIRED_ROLES = ("user", "item")
 
 
 def _norm(name: str) -> str:
@@ -344,8 +354,9 @@ def header_of(path: Path) -> list[str]:
 
 def detect_columns(path: Path, given: dict[str, str] | None = None) -> dict[str, str]:
     """Role -> column of the table at ``path``: the ``given`` names (checked against the header),
-    else the first header name :data:`COLUMN_NAMES` recognises; optional roles (collection,
-    weight) without a match are left out.
+    else the first header name :data:`COLUMN_NAMES` recognises; optional roles without a match
+    (collection, weight) are left out, and a table without a time column maps ``timestamp`` to
+    ``""`` (no event times: the pipeline then holds out random events, not the latest).
 
     Raises:
       LoaderError: one line naming the file, the role, the names looked for and the header, when a
@@ -365,6 +376,8 @@ def detect_columns(path: Path, given: dict[str, str] | None = None) -> dict[str,
         found = next((by_norm[_norm(n)] for n in names if _norm(n) in by_norm), None)
         if found is not None and found not in out.values():
             out[role] = found
+        elif role == "timestamp":
+            out[role] = ""
         elif role in REQUIRED_ROLES:
             raise LoaderError(
                 f"{path}: line 1: no {role} column (looked for {', '.join(names[:4])}...; has: "

@@ -148,16 +148,24 @@ def check(area: Path, run_dir: Path, reference: dict[str, str]) -> dict:
     return {"ok": ok, "differing_files": differ, **reg, "temp_folders": temps, "current": current}
 
 
-def concurrent_runs(config: Path, run_dir: Path, reference: dict[str, str]) -> dict:
+def concurrent_runs(config: Path, run_dir: Path, reference_dir: Path, with_reference: bool = False) -> dict:
     """Two ``pinsage run`` on one run directory started together: both must finish, one saying it
-    waited for the other, and the folder must equal a single clean run's."""
-    procs = [pinsage(config, run_dir, force=False) for _ in range(2)]
+    waited for the other, and the folder must equal a single clean run's (``reference_dir``).
+
+    ``with_reference``: the clean run into ``reference_dir`` starts together with the pair (a third
+    attempt on the same registry and publish root, in its own run directory) instead of before it.
+    """
+    dirs = [run_dir, run_dir] + ([reference_dir] if with_reference else [])
+    procs = [pinsage(config, d, force=False) for d in dirs]
     logs = [p.communicate()[1] for p in procs]
-    now = comparable(run_dir)
+    if with_reference and procs[2].returncode != 0:
+        raise SystemExit(f"the clean run failed:\n{logs[2][-4000:]}")
+    now, reference = comparable(run_dir), comparable(reference_dir)
     return {
-        "exit_codes": [p.returncode for p in procs],
-        "waited": ["waiting for run directory" in log for log in logs],
+        "exit_codes": [p.returncode for p in procs[:2]],
+        "waited": ["waiting for run directory" in log for log in logs[:2]],
         "differing_files": sorted(k for k in set(now) | set(reference) if now.get(k) != reference.get(k)),
+        "reference_files": len(reference),
     }
 
 
@@ -196,7 +204,7 @@ def campaign(area: Path, kills: int, seed: int) -> dict:
     t0 = time.monotonic()
     seconds = clean_run(config, area / "single")
     reference = comparable(area / "single")
-    together = concurrent_runs(config, run_dir, reference)
+    together = concurrent_runs(config, run_dir, area / "single")
     print(json.dumps({"concurrent_runs": together}), flush=True)
     # The kill moments use each stage's time in a warm --force attempt (the clean run also
     # compiled the numba kernels, whose cache later attempts reuse).

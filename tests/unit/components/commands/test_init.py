@@ -48,11 +48,16 @@ def test_given_columns_win_and_are_checked(tmp_path):
 
 
 def test_a_missing_column_is_one_line_naming_file_and_role(tmp_path):
-    csv = write(tmp_path / "a.csv", "user_id,item_id,rating\n1,2,3\n")
+    csv = write(tmp_path / "a.csv", "user_id,when,rating\n1,2,3\n")
     with pytest.raises(LoaderError) as e:
         detect_columns(csv)
-    assert str(e.value).startswith(f"{csv}: line 1: no timestamp column (looked for timestamp, ts, time")
-    assert "has: user_id, item_id, rating" in str(e.value) and "--columns timestamp=COLUMN" in str(e.value)
+    assert str(e.value).startswith(f"{csv}: line 1: no item column (looked for item_id, item, iid")
+    assert "has: user_id, when, rating" in str(e.value) and "--columns item=COLUMN" in str(e.value)
+
+
+def test_a_table_without_a_time_column_maps_timestamp_to_nothing(tmp_path):
+    csv = write(tmp_path / "a.csv", "user_id,item_id,rating\n1,2,3\n")
+    assert detect_columns(csv) == {"user": "user_id", "item": "item_id", "timestamp": "", "weight": "rating"}
 
 
 def test_init_writes_the_sparse_config_run_data_uses(tmp_path, monkeypatch, capsys):

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 
 from pinsage_model.data.adjacency import load_adjacency
 from pinsage_model.data.contracts import TIMES_KEY, has_event_times, times_metadata
-from pinsage_model.data.table import load_table
+from pinsage_model.data.table import ColumnMap, load_table
 from pinsage_model.io import atomic_write_parquet
 
 
@@ -17,6 +17,21 @@ def test_adjacency_has_no_times_and_a_table_with_a_time_column_has(tmp_path):
     assert adj.interactions["timestamp"].to_pylist() == [0, 1, 0]  # positions in the line, not times
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\nu,a,100\nu,b,200\n")
     assert load_table(tmp_path / "log.csv").event_times is True
+
+
+def test_a_table_without_a_time_column_has_no_times_and_keeps_repeats(tmp_path):
+    # rows 0..4; row 2 has no item (quarantined), row 3 repeats row 0 (a repeat engagement, kept)
+    (tmp_path / "log.csv").write_text("user_id,item_id\nu,a\nu,b\nv,\nu,a\nv,c\n")
+    result = load_table(tmp_path / "log.csv", columns=ColumnMap.of(timestamp=""))
+    assert result.event_times is False
+    got = result.interactions.select(["user_id", "item_id", "timestamp"]).to_pylist()
+    assert [(r["user_id"], r["item_id"], r["timestamp"]) for r in got] == [
+        ("u", "a", 0),
+        ("u", "b", 1),
+        ("u", "a", 3),
+        ("v", "c", 4),
+    ]  # timestamp = the row's position in the file, not a time
+    assert result.counts[str(tmp_path / "log.csv")]["quarantined"] == 1
 
 
 def test_the_flag_is_written_into_the_file_and_read_back(tmp_path):
