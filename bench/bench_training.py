@@ -29,7 +29,8 @@ Per setting:
 For ``ml-latest-small`` the model stage itself is also timed (``--stage``): two epochs and the user
 head, as ``pinsage run`` does them, for the current code and REF.
 
-Writes ``bench/results/training.json`` and prints a table.
+Writes ``bench/results/training_<setting>.json`` per setting (``--output FILE``: one file for all) and
+prints a table.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "training.json"
+RESULTS = ROOT / "bench" / "results"  # training_<setting>.json
 CACHE = ROOT / "runs" / "bench_cache"
 MLS_RUN = ROOT / "runs" / "bench_mls"
 BASELINE_DIR = ROOT / "runs" / "bench_baseline"
@@ -525,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: ml-latest-small, 5 steps, 1 repeat")
     parser.add_argument("--throughput-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--library", default=None, help=argparse.SUPPRESS)  # a baseline worktree's root
-    parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument("--output", default="", help="one JSON file for every setting (default: one per setting)")
     args = parser.parse_args(argv)
     if args.quick:
         args.settings, args.steps, args.repeats, args.no_peer = ["ml-latest-small"], 5, 1, True
@@ -542,8 +543,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.throughput_only:
         results["sgemm_2048"] = sgemm_2048()
         results["machine"]["load_average_after"] = list(os.getloadavg())
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    if args.output:
+        outputs = {Path(args.output): results}
+    else:  # one file per setting, each with the run's machine and sgemm, so a setting reruns alone
+        per = results["settings"].items()
+        outputs = {RESULTS / f"training_{s}.json": results | {"settings": {s: r}} for s, r in per}
+    for path, body in outputs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(body, indent=2) + "\n")
     if not args.throughput_only:
         _print(results)
     return 0

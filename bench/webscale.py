@@ -78,12 +78,13 @@ def measured_rates(results: Path = RESULTS) -> dict[str, Rate | None]:
         if v
         else None
     )
-    v = _get(results / "training.json", "settings", "paper", "throughput", "examples_per_s")
+    training = results / "training_paper.json"
+    v = _get(training, "settings", "paper", "throughput", "examples_per_s")
     rates["model"] = (
         Rate(
             float(v),
-            int(_get(results / "training.json", "machine", "cpus") or 2),
-            "training.json: paper settings on the bench graph, epoch 2, CPU, examples/s",
+            int(_get(training, "machine", "cpus") or 2),
+            "training_paper.json: paper settings on the bench graph, epoch 2, CPU, examples/s",
         )
         if v
         else None
