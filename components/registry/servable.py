@@ -5,7 +5,8 @@ artifacts of one model version:
 
 * ``index``: the index version the registration stage built (:mod:`pinsage_model.serving.index`:
   ``index.faiss``, ``ids.parquet``, ``embeddings.npy`` L2-normalised, the optional
-  ``query_shift.npy`` and ``user_head.npz``, ``manifest.json``), the one the index stage publishes;
+  ``query_shift.npy`` and ``user_head.npz`` or ``user_nodes.npz``, ``manifest.json``), the one the
+  index stage publishes;
 * the training outputs (``weights.npz``, ``model_config.json``) for whoever wants the weights.
 
 So ``mlflow.pyfunc.load_model("models:/pinsage@champion")`` and ``mlflow models serve -m
@@ -19,9 +20,10 @@ answers come from the query API of :mod:`pinsage_model.serving.query`:
 * one known id: :meth:`~pinsage_model.serving.query.LoadedVersion.related_items` of that item
   (query ``items[q] + query_shift``, the item excluded);
 * several known ids: :meth:`~pinsage_model.serving.query.LoadedVersion.homefeed_from_recent`, a
-  homefeed from a user's recent items, oldest first (the model's user head over them plus its
-  shift, or ``normalise(mean(items[recent])) + query_shift`` for a model without one), the recent
-  items excluded.
+  homefeed from a user's recent items, oldest first (a model trained with users as query nodes
+  convolves the user over them, plus the query shift; else the model's user head over them plus
+  its shift, or ``normalise(mean(items[recent])) + query_shift`` for a model without one), the
+  recent items excluded.
 
 Param ``k`` (int, default 10, 1..1000): how many items a row returns. A request with ``k`` out of
 range, a row with more than ``max_ids_per_row`` ids or more than ``max_rows`` rows (the model's

@@ -26,7 +26,9 @@ A model trained with the user term (``user_half_life`` in ``model_config.json``)
 user vectors: the last layer's convolution of the collection over all of its items (importance by
 recency) and the head (:func:`pinsage_model.inference.layerwise.user_embeddings`), unit vectors
 that ``user_shift.npy`` (the query shift) completes into a homefeed query; a user head, if the
-folder had one, is not used then.
+folder had one, is not used then. Such a model also gets ``user_nodes.npz`` (the last layer's
+projections and the weights that convolve a user, :mod:`pinsage_model.model.users`): the index
+bundles it, so a homefeed query over a user's recent items is built the same way.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def run(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ctx: "Sta
         from pinsage_model.model.user_head import save_head
 
         save_head(head, out_dir)  # with the embeddings: the index bundles it for homefeed queries
+    if proj is not None:  # likewise what convolving a user over its recent items needs
+        from pinsage_model.model.users import save_user_nodes, user_nodes_arrays
+
+        save_user_nodes(user_nodes_arrays(proj, weights, mcfg), out_dir)
     in_train_by_idx, nb_size = _write_item_flags(out_dir, item_ids, nbhd, graph.num_items)
     version = _write_model_json(out_dir, inputs["model"], mcfg)
     backend = cfg.inference.backend

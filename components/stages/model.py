@@ -290,6 +290,7 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
         "num_devices": cfg.train.num_devices,
         "workers": result.workers,
         "user_head": head_report,
+        **({} if data.users is None else {"user_term_users": data.users.num_users}),
         "epochs": epochs,
         "train_seconds": round(time.perf_counter() - t0, 3),
     }

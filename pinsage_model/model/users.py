@@ -18,11 +18,16 @@ target with the item loss's negatives and log-Q correction; the user's other tra
 not negatives for it (evaluation masks them too).
 
 Everything here is array code over the batch's users: no loop over users or items.
+
+Serving a user of such a model needs the last layer's projections of the items and the few
+weights that convolve a user (``user_nodes.npz``, :func:`user_nodes_arrays`), which the
+embeddings stage writes and the index bundles: :func:`recent_user_vector`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -128,3 +133,59 @@ def seen(rows: UserRows, users: np.ndarray, candidates: np.ndarray) -> np.ndarra
     query = np.arange(len(users), dtype=np.int64)[:, None] * n + np.asarray(candidates, np.int64)[None, :]
     at = np.minimum(np.searchsorted(keys, query), max(len(keys) - 1, 0))
     return keys[at] == query if len(keys) else np.zeros(query.shape, bool)
+
+
+# Serving: what a homefeed query needs to convolve a user over its recent items, the way the
+# embeddings stage convolves every collection (one function, layerwise.user_embeddings).
+USER_NODES_FILE = "user_nodes.npz"
+_POOLINGS = ("importance", "mean", "max")
+
+
+def user_nodes_arrays(projections: np.ndarray, weights: dict[str, np.ndarray], config: dict) -> dict[str, np.ndarray]:
+    """The content of ``user_nodes.npz``: ``projections`` (N, m) float32 (rows by item index: the
+    last layer's ``ReLU(h^(K-1) Q_K + q_K)``), the last layer's ``W``/``w``, ``user/self``, the
+    head, and the scalars ``num_layers``, ``pooling`` (index into importance/mean/max) and
+    ``user_half_life``."""
+    k = int(config["num_layers"])
+    keys = (f"conv{k}/W", f"conv{k}/w", "user/self", "head/G1", "head/g", "head/G2")
+    return {
+        "projections": np.asarray(projections, np.float32),
+        **{key: np.asarray(weights[key], np.float32) for key in keys},
+        "num_layers": np.array(k, np.int64),
+        "pooling": np.array(_POOLINGS.index(config["pooling"]), np.int64),
+        "user_half_life": np.array(config["user_half_life"], np.float64),
+    }
+
+
+def save_user_nodes(arrays: dict[str, np.ndarray], folder: str | Path) -> None:
+    """Write ``user_nodes.npz`` (:func:`user_nodes_arrays`) atomically, arrays only."""
+    from pinsage_model.io import atomic_save_npz
+
+    atomic_save_npz(Path(folder) / USER_NODES_FILE, **arrays)
+
+
+def load_user_nodes(folder: str | Path) -> dict[str, np.ndarray] | None:
+    """The ``user_nodes.npz`` of a folder, or None when its model has no user nodes."""
+    path = Path(folder) / USER_NODES_FILE
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def recent_user_vector(arrays: dict[str, np.ndarray], item_idx: np.ndarray) -> np.ndarray:
+    """(d,) float32 vector of a user whose items are ``item_idx`` (item indices), oldest first:
+    the convolution the embeddings stage applies to a collection, recency by position."""
+    from pinsage_model.inference.layerwise import user_embeddings
+
+    k = int(arrays["num_layers"])
+    config = {
+        "num_layers": k,
+        "pooling": _POOLINGS[int(arrays["pooling"])],
+        "user_half_life": float(arrays["user_half_life"]),
+        "output_dim": int(arrays["head/G2"].shape[1]),
+    }
+    n = len(item_idx)
+    proj = np.ascontiguousarray(arrays["projections"][np.asarray(item_idx, np.int64)])  # (L, m)
+    recency = np.arange(n - 1, -1, -1)  # the last item is the latest
+    return user_embeddings(proj, np.array([0, n]), np.arange(n), recency, arrays, config)[0]

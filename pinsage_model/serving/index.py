@@ -9,6 +9,8 @@ Layout of a publish root (a persistent folder shared by successive pipeline runs
                                              when the model learned a non-zero shift)
                              user_head.npz   the model's user head (only when it has one): the
                                              homefeed vector of a user's recent items
+                             user_nodes.npz  instead, for a model trained with users as query
+                                             nodes: what convolves a user over its recent items
                              manifest.json   version, model_version, created_at, metrics, recall,
                                              index kind and parameters, sha256 of every file
     <root>/CURRENT                           the serving version's name (one line)
@@ -47,6 +49,7 @@ VERSIONS = "versions"
 INDEX_FILE, IDS_FILE, EMB_FILE, MANIFEST_FILE = "index.faiss", "ids.parquet", "embeddings.npy", "manifest.json"
 SHIFT_FILE = "query_shift.npy"
 USER_HEAD_FILE = "user_head.npz"
+USER_NODES_FILE = "user_nodes.npz"
 RECALL_K = 10
 
 
@@ -141,6 +144,7 @@ class VersionContent:
       item_idx: (N,) int32 dense item indices kept in ``ids.parquet``.
       query_shift: (d,) float32 non-zero query shift, or None.
       user_head: the model's user head, or None.
+      user_nodes: ``user_nodes.npz`` of a model with user nodes (:mod:`pinsage_model.model.users`), or None.
     """
 
     embeddings: np.ndarray
@@ -148,6 +152,7 @@ class VersionContent:
     item_idx: np.ndarray
     query_shift: np.ndarray | None
     user_head: dict[str, np.ndarray] | None
+    user_nodes: dict[str, np.ndarray] | None = None
 
     @classmethod
     def checked(
@@ -157,6 +162,7 @@ class VersionContent:
         item_idx: np.ndarray | None = None,
         query_shift: np.ndarray | None = None,
         user_head: dict[str, np.ndarray] | None = None,
+        user_nodes: dict[str, np.ndarray] | None = None,
     ) -> "VersionContent":
         """The content, or ValueError when shapes or ids are inconsistent (see :func:`publish`)."""
         emb = np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -171,7 +177,7 @@ class VersionContent:
         shift = None if query_shift is None or not np.any(query_shift) else np.asarray(query_shift, np.float32)
         if shift is not None and shift.shape != (emb.shape[1],):
             raise ValueError(f"query_shift has shape {shift.shape}, expected ({emb.shape[1]},)")
-        return cls(emb, ids, idx, shift, user_head)
+        return cls(emb, ids, idx, shift, user_head, user_nodes)
 
     def version_name(self, model_version: str, cfg: IndexConfig) -> str:
         """``<model version>-<digest of the content and the index settings>``."""
@@ -186,6 +192,10 @@ class VersionContent:
             key["user_head"] = {
                 k: hashlib.sha256(np.ascontiguousarray(v, np.float32).data).hexdigest()
                 for k, v in sorted(self.user_head.items())
+            }
+        if self.user_nodes is not None:
+            key["user_nodes"] = {
+                k: hashlib.sha256(np.ascontiguousarray(v).data).hexdigest() for k, v in sorted(self.user_nodes.items())
             }
         return f"{_safe_name(model_version)}-{json_digest(key)[:12]}"
 
@@ -240,6 +250,11 @@ def write_version(folder: Path, index, content: VersionContent, record: dict) ->
 
         save_head(content.user_head, folder)
         files.append(USER_HEAD_FILE)
+    if content.user_nodes is not None:
+        from pinsage_model.model.users import save_user_nodes
+
+        save_user_nodes(content.user_nodes, folder)
+        files.append(USER_NODES_FILE)
     manifest = {
         **record,
         "num_items": int(len(content.item_ids)),
@@ -288,6 +303,7 @@ def publish(
     weights_digest: str = "",
     query_shift: np.ndarray | None = None,
     user_head: dict[str, np.ndarray] | None = None,
+    user_nodes: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Build, check and publish an index version under ``out_root`` and make it current.
 
@@ -304,7 +320,7 @@ def publish(
       make_current: switch ``CURRENT`` to this version (False: publish it beside the serving one).
       weights_digest: the model weights' digest, so the registry's champion finds it (:func:`find_version`).
       query_shift: (d,) the model's learned query shift, saved with the version, added to item queries.
-      user_head: the model's user head, saved so that homefeed vectors are built as evaluation builds them.
+      user_head, user_nodes: the model's user head / ``user_nodes.npz``: homefeed vectors built as evaluation does.
 
     Returns:
       The version directory. Publishing the same content again only re-points ``CURRENT``.
@@ -313,9 +329,8 @@ def publish(
       IndexRecallError: recall@10 of the approximate index is below ``cfg.recall_floor``.
       ValueError: shapes or ids are inconsistent.
     """
-    content = VersionContent.checked(embeddings, item_ids, item_idx, query_shift, user_head)
-    root = Path(out_root)
-    version = content.version_name(model_version, cfg)
+    content = VersionContent.checked(embeddings, item_ids, item_idx, query_shift, user_head, user_nodes)
+    root, version = Path(out_root), content.version_name(model_version, cfg)
     if not (root / VERSIONS / version / MANIFEST_FILE).exists():
         index, params, recall, num_queries = checked_index(content, cfg, seed)  # before anything is written
         record = {
@@ -347,7 +362,7 @@ def publish_embeddings(
     make_current: bool,
 ) -> tuple[Path, int]:
     """:func:`publish` the item embeddings of an embeddings folder (``items.npy``, ``model.json``,
-    the optional ``query_shift.npy`` and ``user_head.npz``) with their ids (the graph's
+    the optional ``query_shift.npy``, ``user_head.npz`` and ``user_nodes.npz``) with their ids (the graph's
     ``item_ids.parquet``).
 
     Rows whose embedding is all zero (a dead ReLU head) cannot be ranked and stay out of the index.
@@ -360,6 +375,7 @@ def publish_embeddings(
     """
     from pinsage_model.data.contracts import ITEM_IDS, read_query_shift, read_table
     from pinsage_model.model.user_head import load_head
+    from pinsage_model.model.users import load_user_nodes
 
     emb = np.load(embeddings_dir / "items.npy", mmap_mode="r")
     ids = read_table(item_ids_path, ITEM_IDS)
@@ -383,6 +399,7 @@ def publish_embeddings(
         weights_digest=model.get("weights_digest", ""),
         query_shift=read_query_shift(embeddings_dir, emb.shape[1]),
         user_head=load_head(embeddings_dir),
+        user_nodes=load_user_nodes(embeddings_dir),
     )
     return vdir, int((~keep).sum())
 

@@ -74,11 +74,12 @@ class LoadedVersion:
     row_of: dict
     query_shift: np.ndarray  # (d,) float32, zero when the version has none
     user_head: dict | None = None  # the model's user head, None when it has none
+    user_nodes: dict | None = None  # user_nodes.npz of a model with user nodes, else None
 
     @property
     def user_shift(self) -> np.ndarray:
         """(d,) shift added to a user vector: the user head's, else the query shift."""
-        if self.user_head is None:
+        if self.user_head is None or self.user_nodes is not None:
             return self.query_shift
         return np.asarray(self.user_head["shift"], np.float32)
 
@@ -94,9 +95,15 @@ class LoadedVersion:
         return list(dict.fromkeys(i for i in item_ids if i in self.row_of))
 
     def user_query(self, item_ids: Sequence[str]) -> np.ndarray:
-        """(d,) homefeed query for a user's known items, oldest first: the user head over them
-        (recency by position) plus its shift; without a head, their mean on the unit sphere plus
-        the query shift."""
+        """(d,) homefeed query for a user's known items, oldest first: for a model with user nodes
+        the model's user convolution over them (as the embeddings stage builds a collection's
+        vector) plus the query shift; else the user head over them (recency by position) plus its
+        shift; without a head, their mean on the unit sphere plus the query shift."""
+        if self.user_nodes is not None:
+            from pinsage_model.model.users import recent_user_vector
+
+            vector = recent_user_vector(self.user_nodes, self.item_idx[self.rows(item_ids)])
+            return (vector + self.query_shift).astype(np.float32)
         emb = np.asarray(self.embeddings[self.rows(item_ids)], np.float64)  # (L, d)
         if self.user_head is None:
             mean = emb.mean(axis=0)
@@ -169,6 +176,7 @@ def load_version(path: str | Path, verify: bool = True) -> LoadedVersion:
     import pyarrow.parquet as pq
 
     from pinsage_model.model.user_head import load_head
+    from pinsage_model.model.users import load_user_nodes
 
     path = Path(path)
     mpath = path / MANIFEST_FILE
@@ -204,6 +212,7 @@ def load_version(path: str | Path, verify: bool = True) -> LoadedVersion:
             else np.zeros(emb.shape[1], np.float32)
         ),
         user_head=load_head(path),
+        user_nodes=load_user_nodes(path),
     )
 
 

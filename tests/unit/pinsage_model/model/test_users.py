@@ -234,3 +234,40 @@ def test_joint_loss_is_item_loss_plus_weighted_user_loss_and_weight_zero_is_the_
             assert b is None
         else:
             np.testing.assert_array_equal(tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy())
+
+
+def test_a_published_version_serves_the_user_vector_the_embeddings_stage_writes(tmp_path):
+    """user_nodes.npz travels with the index: a homefeed query over a user's recent items (oldest
+    first) is the collection's vector of the embeddings stage plus the query shift."""
+    from pinsage_model.inference.layerwise import embed_all, user_embeddings
+    from pinsage_model.model.export import model_config, model_weights
+    from pinsage_model.model.users import user_nodes_arrays
+    from pinsage_model.serving.index import publish
+    from pinsage_model.serving.query import load_version
+
+    model = _user_model(2)
+    nb, feats = _chain_neighbourhoods(), np.random.default_rng(1).normal(size=(8, 8)).astype(np.float32)
+    weights, config = model_weights(model), model_config(model)
+    proj = np.empty((8, 6), np.float32)
+    emb = embed_all(weights, config, feats, nb, last_projections=proj)
+    # the collection holds items 2, 4, 7: engaged 7, then 2, then 4 (recency 1, 0, 2)
+    colls = user_embeddings(proj, np.array([0, 3]), np.array([2, 4, 7]), np.array([1, 0, 2]), weights, config)
+    ids = [f"m{i}" for i in range(8)]
+    vdir = publish(emb, ids, tmp_path, "m1", {}, created_at="2026-01-01T00:00:00Z", query_shift=np.full(4, 0.1))
+    assert load_version(vdir).user_nodes is None
+    nodes = user_nodes_arrays(proj, weights, config)
+    version = load_version(
+        publish(
+            emb,
+            ids,
+            tmp_path,
+            "m1",
+            {},
+            created_at="2026-01-01T00:00:00Z",
+            query_shift=np.full(4, 0.1),
+            user_nodes=nodes,
+        )
+    )
+    np.testing.assert_allclose(version.user_query(["m7", "m2", "m4"]), colls[0] + 0.1, atol=1e-6)
+    np.testing.assert_allclose(version.user_shift, np.full(4, 0.1))
+    assert version.homefeed_from_recent(["m7", "m2", "m4"], k=3).item_ids[0] not in {"m7", "m2", "m4"}
