@@ -138,21 +138,22 @@ def seen(rows: UserRows, users: np.ndarray, candidates: np.ndarray) -> np.ndarra
 # Serving: what a homefeed query needs to convolve a user over its recent items, the way the
 # embeddings stage convolves every collection (one function, layerwise.user_embeddings).
 USER_NODES_FILE = "user_nodes.npz"
-_POOLINGS = ("importance", "mean", "max")
 
 
 def user_nodes_arrays(projections: np.ndarray, weights: dict[str, np.ndarray], config: dict) -> dict[str, np.ndarray]:
     """The content of ``user_nodes.npz``: ``projections`` (N, m) float32 (rows by item index: the
     last layer's ``ReLU(h^(K-1) Q_K + q_K)``), the last layer's ``W``/``w``, ``user/self``, the
-    head, and the scalars ``num_layers``, ``pooling`` (index into importance/mean/max) and
+    head, and the scalars ``num_layers``, ``pooling`` (its code in ``layerwise.POOLING_MODES``) and
     ``user_half_life``."""
+    from pinsage_model.inference.layerwise import POOLING_MODES
+
     k = int(config["num_layers"])
     keys = (f"conv{k}/W", f"conv{k}/w", "user/self", "head/G1", "head/g", "head/G2")
     return {
         "projections": np.asarray(projections, np.float32),
         **{key: np.asarray(weights[key], np.float32) for key in keys},
         "num_layers": np.array(k, np.int64),
-        "pooling": np.array(_POOLINGS.index(config["pooling"]), np.int64),
+        "pooling": np.array(POOLING_MODES[config["pooling"]], np.int64),
         "user_half_life": np.array(config["user_half_life"], np.float64),
     }
 
@@ -176,12 +177,12 @@ def load_user_nodes(folder: str | Path) -> dict[str, np.ndarray] | None:
 def recent_user_vector(arrays: dict[str, np.ndarray], item_idx: np.ndarray) -> np.ndarray:
     """(d,) float32 vector of a user whose items are ``item_idx`` (item indices), oldest first:
     the convolution the embeddings stage applies to a collection, recency by position."""
-    from pinsage_model.inference.layerwise import user_embeddings
+    from pinsage_model.inference.layerwise import POOLING_MODES, user_embeddings
 
     k = int(arrays["num_layers"])
     config = {
         "num_layers": k,
-        "pooling": _POOLINGS[int(arrays["pooling"])],
+        "pooling": {code: name for name, code in POOLING_MODES.items()}[int(arrays["pooling"])],
         "user_half_life": float(arrays["user_half_life"]),
         "output_dim": int(arrays["head/G2"].shape[1]),
     }
