@@ -25,9 +25,14 @@ demo: $(STAMP)
 	$(VENV)/bin/pinsage recommend --run-dir $(RUN_DIR) --item i0000042 -k 10
 	$(VENV)/bin/pinsage recommend --run-dir $(RUN_DIR) --user u000007 -k 10
 
-# Lint, format and type checks first (seconds), then the tests.
+# Lint, format and type checks first (seconds), then the tests, on TEST_WORKERS pytest-xdist
+# workers: much of the slow tier waits (Airflow's scheduler, JVM starts, subprocesses), so two
+# workers on 2 cores overlap one test's waiting with another's work. --dist loadscope keeps each
+# module on one worker, so a module's services (an Airflow, a Spark cluster, a pipeline run) start
+# once (loadgroup's groups do not reach pytest 9's node ids in xdist 3.8). TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
 test: $(STAMP) lint browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -35,7 +40,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test-fast: $(STAMP) browser
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not slow"
 
 # Headless Chromium, which opens the run report (tests/integration/stages/test_registration_report.py):
 # Debian's package, installed with apt-get when missing and this runs as root.
