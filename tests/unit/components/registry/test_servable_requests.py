@@ -111,6 +111,9 @@ def test_logging_takes_the_signature_from_the_type_hints_and_warns_nothing(publi
     from components.registry import mlflow_store
 
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is ./mlruns
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI: monkeypatch restores it after the test,
+    # or every later test of this process (a pytest-xdist worker's next module) would track here
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = mlflow.create_experiment("typed", artifact_location=str(tmp_path / "artifacts"))
     with warnings.catch_warnings(record=True) as caught, mlflow.start_run(experiment_id=exp):
