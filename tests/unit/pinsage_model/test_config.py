@@ -96,6 +96,9 @@ def migrate(old: dict) -> dict:
     # the user->item term of training (issue #25), off
     t["user_loss_weight"] = 0.0
     t["experimental"] = {"user_neighbours": 50, "user_recency_half_life": 10.0}
+    # EASE by Cholesky: 36.6k items (yelp2018-subset) fit where 20k did
+    assert new["evaluation"]["ease_max_items"] == 20000
+    new["evaluation"]["ease_max_items"] = 40000
     return new
 
 
