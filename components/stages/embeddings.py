@@ -25,10 +25,12 @@ or ``spark`` (the same plan as Spark jobs, master from ``spark.master``, join st
 A model trained with the user term (``user_half_life`` in ``model_config.json``) has its own
 user vectors: the last layer's convolution of the collection over all of its items (importance by
 recency) and the head (:func:`pinsage_model.inference.layerwise.user_embeddings`), unit vectors
-that ``user_shift.npy`` (the query shift) completes into a homefeed query; a user head, if the
-folder had one, is not used then. Such a model also gets ``user_nodes.npz`` (the last layer's
-projections and the weights that convolve a user, :mod:`pinsage_model.model.users`): the index
-bundles it, so a homefeed query over a user's recent items is built the same way.
+that ``user_shift.npy`` (the query shift) completes into a homefeed query; when the model folder
+also has a user head, collection vectors and shift are the mean of the two users' vectors and
+shifts (two views of the user: one trained with the items, one fitted on them).
+Such a model also gets ``user_nodes.npz`` (the last layer's projections and the weights that
+convolve a user, :mod:`pinsage_model.model.users`): the index bundles it, so a homefeed query
+over a user's recent items is built the same way.
 """
 
 from __future__ import annotations
@@ -165,9 +167,11 @@ def _embed_items(cfg: "PipelineConfig", weights, mcfg, features, nbhd, out_dir: 
 
 def _collections(emb: np.ndarray, graph, shift: np.ndarray, inputs: dict[str, Path], model: tuple):
     """(collection vectors, user shift, user head or None): the model's user convolution and the
-    query shift for a model with user nodes; the head's vectors and shift when the model has a
-    user head; else the uniform mean of the items and the query shift. ``model`` is (weights,
-    model config, the last layer's projections or None)."""
+    query shift for a model with user nodes (averaged with the head's vectors and shift when the
+    model also has a user head: two views of the user, one trained with the items, one fitted
+    on them); the head's vectors and shift when the model has only a user head; else the
+    uniform mean of the items and the query shift. ``model`` is (weights, model config, the last
+    layer's projections or None)."""
     from pinsage_model.data.contracts import ContractError
     from pinsage_model.graph.csr import read_collection_recency
     from pinsage_model.inference.layerwise import collection_embeddings, user_embeddings
@@ -175,14 +179,17 @@ def _collections(emb: np.ndarray, graph, shift: np.ndarray, inputs: dict[str, Pa
 
     weights, mcfg, proj = model
     try:
-        if proj is not None:
-            recency = read_collection_recency(inputs["graph"], graph)
-            return user_embeddings(proj, graph.coll_indptr, graph.coll_indices, recency, weights, mcfg), shift, None
         head = load_head(inputs["model"])
-        if head is None:
+        if proj is None and head is None:
             return collection_embeddings(emb, graph), shift, None
-        colls = user_vectors(emb, graph, read_collection_recency(inputs["graph"], graph), head)
-        return colls, head["shift"].astype(np.float32), head
+        recency = read_collection_recency(inputs["graph"], graph)
+        heads = None if head is None else (user_vectors(emb, graph, recency, head), head["shift"].astype(np.float32))
+        if proj is None and heads is not None:
+            return heads[0], heads[1], head
+        conv = user_embeddings(proj, graph.coll_indptr, graph.coll_indices, recency, weights, mcfg)  # (C, d)
+        if heads is None:
+            return conv, shift, None
+        return 0.5 * (conv + heads[0]), (0.5 * (shift + heads[1])).astype(np.float32), head
     except ContractError as exc:
         raise StageError(f"embeddings: {exc}") from exc
 

@@ -10,8 +10,8 @@ With ``user_head.enabled`` it then reads ``graph/graph.npz`` + ``collection_rece
 every item with the trained weights and fits the user head (:mod:`pinsage_model.model.user_head`) on the
 training collections, written as ``user_head.npz``. With ``train.user_loss_weight`` > 0 training
 reads those two files itself (the training collections' items are the user term's users,
-:mod:`pinsage_model.model.users`) and no head is fitted: the model's user convolution is the
-homefeed user vector (the report's ``user_head`` says so).
+:mod:`pinsage_model.model.users`); the head, when enabled, is fitted as well, and the homefeed
+user vector is the mean of the model's user convolution and the head's vector.
 
 Writes ``model.keras``, ``weights.npz`` + ``model_config.json`` (read without TensorFlow by
 inference), ``history.json`` (the learning curve, one dict per epoch: loss, validation
@@ -266,12 +266,10 @@ def _train(cfg: "PipelineConfig", inputs: dict[str, Path], out_dir: Path, ckpt_d
     save_keras(result.model, out_dir)
     save_weights_npz(result.model, out_dir)
     # the head trains after the item model, without collectives: the chief alone fits it. With
-    # the user term the model's own user convolution is the homefeed user vector: no head.
-    user_term = cfg.train.user_loss_weight > 0
-    fit_head = cfg.user_head.enabled and writes_outputs(cfg) and not user_term
+    # the user term too, the homefeed user vector is the mean of the head's and the model's own
+    # user convolution (components.stages.embeddings).
+    fit_head = cfg.user_head.enabled and writes_outputs(cfg)
     head_report = _fit_user_head(cfg, graph_dir, features, val_nb, out_dir, graph) if fit_head else None
-    if user_term and cfg.user_head.enabled:
-        head_report = {"skipped": "train.user_loss_weight > 0: the trained user convolution is the user vector"}
     # history.json keeps the learning curve only (reproducible in deterministic mode); the
     # timings, which vary run to run, go to the report.
     save_history([{k: h[k] for k in CURVE_KEYS} for h in result.history], out_dir)

@@ -78,10 +78,14 @@ class LoadedVersion:
 
     @property
     def user_shift(self) -> np.ndarray:
-        """(d,) shift added to a user vector: the user head's, else the query shift."""
-        if self.user_head is None or self.user_nodes is not None:
+        """(d,) shift added to a user vector: the user head's, else the query shift; for a model
+        with user nodes and a head (whose user vector is the mean of the two), their mean."""
+        if self.user_head is None:
             return self.query_shift
-        return np.asarray(self.user_head["shift"], np.float32)
+        head_shift = np.asarray(self.user_head["shift"], np.float32)
+        if self.user_nodes is None:
+            return head_shift
+        return (0.5 * (self.query_shift + head_shift)).astype(np.float32)
 
     def rows(self, item_ids: Sequence[str]) -> np.ndarray:
         """Row of each item id; KeyError names the ids this version does not hold."""
@@ -95,25 +99,37 @@ class LoadedVersion:
         return list(dict.fromkeys(i for i in item_ids if i in self.row_of))
 
     def user_query(self, item_ids: Sequence[str]) -> np.ndarray:
-        """(d,) homefeed query for a user's known items, oldest first: for a model with user nodes
-        the model's user convolution over them (as the embeddings stage builds a collection's
-        vector) plus the query shift; else the user head over them (recency by position) plus its
-        shift; without a head, their mean on the unit sphere plus the query shift."""
+        """(d,) homefeed query for a user's known items, oldest first, as the embeddings stage
+        builds a collection's vector: for a model with user nodes the model's user convolution
+        over them plus the query shift (averaged with the head's query when the model also has a
+        user head); else the user head over them (recency by position) plus its shift; without a
+        head, their mean on the unit sphere plus the query shift."""
+        rows = self.rows(item_ids)
         if self.user_nodes is not None:
             from pinsage_model.model.users import recent_user_vector
 
-            vector = recent_user_vector(self.user_nodes, self.item_idx[self.rows(item_ids)])
-            return (vector + self.query_shift).astype(np.float32)
-        emb = np.asarray(self.embeddings[self.rows(item_ids)], np.float64)  # (L, d)
+            conv = recent_user_vector(self.user_nodes, self.item_idx[rows]) + self.query_shift
+            if self.user_head is None:
+                return conv.astype(np.float32)
+            return (0.5 * (conv + self._head_query(rows))).astype(np.float32)
         if self.user_head is None:
-            mean = emb.mean(axis=0)
+            mean = np.asarray(self.embeddings[rows], np.float64).mean(axis=0)
             return (mean / max(float(np.linalg.norm(mean)), 1e-12) + self.query_shift).astype(np.float32)
+        return self._head_query(rows)
+
+    def _head_query(self, rows: np.ndarray) -> np.ndarray:
+        """(d,) the user head over the items at ``rows`` (oldest first) plus the head's shift."""
         from pinsage_model.model.user_head import apply_head, recency_weights
 
-        w = recency_weights(np.arange(len(emb) - 1, -1, -1), float(self.user_head["recency_half_life"]))
+        head = self.user_head
+        if head is None:  # callers check; kept for the type checker
+            raise ValueError(f"index version {self.name} has no user head")
+        emb = np.asarray(self.embeddings[rows], np.float64)  # (L, d)
+        w = recency_weights(np.arange(len(emb) - 1, -1, -1), float(head["recency_half_life"]))
         p = (w[:, None] * emb).sum(axis=0) / w.sum()
         p = p / max(float(np.linalg.norm(p)), 1e-12)
-        return (apply_head(p[None, :].astype(np.float32), self.user_head)[0] + self.user_shift).astype(np.float32)
+        shift = np.asarray(head["shift"], np.float32)
+        return (apply_head(p[None, :].astype(np.float32), head)[0] + shift).astype(np.float32)
 
     def search(self, vectors: np.ndarray, k: int, exclude: Sequence[Sequence[str]] | None = None) -> list[Neighbours]:
         """Top-k items by inner product for each (B, d) query vector as given, skipping ``exclude[b]`` ids."""

@@ -239,8 +239,10 @@ def test_joint_loss_is_item_loss_plus_weighted_user_loss_and_weight_zero_is_the_
 def test_a_published_version_serves_the_user_vector_the_embeddings_stage_writes(tmp_path):
     """user_nodes.npz travels with the index: a homefeed query over a user's recent items (oldest
     first) is the collection's vector of the embeddings stage plus the query shift."""
+    from pinsage_model.graph.csr import CSRGraph, collection_recency
     from pinsage_model.inference.layerwise import embed_all, user_embeddings
     from pinsage_model.model.export import model_config, model_weights
+    from pinsage_model.model.user_head import user_vectors
     from pinsage_model.model.users import user_nodes_arrays
     from pinsage_model.serving.index import publish
     from pinsage_model.serving.query import load_version
@@ -271,3 +273,33 @@ def test_a_published_version_serves_the_user_vector_the_embeddings_stage_writes(
     np.testing.assert_allclose(version.user_query(["m7", "m2", "m4"]), colls[0] + 0.1, atol=1e-6)
     np.testing.assert_allclose(version.user_shift, np.full(4, 0.1))
     assert version.homefeed_from_recent(["m7", "m2", "m4"], k=3).item_ids[0] not in {"m7", "m2", "m4"}
+    # with a user head as well, the query is the mean of the two users' queries (the embeddings
+    # stage writes the mean of the vectors and of the shifts): recency 1, 0, 2 as above
+    rng = np.random.default_rng(2)
+    head = {
+        "W1": rng.normal(size=(4, 3)).astype(np.float32),
+        "b1": rng.normal(size=3).astype(np.float32),
+        "W2": rng.normal(size=(3, 4)).astype(np.float32),
+        "shift": np.full(4, 0.3, np.float32),
+        "recency_half_life": np.float32(2.0),
+    }
+    g = CSRGraph.from_edges(np.array([2, 4, 7]), np.zeros(3, int), 8, 1)
+    by_head = user_vectors(
+        emb, g, collection_recency(g, np.array([2, 4, 7]), np.zeros(3, int), np.array([2, 3, 1])), head
+    )
+    both = load_version(
+        publish(
+            emb,
+            ids,
+            tmp_path,
+            "m1",
+            {},
+            created_at="2026-01-01T00:00:00Z",
+            query_shift=np.full(4, 0.1),
+            user_nodes=nodes,
+            user_head=head,
+        )
+    )
+    want = 0.5 * ((colls[0] + 0.1) + (by_head[0] + 0.3))
+    np.testing.assert_allclose(both.user_query(["m7", "m2", "m4"]), want, atol=1e-5)
+    np.testing.assert_allclose(both.user_shift, np.full(4, 0.2), atol=1e-7)
