@@ -182,7 +182,7 @@ def ease(graph: CSRGraph, l2: float) -> Method:
     The Gram matrix is inverted in float64, in place, through its Cholesky factor (``potrf``
     then ``potri``: N^3 flops, a third of a general inverse's; the division by ``diag(P)``
     amplifies rounding when ``l2`` is small against item degrees, hence float64). ``B`` is kept
-    as float32: 4 N^2 bytes, and 12 N^2 bytes at the peak of the build (36.6k items: 16 GB).
+    as float32: 4 N^2 bytes, and 8 N^2 bytes at the peak of the build (:func:`ease_weights`).
 
     Args:
       graph: bipartite item-collection graph.
@@ -193,7 +193,8 @@ def ease(graph: CSRGraph, l2: float) -> Method:
     x = collection_item_matrix(graph)  # (C, N)
     gram = (x.T @ x).toarray()  # (N, N) float64 co-occurrence counts
     gram[np.diag_indices_from(gram)] += l2
-    b = ease_weights(gram)
+    b = ease_weights(gram)  # (N, N) float32, in gram's memory
+    del gram
     n = graph.num_items
 
     def score(items: np.ndarray) -> np.ndarray:
@@ -206,30 +207,44 @@ def ease(graph: CSRGraph, l2: float) -> Method:
 
 
 def ease_weights(gram: np.ndarray, block: int = 1024) -> np.ndarray:
-    """EASE's ``B = -P / diag(P)`` (float32, zero diagonal) for ``P = gram^-1``, overwriting ``gram``.
+    """EASE's ``B = -P / diag(P)`` (float32, zero diagonal) for ``P = gram^-1``, in ``gram``'s memory.
 
-    ``gram`` (N, N) is symmetric positive definite (``X^T X + l2 I``). Its transpose is the same
-    matrix in Fortran order, which LAPACK factors and inverts in place without a copy; ``potri``
-    fills one triangle, so ``B`` is assembled row block by row block from the valid triangle.
+    ``gram`` (N, N) float64 is symmetric positive definite (``X^T X + l2 I``) and is consumed: its
+    transpose is the same matrix in Fortran order, which LAPACK factors and inverts in place
+    (``potrf``, ``potri``); ``potri`` fills one triangle, which is mirrored block by block; then
+    ``B``'s float32 rows are written over the front half of the same buffer (row block i lands on
+    float64 rows already read) and the buffer is shrunk to them. The peak is the float64 matrix,
+    8 N^2 bytes (37.6k items: 11.3 GB), and ``B`` keeps 4 N^2.
     """
     from scipy.linalg import lapack
 
     n = gram.shape[0]
-    a = gram.T  # (N, N) Fortran order, no copy: LAPACK's upper triangle is gram's lower one
-    c, info = lapack.dpotrf(a, lower=0, overwrite_a=1, clean=0)
+    if not (gram.flags.owndata and gram.flags.c_contiguous and gram.dtype == np.float64):
+        gram = np.array(gram, dtype=np.float64, order="C")  # the buffer is resized below: own it
+    c, info = lapack.dpotrf(gram.T, lower=0, overwrite_a=1, clean=0)
     if info == 0:
         c, info = lapack.dpotri(c, lower=0, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"EASE: X^T X + l2 I is not positive definite (LAPACK info {info})")
-    p = c.T  # (N, N) C order; rows i hold P[i, j] for j <= i
-    diag = p.diagonal().copy()  # (N,)
-    b = np.empty((n, n), dtype=np.float32)
-    cols = np.arange(n)
+    if not np.shares_memory(c, gram):  # LAPACK copied after all: take its result
+        gram[...] = c.T
+    del c
+    # gram (C order) holds P in its lower triangle, j <= i: mirror it into the upper one
     for r0 in range(0, n, block):
         r1 = min(n, r0 + block)
-        rows = np.arange(r0, r1)[:, None]  # (blk, 1)
-        full = np.where(cols[None, :] <= rows, p[r0:r1], p[:, r0:r1].T)  # (blk, N): P[i, :]
-        b[r0:r1] = full / -diag[None, :]  # B[i, j] = -P[i, j] / P[j, j]
+        d = gram[r0:r1, r0:r1]
+        gram[r0:r1, r0:r1] = np.tril(d) + np.tril(d, -1).T
+        gram[r0:r1, r1:] = gram[r1:, r0:r1].T
+    diag = gram.diagonal().copy()  # (N,) P[j, j]
+    out = gram.reshape(-1).view(np.float32)  # (2 N^2,) float32 over the same bytes
+    for r0 in range(0, n, block):
+        r1 = min(n, r0 + block)
+        rows = gram[r0:r1] / -diag[None, :]  # (blk, N) float64 copy: B[i, j] = -P[i, j] / P[j, j]
+        # float32 rows r0..r1 cover float64 rows [r0/2, r1/2): this block's (copied) or earlier ones
+        out[r0 * n : r1 * n] = rows.ravel()
+    del out, rows, d
+    gram.resize(((n * n + 1) // 2,), refcheck=False)  # keep the front half: B's 4 N^2 bytes
+    b = gram.view(np.float32)[: n * n].reshape(n, n)
     np.fill_diagonal(b, 0.0)
     return b
 
