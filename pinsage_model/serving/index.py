@@ -417,9 +417,10 @@ def install_version(version_dir: str | Path, root: str | Path, name: str = "") -
             raise IndexVersionError(f"{src}: its manifest names version {recorded!r}, not {name!r}")
 
     def fill(tmp: Path) -> None:
-        for f in (INDEX_FILE, IDS_FILE, EMB_FILE, SHIFT_FILE, USER_HEAD_FILE, MANIFEST_FILE):
-            if not (src / f).exists():  # the shift and user-head files are optional
-                continue
+        # every file the manifest lists (the optional shift, user head and user nodes included)
+        for f in [*files, MANIFEST_FILE]:
+            if not (src / f).exists():
+                raise IndexVersionError(f"{src}: {f} is listed in {MANIFEST_FILE} but missing")
             try:
                 os.link(src / f, tmp / f)
             except OSError:
@@ -427,6 +428,7 @@ def install_version(version_dir: str | Path, root: str | Path, name: str = "") -
 
     if not (src / MANIFEST_FILE).exists():
         raise IndexVersionError(f"{src}: no such published version")
+    files = list(json.loads((src / MANIFEST_FILE).read_text())["files"])
     return _complete_version(Path(root), name or src.name, fill)
 
 
