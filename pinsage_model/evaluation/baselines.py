@@ -179,10 +179,8 @@ def ease(graph: CSRGraph, l2: float) -> Method:
     is what holding item i adds to item j. The item->item scores of query i are therefore
     row i, ``B[i, :]`` (a user holding i alone); a set scores ``x_u B``, the sum of its rows.
 
-    The Gram matrix is inverted in float64, in place, through its Cholesky factor (``potrf``
-    then ``potri``: N^3 flops, a third of a general inverse's; the division by ``diag(P)``
-    amplifies rounding when ``l2`` is small against item degrees, hence float64). ``B`` is kept
-    as float32: 4 N^2 bytes, and 8 N^2 bytes at the peak of the build (:func:`ease_weights`).
+    The Gram matrix is inverted in float64 up to 20k items, else in float32 (:func:`ease_weights`);
+    ``B`` is kept as float32, 4 N^2 bytes.
 
     Args:
       graph: bipartite item-collection graph.
@@ -191,9 +189,12 @@ def ease(graph: CSRGraph, l2: float) -> Method:
     if not l2 > 0:
         raise ValueError(f"EASE needs an L2 weight > 0 (X^T X alone may be singular), got {l2}")
     x = collection_item_matrix(graph)  # (C, N)
-    gram = (x.T @ x).toarray()  # (N, N) float64 co-occurrence counts
+    xtx = x.T @ x  # (N, N) sparse co-occurrence counts
+    dtype = np.float64 if 8 * xtx.shape[0] ** 2 <= EASE_FLOAT64_MAX_BYTES else np.float32
+    gram = xtx.astype(dtype).toarray(order="C")  # (N, N) dense, C order (a CSC product's default is F)
+    del xtx
     gram[np.diag_indices_from(gram)] += l2
-    b = ease_weights(gram)  # (N, N) float32, in gram's memory
+    b = ease_weights(gram)  # (N, N) float32
     del gram
     n = graph.num_items
 
@@ -206,45 +207,27 @@ def ease(graph: CSRGraph, l2: float) -> Method:
     return Method("ease", score_items=score, score_sets=score_sets)
 
 
-def ease_weights(gram: np.ndarray, block: int = 1024) -> np.ndarray:
-    """EASE's ``B = -P / diag(P)`` (float32, zero diagonal) for ``P = gram^-1``, in ``gram``'s memory.
+# Gram matrices up to this many bytes in float64 (20k items) are inverted in float64; larger ones
+# in float32, half the memory (the peak is two N x N matrices, the Gram matrix and its inverse).
+EASE_FLOAT64_MAX_BYTES = 8 * 20_000**2
 
-    ``gram`` (N, N) float64 is symmetric positive definite (``X^T X + l2 I``) and is consumed: its
-    transpose is the same matrix in Fortran order, which LAPACK factors and inverts in place
-    (``potrf``, ``potri``); ``potri`` fills one triangle, which is mirrored block by block; then
-    ``B``'s float32 rows are written over the front half of the same buffer (row block i lands on
-    float64 rows already read) and the buffer is shrunk to them. The peak is the float64 matrix,
-    8 N^2 bytes (37.6k items: 11.3 GB), and ``B`` keeps 4 N^2.
+
+def ease_weights(gram: np.ndarray) -> np.ndarray:
+    """EASE's ``B = -P / diag(P)`` (float32, zero diagonal) for ``P = gram^-1``; ``gram`` is consumed.
+
+    ``gram`` (N, N) is symmetric positive definite (``X^T X + l2 I``). It is inverted by numpy's
+    LAPACK, whose OpenBLAS has 64-bit indices (scipy's 32-bit one crashes inverting yelp2018-
+    subset's 37.6k x 37.6k float64 matrix in place), in float64 up to ``EASE_FLOAT64_MAX_BYTES``
+    (the division by ``diag(P)`` amplifies rounding when ``l2`` is small against item degrees),
+    else in float32: the peak is two N x N matrices, 16 N^2 or 8 N^2 bytes (37.6k items: 11.3 GB).
     """
-    from scipy.linalg import lapack
-
     n = gram.shape[0]
-    if not (gram.flags.owndata and gram.flags.c_contiguous and gram.dtype == np.float64):
-        gram = np.array(gram, dtype=np.float64, order="C")  # the buffer is resized below: own it
-    c, info = lapack.dpotrf(gram.T, lower=0, overwrite_a=1, clean=0)
-    if info == 0:
-        c, info = lapack.dpotri(c, lower=0, overwrite_c=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"EASE: X^T X + l2 I is not positive definite (LAPACK info {info})")
-    if not np.shares_memory(c, gram):  # LAPACK copied after all: take its result
-        gram[...] = c.T
-    del c
-    # gram (C order) holds P in its lower triangle, j <= i: mirror it into the upper one
-    for r0 in range(0, n, block):
-        r1 = min(n, r0 + block)
-        d = gram[r0:r1, r0:r1]
-        gram[r0:r1, r0:r1] = np.tril(d) + np.tril(d, -1).T
-        gram[r0:r1, r1:] = gram[r1:, r0:r1].T
-    diag = gram.diagonal().copy()  # (N,) P[j, j]
-    out = gram.reshape(-1).view(np.float32)  # (2 N^2,) float32 over the same bytes
-    for r0 in range(0, n, block):
-        r1 = min(n, r0 + block)
-        rows = gram[r0:r1] / -diag[None, :]  # (blk, N) float64 copy: B[i, j] = -P[i, j] / P[j, j]
-        # float32 rows r0..r1 cover float64 rows [r0/2, r1/2): this block's (copied) or earlier ones
-        out[r0 * n : r1 * n] = rows.ravel()
-    del out, rows, d
-    gram.resize(((n * n + 1) // 2,), refcheck=False)  # keep the front half: B's 4 N^2 bytes
-    b = gram.view(np.float32)[: n * n].reshape(n, n)
+    dtype = np.float64 if 8 * n * n <= EASE_FLOAT64_MAX_BYTES else np.float32
+    p = np.linalg.inv(gram.astype(dtype, copy=False))  # (N, N)
+    del gram
+    diag = p.diagonal().copy()  # (N,) P[j, j]
+    p /= -diag[None, :]  # B[i, j] = -P[i, j] / P[j, j]
+    b = np.ascontiguousarray(p, dtype=np.float32)  # a no-op for float32
     np.fill_diagonal(b, 0.0)
     return b
 
