@@ -420,9 +420,8 @@ class EvaluationConfig(Section):
     # 1000 on ml-latest-small (0.065-0.066) and on the demo data rises to 1000 and stays
     # (0.102 at 500, 0.111 at 1000, 0.113 at 5000), so 1000 suits both.
     ease_lambda: PosFloat = 1000.0
-    # Above this many items EASE is skipped: its inverse is dense, about 12 N^2 bytes at the peak
-    # of the build (20k items 4.8 GB, the 36.6k of yelp2018-subset 16 GB).
-    ease_max_items: PosInt = 40000
+    # Above this many items EASE is skipped (the inverse is dense: 20k items need ~4.5 GiB).
+    ease_max_items: PosInt = 20000
     user_ks: Annotated[tuple[PosInt, ...], Field(min_length=1)] = (20,)
     recent_items: NonNegInt = 0
     seed: int = 0  # derived: PipelineConfig.seed_for("evaluation")

@@ -179,23 +179,28 @@ def ease(graph: CSRGraph, l2: float) -> Method:
     is what holding item i adds to item j. The item->item scores of query i are therefore
     row i, ``B[i, :]`` (a user holding i alone); a set scores ``x_u B``, the sum of its rows.
 
-    The Gram matrix is inverted in float64 up to 20k items, else in float32 (:func:`ease_weights`);
-    ``B`` is kept as float32, 4 N^2 bytes.
+    The Gram matrix is inverted in float64, in place (the division by ``diag(P)`` amplifies
+    rounding when ``l2`` is small against item degrees); ``B`` is kept as float32: 4 N^2 bytes,
+    and about 12 N^2 bytes at the peak of the build.
 
     Args:
       graph: bipartite item-collection graph.
       l2: the L2 weight lambda (> 0); Steck used 500 on ML-20M (136k users).
     """
+    import scipy.linalg
+
     if not l2 > 0:
         raise ValueError(f"EASE needs an L2 weight > 0 (X^T X alone may be singular), got {l2}")
     x = collection_item_matrix(graph)  # (C, N)
-    xtx = x.T @ x  # (N, N) sparse co-occurrence counts
-    dtype = np.float64 if 8 * xtx.shape[0] ** 2 <= EASE_FLOAT64_MAX_BYTES else np.float32
-    gram = xtx.astype(dtype).toarray(order="C")  # (N, N) dense, C order (a CSC product's default is F)
-    del xtx
+    gram = (x.T @ x).toarray()  # (N, N) float64 co-occurrence counts
     gram[np.diag_indices_from(gram)] += l2
-    b = ease_weights(gram)  # (N, N) float32
-    del gram
+    # X^T X + l2 I is symmetric positive definite, so the inverse exists and is symmetric.
+    p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)  # (N, N)
+    p /= -p.diagonal().copy()  # (N, N): column j divided by -P[j, j], so B[i, j] = -P[i, j] / P[j, j]
+    # inv returns Fortran order; the row gathers and sparse products below need C order (a
+    # Fortran B is copied whole by scipy on every x_u B: 1 s per user at 10k items).
+    b = np.ascontiguousarray(p, dtype=np.float32)
+    np.fill_diagonal(b, 0.0)
     n = graph.num_items
 
     def score(items: np.ndarray) -> np.ndarray:
@@ -205,31 +210,6 @@ def ease(graph: CSRGraph, l2: float) -> Method:
         return set_matrix(indptr, indices, n) @ b  # (G, N)
 
     return Method("ease", score_items=score, score_sets=score_sets)
-
-
-# Gram matrices up to this many bytes in float64 (20k items) are inverted in float64; larger ones
-# in float32, half the memory (the peak is two N x N matrices, the Gram matrix and its inverse).
-EASE_FLOAT64_MAX_BYTES = 8 * 20_000**2
-
-
-def ease_weights(gram: np.ndarray) -> np.ndarray:
-    """EASE's ``B = -P / diag(P)`` (float32, zero diagonal) for ``P = gram^-1``; ``gram`` is consumed.
-
-    ``gram`` (N, N) is symmetric positive definite (``X^T X + l2 I``). It is inverted by numpy's
-    LAPACK, whose OpenBLAS has 64-bit indices (scipy's 32-bit one crashes inverting yelp2018-
-    subset's 37.6k x 37.6k float64 matrix in place), in float64 up to ``EASE_FLOAT64_MAX_BYTES``
-    (the division by ``diag(P)`` amplifies rounding when ``l2`` is small against item degrees),
-    else in float32: the peak is two N x N matrices, 16 N^2 or 8 N^2 bytes (37.6k items: 11.3 GB).
-    """
-    n = gram.shape[0]
-    dtype = np.float64 if 8 * n * n <= EASE_FLOAT64_MAX_BYTES else np.float32
-    p = np.linalg.inv(gram.astype(dtype, copy=False))  # (N, N)
-    del gram
-    diag = p.diagonal().copy()  # (N,) P[j, j]
-    p /= -diag[None, :]  # B[i, j] = -P[i, j] / P[j, j]
-    b = np.ascontiguousarray(p, dtype=np.float32)  # a no-op for float32
-    np.fill_diagonal(b, 0.0)
-    return b
 
 
 class BaselineSkipped(Exception):

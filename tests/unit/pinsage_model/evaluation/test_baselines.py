@@ -160,27 +160,6 @@ def test_ease_matches_the_per_column_ridge_solution():
         np.testing.assert_allclose(s, [want[0] + want[2], want[1], np.zeros(4)], rtol=1e-5, atol=1e-7)
 
 
-def test_ease_weights_float64_and_above_the_limit_float32(monkeypatch):
-    rng = np.random.default_rng(0)
-    x = (rng.random((12, 7)) < 0.4).astype(np.float64)
-    gram = x.T @ x + 2.0 * np.eye(7)
-    p = np.linalg.inv(gram)
-    want = -p / np.diag(p)[None, :]
-    np.fill_diagonal(want, 0.0)
-    got = baselines.ease_weights(gram.copy())
-    assert got.dtype == np.float32 and got.flags.c_contiguous
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
-    # above EASE_FLOAT64_MAX_BYTES the inverse is float32: half the memory, close to the same B
-    monkeypatch.setattr(baselines, "EASE_FLOAT64_MAX_BYTES", 0)
-    got32 = baselines.ease_weights(gram.copy())
-    assert got32.dtype == np.float32 and np.all(np.diag(got32) == 0)
-    np.testing.assert_allclose(got32, want, rtol=1e-4, atol=1e-5)
-    g = CSRGraph.from_edges(np.array([0, 1, 0]), np.array([0, 0, 1]), num_items=2, num_collections=2)
-    np.testing.assert_allclose(
-        baselines.ease(g, 1.0).item_scores(np.array([0, 1])), [[0, 1 / 3], [1 / 2, 0]], rtol=1e-5
-    )
-
-
 def test_ease_item_without_collections_gives_and_gets_zero():
     g = CSRGraph.from_edges(np.array([0, 1]), np.array([0, 0]), num_items=3, num_collections=1)
     s = baselines.ease(g, 1.0).item_scores(np.arange(3))
