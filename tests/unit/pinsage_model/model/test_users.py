@@ -245,7 +245,7 @@ def test_a_published_version_serves_the_user_vector_the_embeddings_stage_writes(
     from pinsage_model.model.user_head import user_vectors
     from pinsage_model.model.users import user_nodes_arrays
     from pinsage_model.serving.index import publish
-    from pinsage_model.serving.query import load_version
+    from pinsage_model.serving.query import LoadedVersion, load_version
 
     model = _user_model(2)
     nb, feats = _chain_neighbourhoods(), np.random.default_rng(1).normal(size=(8, 8)).astype(np.float32)
@@ -258,18 +258,12 @@ def test_a_published_version_serves_the_user_vector_the_embeddings_stage_writes(
     vdir = publish(emb, ids, tmp_path, "m1", {}, created_at="2026-01-01T00:00:00Z", query_shift=np.full(4, 0.1))
     assert load_version(vdir).user_nodes is None
     nodes = user_nodes_arrays(proj, weights, config)
-    version = load_version(
-        publish(
-            emb,
-            ids,
-            tmp_path,
-            "m1",
-            {},
-            created_at="2026-01-01T00:00:00Z",
-            query_shift=np.full(4, 0.1),
-            user_nodes=nodes,
-        )
-    )
+
+    def published(**user) -> "LoadedVersion":
+        kw = dict(created_at="2026-01-01T00:00:00Z", query_shift=np.full(4, 0.1), user_nodes=nodes, **user)
+        return load_version(publish(emb, ids, tmp_path, "m1", {}, **kw))
+
+    version = published()
     np.testing.assert_allclose(version.user_query(["m7", "m2", "m4"]), colls[0] + 0.1, atol=1e-6)
     np.testing.assert_allclose(version.user_shift, np.full(4, 0.1))
     assert version.homefeed_from_recent(["m7", "m2", "m4"], k=3).item_ids[0] not in {"m7", "m2", "m4"}
@@ -287,19 +281,7 @@ def test_a_published_version_serves_the_user_vector_the_embeddings_stage_writes(
     by_head = user_vectors(
         emb, g, collection_recency(g, np.array([2, 4, 7]), np.zeros(3, int), np.array([2, 3, 1])), head
     )
-    both = load_version(
-        publish(
-            emb,
-            ids,
-            tmp_path,
-            "m1",
-            {},
-            created_at="2026-01-01T00:00:00Z",
-            query_shift=np.full(4, 0.1),
-            user_nodes=nodes,
-            user_head=head,
-        )
-    )
+    both = published(user_head=head)
     want = 0.5 * ((colls[0] + 0.1) + (by_head[0] + 0.3))
     np.testing.assert_allclose(both.user_query(["m7", "m2", "m4"]), want, atol=1e-5)
     np.testing.assert_allclose(both.user_shift, np.full(4, 0.2), atol=1e-7)
