@@ -129,7 +129,7 @@ def test_producer_shards_split_the_batch_and_hard_negatives_skip_train_positives
 
     graph, nb, feats, q, p, sampler = _producer_fixture()
     data = TrainData(feats, nb, graph, q, p, q[:2], p[:2])
-    cfg = TrainConfig(batch_size=8, num_negatives=5, max_hard_negatives=4, seed=1)
+    cfg = TrainConfig(batch_size=8, num_negatives=5, max_hard_negatives=4, seed=1, user_loss_weight=0.0)
     prod = BatchProducer(data, 2, cfg, sampler, num_replicas=2)
     order = prod.epoch_order(3)
     batch = prod.make(3, 0, order)
@@ -187,7 +187,7 @@ def test_each_worker_builds_its_own_shards_of_the_same_global_batch():
 
     graph, nb, feats, q, p, sampler = _producer_fixture()
     data = TrainData(feats, nb, graph, q, p, q[:2], p[:2])
-    cfg = TrainConfig(batch_size=8, num_negatives=5, max_hard_negatives=4, seed=1)
+    cfg = TrainConfig(batch_size=8, num_negatives=5, max_hard_negatives=4, seed=1, user_loss_weight=0.0)
     whole = BatchProducer(data, 2, cfg, sampler, num_replicas=2)
     order = whole.epoch_order(3)
     everything = whole.make(3, 0, order)["shards"]
