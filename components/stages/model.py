@@ -247,7 +247,10 @@ def _training_users(graph_dir: Path, train_graph):
     # collections of the training subgraph keep all their items, so their rows equal the full graph's
     rows = UserRows.from_graph(graph, recency, np.flatnonzero(train_graph.collection_degree() > 0))
     if rows.num_users == 0:
-        raise StageError(f"{graph_dir / 'train_graph.npz'}: no collection with two or more items for the user term")
+        raise StageError(
+            f"{graph_dir / 'train_graph.npz'}: no collection with two or more items for the user term; "
+            "set train.user_loss_weight: 0 to train without it"
+        )
     return rows
 
 

@@ -168,7 +168,10 @@ class BatchProducer:
             return None, None
         rows = data.users
         if rows is None or rows.num_users == 0:
-            raise ValueError("train.user_loss_weight > 0 needs training users with two or more items")
+            raise ValueError(
+                "train.user_loss_weight > 0 (the default is 1) needs training users with two or more items "
+                "(TrainData.users); set train.user_loss_weight to 0 to train the item->item loss alone"
+            )
         in_batch = self.batch_size // self.num_replicas if in_batch_negatives(train_cfg) else 0
         logq = candidate_log_q(
             rows.items, self.negative_pool, data.num_items, train_cfg.num_negatives, in_batch, rows.target_weights()
