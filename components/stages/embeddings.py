@@ -183,13 +183,13 @@ def _collections(emb: np.ndarray, graph, shift: np.ndarray, inputs: dict[str, Pa
         if proj is None and head is None:
             return collection_embeddings(emb, graph), shift, None
         recency = read_collection_recency(inputs["graph"], graph)
-        heads = None if head is None else (user_vectors(emb, graph, recency, head), head["shift"].astype(np.float32))
-        if proj is None and heads is not None:
-            return heads[0], heads[1], head
-        conv = user_embeddings(proj, graph.coll_indptr, graph.coll_indices, recency, weights, mcfg)  # (C, d)
-        if heads is None:
-            return conv, shift, None
-        return 0.5 * (conv + heads[0]), (0.5 * (shift + heads[1])).astype(np.float32), head
+        views = []  # (C, d) user vectors and (d,) shift of each view the model has
+        if proj is not None:
+            views.append((user_embeddings(proj, graph.coll_indptr, graph.coll_indices, recency, weights, mcfg), shift))
+        if head is not None:
+            views.append((user_vectors(emb, graph, recency, head), head["shift"]))
+        colls = np.mean([v for v, _ in views], axis=0).astype(np.float32)
+        return colls, np.mean([s for _, s in views], axis=0).astype(np.float32), head
     except ContractError as exc:
         raise StageError(f"embeddings: {exc}") from exc
 
