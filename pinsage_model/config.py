@@ -402,7 +402,8 @@ class EvaluationConfig(Section):
     everything PinSage sees and are as strong as they can be; "train": the training subgraph).
     User-level metrics (adjacency data with a test file, or the temporal split of user-item data)
     use ``user_ks`` and the user's ``recent_items`` latest training items (0 = all of them).
-    ``ease`` inverts a dense N x N matrix (about 12 N^2 bytes): above ``ease_max_items`` items it
+    ``ease`` inverts a dense N x N matrix (8 N^2 bytes at the peak, blocked on 64-bit BLAS; about
+    N^3 / 40 GFLOP/s seconds on 2 cores: 20 min at 37.6k items): above ``ease_max_items`` items it
     is skipped with a note in the report.
     """
 
@@ -420,7 +421,8 @@ class EvaluationConfig(Section):
     # 1000 on ml-latest-small (0.065-0.066) and on the demo data rises to 1000 and stays
     # (0.102 at 500, 0.111 at 1000, 0.113 at 5000), so 1000 suits both.
     ease_lambda: PosFloat = 1000.0
-    # Above this many items EASE is skipped (the inverse is dense: 20k items need ~4.5 GiB).
+    # Above this many items EASE is skipped (the inverse is dense: 20k items need ~3 GiB and
+    # about 3 min on 2 cores; 40k items ~12 GiB and about 25 min).
     ease_max_items: PosInt = 20000
     user_ks: Annotated[tuple[PosInt, ...], Field(min_length=1)] = (20,)
     recent_items: NonNegInt = 0
