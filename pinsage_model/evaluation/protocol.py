@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -378,15 +378,22 @@ def pooled_user_vectors(embeddings_dir: Path, item_emb: np.ndarray) -> tuple[np.
 
 
 def rank_users(
-    frame, space: UserSpace, methods: list, pooled: tuple[np.ndarray, np.ndarray] | None, user_ks
+    frame,
+    space: UserSpace,
+    methods: list,
+    pooled: tuple[np.ndarray, np.ndarray] | None,
+    user_ks,
+    split: str = "test",
 ) -> tuple[dict, int, int]:
-    """Recall/NDCG@K of every user vector on one split's held-out events.
+    """Recall/NDCG@K of every user vector on one split's held-out events (``split`` names it in
+    the progress bar).
 
     Returns:
       (``{user vector name: metrics}``, events dropped for an unknown user or item, users ranked).
     """
     from pinsage_model.evaluation import metrics
     from pinsage_model.graph.csr import csr_subset
+    from pinsage_model.progress import progress_bar
 
     graph = space.graph
     rows, dropped = known_rows(frame, space.coll_of, space.item_of)
@@ -406,17 +413,20 @@ def rank_users(
         ks=user_ks,
         block_rows=max(1, USER_BLOCK_BYTES // (8 * n * max(1, longest))),
     )
-    out: dict[str, dict] = {}
+    scorers: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     if pooled is not None:
         queries, items = pooled
-        out[f"{PINSAGE}-pooled"] = metrics.user_topk_metrics(lambda pos: queries[users[pos]] @ items.T, **common)
+        scorers[f"{PINSAGE}-pooled"] = lambda pos: queries[users[pos]] @ items.T
     for m in methods:
 
         def score(pos, m=m):
             ptr, idx = csr_subset(space.recent_indptr, space.recent_indices, users[pos])
             return m.set_scores(ptr, idx)
 
-        out[f"{m.name}-recent"] = metrics.user_topk_metrics(score, **common)
+        scorers[f"{m.name}-recent"] = score
+    # minutes per method at tens of thousands of users and items: say where it is
+    bar = progress_bar(scorers.items(), desc=f"ranking {split} users", total=len(scorers), unit="method")
+    out = {name: metrics.user_topk_metrics(fn, **common) for name, fn in bar}
     return out, dropped, len(users)
 
 
@@ -440,7 +450,7 @@ def user_level(cfg: PipelineConfig, inputs: EvaluationInputs, methods: list) -> 
     test, dropped, n_users = rank_users(held["test"], space, methods, pooled, ev.user_ks)
     result = {"methods": test, "test_interactions_dropped_unknown": dropped, "users": int(n_users), "source": source}
     if "validation" in held:
-        result["validation"] = rank_users(held["validation"], space, methods, pooled, ev.user_ks)[0]
+        result["validation"] = rank_users(held["validation"], space, methods, pooled, ev.user_ks, "validation")[0]
     return result
 
 
