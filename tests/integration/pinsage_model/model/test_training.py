@@ -154,8 +154,12 @@ MIRRORED_SCRIPT = textwrap.dedent(
     d = dict(np.load(sys.argv[1]))
     graph = CSRGraph(d["item_indptr"], d["item_indices"], d["coll_indptr"], d["coll_indices"])
     nbhd = Neighbourhoods(d["indices"], d["weights"])
-    data = TrainData(d["features"], nbhd, graph, d["tq"], d["tp"], d["vq"], d["vp"])
     cfg = TrainConfig(**json.loads(sys.argv[2]))
+    users = None
+    if cfg.user_loss_weight > 0:  # every collection a training user; no times
+        from pinsage_model.model.users import UserRows
+        users = UserRows.from_graph(graph, np.zeros(len(d["coll_indices"])), np.arange(len(d["coll_indptr"]) - 1))
+    data = TrainData(d["features"], nbhd, graph, d["tq"], d["tp"], d["vq"], d["vp"], users=users)
     model, sampler = ModelConfig(**json.loads(sys.argv[3])), SamplerConfig(**json.loads(sys.argv[4]))
     out = {}
     for devices in (1, 2):
@@ -167,7 +171,10 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_logical_cpu_devices_match_one_device(tmp_path):
+@pytest.mark.parametrize("user_loss_weight", [0.0, 1.0], ids=["items", "items+users"])
+def test_two_logical_cpu_devices_match_one_device(tmp_path, user_loss_weight):
+    """Two mirrored replicas take the same steps as one, with the user term off and on (each
+    replica then scores its share of the step's users)."""
     from pinsage_model.config import config_to_dict
 
     graph, features, nb, (tq, tp), (vq, vp) = planted(7)
@@ -185,7 +192,7 @@ def test_two_logical_cpu_devices_match_one_device(tmp_path):
         coll_indptr=graph.coll_indptr,
         coll_indices=graph.coll_indices,
     )
-    cfg = TRAIN.replace(epochs=2, steps_per_epoch=2, seed=7, validation_pairs=50)
+    cfg = TRAIN.replace(epochs=2, steps_per_epoch=2, seed=7, validation_pairs=50, user_loss_weight=user_loss_weight)
     # section seeds are left out of dumps (they derive from the top-level seed): pass them on
     args = [json.dumps(config_to_dict(cfg) | {"seed": cfg.seed}), json.dumps(config_to_dict(MODEL))]
     args.append(json.dumps(config_to_dict(SAMPLER) | {"seed": SAMPLER.seed}))
@@ -214,6 +221,8 @@ def model_run_dir(tmp_path, seed: int):
     (run / "features").mkdir()
     (run / "neighbourhoods").mkdir()
     graph.save(run / "graph" / "train_graph.npz")
+    graph.save(run / "graph" / "graph.npz")  # the user term's users: every collection, no times
+    np.save(run / "graph" / "collection_recency.npy", np.zeros(len(graph.coll_indices), np.int64))
     np.save(run / "features" / "features.npy", features)
     (run / "features" / "feature_names.json").write_text(
         json.dumps({"id_embedding_dim": 0, "items_without_features": 0})
@@ -356,12 +365,13 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def test_two_workers_on_localhost_match_one_process(tmp_path):
+@pytest.mark.parametrize("user_loss_weight", [0.0, 1.0], ids=["items", "items+users"])
+def test_two_workers_on_localhost_match_one_process(tmp_path, user_loss_weight):
     """``train.strategy: multi_worker``: the model stage's CLI in two worker processes
     (MultiWorkerMirroredStrategy over gRPC on 127.0.0.1, CPU only, one replica each) takes the
-    same steps as one process on the same global batch of 64: equal loss and updated weights.
-    Two epochs of one step each, so the second step has a hard negative per example. Only the
-    chief writes the stage's outputs."""
+    same steps as one process on the same global batch of 64: equal loss and updated weights,
+    with the user term off and on. Two epochs of one step each, so the second step has a hard
+    negative per example. Only the chief writes the stage's outputs."""
     import os
     import subprocess
 
@@ -372,7 +382,14 @@ def test_two_workers_on_localhost_match_one_process(tmp_path):
     from pinsage_model.config import config_from_dict
     from pinsage_model.model.export import load_weights_npz
 
-    train = {**config_to_dict_(TRAIN), "epochs": 2, "steps_per_epoch": 1, "deterministic": True, "validation_pairs": 50}
+    train = {
+        **config_to_dict_(TRAIN),
+        "epochs": 2,
+        "steps_per_epoch": 1,
+        "deterministic": True,
+        "validation_pairs": 50,
+        "user_loss_weight": user_loss_weight,
+    }
     raw = {
         "model": config_to_dict_(MODEL),
         "sampler": config_to_dict_(SAMPLER),
