@@ -194,7 +194,8 @@ def ease(graph: CSRGraph, l2: float) -> Method:
     if not l2 > 0:
         raise ValueError(f"EASE needs an L2 weight > 0 (X^T X alone may be singular), got {l2}")
     # X^T X + l2 I is symmetric positive definite, so the inverse exists and is symmetric.
-    p = spd_inverse_inplace(dense_gram(collection_item_matrix(graph), l2))  # (N, N) float64, C order
+    # (N, N) float64, C order; a bar when the build takes more than seconds
+    p = spd_inverse_inplace(dense_gram(collection_item_matrix(graph), l2), progress=graph.num_items > 10000)
     p /= -p.diagonal().copy()  # (N, N): column j divided by -P[j, j], so B[i, j] = -P[i, j] / P[j, j]
     np.fill_diagonal(p, 0.0)
     # C order: the row gathers and sparse products below would copy a Fortran B on every x_u B

@@ -16,6 +16,9 @@ Peak memory is the matrix plus a few (block, N) temporaries.
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import numpy as np
 
 
@@ -23,7 +26,7 @@ def _blocks(n: int, block: int) -> list[tuple[int, int]]:
     return [(s, min(s + block, n)) for s in range(0, n, block)]
 
 
-def _cholesky_lower(a: np.ndarray, block: int) -> None:
+def _cholesky_lower(a: np.ndarray, block: int, tick: Callable[[], object]) -> None:
     """``a``'s lower triangle becomes L (``a = L L^T``); its strict upper triangle is zeroed."""
     import scipy.linalg
 
@@ -32,6 +35,7 @@ def _cholesky_lower(a: np.ndarray, block: int) -> None:
         lkk = np.linalg.cholesky(a[k0:k1, k0:k1])  # (b, b) lower
         a[k0:k1, k0:k1] = lkk
         a[k0:k1, k1:] = 0.0  # the strict upper triangle of these rows
+        tick()
         if k1 == n:
             break
         panel = a[k1:, k0:k1]  # (n - k1, b): A21 -> L21 = A21 L11^-T
@@ -42,7 +46,7 @@ def _cholesky_lower(a: np.ndarray, block: int) -> None:
         a[k0:k1, k0:k1] = np.tril(a[k0:k1, k0:k1])
 
 
-def _invert_lower(a: np.ndarray, block: int) -> None:
+def _invert_lower(a: np.ndarray, block: int, tick: Callable[[], object]) -> None:
     """A lower-triangular ``a`` (zero above the diagonal) becomes its inverse W, in place.
 
     Block row i of W: ``W_ii = L_ii^-1`` and ``W[i, :i] = -W_ii (L[i, :i] W[:i, :i])``, where
@@ -55,9 +59,10 @@ def _invert_lower(a: np.ndarray, block: int) -> None:
         if k0:
             a[k0:k1, :k0] = -(wkk @ (a[k0:k1, :k0] @ a[:k0, :k0]))  # (b, k0)
         a[k0:k1, k0:k1] = wkk
+        tick()
 
 
-def _gram_of_lower(a: np.ndarray, block: int) -> None:
+def _gram_of_lower(a: np.ndarray, block: int, tick: Callable[[], object]) -> None:
     """A lower-triangular ``a`` = W becomes ``W^T W`` (symmetric, both triangles), in place.
 
     Block row i of the lower triangle is ``W[i:, i]^T W[i:, :i+1]``: it reads block rows >= i
@@ -66,22 +71,32 @@ def _gram_of_lower(a: np.ndarray, block: int) -> None:
     n = len(a)
     for k0, k1 in _blocks(n, block):
         a[k0:k1, :k1] = a[k0:, k0:k1].T @ a[k0:, :k1]  # (b, k1)
+        tick()
     for k0, k1 in _blocks(n, block):  # mirror: the strict upper triangle of each block row
         a[k0:k1, k1:] = a[k1:, k0:k1].T
         a[k0:k1, k0:k1] = np.tril(a[k0:k1, k0:k1]) + np.tril(a[k0:k1, k0:k1], -1).T
 
 
-def spd_inverse_inplace(a: np.ndarray, block: int = 1024) -> np.ndarray:
+def spd_inverse_inplace(a: np.ndarray, block: int = 1024, *, progress: bool = False) -> np.ndarray:
     """Overwrite ``a`` (N, N), C-ordered float64, symmetric positive definite, with its inverse.
+
+    ``progress`` shows a bar over the three passes' blocks (minutes at tens of thousands of rows).
 
     Raises:
       numpy.linalg.LinAlgError: ``a`` is not positive definite.
     """
+    from pinsage_model.progress import progress_bar
+
     if a.ndim != 2 or a.shape[0] != a.shape[1] or not a.flags.c_contiguous or a.dtype != np.float64:
         raise ValueError(f"expected a C-ordered square float64 matrix, got {a.dtype} {a.shape}")
-    _cholesky_lower(a, block)
-    _invert_lower(a, block)
-    _gram_of_lower(a, block)
+    steps = 3 * len(_blocks(len(a), block))
+    with progress_bar(
+        desc=f"inverse of a {len(a)} x {len(a)} matrix", total=steps, unit="block", disable=not progress
+    ) as bar:
+        tick = functools.partial(bar.update, 1)
+        _cholesky_lower(a, block, tick)
+        _invert_lower(a, block, tick)
+        _gram_of_lower(a, block, tick)
     return a
 
 

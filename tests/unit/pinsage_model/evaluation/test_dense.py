@@ -24,6 +24,13 @@ def test_matches_numpy_inverse_for_any_block_size(n, block):
     assert np.array_equal(got, got.T)
 
 
+def test_progress_bar_counts_every_block_of_the_three_passes(capsys):
+    a = np.diag([2.0, 4.0, 8.0, 16.0, 32.0])
+    spd_inverse_inplace(a, block=2, progress=True)
+    np.testing.assert_allclose(np.diag(a), [0.5, 0.25, 0.125, 0.0625, 0.03125])
+    assert "9/9" in capsys.readouterr().err  # 3 blocks x (Cholesky, triangle inverse, W^T W)
+
+
 def test_not_positive_definite_raises():
     with pytest.raises(np.linalg.LinAlgError):
         spd_inverse_inplace(np.array([[1.0, 2.0], [2.0, 1.0]]))
