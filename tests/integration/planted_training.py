@@ -115,3 +115,18 @@ def config_to_dict_(section) -> dict:
     from pinsage_model.config import config_to_dict
 
     return config_to_dict(section)
+
+
+def stage_config(**train):
+    """The model stage's config on the planted data: MODEL, SAMPLER, TRAIN with ``train``'s keys
+    replaced, and no user head."""
+    from pinsage_model.config import config_from_dict
+
+    return config_from_dict(
+        {
+            "model": config_to_dict_(MODEL),
+            "user_head": {"enabled": False},
+            "sampler": config_to_dict_(SAMPLER),
+            "train": {**config_to_dict_(TRAIN), **train},
+        }
+    )

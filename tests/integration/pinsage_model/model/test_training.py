@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from planted_training import MODEL, SAMPLER, TRAIN, config_to_dict_, model_run_dir, train_data
+from planted_training import MODEL, SAMPLER, TRAIN, model_run_dir, stage_config, train_data
 
 pytestmark = pytest.mark.slow
 
@@ -83,20 +83,12 @@ def test_model_stage_writes_contract_outputs_that_inference_reproduces(tmp_path)
 
     from components.orchestration.execution import execute
     from components.stages import StageContext, get_stage
-    from pinsage_model.config import config_from_dict
     from pinsage_model.inference.layerwise import embed_all
     from pinsage_model.model.export import load_weights_npz
     from pinsage_model.model.training import embed_nodes
 
     run, features, nb, n_tr, n_val = model_run_dir(tmp_path, 11)
-    cfg = config_from_dict(
-        {
-            "model": config_to_dict_(MODEL),
-            "user_head": {"enabled": False},
-            "sampler": config_to_dict_(SAMPLER),
-            "train": {**config_to_dict_(TRAIN), "epochs": 2, "steps_per_epoch": 3},
-        }
-    )
+    cfg = stage_config(epochs=2, steps_per_epoch=3)
     stage = get_stage("model")
     ctx = StageContext.for_run_dir(run, "2026-01-12T00:00:00Z")
     report = execute(stage, cfg, {name: run / name for name in stage.inputs}, run / "model", ctx)

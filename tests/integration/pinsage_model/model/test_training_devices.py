@@ -12,7 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from planted_training import MODEL, SAMPLER, TRAIN, config_to_dict_, model_run_dir, planted
+from planted_training import MODEL, SAMPLER, TRAIN, config_to_dict_, model_run_dir, planted, stage_config
 
 pytestmark = pytest.mark.slow
 
@@ -92,19 +92,11 @@ def test_model_stage_trains_on_logical_devices_after_tensorflow_started(tmp_path
 
     from components.orchestration.execution import execute
     from components.stages import StageContext, get_stage
-    from pinsage_model.config import config_from_dict
     from pinsage_model.model.export import load_weights_npz
 
     tf.constant(1.0)  # initialises the runtime in this process, as the features stage does
     run, _, _, n_tr, _ = model_run_dir(tmp_path, 12)
-    cfg = config_from_dict(
-        {
-            "model": config_to_dict_(MODEL),
-            "user_head": {"enabled": False},
-            "sampler": config_to_dict_(SAMPLER),
-            "train": {**config_to_dict_(TRAIN), "epochs": 1, "steps_per_epoch": 2, "num_devices": 2, "batch_size": 32},
-        }
-    )
+    cfg = stage_config(epochs=1, steps_per_epoch=2, num_devices=2, batch_size=32)
     stage = get_stage("model")
     ctx = StageContext.for_run_dir(run, "2026-01-12T00:00:00Z")
     report = execute(stage, cfg, {name: run / name for name in stage.inputs}, run / "model", ctx)
@@ -121,19 +113,11 @@ def test_multi_worker_stage_after_tensorflow_started_trains_alone_in_a_fresh_pro
 
     from components.orchestration.execution import execute
     from components.stages import StageContext, get_stage
-    from pinsage_model.config import config_from_dict
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     tf.constant(1.0)  # initialises the runtime in this process, as the features stage does
     run, _, _, n_tr, _ = model_run_dir(tmp_path, 14)
-    cfg = config_from_dict(
-        {
-            "model": config_to_dict_(MODEL),
-            "user_head": {"enabled": False},
-            "sampler": config_to_dict_(SAMPLER),
-            "train": {**config_to_dict_(TRAIN), "epochs": 1, "steps_per_epoch": 1, "strategy": "multi_worker"},
-        }
-    )
+    cfg = stage_config(epochs=1, steps_per_epoch=1, strategy="multi_worker")
     stage = get_stage("model")
     report = execute(
         stage,
