@@ -32,7 +32,7 @@ def _cholesky_lower(a: np.ndarray, block: int, tick: Callable[[], object]) -> No
 
     n = len(a)
     for k0, k1 in _blocks(n, block):
-        lkk = np.linalg.cholesky(a[k0:k1, k0:k1])  # (b, b) lower
+        lkk = np.linalg.cholesky(a[k0:k1, k0:k1])  # (b, b) lower, zeros above the diagonal
         a[k0:k1, k0:k1] = lkk
         a[k0:k1, k1:] = 0.0  # the strict upper triangle of these rows
         tick()
@@ -42,8 +42,6 @@ def _cholesky_lower(a: np.ndarray, block: int, tick: Callable[[], object]) -> No
         panel[:] = scipy.linalg.solve_triangular(lkk, panel.T, lower=True, check_finite=False).T
         for r0, r1 in _blocks(n - k1, block):  # trailing update of the lower triangle only
             a[k1 + r0 : k1 + r1, k1 : k1 + r1] -= panel[r0:r1] @ panel[:r1].T
-    for k0, k1 in _blocks(n, block):  # zero the upper triangles inside the diagonal blocks
-        a[k0:k1, k0:k1] = np.tril(a[k0:k1, k0:k1])
 
 
 def _invert_lower(a: np.ndarray, block: int, tick: Callable[[], object]) -> None:
