@@ -29,10 +29,11 @@ demo: $(STAMP)
 # workers: much of the slow tier waits (Airflow's scheduler, JVM starts, subprocesses), so two
 # workers on 2 cores overlap one test's waiting with another's work. --dist loadscope keeps each
 # module on one worker, so a module's services (an Airflow, a Spark cluster, a pipeline run) start
-# once (loadgroup's groups do not reach pytest 9's node ids in xdist 3.8). TEST_WORKERS=0: serial.
+# once (loadgroup's groups do not reach pytest 9's node ids in xdist 3.8). Modules go out in
+# collection order, the slowest first (tests/conftest.py, SLOWEST_MODULES). TEST_WORKERS=0: serial.
 TEST_WORKERS ?= 2
 test: $(STAMP) lint browser
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -40,7 +41,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test-fast: $(STAMP) browser
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder -m "not slow"
 
 # Headless Chromium, which opens the run report (tests/integration/stages/test_registration_report.py):
 # Debian's package, installed with apt-get when missing and this runs as root.
