@@ -23,7 +23,8 @@ answers come from the query API of :mod:`pinsage_model.serving.query`:
   homefeed from a user's recent items, oldest first (a model trained with users as query nodes
   convolves the user over them, plus the query shift; else the model's user head over them plus
   its shift, or ``normalise(mean(items[recent])) + query_shift`` for a model without one), the
-  recent items excluded.
+  recent items excluded; scores add the homefeed popularity prior when the version has one
+  (:mod:`pinsage_model.model.prior`).
 
 Param ``k`` (int, default 10, 1..1000): how many items a row returns. A request with ``k`` out of
 range, a row with more than ``max_ids_per_row`` ids or more than ``max_rows`` rows (the model's

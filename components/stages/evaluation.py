@@ -37,6 +37,11 @@ def run(cfg: PipelineConfig, inputs: dict[str, Path], out_dir: Path, ctx: StageC
         evaluation = protocol.evaluate(cfg, folders)
     except protocol.EvaluationError as exc:
         raise StageError(str(exc)) from exc
+    if evaluation.homefeed_prior is not None:  # the index adds it to homefeed scores, as evaluation did
+        from pinsage_model.model.prior import save_prior
+
+        fit = (evaluation.users or {})["homefeed_prior"]
+        save_prior(out_dir, *evaluation.homefeed_prior, {"grid": fit["grid"], "recall": fit["recall"]})
     atomic_write_text(out_dir / "report.md", render_report(evaluation, cfg))
     atomic_write_json(out_dir / "metrics.json", protocol.metrics_document(evaluation, cfg))
     write_plots(evaluation, cfg, out_dir)

@@ -129,6 +129,7 @@ def build_index_version(
             cfg=cfg.index,
             seed=cfg.seed_for("index"),
             make_current=False,
+            prior_dir=inputs["evaluation"],
         )
     except (IndexRecallError, ContractError, FileNotFoundError, ValueError) as exc:
         raise StageError(f"index: {exc}") from exc

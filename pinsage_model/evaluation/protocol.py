@@ -80,6 +80,8 @@ class Evaluation:
       test_pairs, validation_pairs: the pairs ranked (``q``, ``pos``, ``query_in_train_graph``).
       split_digests: :func:`split_digest` of the test and validation pairs.
       event_times: False when the data has no event times (held-out events are random, not latest).
+      homefeed_prior: ``(prior (N,), weight)`` chosen on the validation users, or None
+        (:func:`with_homefeed_prior`; the stage writes it for the index).
     """
 
     results: dict[str, dict] = field(default_factory=dict)
@@ -94,6 +96,7 @@ class Evaluation:
     validation_pairs: dict[str, np.ndarray] = field(default_factory=dict)
     split_digests: dict[str, str] = field(default_factory=dict)
     event_times: bool = True
+    homefeed_prior: tuple[np.ndarray, float] | None = None
 
 
 def content_columns(features_dir: Path) -> list[int]:
@@ -377,6 +380,42 @@ def pooled_user_vectors(embeddings_dir: Path, item_emb: np.ndarray) -> tuple[np.
     return np.load(coll_path).astype(np.float32) + shift[None, :], items
 
 
+def held_csr(frame, space: UserSpace) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    """CSR ``(indptr (C+1,), item indices)`` of each user's distinct held-out items in ``frame``,
+    and how many events named a user or item the graph does not know."""
+    rows, dropped = known_rows(frame, space.coll_of, space.item_of)
+    rows = rows.drop_duplicates(["u", "i"]).sort_values(["u", "i"])
+    num_users = space.graph.num_collections
+    indptr = np.zeros(num_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows["u"].to_numpy(), minlength=num_users), out=indptr[1:])
+    return (indptr, rows["i"].to_numpy()), dropped
+
+
+def with_homefeed_prior(pooled: tuple[np.ndarray, np.ndarray], space: UserSpace, validation, k: int):
+    """The ``pinsage-pooled`` queries and items with the homefeed popularity prior as one more
+    coordinate (``[u + w_u, beta] . [z_c, log(1 + n_c)]``), its weight chosen on the validation
+    users (:func:`pinsage_model.model.prior.fit_weight`); and the fit ``{"prior", "weight",
+    "grid", "recall"}`` (validation recall@``k`` of each weight)."""
+    from pinsage_model.model.prior import BETA_GRID, fit_weight, item_prior
+
+    queries, items = pooled
+    prior = item_prior(space.graph)
+    held, _ = held_csr(validation, space)
+    users = np.flatnonzero(np.diff(held[0]) > 0)
+    train = (np.asarray(space.graph.coll_indptr), np.asarray(space.graph.coll_indices))
+    weight, recall = fit_weight(queries, items, prior, users, train, held, k)
+    log.info(
+        "homefeed popularity prior: weight %.2f (validation recall@%d %.4f, %.4f without)",
+        weight,
+        k,
+        max(recall),
+        recall[0],
+    )
+    queries = np.hstack([queries, np.full((len(queries), 1), weight, queries.dtype)])
+    items = np.hstack([items, prior[:, None].astype(items.dtype)])
+    return (queries, items), {"prior": prior, "weight": weight, "grid": list(BETA_GRID), "recall": recall}
+
+
 def rank_users(
     frame,
     space: UserSpace,
@@ -396,11 +435,8 @@ def rank_users(
     from pinsage_model.progress import progress_bar
 
     graph = space.graph
-    rows, dropped = known_rows(frame, space.coll_of, space.item_of)
-    rows = rows.drop_duplicates(["u", "i"]).sort_values(["u", "i"])
+    (held_indptr, held_indices), dropped = held_csr(frame, space)
     num_users, n = graph.num_collections, graph.num_items
-    held_indptr = np.zeros(num_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows["u"].to_numpy(), minlength=num_users), out=held_indptr[1:])
     users = np.flatnonzero(np.diff(held_indptr) > 0)
     longest = int(np.diff(space.recent_indptr).max()) if num_users else 1
     common = dict(
@@ -408,7 +444,7 @@ def rank_users(
         train_indptr=np.asarray(graph.coll_indptr),
         train_indices=np.asarray(graph.coll_indices),
         test_indptr=held_indptr,
-        test_indices=rows["i"].to_numpy(),
+        test_indices=held_indices,
         num_items=n,
         ks=user_ks,
         block_rows=max(1, USER_BLOCK_BYTES // (8 * n * max(1, longest))),
@@ -447,8 +483,13 @@ def user_level(cfg: PipelineConfig, inputs: EvaluationInputs, methods: list) -> 
     ev = cfg.evaluation
     space = user_space(inputs.graph, train_frame, ev.recent_items)
     pooled = pooled_user_vectors(inputs.embeddings, methods[0].embeddings)
+    prior = None
+    if pooled is not None and "validation" in held:
+        pooled, prior = with_homefeed_prior(pooled, space, held["validation"], ev.user_ks[0])
     test, dropped, n_users = rank_users(held["test"], space, methods, pooled, ev.user_ks)
     result = {"methods": test, "test_interactions_dropped_unknown": dropped, "users": int(n_users), "source": source}
+    if prior is not None:
+        result["homefeed_prior"] = prior
     if "validation" in held:
         result["validation"] = rank_users(held["validation"], space, methods, pooled, ev.user_ks, "validation")[0]
     return result
@@ -520,6 +561,9 @@ def evaluate(cfg: PipelineConfig, inputs: EvaluationInputs) -> Evaluation:
         summary = {k: round(v, 4) for k, v in out.results[m.name]["test"].items() if k.startswith(("hit", "mrr"))}
         log.info("evaluated %-10s in %.1f s: %s", m.name, out.timings[m.name], summary)
     out.users = user_level(cfg, inputs, methods)
+    if out.users is not None and "homefeed_prior" in out.users:
+        fit = out.users["homefeed_prior"]
+        out.homefeed_prior = (fit.pop("prior"), fit["weight"])
     out.reference_kurtosis = random_kurtosis(n, methods[0].embeddings.shape[1], cfg)
     return out
 

@@ -11,6 +11,9 @@ Layout of a publish root (a persistent folder shared by successive pipeline runs
                                              homefeed vector of a user's recent items
                              user_nodes.npz  instead, for a model trained with users as query
                                              nodes: what convolves a user over its recent items
+                             homefeed_prior.npz  the homefeed popularity prior (item index ->
+                                             log(1 + engagements)) and its weight, when the
+                                             embeddings stage fitted one
                              manifest.json   version, model_version, created_at, metrics, recall,
                                              index kind and parameters, sha256 of every file
     <root>/CURRENT                           the serving version's name (one line)
@@ -50,6 +53,7 @@ INDEX_FILE, IDS_FILE, EMB_FILE, MANIFEST_FILE = "index.faiss", "ids.parquet", "e
 SHIFT_FILE = "query_shift.npy"
 USER_HEAD_FILE = "user_head.npz"
 USER_NODES_FILE = "user_nodes.npz"
+PRIOR_FILE = "homefeed_prior.npz"
 RECALL_K = 10
 
 
@@ -145,6 +149,7 @@ class VersionContent:
       query_shift: (d,) float32 non-zero query shift, or None.
       user_head: the model's user head, or None.
       user_nodes: ``user_nodes.npz`` of a model with user nodes (:mod:`pinsage_model.model.users`), or None.
+      homefeed_prior: ``(prior (N_all,) by item index, weight)`` (:mod:`pinsage_model.model.prior`), or None.
     """
 
     embeddings: np.ndarray
@@ -153,6 +158,7 @@ class VersionContent:
     query_shift: np.ndarray | None
     user_head: dict[str, np.ndarray] | None
     user_nodes: dict[str, np.ndarray] | None = None
+    homefeed_prior: tuple[np.ndarray, float] | None = None
 
     @classmethod
     def checked(
@@ -163,6 +169,7 @@ class VersionContent:
         query_shift: np.ndarray | None = None,
         user_head: dict[str, np.ndarray] | None = None,
         user_nodes: dict[str, np.ndarray] | None = None,
+        homefeed_prior: tuple[np.ndarray, float] | None = None,
     ) -> "VersionContent":
         """The content, or ValueError when shapes or ids are inconsistent (see :func:`publish`)."""
         emb = np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -177,7 +184,9 @@ class VersionContent:
         shift = None if query_shift is None or not np.any(query_shift) else np.asarray(query_shift, np.float32)
         if shift is not None and shift.shape != (emb.shape[1],):
             raise ValueError(f"query_shift has shape {shift.shape}, expected ({emb.shape[1]},)")
-        return cls(emb, ids, idx, shift, user_head, user_nodes)
+        if homefeed_prior is not None and len(homefeed_prior[0]) <= int(idx.max()):
+            raise ValueError(f"homefeed prior has {len(homefeed_prior[0])} items; item_idx reaches {int(idx.max())}")
+        return cls(emb, ids, idx, shift, user_head, user_nodes, homefeed_prior)
 
     def version_name(self, model_version: str, cfg: IndexConfig) -> str:
         """``<model version>-<digest of the content and the index settings>``."""
@@ -197,6 +206,9 @@ class VersionContent:
             key["user_nodes"] = {
                 k: hashlib.sha256(np.ascontiguousarray(v).data).hexdigest() for k, v in sorted(self.user_nodes.items())
             }
+        if self.homefeed_prior is not None:
+            prior, weight = self.homefeed_prior
+            key["homefeed_prior"] = [hashlib.sha256(np.ascontiguousarray(prior, np.float32).data).hexdigest(), weight]
         return f"{_safe_name(model_version)}-{json_digest(key)[:12]}"
 
 
@@ -255,6 +267,11 @@ def write_version(folder: Path, index, content: VersionContent, record: dict) ->
 
         save_user_nodes(content.user_nodes, folder)
         files.append(USER_NODES_FILE)
+    if content.homefeed_prior is not None:
+        from pinsage_model.model.prior import save_prior
+
+        save_prior(folder, *content.homefeed_prior)
+        files.append(PRIOR_FILE)
     manifest = {
         **record,
         "num_items": int(len(content.item_ids)),
@@ -304,6 +321,7 @@ def publish(
     query_shift: np.ndarray | None = None,
     user_head: dict[str, np.ndarray] | None = None,
     user_nodes: dict[str, np.ndarray] | None = None,
+    homefeed_prior: tuple[np.ndarray, float] | None = None,
 ) -> Path:
     """Build, check and publish an index version under ``out_root`` and make it current.
 
@@ -313,14 +331,14 @@ def publish(
       out_root: publish root (see the module docstring for its layout).
       model_version: the model these embeddings come from (recorded, and prefixes the version).
       metrics: offline evaluation metrics to record in the manifest.
-      created_at: creation time (ISO 8601) chosen by the caller, so logic never reads the clock.
+      created_at: creation time (ISO 8601), chosen by the caller: logic never reads the clock.
       cfg: index kind, parameters and recall floor.
       item_idx: optional dense item indices (N,) to keep in ``ids.parquet`` (default 0..N-1).
       seed: sampling of the recall queries and of IVF training points.
       make_current: switch ``CURRENT`` to this version (False: publish it beside the serving one).
       weights_digest: the model weights' digest, so the registry's champion finds it (:func:`find_version`).
       query_shift: (d,) the model's learned query shift, saved with the version, added to item queries.
-      user_head, user_nodes: the model's user head / ``user_nodes.npz``: homefeed vectors built as evaluation does.
+      user_head, user_nodes, homefeed_prior: head, ``user_nodes.npz``, (prior, weight): homefeeds as evaluation's.
 
     Returns:
       The version directory. Publishing the same content again only re-points ``CURRENT``.
@@ -329,20 +347,14 @@ def publish(
       IndexRecallError: recall@10 of the approximate index is below ``cfg.recall_floor``.
       ValueError: shapes or ids are inconsistent.
     """
-    content = VersionContent.checked(embeddings, item_ids, item_idx, query_shift, user_head, user_nodes)
+    content = VersionContent.checked(embeddings, item_ids, item_idx, query_shift, user_head, user_nodes, homefeed_prior)
     root, version = Path(out_root), content.version_name(model_version, cfg)
     if not (root / VERSIONS / version / MANIFEST_FILE).exists():
         index, params, recall, num_queries = checked_index(content, cfg, seed)  # before anything is written
         record = {
-            "version": version,
-            "model_version": model_version,
-            "weights_digest": weights_digest,
-            "created_at": created_at,
-            "metrics": metrics,
-            f"recall_at_{RECALL_K}": recall,
-            "recall_queries": int(num_queries),
-            "recall_floor": cfg.recall_floor,
-            "index": params,
+            **{"version": version, "model_version": model_version, "weights_digest": weights_digest},
+            **{"created_at": created_at, "metrics": metrics, f"recall_at_{RECALL_K}": recall},
+            **{"recall_queries": int(num_queries), "recall_floor": cfg.recall_floor, "index": params},
         }
         _complete_version(root, version, lambda tmp: write_version(tmp, index, content, record))
     if make_current:
@@ -360,12 +372,15 @@ def publish_embeddings(
     cfg: IndexConfig,
     seed: int,
     make_current: bool,
+    prior_dir: Path | None = None,
 ) -> tuple[Path, int]:
     """:func:`publish` the item embeddings of an embeddings folder (``items.npy``, ``model.json``,
-    the optional ``query_shift.npy``, ``user_head.npz`` and ``user_nodes.npz``) with their ids (the graph's
-    ``item_ids.parquet``).
+    the optional ``query_shift.npy``, ``user_head.npz``, ``user_nodes.npz`` and
+    ``homefeed_prior.npz``) with their ids (the graph's ``item_ids.parquet``).
 
     Rows whose embedding is all zero (a dead ReLU head) cannot be ranked and stay out of the index.
+    ``prior_dir``: the folder of the ``homefeed_prior.npz`` to bundle (the evaluation's, which
+    chose its weight), if any.
 
     Returns:
       (the version directory, how many all-zero rows were left out).
@@ -374,6 +389,7 @@ def publish_embeddings(
       IndexRecallError, ValueError: as :func:`publish`; ContractError: an unreadable input.
     """
     from pinsage_model.data.contracts import ITEM_IDS, read_query_shift, read_table
+    from pinsage_model.model.prior import load_prior
     from pinsage_model.model.user_head import load_head
     from pinsage_model.model.users import load_user_nodes
 
@@ -400,6 +416,7 @@ def publish_embeddings(
         query_shift=read_query_shift(embeddings_dir, emb.shape[1]),
         user_head=load_head(embeddings_dir),
         user_nodes=load_user_nodes(embeddings_dir),
+        homefeed_prior=None if prior_dir is None else load_prior(prior_dir),
     )
     return vdir, int((~keep).sum())
 

@@ -75,6 +75,8 @@ class LoadedVersion:
     query_shift: np.ndarray  # (d,) float32, zero when the version has none
     user_head: dict | None = None  # the model's user head, None when it has none
     user_nodes: dict | None = None  # user_nodes.npz of a model with user nodes, else None
+    # the homefeed popularity prior, (N,) row-aligned with the index, and its weight; None: none
+    homefeed_prior: tuple[np.ndarray, float] | None = None
 
     @property
     def user_shift(self) -> np.ndarray:
@@ -170,14 +172,39 @@ class LoadedVersion:
         (the user head's output, or the unit mean of its items): the k best items for the vector
         plus :attr:`user_shift`, the ``exclude`` ids (e.g. what the user already has) left out."""
         vector = np.asarray(user_vector, np.float32).reshape(-1) + self.user_shift
-        return self.search(vector[None, :], k, [list(exclude)])[0]
+        return self.homefeed_search(vector, k, exclude)
 
     def homefeed_from_recent(self, recent_items: Sequence[str], k: int = 10) -> Neighbours:
         """Homefeed from a user's recent items, oldest first: the k best items for
         :meth:`user_query` over the known ones, which are excluded. Unknown ids are skipped; none
         known raises KeyError."""
         known = self._known_or_raise(recent_items)
-        return self.search(self.user_query(known)[None, :], k, [known])[0]
+        return self.homefeed_search(self.user_query(known), k, known)
+
+    def homefeed_search(self, query: np.ndarray, k: int, exclude: Sequence[str] = ()) -> Neighbours:
+        """The k best items for a (d,) homefeed query: inner product plus the popularity prior
+        (``beta * prior_c``, :mod:`pinsage_model.model.prior`) when the version has one.
+
+        Exact over an exact index: the top ``m`` by inner product are rescored, and ``m`` grows
+        until the k-th rescored item beats any item outside them (the m-th inner product plus
+        ``beta * max(prior)``), or the whole index is read.
+        """
+        exclude = list(exclude)
+        if self.homefeed_prior is None or self.homefeed_prior[1] == 0:
+            return self.search(query[None, :], k, [exclude])[0]
+        prior, beta = self.homefeed_prior
+        bound, skip, total = beta * float(prior.max()), set(exclude), self.index.ntotal
+        q = np.ascontiguousarray(query, np.float32).reshape(1, -1)
+        m = min(total, 4 * (k + len(skip)))
+        while True:
+            ip, rows = self.index.search(q, m)
+            ip, rows = ip[0][rows[0] >= 0], rows[0][rows[0] >= 0]
+            keep = np.array([self.item_ids[r] not in skip for r in rows], bool)
+            score, rows = ip[keep] + beta * prior[rows[keep]], rows[keep]
+            order = np.lexsort((rows, -score))[:k]
+            if m >= total or (len(order) == k and score[order[-1]] >= ip[-1] + bound):
+                return Neighbours(self.name, [self.item_ids[r] for r in rows[order]], score[order].tolist())
+            m = min(total, 4 * m)
 
     def _known_or_raise(self, item_ids: Sequence[str]) -> list[str]:
         known = self.known(item_ids)
@@ -191,6 +218,7 @@ def load_version(path: str | Path, verify: bool = True) -> LoadedVersion:
     import faiss
     import pyarrow.parquet as pq
 
+    from pinsage_model.model.prior import load_prior
     from pinsage_model.model.user_head import load_head
     from pinsage_model.model.users import load_user_nodes
 
@@ -213,13 +241,15 @@ def load_version(path: str | Path, verify: bool = True) -> LoadedVersion:
             f"{path}: index ({index.ntotal}), ids ({len(item_ids)}) and embeddings ({emb.shape[0]}) differ in size"
         )
     shift_path = path / SHIFT_FILE
+    item_idx = ids.column("item_idx").to_numpy()
+    prior = load_prior(path)
     return LoadedVersion(
         name=path.name,
         path=path,
         manifest=manifest,
         index=index,
         item_ids=item_ids,
-        item_idx=ids.column("item_idx").to_numpy(),
+        item_idx=item_idx,
         embeddings=emb,
         row_of={v: i for i, v in enumerate(item_ids.tolist())},
         query_shift=(
@@ -229,6 +259,7 @@ def load_version(path: str | Path, verify: bool = True) -> LoadedVersion:
         ),
         user_head=load_head(path),
         user_nodes=load_user_nodes(path),
+        homefeed_prior=None if prior is None else (prior[0][item_idx], prior[1]),
     )
 
 

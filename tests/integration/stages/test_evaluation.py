@@ -11,6 +11,7 @@ from components.orchestration.execution import execute
 from components.stages import StageContext, get_stage
 from pinsage_model.config import config_from_dict
 from pinsage_model.graph.csr import CSRGraph
+from pinsage_model.model.prior import BETA_GRID, load_prior
 
 pytestmark = pytest.mark.slow  # compiles the sampler's numba kernels (Pixie)
 
@@ -314,6 +315,14 @@ def test_user_level_from_the_temporal_split_without_a_test_file(run_dir, tmp_pat
     # the validation events are ranked the same way, for choosing settings without the test
     assert u["validation"]["pinsage-pooled"]["users"] == 1 and u["validation"]["pinsage-pooled"]["recall_at_1"] == 1.0
     assert "## User-level, validation, for tuning" in (root / "evaluation" / "report.md").read_text()
+    # the homefeed prior's weight is chosen on those validation users: recall@1 is 1 without it,
+    # so every weight ties and the first, 0, is kept; the prior is log(1 + training degree)
+    fit = u["homefeed_prior"]
+    assert fit["weight"] == 0.0 and fit["grid"] == list(BETA_GRID) and fit["recall"][0] == 1.0
+    prior, weight = load_prior(root / "evaluation")
+    graph = CSRGraph.load(root / "graph" / "graph.npz")
+    np.testing.assert_allclose(prior, np.log1p(graph.item_degree()), rtol=1e-6)
+    assert weight == 0.0
     # with a hash split there is no user-level protocol for this data
     _run(root, "evaluation_hash", cfg=CFG.replace(pairs=CFG.pairs.replace(split="hash")))
     assert json.loads((root / "evaluation_hash" / "metrics.json").read_text())["user_level"] is None

@@ -60,3 +60,10 @@ def test_user_head_from_model_to_served_homefeed(tmp_path):
     row_items = time_ordered(graph, recency)[graph.coll_indptr[c] : graph.coll_indptr[c + 1]]
     ids = [version.item_ids[np.flatnonzero(version.item_idx == i)[0]] for i in row_items]
     np.testing.assert_allclose(version.user_query(ids), colls[c] + user_shift, atol=1e-4)
+    # the tiny preset's collections are not users with validation events: no homefeed prior is
+    # chosen, none is bundled, and the homefeed is the inner product alone
+    assert not (run / "evaluation" / "homefeed_prior.npz").exists()
+    assert version.homefeed_prior is None and "homefeed_prior.npz" not in files
+    scores = version.embeddings @ version.user_query(ids)
+    scores[[version.row_of[i] for i in ids]] = -np.inf
+    np.testing.assert_allclose(version.homefeed_from_recent(ids, k=5).scores, np.sort(scores)[::-1][:5], atol=1e-4)

@@ -204,6 +204,25 @@ def test_publish_embeddings_orders_by_item_idx_and_leaves_zero_rows_out(tmp_path
         "w1",
         {"m": 1.0},
     )
+    assert v.homefeed_prior is None  # no prior folder given
+    # the evaluation's homefeed prior (by item index) travels with the version, by the index's rows
+    from pinsage_model.model.prior import save_prior
+
+    save_prior(tmp_path / "eval", np.array([0.0, 1.0, 2.0, 3.0, 4.0]), 0.05)
+    vdir = publish_embeddings(
+        tmp_path / "emb",
+        tmp_path / "item_ids.parquet",
+        tmp_path / "root",
+        {"m": 1.0},
+        created_at=CREATED,
+        cfg=cfg,
+        seed=0,
+        make_current=False,
+        prior_dir=tmp_path / "eval",
+    )[0]
+    v = load_version(vdir)
+    np.testing.assert_array_equal(v.homefeed_prior[0], [0.0, 1.0, 3.0, 4.0])
+    assert v.homefeed_prior[1] == pytest.approx(0.05)
 
 
 def test_recall_floor_stops_publishing(tmp_path):
@@ -306,3 +325,35 @@ def test_prune_keeps_newest_serving_protected_and_recently_served_versions(tmp_p
     assert remove_unfinished(tmp_path) == [crashed.name] and not crashed.exists()
     with pytest.raises(ValueError):
         prune_versions(tmp_path, 0, now_s=now, grace_s=0)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 2.0])
+def test_homefeed_adds_the_popularity_prior_exactly(tmp_path, weight):
+    emb = unit_rows(300, 16, seed=11)
+    # by item index: 310 items, of which rows 0..299 are published as items 10..309
+    prior = np.random.default_rng(3).exponential(size=310).astype(np.float32)
+    idx = np.arange(10, 310, dtype=np.int32)
+    vdir = publish(emb, IDS, tmp_path, "m1", {}, created_at=CREATED, item_idx=idx, homefeed_prior=(prior, weight))
+    version = load_version(vdir)
+    user = unit_rows(1, 16, seed=12)[0]
+    exclude = ["item-0", "item-7"]
+    scores = emb @ user + weight * prior[idx]  # brute force over every row
+    scores[[0, 7]] = -np.inf
+    for k in (1, 5, 60):  # 60: past the first candidate block when the prior reorders much
+        feed = version.homefeed(user, k=k, exclude=exclude)
+        assert feed.item_ids == [IDS[j] for j in np.argsort(-scores, kind="stable")[:k]]
+        np.testing.assert_allclose(feed.scores, np.sort(scores)[::-1][:k], atol=1e-5)
+    assert "homefeed_prior.npz" in json.loads((vdir / "manifest.json").read_text())["files"]
+    # related items never use the prior
+    assert version.related_items(["item-2"], k=5)[0].item_ids == exact_related(emb, 2, 5)
+
+
+def test_the_prior_is_part_of_the_version_name(tmp_path):
+    emb = unit_rows(300, 8, seed=13)
+    prior = np.ones(300, np.float32)
+    plain = publish(emb, IDS, tmp_path / "a", "m1", {}, created_at=CREATED).name
+    with_prior = publish(emb, IDS, tmp_path / "b", "m1", {}, created_at=CREATED, homefeed_prior=(prior, 0.1)).name
+    other = publish(emb, IDS, tmp_path / "c", "m1", {}, created_at=CREATED, homefeed_prior=(prior, 0.2)).name
+    assert len({plain, with_prior, other}) == 3
+    with pytest.raises(ValueError, match="homefeed prior has 200 items"):
+        publish(emb, IDS, tmp_path / "d", "m1", {}, created_at=CREATED, homefeed_prior=(prior[:200], 0.1))
