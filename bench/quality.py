@@ -134,8 +134,9 @@ def user_table(users: dict) -> str:
     for split, title in (("methods", "test"), ("validation", "validation")):
         if split not in users:
             continue
+        source = users["source"] if split == "methods" else "the split settings are chosen on"
         lines += [
-            f"user→item, {title} events of {users['users']} users ({users['source']}); full ranking, "
+            f"user→item, {title} events of {users['users']} users ({source}); full ranking, "
             "training items masked",
             "",
             "| user vector | "
