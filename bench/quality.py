@@ -136,8 +136,7 @@ def user_table(users: dict) -> str:
             continue
         source = users["source"] if split == "methods" else "the split settings are chosen on"
         lines += [
-            f"user→item, {title} events of {users['users']} users ({source}); full ranking, "
-            "training items masked",
+            f"user→item, {title} events of {users['users']} users ({source}); full ranking, training items masked",
             "",
             "| user vector | "
             + " | ".join(k.replace("recall_at_", "recall@").replace("ndcg_at_", "NDCG@") for k in keys)
